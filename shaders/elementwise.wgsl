@@ -1,0 +1,39 @@
+// Elementwise maps over flat f32 arrays. One thread per element; the workgroup grid may be
+// folded into x and y (see grid1d), so the flat index is rebuilt from both.
+// OP selects the function at pipeline creation (an override constant), so every variant
+// shares one module.
+
+override WG: u32 = 256;
+override OP: u32 = 0;
+
+fn flatIndex(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+  return (wid.x + wid.y * nwg.x) * WG + lid;
+}
+
+// Unary: y = f(x); binary: y = f(a, b). `p0` and `p1` are op parameters (alpha, slope…).
+fn apply(a: f32, b: f32) -> f32 {
+  switch OP {
+    case 0u: { return a + b; }                               // add
+    case 1u: { return a - b; }                               // sub
+    case 2u: { return a * b; }                               // mul
+    case 3u: { return params.p0 * a + params.p1 * b; }       // axpby
+    case 4u: { return params.p0 * a + params.p1; }           // affine (scale, shift)
+    case 5u: { return max(a, 0.0); }                         // relu
+    case 6u: { return select(params.p0 * a, a, a > 0.0); }   // leaky relu
+    case 7u: { return select(params.p0 * (exp(a) - 1.0), a, a > 0.0); } // elu
+    // Backward: a = upstream gradient, b = forward input x.
+    case 8u: { return select(0.0, a, b > 0.0); }             // relu'
+    case 9u: { return select(params.p0 * a, a, b > 0.0); }   // leaky relu'
+    case 10u: { return select(params.p0 * exp(b) * a, a, b > 0.0); } // elu'
+    default: { return a; }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = flatIndex(wid, nwg, lid);
+  if (i >= params.n) { return; }
+  // Unary ops pass the same buffer as both a and b.
+  y[i] = apply(a[i], b[i]);
+}

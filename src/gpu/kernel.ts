@@ -1,0 +1,151 @@
+/**
+ * Compute kernels as small program objects.
+ *
+ * A kernel declares its uniform struct and storage bindings once, in TypeScript; the WGSL
+ * header (struct `Params`, `params` and one `var<storage>` per binding) is generated from that
+ * declaration and prepended to the body in `shaders/*.wgsl`, so the layout is never written
+ * twice by hand. Tile and workgroup sizes are WGSL `override` constants supplied at pipeline
+ * creation; the pipeline cache key is the kernel name plus every constant.
+ */
+
+import { gpu } from "./device.ts";
+
+export type Scalar = "u32" | "i32" | "f32";
+export type StorageType = "f32" | "u32" | "i32" | "atomic<u32>" | "atomic<i32>";
+
+export interface Binding {
+  name: string;
+  access: "read" | "read_write";
+  /** Element type of the `array<…>`; f32 by default. */
+  type?: StorageType;
+}
+
+export interface KernelSpec<U extends string = string> {
+  /** Unique name; with the constants it forms the pipeline cache key. */
+  name: string;
+  /** WGSL body (entry point `main`), using `params.<field>` and the binding names. */
+  body: string;
+  /** Uniform fields in struct order; each is a 4-byte scalar. */
+  uniforms: Record<U, Scalar>;
+  bindings: Binding[];
+  /** Default values of the body's `override` constants. */
+  constants?: Record<string, number>;
+}
+
+/** A kernel ready to dispatch; pipelines are created lazily per constants set. */
+export interface Kernel<U extends string = string> {
+  spec: KernelSpec<U>;
+  /** The full WGSL text: generated header plus body. */
+  wgsl: string;
+  /** Uniform struct size in bytes (multiple of 16). */
+  uniformBytes: number;
+  /** Writes uniform values in struct order into `view` at `offset`. */
+  packUniforms(view: DataView, offset: number, values: Record<U, number>): void;
+  pipeline(constants?: Record<string, number>): GPUComputePipeline;
+  /** The bind group layout shared by every pipeline of this kernel. */
+  bindGroupLayout(): GPUBindGroupLayout;
+}
+
+/** Builds the WGSL header for a spec. Exported for tests and shader inspection. */
+export function wgslHeader(spec: KernelSpec): string {
+  const fields = Object.entries(spec.uniforms);
+  const lines: string[] = [];
+  lines.push("struct Params {");
+  if (fields.length === 0) lines.push("  _unused: u32,");
+  for (const [name, type] of fields) lines.push(`  ${name}: ${type},`);
+  lines.push("};");
+  lines.push("@group(0) @binding(0) var<uniform> params: Params;");
+  spec.bindings.forEach((b, i) => {
+    const type = b.type ?? "f32";
+    lines.push(`@group(0) @binding(${i + 1}) var<storage, ${b.access}> ${b.name}: array<${type}>;`);
+  });
+  return lines.join("\n") + "\n";
+}
+
+/**
+ * Declares a kernel.
+ *
+ * @example
+ * const scale = defineKernel({
+ *   name: "scale",
+ *   body: scaleWgsl,
+ *   uniforms: { n: "u32", alpha: "f32" },
+ *   bindings: [{ name: "x", access: "read" }, { name: "y", access: "read_write" }],
+ *   constants: { WG: 64 },
+ * });
+ */
+export function defineKernel<U extends string>(spec: KernelSpec<U>): Kernel<U> {
+  const wgsl = wgslHeader(spec as KernelSpec) + spec.body;
+  const fields = Object.entries(spec.uniforms) as [U, Scalar][];
+  const uniformBytes = Math.max(16, Math.ceil((fields.length * 4) / 16) * 16);
+  const pipelines = new Map<string, GPUComputePipeline>();
+  let module: GPUShaderModule | undefined;
+  let layouts: { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } | undefined;
+  const getLayouts = () => layouts ??= explicitLayouts(gpu().device, spec as KernelSpec);
+
+  return {
+    spec,
+    wgsl,
+    uniformBytes,
+    packUniforms(view, offset, values) {
+      fields.forEach(([name, type], i) => {
+        const v = values[name];
+        if (typeof v !== "number" || Number.isNaN(v) && type !== "f32") {
+          throw new Error(`kernel ${spec.name}: uniform ${name} must be a number, got ${v}`);
+        }
+        const at = offset + i * 4;
+        if (type === "f32") view.setFloat32(at, v, true);
+        else if (type === "u32") view.setUint32(at, v >>> 0, true);
+        else view.setInt32(at, v | 0, true);
+      });
+    },
+    bindGroupLayout() {
+      return getLayouts().group;
+    },
+    pipeline(constants) {
+      const merged = { ...spec.constants, ...constants };
+      const key = Object.keys(merged).sort().map((k) => `${k}=${merged[k]}`).join(",");
+      let p = pipelines.get(key);
+      if (!p) {
+        const device = gpu().device;
+        module ??= device.createShaderModule({ label: spec.name, code: wgsl });
+        p = device.createComputePipeline({
+          label: `${spec.name}[${key}]`,
+          layout: getLayouts().pipeline,
+          compute: { module, entryPoint: "main", constants: merged },
+        });
+        pipelines.set(key, p);
+      }
+      return p;
+    },
+  };
+}
+
+/**
+ * Workgroup grid for `groups` workgroups along one logical axis, folded into x and y so no
+ * dimension exceeds `maxPerDim`. Shaders recover the flat workgroup index as
+ * `wid.x + wid.y * nwg.x`.
+ */
+export function grid1d(groups: number, maxPerDim = 65535): [number, number, number] {
+  if (groups <= maxPerDim) return [Math.max(1, groups), 1, 1];
+  const y = Math.ceil(groups / maxPerDim);
+  return [Math.ceil(groups / y), y, 1];
+}
+
+/** An explicit layout, so bindings a shader variant leaves unused do not break bind groups. */
+function explicitLayouts(
+  device: GPUDevice,
+  spec: KernelSpec,
+): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
+  const entries: GPUBindGroupLayoutEntry[] = [
+    { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: "uniform" } },
+    ...spec.bindings.map((b, i): GPUBindGroupLayoutEntry => ({
+      binding: i + 1,
+      visibility: GPUShaderStage.COMPUTE,
+      buffer: { type: b.access === "read" ? "read-only-storage" : "storage" },
+    })),
+  ];
+  const group = device.createBindGroupLayout({ label: spec.name, entries });
+  const pipeline = device.createPipelineLayout({ label: spec.name, bindGroupLayouts: [group] });
+  return { group, pipeline };
+}

@@ -1,0 +1,170 @@
+/**
+ * Command recording with batched submission.
+ *
+ * Ops append dispatches to one open compute pass; nothing reaches the GPU until a flush
+ * (explicit, before an upload, or at readback). A whole training step therefore becomes one or
+ * a few command buffers. Uniform values for every dispatch of a batch live in one arena buffer,
+ * each dispatch in its own aligned slot; the arena is written once, just before submission.
+ */
+
+import { gpu, throwIfDeviceError } from "./device.ts";
+import type { Kernel } from "./kernel.ts";
+
+const ARENA_BYTES = 1 << 20;
+
+export class Recorder {
+  #device: GPUDevice;
+  #encoder: GPUCommandEncoder | undefined;
+  #pass: GPUComputePassEncoder | undefined;
+  #arena = new ArrayBuffer(ARENA_BYTES);
+  #view = new DataView(this.#arena);
+  #arenaBuffer: GPUBuffer;
+  #offset = 0;
+  #align: number;
+  #staging = new Map<number, GPUBuffer[]>();
+  /** Dispatches recorded since creation; useful in benchmarks and tests. */
+  dispatchCount = 0;
+  submitCount = 0;
+
+  constructor(device: GPUDevice) {
+    this.#device = device;
+    this.#align = Math.max(16, device.limits.minUniformBufferOffsetAlignment);
+    this.#arenaBuffer = device.createBuffer({
+      label: "uniform arena",
+      size: ARENA_BYTES,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+  }
+
+  /** True when commands are recorded but not yet submitted. */
+  get pending(): boolean {
+    return this.#encoder !== undefined;
+  }
+
+  /** Records one dispatch of `kernel` over `groups` workgroups. */
+  dispatch<U extends string>(
+    kernel: Kernel<U>,
+    uniforms: Record<U, number>,
+    buffers: GPUBuffer[],
+    groups: readonly [number, number, number],
+    constants?: Record<string, number>,
+  ): void {
+    if (buffers.length !== kernel.spec.bindings.length) {
+      throw new Error(
+        `kernel ${kernel.spec.name}: expected ${kernel.spec.bindings.length} buffers, ` +
+          `got ${buffers.length}`,
+      );
+    }
+    const max = this.#device.limits.maxComputeWorkgroupsPerDimension;
+    if (groups.some((g) => g > max || g < 0 || !Number.isInteger(g))) {
+      throw new Error(`kernel ${kernel.spec.name}: invalid workgroup grid ${groups.join("×")}`);
+    }
+    if (groups[0] * groups[1] * groups[2] === 0) return;
+    if (this.#offset + kernel.uniformBytes > ARENA_BYTES) this.flush();
+    const offset = this.#offset;
+    kernel.packUniforms(this.#view, offset, uniforms);
+    this.#offset = Math.ceil((offset + kernel.uniformBytes) / this.#align) * this.#align;
+
+    const pipeline = kernel.pipeline(constants);
+    const bindGroup = this.#device.createBindGroup({
+      layout: kernel.bindGroupLayout(),
+      entries: [
+        { binding: 0, resource: { buffer: this.#arenaBuffer, offset, size: kernel.uniformBytes } },
+        ...buffers.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
+      ],
+    });
+    const pass = this.#computePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
+    this.dispatchCount++;
+  }
+
+  /** Records zero-filling of a buffer range (bytes, multiples of 4). */
+  clear(buffer: GPUBuffer, offset = 0, size?: number): void {
+    this.#copyEncoder().clearBuffer(buffer, offset, size);
+  }
+
+  /** Records a buffer-to-buffer copy (bytes, multiples of 4). */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
+    this.#copyEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
+  }
+
+  /** Submits everything recorded so far. */
+  flush(): void {
+    if (!this.#encoder) return;
+    this.#pass?.end();
+    this.#pass = undefined;
+    if (this.#offset > 0) {
+      this.#device.queue.writeBuffer(this.#arenaBuffer, 0, this.#arena, 0, this.#offset);
+    }
+    this.#device.queue.submit([this.#encoder.finish()]);
+    this.#encoder = undefined;
+    this.#offset = 0;
+    this.submitCount++;
+  }
+
+  /**
+   * Copies byte ranges to the host in one submission and one round of `mapAsync`.
+   * Each mapAsync costs milliseconds, so callers read everything they need at once.
+   */
+  async read(ranges: { buffer: GPUBuffer; bytes: number }[]): Promise<ArrayBuffer[]> {
+    const staging = ranges.map(({ buffer, bytes }) => {
+      const size = Math.ceil(bytes / 4) * 4;
+      const s = this.#takeStaging(size);
+      if (size > 0) this.copy(buffer, 0, s, 0, size);
+      return { s, size, bytes };
+    });
+    this.flush();
+    await Promise.all(staging.map(({ s }) => s.mapAsync(GPUMapMode.READ)));
+    const out = staging.map(({ s, bytes }) => s.getMappedRange(0, s.size).slice(0, bytes));
+    for (const { s } of staging) {
+      s.unmap();
+      this.#giveStaging(s);
+    }
+    throwIfDeviceError();
+    return out;
+  }
+
+  /** Waits until the GPU has finished all submitted work; raises device errors. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.#device.queue.onSubmittedWorkDone();
+    throwIfDeviceError();
+  }
+
+  #computePass(): GPUComputePassEncoder {
+    this.#encoder ??= this.#device.createCommandEncoder();
+    this.#pass ??= this.#encoder.beginComputePass();
+    return this.#pass;
+  }
+
+  #copyEncoder(): GPUCommandEncoder {
+    this.#pass?.end();
+    this.#pass = undefined;
+    this.#encoder ??= this.#device.createCommandEncoder();
+    return this.#encoder;
+  }
+
+  #takeStaging(size: number): GPUBuffer {
+    const bucket = Math.max(256, 2 ** Math.ceil(Math.log2(Math.max(size, 1))));
+    return this.#staging.get(bucket)?.pop() ?? this.#device.createBuffer({
+      label: "readback",
+      size: bucket,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+  }
+
+  #giveStaging(buffer: GPUBuffer): void {
+    let list = this.#staging.get(buffer.size);
+    if (!list) this.#staging.set(buffer.size, list = []);
+    list.push(buffer);
+  }
+}
+
+let recorder: Recorder | undefined;
+
+/** The process-wide recorder on the GPU from `initGpu()`. */
+export function commands(): Recorder {
+  return recorder ??= new Recorder(gpu().device);
+}

@@ -1,0 +1,79 @@
+/**
+ * Elementwise ops: add, sub, mul, axpby, affine, and the activations (ReLU, leaky ReLU, ELU)
+ * with their derivatives. One WGSL module; the op is an override constant.
+ */
+
+import elementwiseWgsl from "../../shaders/elementwise.wgsl" with { type: "text" };
+import { commands, defineKernel, grid1d, Tensor } from "../gpu/mod.ts";
+import { assertSameShape } from "./shape.ts";
+
+const WG = 256;
+
+export const elementwiseKernel = defineKernel({
+  name: "elementwise",
+  body: elementwiseWgsl,
+  uniforms: { n: "u32", p0: "f32", p1: "f32" },
+  bindings: [
+    { name: "a", access: "read" },
+    { name: "b", access: "read" },
+    { name: "y", access: "read_write" },
+  ],
+  constants: { WG, OP: 0 },
+});
+
+const OP = {
+  add: 0,
+  sub: 1,
+  mul: 2,
+  axpby: 3,
+  affine: 4,
+  relu: 5,
+  leakyRelu: 6,
+  elu: 7,
+  reluBackward: 8,
+  leakyReluBackward: 9,
+  eluBackward: 10,
+} as const;
+
+function run(op: keyof typeof OP, a: Tensor, b: Tensor, p0 = 0, p1 = 0): Tensor {
+  assertSameShape(op, a.shape, b.shape);
+  const y = new Tensor(a.shape);
+  commands().dispatch(
+    elementwiseKernel,
+    { n: a.size, p0, p1 },
+    [a.buffer, b.buffer, y.buffer],
+    grid1d(Math.ceil(a.size / WG)),
+    { OP: OP[op] },
+  );
+  return y;
+}
+
+/** a + b (same shapes). */
+export const add = (a: Tensor, b: Tensor): Tensor => run("add", a, b);
+/** a − b (same shapes). */
+export const sub = (a: Tensor, b: Tensor): Tensor => run("sub", a, b);
+/** a ⊙ b (same shapes). */
+export const mul = (a: Tensor, b: Tensor): Tensor => run("mul", a, b);
+/** αa + βb (same shapes). */
+export const axpby = (alpha: number, a: Tensor, beta: number, b: Tensor): Tensor =>
+  run("axpby", a, b, alpha, beta);
+/** s·x + t. */
+export const affine = (x: Tensor, s: number, t = 0): Tensor => run("affine", x, x, s, t);
+/** s·x. */
+export const scale = (x: Tensor, s: number): Tensor => run("affine", x, x, s, 0);
+
+/** max(x, 0). */
+export const relu = (x: Tensor): Tensor => run("relu", x, x);
+/** x for x > 0, slope·x otherwise. */
+export const leakyRelu = (x: Tensor, slope = 0.01): Tensor => run("leakyRelu", x, x, slope);
+/** x for x > 0, α(eˣ − 1) otherwise. */
+export const elu = (x: Tensor, alpha = 1): Tensor => run("elu", x, x, alpha);
+
+/** Gradient of ReLU given upstream `gy` and forward input `x`. */
+export const reluBackward = (gy: Tensor, x: Tensor): Tensor => run("reluBackward", gy, x);
+/** Gradient of leaky ReLU given upstream `gy` and forward input `x`. */
+export const leakyReluBackward = (gy: Tensor, x: Tensor, slope = 0.01): Tensor =>
+  run("leakyReluBackward", gy, x, slope);
+/** Gradient of ELU given upstream `gy` and forward input `x`. */
+export const eluBackward = (gy: Tensor, x: Tensor, alpha = 1): Tensor =>
+  run("eluBackward", gy, x, alpha);
