@@ -1,0 +1,65 @@
+/** Flag parsing shared by the commands, on `node:util` parseArgs with voxseg's error style. */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { UsageError } from "./main.ts";
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/**
+ * Parses `argv` strictly; unknown flags and missing values become a {@link UsageError} whose
+ * message names the flag and shows `help`.
+ *
+ * @example
+ * const { values } = parseFlags(argv, { out: { type: "string" } }, "--out DIR");
+ */
+export function parseFlags<O extends Options>(
+  argv: string[],
+  options: O,
+  help: string,
+): { values: Record<keyof O, string | boolean | string[] | undefined>; positionals: string[] } {
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      allowPositionals: true,
+      strict: true,
+    });
+    if (values.help) {
+      console.log(help);
+      Deno.exit(0);
+    }
+    return {
+      values: values as Record<keyof O, string | boolean | string[] | undefined>,
+      positionals,
+    };
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}\n\n${help}`);
+  }
+}
+
+/** Reads a numeric flag, with a clear message when it is not a number in range. */
+export function numberFlag(
+  value: unknown,
+  name: string,
+  fallback: number,
+  { min = -Infinity, max = Infinity, integer = false } = {},
+): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+    const kind = integer ? "an integer" : "a number";
+    throw new UsageError(`--${name} must be ${kind} in [${min}, ${max}], got "${value}"`);
+  }
+  return n;
+}
+
+/** Parses "D,H,W" (or one number for all three) into a 3-tuple of positive integers. */
+export function shapeFlag(value: unknown, name: string, fallback: [number, number, number]) {
+  if (value === undefined) return fallback;
+  const parts = String(value).split(",").map((s) => Number(s.trim()));
+  const dims = parts.length === 1 ? [parts[0], parts[0], parts[0]] : parts;
+  if (dims.length !== 3 || dims.some((d) => !Number.isInteger(d) || d <= 0)) {
+    throw new UsageError(`--${name} must be D,H,W (positive integers), got "${value}"`);
+  }
+  return dims as [number, number, number];
+}

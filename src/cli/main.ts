@@ -1,0 +1,62 @@
+/**
+ * The command line: `voxseg <command> [flags]`. Each command lives in its own module, loaded
+ * only when used, and exports `main(argv)`; a command returns its exit code.
+ */
+
+export interface Command {
+  summary: string;
+  load: () => Promise<{ main(argv: string[]): Promise<number> }>;
+}
+
+/** Every command, in the order `voxseg help` lists them. */
+export const commandTable: Record<string, Command> = {
+  info: {
+    summary: "WebGPU adapter, backend, features and limits",
+    load: () => import("./info.ts"),
+  },
+};
+
+/** A usage error: printed without a stack trace, exit code 2. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+function usage(): string {
+  const width = Math.max(...Object.keys(commandTable).map((k) => k.length));
+  const lines = Object.entries(commandTable).map(([k, c]) => `  ${k.padEnd(width)}  ${c.summary}`);
+  return [
+    "voxseg: 3D U-Net segmentation on WebGPU",
+    "",
+    "usage: voxseg <command> [flags]     (voxseg <command> --help for its flags)",
+    "",
+    "commands:",
+    ...lines,
+  ].join("\n");
+}
+
+/** Runs the CLI and returns the process exit code. */
+export async function runCli(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "help" || name === "--help" || name === "-h") {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const command = commandTable[name];
+  if (!command) {
+    console.error(`voxseg: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    const mod = await command.load();
+    return await mod.main(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`voxseg ${name}: ${e.message}`);
+      return 2;
+    }
+    const err = e as Error;
+    console.error(`voxseg ${name}: ${err.name === "Error" ? "" : err.name + ": "}${err.message}`);
+    if (Deno.env.get("VOXSEG_DEBUG")) console.error(err.stack);
+    return 1;
+  }
+}
