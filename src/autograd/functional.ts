@@ -18,6 +18,104 @@ export const elu = (x: Tensor, alpha = 1): Tensor => apply("elu", [x], { alpha }
 // <functional:conv>
 // </functional:conv>
 // <functional:layers>
+/** Max pooling, kernel 2 stride 2: [N,C,D,H,W] → [N,C,⌊D/2⌋,⌊H/2⌋,⌊W/2⌋]; ties: first max. */
+export const maxPool3d = (x: Tensor): Tensor => apply("maxPool3d", [x], {});
+
+/** [N,Ca,…] and [N,Cb,…] → [N,Ca+Cb,…] (U-Net skip connections). */
+export const concatChannels = (a: Tensor, b: Tensor): Tensor => apply("concatChannels", [a, b], {});
+
+/** Softmax over channels (dim 1) for every voxel, with the channel max subtracted. */
+export const softmaxChannels = (x: Tensor): Tensor => apply("softmaxChannels", [x], {});
+
+/**
+ * Instance norm: each (n, c) volume normalised by its mean and biased variance, then
+ * ·gamma[c] + beta[c] (either may be null, meaning no scale or no shift).
+ */
+export const instanceNorm = (
+  x: Tensor,
+  gamma: Tensor | null,
+  beta: Tensor | null,
+  opts: { eps?: number } = {},
+): Tensor => apply("instanceNorm", [x, gamma, beta], { eps: opts.eps ?? 1e-5 });
+
+/**
+ * Batch norm per channel over N and space, ·gamma[c] + beta[c] (either may be null).
+ * Training mode (default) uses batch statistics and updates `runningMean`/`runningVar` in
+ * place when given (PyTorch's formula, unbiased running variance); `training: false` uses them.
+ *
+ * @example
+ * const y = batchNorm(x, gamma, beta, { runningMean, runningVar, training: !evaluating });
+ */
+export const batchNorm = (
+  x: Tensor,
+  gamma: Tensor | null,
+  beta: Tensor | null,
+  opts: {
+    eps?: number;
+    momentum?: number;
+    training?: boolean;
+    runningMean?: Tensor;
+    runningVar?: Tensor;
+  } = {},
+): Tensor =>
+  apply("batchNorm", [x, gamma, beta], {
+    ...opts,
+    eps: opts.eps ?? 1e-5,
+    momentum: opts.momentum ?? 0.1,
+    training: opts.training ?? true,
+  });
+
+/**
+ * Reverses the given axes (indices into x's shape).
+ *
+ * @example
+ * const mirrored = flip(x, [2, 3, 4]); // D, H and W of [N,C,D,H,W]
+ */
+export const flip = (x: Tensor, axes: number[]): Tensor => apply("flip", [x], { axes: [...axes] });
 // </functional:layers>
 // <functional:losses>
+import type { CrossEntropyOptions, DiceOptions, TverskyOptions } from "../ops/losses.ts";
+export type { CrossEntropyOptions, DiceOptions, TverskyOptions };
+
+/** Σ x over all elements → [1]. */
+export const sum = (x: Tensor): Tensor => apply("sum", [x], {});
+/** Mean of all elements → [1]. */
+export const mean = (x: Tensor): Tensor => apply("mean", [x], {});
+
+/**
+ * Multi-class Tversky loss → [1], from `probs` [N,C,D,H,W] (e.g. softmax output) and u32
+ * `labels` [N,D,H,W] in 0..C−1. Per sample n and class c, with g the one-hot labels:
+ * TP = Σ p·g, FP = Σ p·(1 − g), FN = Σ (1 − p)·g and
+ * TI = (TP + smooth) / (TP + α·FP + β·FN + smooth). The loss is the weighted mean
+ * Σ w_c(1 − TI) / Σ w_c over included classes, averaged over samples (`batch: true` sums the
+ * statistics over the batch first, nnU-Net's "batch dice"). **α weights false positives and β
+ * false negatives**; the defaults α = 0.3, β = 0.7 favour recall. Gradients flow to probs.
+ *
+ * @example
+ * const loss = tversky(softmaxChannels(logits), labels, { includeBackground: false });
+ */
+export const tversky = (probs: Tensor, labels: Tensor, opts: TverskyOptions = {}): Tensor =>
+  apply("tversky", [probs, labels], opts);
+
+/**
+ * Soft Dice loss → [1]: {@link tversky} with α = β = ½, i.e. per class
+ * 1 − (TP + smooth) / (TP + ½(FP + FN) + smooth), which is 1 − (2TP + 2·smooth) /
+ * (2TP + FP + FN + 2·smooth), the usual soft Dice with smoothing 2·smooth.
+ */
+export const dice = (probs: Tensor, labels: Tensor, opts: DiceOptions = {}): Tensor =>
+  apply("tversky", [probs, labels], { ...opts, alpha: 0.5, beta: 0.5 });
+
+/**
+ * Categorical cross-entropy → [1] from `logits` [N,C,D,H,W] (stable log-softmax over C) and
+ * u32 `labels` [N,D,H,W]: the mean of −log p_y over voxels, or with `classWeights`
+ * Σ w_y·(−log p_y) / Σ w_y as PyTorch does. Gradients flow to logits.
+ *
+ * @example
+ * const loss = axpby(1, dice(softmaxChannels(logits), labels), 1, crossEntropy(logits, labels));
+ */
+export const crossEntropy = (
+  logits: Tensor,
+  labels: Tensor,
+  opts: CrossEntropyOptions = {},
+): Tensor => apply("crossEntropy", [logits, labels], opts);
 // </functional:losses>

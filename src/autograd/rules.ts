@@ -10,8 +10,15 @@ import { rule } from "./rule.ts";
 // <imports:conv>
 // </imports:conv>
 // <imports:layers>
+import * as pool from "../ops/pool.ts";
+import * as concat from "../ops/concat.ts";
+import * as softmax from "../ops/softmax.ts";
+import * as norm from "../ops/norm.ts";
+import * as flipOp from "../ops/flip.ts";
 // </imports:layers>
 // <imports:losses>
+import * as losses from "../ops/losses.ts";
+import * as reduce from "../ops/reduce.ts";
 // </imports:losses>
 
 const t = (v: unknown) => v as Tensor;
@@ -69,8 +76,93 @@ export const rules = {
   // <rules:conv> conv3d, convTranspose3d
   // </rules:conv>
   // <rules:layers> maxPool3d, concatChannels, softmaxChannels, instanceNorm, batchNorm, flip
+  // ---- layers: pooling saves argmax, norms save (mean, invStd), softmax its output -------
+  maxPool3d: rule<Record<never, never>>({
+    forward: ([x]) => {
+      const { y, argmax } = pool.maxPool3d(x!);
+      return { out: y, saved: { argmax, inShape: x!.shape } };
+    },
+    backward: (gy, s) => [
+      pool.maxPool3dBackward(gy, t(s.argmax), s.inShape as readonly number[]),
+    ],
+  }),
+  concatChannels: rule<Record<never, never>>({
+    forward: ([a, b]) => ({
+      out: concat.concatChannels(a!, b!),
+      saved: { ca: a!.shape[1], cb: b!.shape[1] },
+    }),
+    backward: (gy, s, _a, needs) => [
+      needs[0] ? concat.sliceChannels(gy, 0, s.ca as number) : null,
+      needs[1] ? concat.sliceChannels(gy, s.ca as number, s.cb as number) : null,
+    ],
+  }),
+  softmaxChannels: rule<Record<never, never>>({
+    forward: ([x]) => {
+      const y = softmax.softmaxChannels(x!);
+      return { out: y, saved: { y } };
+    },
+    backward: (gy, s) => [softmax.softmaxChannelsBackward(gy, t(s.y))],
+  }),
+  instanceNorm: rule<{ eps: number }>({
+    forward: ([x, gamma, beta], { eps }) => {
+      const { y, stats } = norm.instanceNorm(x!, gamma, beta, eps);
+      return { out: y, saved: { x: x!, gamma: gamma ?? undefined, stats } };
+    },
+    backward: (gy, s, _a, needs) => {
+      const gamma = (s.gamma as Tensor | undefined) ?? null;
+      return norm.normBackward(gy, t(s.x), gamma, t(s.stats), "instance", true, needs);
+    },
+  }),
+  batchNorm: rule<norm.BatchNormOptions & { training: boolean }>({
+    forward: ([x, gamma, beta], opts) => {
+      const { y, stats } = norm.batchNorm(x!, gamma, beta, opts);
+      return { out: y, saved: { x: x!, gamma: gamma ?? undefined, stats } };
+    },
+    backward: (gy, s, { training }, needs) => {
+      const gamma = (s.gamma as Tensor | undefined) ?? null;
+      return norm.normBackward(gy, t(s.x), gamma, t(s.stats), "batch", training, needs);
+    },
+  }),
+  flip: rule<{ axes: readonly number[] }>({
+    forward: ([x], { axes }) => ({ out: flipOp.flip(x!, axes), saved: {} }),
+    backward: (gy, _s, { axes }) => [flipOp.flip(gy, axes)],
+  }),
   // </rules:layers>
   // <rules:losses> tversky, dice, crossEntropy, sum, mean
+  // ---- reductions and losses: output [1]; labels (input 1) get no gradient ----------------
+  sum: rule<Record<never, never>>({
+    forward: ([x]) => ({ out: reduce.sum(x!), saved: { shape: x!.shape } }),
+    backward: (gy, s) => [reduce.broadcastScalar(gy, s.shape as readonly number[], 1)],
+  }),
+  mean: rule<Record<never, never>>({
+    forward: ([x]) => ({ out: reduce.mean(x!), saved: { shape: x!.shape, n: x!.size } }),
+    backward: (gy, s) => [
+      reduce.broadcastScalar(gy, s.shape as readonly number[], 1 / (s.n as number)),
+    ],
+  }),
+  // Dice is tversky with alpha = beta = 0.5 (see functional.ts).
+  tversky: rule<losses.TverskyOptions>({
+    forward: ([p, labels], o) => {
+      const { loss, coef } = losses.tverskyForward(p!, labels!, o);
+      return { out: loss, saved: { coef, labels: labels!, shape: p!.shape } };
+    },
+    backward: (gy, s, _o, needs) => [
+      needs[0]
+        ? losses.tverskyBackward(gy, t(s.coef), t(s.labels), s.shape as readonly number[])
+        : null,
+      null,
+    ],
+  }),
+  crossEntropy: rule<losses.CrossEntropyOptions>({
+    forward: ([x, labels], o) => {
+      const { loss, stats } = losses.crossEntropyForward(x!, labels!, o);
+      return { out: loss, saved: { x: x!, labels: labels!, stats } };
+    },
+    backward: (gy, s, o, needs) => [
+      needs[0] ? losses.crossEntropyBackward(gy, t(s.x), t(s.labels), t(s.stats), o) : null,
+      null,
+    ],
+  }),
   // </rules:losses>
 };
 

@@ -18,19 +18,20 @@ export function parseFlags<O extends Options>(
   help: string,
 ): { values: Record<keyof O, string | boolean | string[] | undefined>; positionals: string[] } {
   try {
-    const { values, positionals } = parseArgs({
+    const parsed = parseArgs({
       args: argv,
-      options: { ...options, help: { type: "boolean", short: "h" } },
+      options: { ...options, help: { type: "boolean", short: "h" } } as Options,
       allowPositionals: true,
       strict: true,
     });
+    const values = parsed.values as Record<string, string | boolean | string[] | undefined>;
     if (values.help) {
       console.log(help);
       Deno.exit(0);
     }
     return {
       values: values as Record<keyof O, string | boolean | string[] | undefined>,
-      positionals,
+      positionals: parsed.positionals,
     };
   } catch (e) {
     throw new UsageError(`${(e as Error).message}\n\n${help}`);

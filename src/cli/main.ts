@@ -14,6 +14,18 @@ export const commandTable: Record<string, Command> = {
     summary: "WebGPU adapter, backend, features and limits",
     load: () => import("./info.ts"),
   },
+  synth: {
+    summary: "synthetic chest-CT dataset (lung + infection phantoms) with dataset.json",
+    load: () => import("./synth.ts"),
+  },
+  convert: {
+    summary: "NIfTI → OME-Zarr: one case, or a whole nnU-Net raw folder with dataset.json",
+    load: () => import("./convert.ts"),
+  },
+  export: {
+    summary: "OME-Zarr case → NIfTI with the source geometry",
+    load: () => import("./export.ts"),
+  },
 };
 
 /** A usage error: printed without a stack trace, exit code 2. */

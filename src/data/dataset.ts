@@ -1,0 +1,516 @@
+/**
+ * The dataset manifest, `dataset.json`, at the root of a dataset folder or URL:
+ *
+ * ```json
+ * { "format": "voxseg-dataset", "version": 1, "name": "lungs", "modality": "CT",
+ *   "classes": ["background", "lung", "infection"],
+ *   "targetSpacingMm": [2.5, 0.8, 0.8],
+ *   "intensity": { "mean": …, "std": …, "p0_5": …, "p99_5": …, "min": …, "max": … },
+ *   "cases": [{ "id": "a", "path": "cases/a.zarr", "split": "train", "shape": [D,H,W],
+ *               "spacingMm": [z,y,x], "hasLabel": true, "voxelsPerClass": [n0, n1, n2],
+ *               "foreground": [[], [z,y,x, z,y,x, …], […]] }] }
+ * ```
+ *
+ * `foreground[c]` holds up to 10 000 voxel coordinates of class c (flat z,y,x triples, sorted
+ * by flat index), sampled uniformly with a seeded reservoir — nnU-Net's class locations — so
+ * the patch sampler can centre patches on foreground without scanning volumes. Background
+ * (class 0) is not sampled. Intensity statistics are nnU-Net's: computed on foreground voxel
+ * intensities sampled from every labelled case; the target spacing is the per-axis median.
+ */
+
+import { isAbsolute, join, resolve } from "node:path";
+import { writeFileAtomic } from "./atomic.ts";
+import { Random } from "./random.ts";
+import type { Shape3, Volume } from "./volume.ts";
+
+export type Split = "train" | "val" | "test";
+export const SPLITS: readonly Split[] = ["train", "val", "test"];
+export const DATASET_FILE = "dataset.json";
+const FORMAT = "voxseg-dataset";
+
+/** Foreground intensity statistics (nnU-Net's dataset fingerprint). */
+export interface IntensityStats {
+  mean: number;
+  std: number;
+  /** 0.5th percentile. */
+  p0_5: number;
+  /** 99.5th percentile. */
+  p99_5: number;
+  min: number;
+  max: number;
+}
+
+export interface CaseEntry {
+  id: string;
+  /** Case location: relative to the dataset root, or absolute, or an http(s) URL. */
+  path: string;
+  split: Split;
+  /** D, H, W. */
+  shape: Shape3;
+  /** z, y, x mm. */
+  spacingMm: Shape3;
+  hasLabel: boolean;
+  /** Voxels of each class (index = label value); empty when the case has no label. */
+  voxelsPerClass: number[];
+  /** Per class: sampled foreground coordinates as flat z,y,x triples; `foreground[0]` = []. */
+  foreground: number[][];
+}
+
+export interface DatasetManifest {
+  format: typeof FORMAT;
+  version: 1;
+  name: string;
+  /** "CT" (intensities are HU) or another modality name. */
+  modality: string;
+  /** Class names by label value; `classes[0]` is the background. */
+  classes: string[];
+  /** Median spacing over the cases, z, y, x mm. */
+  targetSpacingMm: Shape3;
+  /** Foreground intensity statistics; null when no case has a label. */
+  intensity: IntensityStats | null;
+  cases: CaseEntry[];
+}
+
+/** A manifest read from disk or HTTP, with the root its relative case paths resolve against. */
+export interface Dataset extends DatasetManifest {
+  /** Dataset folder (absolute path) or URL (ending in "/"). */
+  root: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-case statistics
+
+export interface CaseStatsOptions {
+  /** Foreground coordinates kept per class (default 10 000). */
+  maxPerClass?: number;
+  /** Foreground intensities kept for the dataset statistics (default 10 000). */
+  intensitySamples?: number;
+}
+
+export interface CaseStats {
+  shape: Shape3;
+  spacingMm: Shape3;
+  /** Voxels of each label value. */
+  voxelsPerClass: number[];
+  /** Per class: flat z,y,x triples, sorted by flat index; `[0]` = []. */
+  foreground: number[][];
+  /** Uniform sample of image intensities over all foreground voxels. */
+  intensities: Float32Array;
+  /** Exact extremes of foreground intensities (±Infinity when there is no foreground). */
+  min: number;
+  max: number;
+}
+
+/**
+ * One pass over a case: voxel counts per class, up to `maxPerClass` uniformly sampled
+ * coordinates per foreground class and a uniform sample of foreground intensities
+ * (reservoir sampling driven by `rng`, so the result is reproducible from its seed).
+ *
+ * `classes` (names, or their count) bounds the label values; pass undefined to accept any
+ * value 0..255 and size the result by the largest value present.
+ *
+ * @example
+ * const stats = caseStats(ct, seg, ["background", "lung"], new Random(0));
+ */
+export function caseStats(
+  image: Volume,
+  label: Volume,
+  classes: string[] | number | undefined,
+  rng: Random,
+  options: CaseStatsOptions = {},
+): CaseStats {
+  const { maxPerClass = 10_000, intensitySamples = 10_000 } = options;
+  const n = image.data.length;
+  if (label.data.length !== n || label.shape.some((s, i) => s !== image.shape[i])) {
+    throw new RangeError(
+      `label shape [${label.shape}] differs from image shape [${image.shape}] (D,H,W)`,
+    );
+  }
+  const limit = typeof classes === "number" ? classes : classes?.length ?? 256;
+  const counts: number[] = [0];
+  const picks: Int32Array[] = [];
+  const sample = new Float32Array(intensitySamples);
+  let seen = 0;
+  let min = Infinity, max = -Infinity;
+  const img = image.data, lab = label.data;
+  for (let i = 0; i < n; i++) {
+    const v = lab[i];
+    if (v === 0) {
+      counts[0]++;
+      continue;
+    }
+    if (!Number.isInteger(v) || v < 0 || v >= limit) {
+      throw new RangeError(badLabel(v, i, image.shape, classes));
+    }
+    while (counts.length <= v) counts.push(0);
+    const k = counts[v]++;
+    const pick = picks[v] ??= new Int32Array(maxPerClass);
+    if (k < maxPerClass) pick[k] = i;
+    else {
+      const j = rng.int(0, k + 1);
+      if (j < maxPerClass) pick[j] = i;
+    }
+    const x = img[i];
+    if (x < min) min = x;
+    if (x > max) max = x;
+    if (seen < intensitySamples) sample[seen] = x;
+    else {
+      const j = rng.int(0, seen + 1);
+      if (j < intensitySamples) sample[j] = x;
+    }
+    seen++;
+  }
+  const numClasses = typeof classes === "undefined" ? counts.length : limit;
+  while (counts.length < numClasses) counts.push(0);
+  const [, H, W] = image.shape;
+  const foreground = counts.map((c, v) => {
+    if (v === 0 || c === 0) return [];
+    const flat = Array.from(picks[v].subarray(0, Math.min(c, maxPerClass))).sort((a, b) => a - b);
+    const out = new Array<number>(flat.length * 3);
+    flat.forEach((f, j) => {
+      out[3 * j] = Math.floor(f / (H * W));
+      out[3 * j + 1] = Math.floor(f / W) % H;
+      out[3 * j + 2] = f % W;
+    });
+    return out;
+  });
+  return {
+    shape: [...image.shape],
+    spacingMm: [...image.spacingMm],
+    voxelsPerClass: counts,
+    foreground,
+    intensities: sample.slice(0, Math.min(seen, intensitySamples)),
+    min,
+    max,
+  };
+}
+
+function badLabel(v: number, i: number, shape: Shape3, classes: string[] | number | undefined) {
+  const x = i % shape[2], y = Math.floor(i / shape[2]) % shape[1];
+  const z = Math.floor(i / (shape[1] * shape[2]));
+  const where = `at voxel (z=${z}, y=${y}, x=${x})`;
+  if (!Number.isInteger(v) || v < 0) return `label value ${v} ${where} is not a class index`;
+  const names = Array.isArray(classes) ? ` (${classes.join(", ")})` : "";
+  const count = typeof classes === "number" ? classes : classes?.length ?? 256;
+  return `label value ${v} ${where}, but the dataset has ${count} classes${names}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building a manifest
+
+export interface ManifestCase {
+  id: string;
+  path: string;
+  split: Split;
+  /** From {@link caseStats}; for an unlabelled case, give shape and spacing only. */
+  stats: CaseStats | { shape: Shape3; spacingMm: Shape3 };
+}
+
+/**
+ * Assembles a manifest from per-case statistics: pooled foreground intensity statistics,
+ * median target spacing, per-class arrays padded to the class count.
+ */
+export function buildManifest(input: {
+  name: string;
+  modality: string;
+  classes: string[];
+  cases: ManifestCase[];
+}): DatasetManifest {
+  const { classes } = input;
+  const samples: Float32Array[] = [];
+  let min = Infinity, max = -Infinity;
+  const cases = input.cases.map(({ id, path, split, stats }): CaseEntry => {
+    const labelled = "voxelsPerClass" in stats;
+    if (labelled) {
+      if (stats.voxelsPerClass.length > classes.length) {
+        throw new RangeError(
+          `case ${id} has label values up to ${stats.voxelsPerClass.length - 1}, ` +
+            `but the dataset has ${classes.length} classes (${classes.join(", ")})`,
+        );
+      }
+      samples.push(stats.intensities);
+      min = Math.min(min, stats.min);
+      max = Math.max(max, stats.max);
+    }
+    const pad = <T>(a: T[], fill: () => T) =>
+      a.concat(Array.from({ length: classes.length - a.length }, fill));
+    return {
+      id,
+      path,
+      split,
+      shape: [...stats.shape],
+      spacingMm: [...stats.spacingMm],
+      hasLabel: labelled,
+      voxelsPerClass: labelled ? pad(stats.voxelsPerClass, () => 0) : [],
+      foreground: labelled ? pad(stats.foreground, () => []) : [],
+    };
+  });
+  const median = (axis: number) => medianOf(cases.map((c) => c.spacingMm[axis]));
+  return {
+    format: FORMAT,
+    version: 1,
+    name: input.name,
+    modality: input.modality,
+    classes: [...classes],
+    targetSpacingMm: cases.length ? [median(0), median(1), median(2)] : [1, 1, 1],
+    intensity: intensityStats(samples, min, max),
+    cases,
+  };
+}
+
+/** Mean, std, 0.5/99.5 percentiles of pooled samples; min/max as given (exact). */
+export function intensityStats(
+  samples: Float32Array[],
+  min: number,
+  max: number,
+): IntensityStats | null {
+  const total = samples.reduce((s, a) => s + a.length, 0);
+  if (total === 0) return null;
+  const all = new Float64Array(total);
+  let o = 0;
+  for (const s of samples) {
+    all.set(s, o);
+    o += s.length;
+  }
+  all.sort();
+  let sum = 0;
+  for (const v of all) sum += v;
+  const mean = sum / total;
+  let sq = 0;
+  for (const v of all) sq += (v - mean) ** 2;
+  return {
+    mean,
+    std: Math.sqrt(sq / total),
+    p0_5: percentileSorted(all, 0.5),
+    p99_5: percentileSorted(all, 99.5),
+    min,
+    max,
+  };
+}
+
+/** Percentile `p` (0..100) of sorted values, linear interpolation (numpy's default). */
+export function percentileSorted(sorted: ArrayLike<number>, p: number): number {
+  const pos = (p / 100) * (sorted.length - 1);
+  const lo = Math.floor(pos), hi = Math.min(lo + 1, sorted.length - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+function medianOf(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Splits
+
+/**
+ * A reproducible split: case ids sorted, shuffled with `seed`, the first `round(n·test)` go
+ * to test, the next `round(n·val)` to val, the rest to train (at least one stays in train).
+ */
+export function defaultSplit(
+  caseIds: string[],
+  { val = 0.2, test = 0.1, seed = 0 }: { val?: number; test?: number; seed?: number } = {},
+): Record<string, Split> {
+  if (!(val >= 0 && test >= 0 && val + test < 1)) {
+    throw new RangeError(
+      `split fractions must be ≥ 0 with val + test < 1, got val ${val}, test ${test}`,
+    );
+  }
+  const ids = [...new Set(caseIds)].sort();
+  if (ids.length !== caseIds.length) throw new RangeError("case ids must be unique");
+  const rng = new Random(seed);
+  for (let i = ids.length - 1; i > 0; i--) {
+    const j = rng.int(0, i + 1);
+    [ids[i], ids[j]] = [ids[j], ids[i]];
+  }
+  const n = ids.length;
+  let nTest = Math.round(n * test), nVal = Math.round(n * val);
+  while (n > 0 && n - nTest - nVal < 1) {
+    if (nVal > 0) nVal--;
+    else nTest--;
+  }
+  const split: Record<string, Split> = {};
+  ids.forEach((id, i) => (split[id] = i < nTest ? "test" : i < nTest + nVal ? "val" : "train"));
+  return split;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and writing
+
+/**
+ * Validates a manifest and writes `dir/dataset.json` atomically. Cases go one per line so the
+ * file stays readable despite the coordinate lists.
+ */
+export async function writeDataset(dir: string, manifest: DatasetManifest): Promise<void> {
+  const { root: _root, ...clean } = manifest as Partial<Dataset> & DatasetManifest;
+  validateManifest(clean, join(dir, DATASET_FILE));
+  const { cases, ...head } = clean;
+  const headText = JSON.stringify(head, null, 2).replace(/\n}$/, "");
+  const caseLines = cases.map((c) => "    " + JSON.stringify(c)).join(",\n");
+  const text = `${headText},\n  "cases": [${cases.length ? `\n${caseLines}\n  ` : ""}]\n}\n`;
+  await writeFileAtomic(join(dir, DATASET_FILE), text);
+}
+
+/**
+ * Reads and validates a dataset manifest from a folder, a `dataset.json` path, or an http(s)
+ * URL of either.
+ */
+export async function readDataset(location: string): Promise<Dataset> {
+  const isUrl = /^https?:\/\//i.test(location);
+  let file: string, root: string, text: string;
+  if (isUrl) {
+    const url = new URL(location);
+    if (!url.pathname.endsWith(".json")) {
+      if (!url.pathname.endsWith("/")) url.pathname += "/";
+      url.pathname += DATASET_FILE;
+    }
+    file = url.href;
+    root = new URL(".", url).href;
+    const response = await fetch(url).catch((e) => {
+      throw new Error(`cannot fetch ${file}: ${(e as Error).message}`);
+    });
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw new Error(`cannot fetch ${file}: HTTP ${response.status} ${response.statusText}`);
+    }
+    text = await response.text();
+  } else {
+    const isDir = await Deno.stat(location).then((s) => s.isDirectory, () => false);
+    file = resolve(isDir ? join(location, DATASET_FILE) : location);
+    root = resolve(file, "..");
+    try {
+      text = await Deno.readTextFile(file);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      throw new Error(
+        `no ${DATASET_FILE} at ${file} — create a dataset with \`voxseg convert --raw\` or ` +
+          "`voxseg synth`",
+      );
+    }
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${file} is not valid JSON: ${(e as Error).message}`);
+  }
+  validateManifest(json, file);
+  return { ...json, root };
+}
+
+/**
+ * The location of case `id`: its path resolved against the dataset root (a local path or a
+ * URL), suitable for `openCase`.
+ */
+export function resolveCase(dataset: Dataset, id: string): string {
+  const entry = dataset.cases.find((c) => c.id === id);
+  if (!entry) {
+    const ids = dataset.cases.slice(0, 5).map((c) => c.id).join(", ");
+    const more = dataset.cases.length > 5 ? ", …" : "";
+    throw new Error(
+      `no case "${id}" in dataset "${dataset.name}" (${dataset.cases.length} cases: ${ids}${more})`,
+    );
+  }
+  if (/^https?:\/\//i.test(entry.path) || isAbsolute(entry.path)) return entry.path;
+  if (/^https?:\/\//i.test(dataset.root)) {
+    return new URL(entry.path, dataset.root.endsWith("/") ? dataset.root : dataset.root + "/")
+      .href;
+  }
+  return join(dataset.root, entry.path);
+}
+
+/** Throws with the offending field's path when `value` is not a valid manifest. */
+export function validateManifest(
+  value: unknown,
+  where = DATASET_FILE,
+): asserts value is DatasetManifest {
+  const fail = (path: string, msg: string): never => {
+    throw new Error(`${where}: ${path} ${msg}`);
+  };
+  const obj = (v: unknown, path: string) => {
+    if (typeof v !== "object" || v === null || Array.isArray(v)) fail(path, "must be an object");
+    return v as Record<string, unknown>;
+  };
+  const str = (v: unknown, path: string) => {
+    if (typeof v !== "string" || v === "") fail(path, `must be a non-empty string, got ${show(v)}`);
+  };
+  const num = (v: unknown, path: string) => {
+    if (typeof v !== "number" || !Number.isFinite(v)) {
+      fail(path, `must be a number, got ${show(v)}`);
+    }
+  };
+  const triple = (v: unknown, path: string, positiveInt = false) => {
+    if (!Array.isArray(v) || v.length !== 3) fail(path, `must be 3 numbers, got ${show(v)}`);
+    (v as unknown[]).forEach((x, i) => {
+      num(x, `${path}[${i}]`);
+      if (!((x as number) > 0)) fail(`${path}[${i}]`, `must be > 0, got ${x}`);
+      if (positiveInt && !Number.isInteger(x)) fail(`${path}[${i}]`, `must be an integer`);
+    });
+  };
+  const m = obj(value, "the manifest");
+  if (m.format !== FORMAT) fail("format", `must be "${FORMAT}", got ${show(m.format)}`);
+  if (m.version !== 1) {
+    fail("version", `must be 1 (this voxseg reads version 1), got ${show(m.version)}`);
+  }
+  str(m.name, "name");
+  str(m.modality, "modality");
+  if (!Array.isArray(m.classes) || m.classes.length < 2) {
+    fail("classes", `must list at least 2 class names (background first), got ${show(m.classes)}`);
+  }
+  const classes = m.classes as unknown[];
+  classes.forEach((c, i) => str(c, `classes[${i}]`));
+  if (classes.length > 256) {
+    fail("classes", `has ${classes.length} entries (uint8 labels: at most 256)`);
+  }
+  triple(m.targetSpacingMm, "targetSpacingMm");
+  if (m.intensity !== null) {
+    const s = obj(m.intensity, "intensity");
+    for (const k of ["mean", "std", "p0_5", "p99_5", "min", "max"]) num(s[k], `intensity.${k}`);
+  }
+  if (!Array.isArray(m.cases)) fail("cases", "must be an array");
+  const ids = new Set<string>();
+  (m.cases as unknown[]).forEach((raw, i) => {
+    const c = obj(raw, `cases[${i}]`);
+    const at = `cases[${i}]${typeof c.id === "string" ? ` ("${c.id}")` : ""}`;
+    str(c.id, `${at}.id`);
+    if (ids.has(c.id as string)) fail(`${at}.id`, "is a duplicate");
+    ids.add(c.id as string);
+    str(c.path, `${at}.path`);
+    if (!SPLITS.includes(c.split as Split)) {
+      fail(`${at}.split`, `must be one of ${SPLITS.join(", ")}, got ${show(c.split)}`);
+    }
+    triple(c.shape, `${at}.shape`, true);
+    triple(c.spacingMm, `${at}.spacingMm`);
+    if (typeof c.hasLabel !== "boolean") fail(`${at}.hasLabel`, "must be true or false");
+    const perClass = c.hasLabel ? classes.length : 0;
+    for (const key of ["voxelsPerClass", "foreground"]) {
+      const a = c[key];
+      if (!Array.isArray(a) || a.length !== perClass) {
+        fail(`${at}.${key}`, `must have ${perClass} entries (one per class), got ${show(a)}`);
+      }
+    }
+    (c.voxelsPerClass as unknown[]).forEach((v, k) => num(v, `${at}.voxelsPerClass[${k}]`));
+    const shape = c.shape as number[];
+    (c.foreground as unknown[]).forEach((f, k) => {
+      const path = `${at}.foreground[${k}]`;
+      if (!Array.isArray(f) || f.length % 3 !== 0) {
+        fail(path, "must be a flat list of z,y,x triples");
+      }
+      for (let j = 0; j < (f as unknown[]).length; j++) {
+        const v = (f as unknown[])[j];
+        if (!Number.isInteger(v) || (v as number) < 0 || (v as number) >= shape[j % 3]) {
+          fail(
+            `${path}[${j}]`,
+            `must be a voxel coordinate inside shape [${shape}], got ${show(v)}`,
+          );
+        }
+      }
+    });
+  });
+}
+
+function show(v: unknown): string {
+  const s = JSON.stringify(v);
+  return s === undefined ? String(v) : s.length > 60 ? s.slice(0, 57) + "…" : s;
+}

@@ -1,0 +1,335 @@
+/**
+ * The training data loader: a pool of Web Workers that read, normalise and augment patches
+ * ahead of the trainer.
+ *
+ * Determinism: the main thread draws every batch's patch requests, in batch order, from one
+ * {@link patchSampler} stream, and each request carries its own augmentation seed; workers only
+ * execute requests. So batch i holds the same bytes whatever the worker count or timing, and
+ * batches are delivered in order. Batch buffers are allocated in the worker and transferred,
+ * not copied.
+ */
+
+import { type Dataset, readDataset, resolveCase, type Split } from "./dataset.ts";
+import { type Normalization, normalizationFromDataset } from "./normalize.ts";
+import { ChunkCache } from "./chunk_cache.ts";
+import { type CaseReader, openCase } from "./ome_zarr.ts";
+import { type Augmentation, type PatchRequest, patchSampler, readPatch } from "./sampler.ts";
+import type { Shape3 } from "./volume.ts";
+
+export interface LoaderOptions {
+  /** Dataset folder, `dataset.json` path or URL. */
+  dataset: string;
+  patchSize: Shape3;
+  batchSize: number;
+  /** Worker count (default 2); 0 reads on the calling thread. */
+  workers?: number;
+  /** Batches requested ahead of the consumer (default 4). */
+  prefetch?: number;
+  seed: number;
+  /** Share of foreground-centred patches (default 1/3). */
+  foregroundFraction?: number;
+  /** Default: ct-window for a CT dataset, zscore otherwise. */
+  norm?: Normalization;
+  /** Off by default. */
+  augment?: Augmentation;
+  /** Cases to sample (default "train"). */
+  split?: Split | "all";
+  /** Decoded-chunk cache budget of each worker, shared by the cases it opens (default 256 MiB). */
+  cacheBytes?: number;
+}
+
+/** One batch, channels-first, ready for upload. */
+export interface Batch {
+  /** Position in the loader's stream, from 0. */
+  index: number;
+  /** [B, 1, D, H, W] normalised intensities. */
+  image: Float32Array;
+  /** [B, D, H, W] class indices. */
+  label: Uint8Array;
+  /** The same labels widened to u32, the element type the loss kernels read. */
+  labelU32: Uint32Array;
+  /** Case id of each patch. */
+  cases: string[];
+  requests: PatchRequest[];
+}
+
+export interface Loader extends AsyncIterableIterator<Batch> {
+  readonly dataset: Dataset;
+  readonly norm: Normalization;
+  /** Batches finished and waiting for the consumer. */
+  readonly ready: number;
+  /** Stops the workers; pending and later `next()` calls end the iteration. */
+  close(): void;
+}
+
+/** What the main thread sends a worker. */
+export type WorkerRequest =
+  | {
+    type: "init";
+    locations: Record<string, string>;
+    patchSize: Shape3;
+    norm: Normalization;
+    augment?: Augmentation;
+    cacheBytes: number;
+  }
+  | { type: "batch"; index: number; requests: PatchRequest[] };
+
+/** What a worker answers. */
+export type WorkerReply =
+  | { type: "batch"; index: number; image: Float32Array; label: Uint8Array; labelU32: Uint32Array }
+  | { type: "error"; index: number; message: string };
+
+/**
+ * Reads batches of patch requests: opens each case once, on first use, through one chunk cache.
+ * Runs inside each worker (and on the calling thread when `workers` is 0).
+ */
+export class BatchReader {
+  #readers = new Map<string, Promise<CaseReader>>();
+  #cache: ChunkCache;
+
+  constructor(readonly init: Extract<WorkerRequest, { type: "init" }>) {
+    this.#cache = new ChunkCache(init.cacheBytes);
+  }
+
+  #open(caseId: string): Promise<CaseReader> {
+    let reader = this.#readers.get(caseId);
+    if (!reader) {
+      const location = this.init.locations[caseId];
+      if (!location) {
+        throw new Error(`batch names case "${caseId}", which the loader does not know`);
+      }
+      reader = openCase(location, { cache: this.#cache });
+      // A failed open is not cached, so a transient error (HTTP) can be retried.
+      reader.catch(() => this.#readers.delete(caseId));
+      this.#readers.set(caseId, reader);
+    }
+    return reader;
+  }
+
+  async read(
+    index: number,
+    requests: PatchRequest[],
+  ): Promise<Extract<WorkerReply, { type: "batch" }>> {
+    const { patchSize, norm, augment } = this.init;
+    const voxels = patchSize[0] * patchSize[1] * patchSize[2];
+    const image = new Float32Array(requests.length * voxels);
+    const label = new Uint8Array(requests.length * voxels);
+    await Promise.all(requests.map(async (request, b) => {
+      const patch = await readPatch(
+        await this.#open(request.caseId),
+        request,
+        patchSize,
+        norm,
+        augment,
+      );
+      image.set(patch.image, b * voxels);
+      label.set(patch.label, b * voxels);
+    }));
+    return { type: "batch", index, image, label, labelU32: Uint32Array.from(label) };
+  }
+}
+
+interface Slot {
+  requests: PatchRequest[];
+  result?: Extract<WorkerReply, { type: "batch" }>;
+  error?: Error;
+  waiter?: { resolve: () => void };
+}
+
+/**
+ * Opens a dataset and starts loading batches.
+ *
+ * @example
+ * const loader = await createLoader({ dataset: "data/synth", patchSize: [32, 64, 64],
+ *   batchSize: 2, seed: 0 });
+ * for await (const batch of loader) { ...; if (done) break; } // break closes the loader
+ */
+export async function createLoader(options: LoaderOptions): Promise<Loader> {
+  const { patchSize, batchSize, seed, workers = 2, prefetch = 4 } = options;
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
+  }
+  if (!Number.isInteger(workers) || workers < 0) {
+    throw new RangeError(`workers must be an integer ≥ 0, got ${workers}`);
+  }
+  if (!Number.isInteger(prefetch) || prefetch < 1) {
+    throw new RangeError(`prefetch must be an integer ≥ 1, got ${prefetch}`);
+  }
+  const dataset = await readDataset(options.dataset);
+  const norm = options.norm ??
+    normalizationFromDataset(dataset, dataset.modality === "CT" ? "ct-window" : "zscore");
+  const sampler = patchSampler(dataset, {
+    patchSize,
+    seed,
+    split: options.split,
+    foregroundFraction: options.foregroundFraction,
+  });
+  const locations: Record<string, string> = {};
+  for (const c of dataset.cases) locations[c.id] = resolveCase(dataset, c.id);
+  const init: WorkerRequest = {
+    type: "init",
+    locations,
+    patchSize,
+    norm,
+    augment: options.augment,
+    cacheBytes: options.cacheBytes ?? 256 * 2 ** 20,
+  };
+  return new WorkerLoader(dataset, norm, init, sampler, batchSize, workers, prefetch);
+}
+
+class WorkerLoader implements Loader {
+  #slots = new Map<number, Slot>();
+  #queue: number[] = [];
+  #idle: Worker[] = [];
+  #pool: Worker[] = [];
+  #busy = new Map<Worker, number>();
+  #local?: BatchReader;
+  #scheduled = 0;
+  #delivered = 0;
+  #closed = false;
+  #failure?: Error;
+
+  constructor(
+    readonly dataset: Dataset,
+    readonly norm: Normalization,
+    init: Extract<WorkerRequest, { type: "init" }>,
+    readonly sampler: Generator<PatchRequest, never>,
+    readonly batchSize: number,
+    workers: number,
+    readonly prefetch: number,
+  ) {
+    if (workers === 0) this.#local = new BatchReader(init);
+    for (let w = 0; w < workers; w++) {
+      const worker = new Worker(new URL("./loader_worker.ts", import.meta.url).href, {
+        type: "module",
+      });
+      worker.onmessage = (e: MessageEvent<WorkerReply>) => this.#onReply(worker, e.data);
+      worker.onerror = (e: ErrorEvent) => {
+        e.preventDefault();
+        this.#fail(new Error(`loader worker failed: ${e.message}`));
+      };
+      worker.onmessageerror = () =>
+        this.#fail(new Error("loader worker sent an unreadable message"));
+      worker.postMessage(init);
+      this.#pool.push(worker);
+      this.#idle.push(worker);
+    }
+    this.#fill();
+  }
+
+  get ready(): number {
+    let n = 0;
+    for (const slot of this.#slots.values()) if (slot.result) n++;
+    return n;
+  }
+
+  /** Keeps `prefetch` batches requested beyond the ones delivered. */
+  #fill() {
+    while (!this.#closed && this.#scheduled - this.#delivered < this.prefetch) {
+      const index = this.#scheduled++;
+      const requests = Array.from({ length: this.batchSize }, () => this.sampler.next().value);
+      this.#slots.set(index, { requests });
+      this.#queue.push(index);
+    }
+    this.#dispatch();
+  }
+
+  #dispatch() {
+    if (this.#local) {
+      for (const index of this.#queue.splice(0)) {
+        this.#local.read(index, this.#slots.get(index)!.requests).then(
+          (reply) => this.#settle(index, reply),
+          (e) => this.#fail(new Error(`loading batch ${index}: ${(e as Error).message}`)),
+        );
+      }
+      return;
+    }
+    while (this.#queue.length > 0 && this.#idle.length > 0) {
+      const index = this.#queue.shift()!, worker = this.#idle.pop()!;
+      this.#busy.set(worker, index);
+      const message: WorkerRequest = {
+        type: "batch",
+        index,
+        requests: this.#slots.get(index)!.requests,
+      };
+      worker.postMessage(message);
+    }
+  }
+
+  #onReply(worker: Worker, reply: WorkerReply) {
+    this.#busy.delete(worker);
+    this.#idle.push(worker);
+    if (reply.type === "error") {
+      this.#fail(new Error(`loading batch ${reply.index}: ${reply.message}`));
+      return;
+    }
+    this.#settle(reply.index, reply);
+    this.#dispatch();
+  }
+
+  #settle(index: number, reply: Extract<WorkerReply, { type: "batch" }>) {
+    const slot = this.#slots.get(index);
+    if (!slot) return; // closed meanwhile
+    slot.result = reply;
+    slot.waiter?.resolve();
+  }
+
+  #fail(error: Error) {
+    if (this.#failure || this.#closed) return;
+    this.#failure = error;
+    for (const slot of this.#slots.values()) slot.waiter?.resolve();
+    this.#terminate();
+  }
+
+  #terminate() {
+    for (const _ of this.#pool) void 0;
+    this.#pool = [];
+    this.#idle = [];
+    this.#busy.clear();
+    this.#queue = [];
+  }
+
+  async next(): Promise<IteratorResult<Batch>> {
+    if (this.#failure) throw this.#failure;
+    if (this.#closed) return { done: true, value: undefined };
+    const index = this.#delivered;
+    const slot = this.#slots.get(index)!;
+    if (!slot.result) {
+      await new Promise<void>((resolve) => (slot.waiter = { resolve }));
+    }
+    if (this.#failure) throw this.#failure;
+    if (this.#closed || !slot.result) return { done: true, value: undefined };
+    this.#slots.delete(index);
+    this.#delivered++;
+    this.#fill();
+    const { image, label, labelU32 } = slot.result;
+    return {
+      done: false,
+      value: {
+        index,
+        image,
+        label,
+        labelU32,
+        cases: slot.requests.map((r) => r.caseId),
+        requests: slot.requests,
+      },
+    };
+  }
+
+  return(): Promise<IteratorResult<Batch>> {
+    this.close();
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#terminate();
+    for (const slot of this.#slots.values()) slot.waiter?.resolve();
+    this.#slots.clear();
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+}

@@ -1,0 +1,34 @@
+/**
+ * A loader worker: receives one `init` message (case locations, patch size, normalisation,
+ * augmentation, cache budget), then reads one batch per `batch` message and posts it back with
+ * its buffers transferred. Errors are posted as messages naming the batch, so the loader can
+ * reject the right `next()` with the worker's message.
+ */
+
+/// <reference lib="deno.worker" />
+
+import { BatchReader, type WorkerReply, type WorkerRequest } from "./loader.ts";
+
+let reader: BatchReader | undefined;
+
+self.onmessage = async (e: MessageEvent<WorkerRequest>) => {
+  const message = e.data;
+  if (message.type === "init") {
+    reader = new BatchReader(message);
+    return;
+  }
+  try {
+    if (!reader) throw new Error("loader worker got a batch before its init message");
+    const reply = await reader.read(message.index, message.requests);
+    // The buffers were allocated by the reader (plain ArrayBuffers): move them, do not copy.
+    const buffers = [reply.image, reply.label, reply.labelU32].map((a) => a.buffer as ArrayBuffer);
+    self.postMessage(reply, buffers);
+  } catch (err) {
+    const reply: WorkerReply = {
+      type: "error",
+      index: message.index,
+      message: (err as Error)?.message ?? String(err),
+    };
+    self.postMessage(reply);
+  }
+};

@@ -1,0 +1,596 @@
+/**
+ * NIfTI-1 (`.nii`, `.nii.gz`) read and write, NIfTI-2 read.
+ *
+ * Reading accepts either byte order and detects gzip by its magic bytes, not the extension.
+ * Voxel values are returned raw (keeping the file's integer type) unless `scl_slope` /
+ * `scl_inter` apply a non-trivial scaling, in which case they come back as float32. The affine
+ * is chosen like nibabel's `get_best_affine`: sform if `sform_code > 0`, else qform if
+ * `qform_code > 0`, else the Analyze-style base affine from pixdim (x flipped, centred).
+ *
+ * Writing always produces single-file little-endian NIfTI-1 (vox_offset 352, no extensions),
+ * gzipped when the path ends in `.gz`. A label map written `like` a source header keeps the
+ * source's geometry fields bit for bit (qform, sform, their codes, pixdim, xyzt_units).
+ */
+
+import { writeFileAtomic } from "./atomic.ts";
+import {
+  checkVolume,
+  dtypeOf,
+  type Shape3,
+  type Volume,
+  voxelArrayOf,
+  type VoxelDtype,
+} from "./volume.ts";
+
+/** The header fields that place voxels in the world; enough to restore a file's geometry. */
+export interface NiftiGeometry {
+  /** pixdim[0..7]: pixdim[0] is qfac (±1), [1..3] the x, y, z voxel size. */
+  pixdim: number[];
+  /** Spatial and temporal units code (2 = mm, 10 = mm + s). */
+  xyztUnits: number;
+  qformCode: number;
+  sformCode: number;
+  /** Quaternion b, c, d of the qform rotation. */
+  quatern: [number, number, number];
+  /** qform translation x, y, z (mm). */
+  qoffset: [number, number, number];
+  /** The sform's three rows, 4 numbers each (srow_x, srow_y, srow_z). */
+  srow: number[];
+}
+
+/** A parsed NIfTI-1 or NIfTI-2 header. */
+export interface NiftiHeader extends NiftiGeometry {
+  version: 1 | 2;
+  littleEndian: boolean;
+  /** dim[0..7]: dim[0] is the number of dimensions, dim[1..3] = x, y, z sizes. */
+  dim: number[];
+  datatype: number;
+  bitpix: number;
+  /** Byte offset of the voxel data; > 352 when header extensions are present. */
+  voxOffset: number;
+  sclSlope: number;
+  sclInter: number;
+  calMin: number;
+  calMax: number;
+  intentCode: number;
+  intentName: string;
+  descrip: string;
+  auxFile: string;
+  dimInfo: number;
+  sliceCode: number;
+  sliceStart: number;
+  sliceEnd: number;
+  sliceDuration: number;
+  toffset: number;
+}
+
+/** A volume read from NIfTI, with the header it came from. */
+export interface NiftiVolume extends Volume {
+  header: NiftiHeader;
+}
+
+export interface WriteNiftiOptions {
+  /** Copy geometry (qform, sform, codes, pixdim, xyzt_units) from this header. */
+  like?: NiftiGeometry & { dim?: number[] };
+  /** gzip the file; default: when the path ends in `.gz`. */
+  gzip?: boolean;
+  /** Header `descrip` (at most 79 characters). */
+  description?: string;
+}
+
+const DATATYPES: Record<number, VoxelDtype> = {
+  2: "uint8",
+  4: "int16",
+  8: "int32",
+  16: "float32",
+  64: "float64",
+  256: "int8",
+  512: "uint16",
+};
+const DATATYPE_CODE: Record<VoxelDtype, number> = {
+  uint8: 2,
+  int16: 4,
+  int32: 8,
+  float32: 16,
+  float64: 64,
+  int8: 256,
+  uint16: 512,
+};
+const UNSUPPORTED_DATATYPES: Record<number, string> = {
+  1: "binary (1 bit)",
+  32: "complex64",
+  128: "rgb24",
+  768: "uint32",
+  1024: "int64",
+  1280: "uint64",
+  1536: "float128",
+  1792: "complex128",
+  2048: "complex256",
+  2304: "rgba32",
+};
+const BYTES: Record<VoxelDtype, number> = {
+  uint8: 1,
+  int8: 1,
+  int16: 2,
+  uint16: 2,
+  int32: 4,
+  float32: 4,
+  float64: 8,
+};
+const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const NIFTI1_HEADER = 348;
+const NIFTI2_HEADER = 540;
+
+/** True when the bytes start with the gzip magic number 1f 8b. */
+export function isGzip(bytes: Uint8Array): boolean {
+  return bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b;
+}
+
+/** gunzips bytes with the web-standard DecompressionStream. */
+export async function gunzip(bytes: Uint8Array): Promise<Uint8Array> {
+  try {
+    const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
+      .pipeThrough(new DecompressionStream("gzip"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  } catch (e) {
+    throw new Error(`corrupt gzip data: ${(e as Error).message} (re-download or re-compress it)`);
+  }
+}
+
+/** gzips bytes with the web-standard CompressionStream. */
+export async function gzip(bytes: Uint8Array): Promise<Uint8Array> {
+  const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
+    .pipeThrough(new CompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/** Reads a `.nii` or `.nii.gz` file (NIfTI-1 or NIfTI-2). */
+export async function readNifti(path: string): Promise<NiftiVolume> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new Error(`NIfTI file not found: ${path}`);
+    throw e;
+  }
+  try {
+    return await decodeNifti(bytes);
+  } catch (e) {
+    throw new Error(`${path}: ${(e as Error).message}`);
+  }
+}
+
+/** Decodes NIfTI bytes (gzipped or not) into a volume and its header. */
+export async function decodeNifti(bytes: Uint8Array): Promise<NiftiVolume> {
+  const raw = isGzip(bytes) ? await gunzip(bytes) : bytes;
+  const header = parseNiftiHeader(raw);
+  const shape = niftiShape(header);
+  const dtype = DATATYPES[header.datatype];
+  const count = shape[0] * shape[1] * shape[2];
+  const need = header.voxOffset + count * BYTES[dtype];
+  if (raw.length < need) {
+    throw new Error(
+      `truncated NIfTI: ${count} ${dtype} voxels need ${need} bytes from vox_offset ` +
+        `${header.voxOffset}, but the file has ${raw.length} (is the download complete?)`,
+    );
+  }
+  const data = voxelData(raw, header.voxOffset, dtype, count, header.littleEndian);
+  return {
+    shape,
+    spacingMm: niftiSpacing(header),
+    affine: niftiAffine(header),
+    data: applyScaling(data, header.sclSlope, header.sclInter),
+    header,
+  };
+}
+
+/** Parses a NIfTI-1 or NIfTI-2 header of uncompressed bytes, detecting the byte order. */
+export function parseNiftiHeader(bytes: Uint8Array): NiftiHeader {
+  if (bytes.length < 4) throw new Error(`not a NIfTI file: only ${bytes.length} bytes`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const le = view.getInt32(0, true);
+  const be = view.getInt32(0, false);
+  const size = [NIFTI1_HEADER, NIFTI2_HEADER].includes(le) ? le : be;
+  if (size !== NIFTI1_HEADER && size !== NIFTI2_HEADER) {
+    throw new Error(`not a NIfTI file: header size ${le} (expected 348 or 540)`);
+  }
+  if (bytes.length < size) {
+    throw new Error(`truncated NIfTI: header needs ${size} bytes, the file has ${bytes.length}`);
+  }
+  const header = size === NIFTI1_HEADER
+    ? parseNifti1(view, bytes, size === le)
+    : parseNifti2(view, bytes, size === le);
+  checkHeader(header);
+  return header;
+}
+
+function parseNifti1(view: DataView, bytes: Uint8Array, le: boolean): NiftiHeader {
+  const magic = ascii(bytes, 344, 4);
+  if (magic === "ni1") {
+    throw new Error(
+      "this is the header of a NIfTI pair (.hdr/.img); voxseg reads single-file NIfTI — " +
+        "convert it to .nii.gz first (e.g. nibabel or `fslchfiletype NIFTI_GZ`)",
+    );
+  }
+  if (magic !== "n+1") {
+    throw new Error(
+      `not a NIfTI-1 file: magic "${magic}" (expected "n+1"); an Analyze 7.5 image has no ` +
+        "geometry voxseg can trust — convert it to NIfTI first",
+    );
+  }
+  const i16 = (o: number) => view.getInt16(o, le);
+  const f32 = (o: number) => view.getFloat32(o, le);
+  return {
+    version: 1,
+    littleEndian: le,
+    dimInfo: bytes[39],
+    dim: Array.from({ length: 8 }, (_, i) => i16(40 + 2 * i)),
+    intentCode: i16(68),
+    datatype: i16(70),
+    bitpix: i16(72),
+    sliceStart: i16(74),
+    pixdim: Array.from({ length: 8 }, (_, i) => f32(76 + 4 * i)),
+    voxOffset: f32(108),
+    sclSlope: f32(112),
+    sclInter: f32(116),
+    sliceEnd: i16(120),
+    sliceCode: bytes[122],
+    xyztUnits: bytes[123],
+    calMax: f32(124),
+    calMin: f32(128),
+    sliceDuration: f32(132),
+    toffset: f32(136),
+    descrip: ascii(bytes, 148, 80),
+    auxFile: ascii(bytes, 228, 24),
+    qformCode: i16(252),
+    sformCode: i16(254),
+    quatern: [f32(256), f32(260), f32(264)],
+    qoffset: [f32(268), f32(272), f32(276)],
+    srow: Array.from({ length: 12 }, (_, i) => f32(280 + 4 * i)),
+    intentName: ascii(bytes, 328, 16),
+  };
+}
+
+function parseNifti2(view: DataView, bytes: Uint8Array, le: boolean): NiftiHeader {
+  const magic = ascii(bytes, 4, 4);
+  if (magic !== "n+2") {
+    throw new Error(
+      magic === "ni2"
+        ? "this is the header of a NIfTI-2 pair (.hdr/.img); convert it to a single .nii first"
+        : `not a NIfTI-2 file: magic "${magic}" (expected "n+2")`,
+    );
+  }
+  const i16 = (o: number) => view.getInt16(o, le);
+  const i32 = (o: number) => view.getInt32(o, le);
+  const i64 = (o: number) => Number(view.getBigInt64(o, le));
+  const f64 = (o: number) => view.getFloat64(o, le);
+  return {
+    version: 2,
+    littleEndian: le,
+    datatype: i16(12),
+    bitpix: i16(14),
+    dim: Array.from({ length: 8 }, (_, i) => i64(16 + 8 * i)),
+    pixdim: Array.from({ length: 8 }, (_, i) => f64(104 + 8 * i)),
+    voxOffset: i64(168),
+    sclSlope: f64(176),
+    sclInter: f64(184),
+    calMax: f64(192),
+    calMin: f64(200),
+    sliceDuration: f64(208),
+    toffset: f64(216),
+    sliceStart: i64(224),
+    sliceEnd: i64(232),
+    descrip: ascii(bytes, 240, 80),
+    auxFile: ascii(bytes, 320, 24),
+    qformCode: i32(344),
+    sformCode: i32(348),
+    quatern: [f64(352), f64(360), f64(368)],
+    qoffset: [f64(376), f64(384), f64(392)],
+    srow: Array.from({ length: 12 }, (_, i) => f64(400 + 8 * i)),
+    sliceCode: i32(496),
+    xyztUnits: i32(500),
+    intentCode: i32(504),
+    intentName: ascii(bytes, 508, 16),
+    dimInfo: bytes[524],
+  };
+}
+
+/** Refuses headers voxseg cannot turn into one 3D volume, saying why and what to do. */
+function checkHeader(h: NiftiHeader): void {
+  const ndim = h.dim[0];
+  if (ndim < 1 || ndim > 7) {
+    throw new Error(`corrupt NIfTI header: dim[0] = ${ndim} (expected 1..7)`);
+  }
+  for (let i = 1; i <= ndim; i++) {
+    if (!Number.isInteger(h.dim[i]) || h.dim[i] < 1) {
+      throw new Error(`corrupt NIfTI header: dim[${i}] = ${h.dim[i]} (expected a positive size)`);
+    }
+  }
+  if (ndim >= 4 && h.dim[4] > 1) {
+    throw new Error(
+      `4D NIfTI with ${h.dim[4]} volumes (dim[4] = ${h.dim[4]}); voxseg reads one 3D volume ` +
+        "per file — split it first (e.g. `fslsplit` or nibabel) and pass channels as separate " +
+        "_0000, _0001 files",
+    );
+  }
+  for (let i = 5; i <= ndim; i++) {
+    if (h.dim[i] > 1) {
+      throw new Error(
+        `${ndim}D NIfTI (dim[${i}] = ${h.dim[i]}); voxseg reads 3D volumes only — ` +
+          "extract the 3D volume first",
+      );
+    }
+  }
+  if (!(h.datatype in DATATYPES)) {
+    const name = UNSUPPORTED_DATATYPES[h.datatype] ?? "unknown";
+    throw new Error(
+      `unsupported NIfTI datatype ${h.datatype} (${name}); voxseg reads uint8, int8, int16, ` +
+        "uint16, int32, float32 and float64 — convert the image to one of these",
+    );
+  }
+  const minOffset = h.version === 1 ? NIFTI1_HEADER : NIFTI2_HEADER;
+  if (!Number.isInteger(h.voxOffset) || h.voxOffset < minOffset) {
+    throw new Error(
+      `corrupt NIfTI header: vox_offset ${h.voxOffset} (expected an integer ≥ ${minOffset})`,
+    );
+  }
+}
+
+/** D, H, W (z, y, x) of the 3D volume a header describes; missing dims count as 1. */
+export function niftiShape(h: NiftiHeader): Shape3 {
+  const size = (i: number) => (i <= h.dim[0] ? h.dim[i] : 1);
+  return [size(3), size(2), size(1)];
+}
+
+/** Voxel size in mm, z, y, x, from pixdim (absolute; 0 or missing counts as 1). */
+export function niftiSpacing(h: NiftiHeader): Shape3 {
+  const d = (i: number) => Math.abs(h.pixdim[i]) || 1;
+  return [d(3), d(2), d(1)];
+}
+
+/** The affine nibabel would use: sform, else qform, else the pixdim base affine. */
+export function niftiAffine(h: NiftiHeader): number[] {
+  if (h.sformCode > 0) return [...h.srow, 0, 0, 0, 1];
+  if (h.qformCode > 0) return qformAffine(h);
+  return baseAffine(h);
+}
+
+/** The qform affine: rotation from the quaternion, zooms from pixdim, qfac on z. */
+export function qformAffine(g: NiftiGeometry): number[] {
+  let [b, c, d] = g.quatern;
+  let a2 = 1 - (b * b + c * c + d * d);
+  if (a2 < 1e-7) {
+    // Nearly a 180° rotation: renormalise (b, c, d), as nifti1_io and nibabel do.
+    const n = Math.hypot(b, c, d);
+    [b, c, d] = [b / n, c / n, d / n];
+    a2 = 0;
+  }
+  const a = Math.sqrt(a2);
+  const r = [
+    [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+    [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+    [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b],
+  ];
+  const qfac = g.pixdim[0] < 0 ? -1 : 1;
+  const zoom = [g.pixdim[1] || 1, g.pixdim[2] || 1, (g.pixdim[3] || 1) * qfac];
+  const out: number[] = [];
+  for (let i = 0; i < 3; i++) out.push(...r[i].map((v, j) => v * zoom[j]), g.qoffset[i]);
+  return [...out, 0, 0, 0, 1];
+}
+
+/** nibabel's `shape_zoom_affine`: x flipped, voxel centre of the grid at the origin. */
+function baseAffine(h: NiftiHeader): number[] {
+  const [nz, ny, nx] = niftiShape(h);
+  const [dz, dy, dx] = niftiSpacing(h);
+  // deno-fmt-ignore
+  return [
+    -dx, 0, 0, ((nx - 1) / 2) * dx,
+    0, dy, 0, -((ny - 1) / 2) * dy,
+    0, 0, dz, -((nz - 1) / 2) * dz,
+    0, 0, 0, 1,
+  ];
+}
+
+/** Copies the voxel bytes out (aligned), swapping byte order when file and host differ. */
+function voxelData(
+  raw: Uint8Array,
+  offset: number,
+  dtype: VoxelDtype,
+  count: number,
+  littleEndian: boolean,
+) {
+  const size = BYTES[dtype];
+  const bytes = raw.slice(offset, offset + count * size);
+  if (littleEndian !== HOST_LITTLE_ENDIAN) swapBytes(bytes, size);
+  const out = voxelArrayOf(dtype, 0);
+  const Ctor = out.constructor as new (b: ArrayBuffer, o: number, n: number) => typeof out;
+  return new Ctor(bytes.buffer, 0, count);
+}
+
+/** Reverses each `size`-byte word in place. */
+function swapBytes(bytes: Uint8Array, size: number): void {
+  if (size === 1) return;
+  for (let i = 0; i < bytes.length; i += size) {
+    for (let a = i, b = i + size - 1; a < b; a++, b--) {
+      const t = bytes[a];
+      bytes[a] = bytes[b];
+      bytes[b] = t;
+    }
+  }
+}
+
+/** Applies `value·slope + inter` when it changes anything; float32 out in that case. */
+function applyScaling(data: Volume["data"], slope: number, inter: number): Volume["data"] {
+  if (!Number.isFinite(slope) || slope === 0) return data; // NIfTI: slope 0 means "no scaling"
+  const b = Number.isFinite(inter) ? inter : 0;
+  if (slope === 1 && b === 0) return data;
+  const out = new Float32Array(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = data[i] * slope + b;
+  return out;
+}
+
+/** Encodes a volume as single-file little-endian NIfTI-1 bytes (uncompressed). */
+export function encodeNifti(volume: Volume, options: Omit<WriteNiftiOptions, "gzip"> = {}) {
+  checkVolume(volume);
+  const dtype = dtypeOf(volume.data);
+  const [nz, ny, nx] = volume.shape;
+  const like = options.like ?? ownHeader(volume);
+  if (like?.dim) {
+    const likeShape = niftiShape({ dim: like.dim } as NiftiHeader);
+    if (likeShape.some((s, i) => s !== volume.shape[i])) {
+      throw new Error(
+        `volume shape [${volume.shape}] differs from the \`like\` header's [${likeShape}] ` +
+          "(D,H,W); its geometry would not fit — resample the volume or drop `like`",
+      );
+    }
+  }
+  const geometry = like ?? geometryFromAffine(volume.affine, volume.spacingMm);
+  const voxOffset = NIFTI1_HEADER + 4; // 4 zero bytes: "no extensions"
+  const out = new Uint8Array(voxOffset + volume.data.byteLength);
+  const view = new DataView(out.buffer);
+  const i16 = (o: number, v: number) => view.setInt16(o, v, true);
+  const f32 = (o: number, v: number) => view.setFloat32(o, v, true);
+  view.setInt32(0, NIFTI1_HEADER, true);
+  out[38] = "r".charCodeAt(0); // "regular", as nibabel writes
+  [3, nx, ny, nz, 1, 1, 1, 1].forEach((v, i) => i16(40 + 2 * i, v));
+  i16(70, DATATYPE_CODE[dtype]);
+  i16(72, BYTES[dtype] * 8);
+  geometry.pixdim.forEach((v, i) => f32(76 + 4 * i, v));
+  f32(108, voxOffset);
+  f32(112, 1); // scl_slope: values are stored unscaled
+  f32(116, 0);
+  out[123] = geometry.xyztUnits;
+  writeAscii(out, 148, 80, options.description ?? "voxseg");
+  i16(252, geometry.qformCode);
+  i16(254, geometry.sformCode);
+  geometry.quatern.forEach((v, i) => f32(256 + 4 * i, v));
+  geometry.qoffset.forEach((v, i) => f32(268 + 4 * i, v));
+  geometry.srow.forEach((v, i) => f32(280 + 4 * i, v));
+  writeAscii(out, 344, 4, "n+1");
+  const data = new Uint8Array(volume.data.buffer, volume.data.byteOffset, volume.data.byteLength);
+  out.set(data, voxOffset);
+  if (!HOST_LITTLE_ENDIAN) swapBytes(out.subarray(voxOffset), BYTES[dtype]);
+  return out;
+}
+
+/**
+ * Writes a volume as NIfTI-1, atomically; gzipped when the path ends in `.gz`.
+ *
+ * @example
+ * const ct = await readNifti("case.nii.gz");
+ * await writeNifti("case_seg.nii.gz", { ...ct, data: labels }, { like: ct.header });
+ */
+export async function writeNifti(
+  path: string,
+  volume: Volume,
+  options: WriteNiftiOptions = {},
+): Promise<void> {
+  const bytes = encodeNifti(volume, options);
+  const compress = options.gzip ?? path.toLowerCase().endsWith(".gz");
+  await writeFileAtomic(path, compress ? await gzip(bytes) : bytes);
+}
+
+/**
+ * NIfTI geometry fields for an affine: sform = the affine (code 2, aligned), qform from its
+ * rotation when the affine has no shear (code 2), else qform code 0. pixdim from `spacingMm`.
+ */
+export function geometryFromAffine(affine: number[], spacingMm: Shape3): NiftiGeometry {
+  const [sz, sy, sx] = spacingMm;
+  const quat = quaternionFromAffine(affine);
+  return {
+    pixdim: [quat?.qfac ?? 1, sx, sy, sz, 1, 1, 1, 1],
+    xyztUnits: 2,
+    qformCode: quat ? 2 : 0,
+    sformCode: 2,
+    quatern: quat ? quat.bcd : [0, 0, 0],
+    qoffset: [affine[3], affine[7], affine[11]],
+    srow: affine.slice(0, 12),
+  };
+}
+
+/** Quaternion (b, c, d) and qfac of an affine's rotation; undefined if it is not a rotation. */
+function quaternionFromAffine(affine: number[]) {
+  const col = (j: number) => [affine[j], affine[4 + j], affine[8 + j]];
+  const cols = [col(0), col(1), col(2)].map((c) => {
+    const n = Math.hypot(...c);
+    return c.map((v) => v / n);
+  });
+  const dot = (u: number[], v: number[]) => u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+  if (
+    !cols.every((c) => c.every(Number.isFinite)) ||
+    Math.abs(dot(cols[0], cols[1])) > 1e-4 || Math.abs(dot(cols[0], cols[2])) > 1e-4 ||
+    Math.abs(dot(cols[1], cols[2])) > 1e-4
+  ) return undefined;
+  const [c0, c1, c2] = cols;
+  const det = c0[0] * (c1[1] * c2[2] - c2[1] * c1[2]) - c1[0] * (c0[1] * c2[2] - c2[1] * c0[2]) +
+    c2[0] * (c0[1] * c1[2] - c1[1] * c0[2]);
+  const qfac = det < 0 ? -1 : 1;
+  if (qfac < 0) cols[2] = cols[2].map((v) => -v);
+  // r[i][j]: row i, column j of the proper rotation.
+  const r = (i: number, j: number) => cols[j][i];
+  let a = r(0, 0) + r(1, 1) + r(2, 2) + 1;
+  let b: number, c: number, d: number;
+  if (a > 0.5) {
+    a = 0.5 * Math.sqrt(a);
+    b = (0.25 * (r(2, 1) - r(1, 2))) / a;
+    c = (0.25 * (r(0, 2) - r(2, 0))) / a;
+    d = (0.25 * (r(1, 0) - r(0, 1))) / a;
+  } else {
+    const xd = 1 + r(0, 0) - (r(1, 1) + r(2, 2));
+    const yd = 1 + r(1, 1) - (r(0, 0) + r(2, 2));
+    const zd = 1 + r(2, 2) - (r(0, 0) + r(1, 1));
+    if (xd > 1) {
+      b = 0.5 * Math.sqrt(xd);
+      c = (0.25 * (r(0, 1) + r(1, 0))) / b;
+      d = (0.25 * (r(0, 2) + r(2, 0))) / b;
+      a = (0.25 * (r(2, 1) - r(1, 2))) / b;
+    } else if (yd > 1) {
+      c = 0.5 * Math.sqrt(yd);
+      b = (0.25 * (r(0, 1) + r(1, 0))) / c;
+      d = (0.25 * (r(1, 2) + r(2, 1))) / c;
+      a = (0.25 * (r(0, 2) - r(2, 0))) / c;
+    } else {
+      d = 0.5 * Math.sqrt(zd);
+      b = (0.25 * (r(0, 2) + r(2, 0))) / d;
+      c = (0.25 * (r(1, 2) + r(2, 1))) / d;
+      a = (0.25 * (r(1, 0) - r(0, 1))) / d;
+    }
+    if (a < 0) [b, c, d] = [-b, -c, -d];
+  }
+  return { bcd: [b, c, d] as [number, number, number], qfac };
+}
+
+/** The volume's own header when it came from readNifti and its affine is still that header's. */
+function ownHeader(volume: Volume): NiftiHeader | undefined {
+  const header = (volume as Partial<NiftiVolume>).header;
+  if (!header) return undefined;
+  const affine = niftiAffine(header);
+  return affine.every((v, i) => Math.abs(v - volume.affine[i]) < 1e-6) ? header : undefined;
+}
+
+/** The geometry fields of a header, as a plain JSON-safe object. */
+export function niftiGeometry(h: NiftiGeometry): NiftiGeometry {
+  return {
+    pixdim: [...h.pixdim],
+    xyztUnits: h.xyztUnits,
+    qformCode: h.qformCode,
+    sformCode: h.sformCode,
+    quatern: [...h.quatern],
+    qoffset: [...h.qoffset],
+    srow: [...h.srow],
+  };
+}
+
+function ascii(bytes: Uint8Array, offset: number, length: number): string {
+  let s = "";
+  for (let i = offset; i < offset + length && bytes[i] !== 0; i++) {
+    s += String.fromCharCode(bytes[i]);
+  }
+  return s;
+}
+
+function writeAscii(bytes: Uint8Array, offset: number, length: number, text: string): void {
+  for (let i = 0; i < Math.min(text.length, length - 1); i++) {
+    bytes[offset + i] = text.charCodeAt(i) & 0x7f;
+  }
+}

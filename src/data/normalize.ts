@@ -1,0 +1,122 @@
+/**
+ * Intensity normalisation of image patches before they reach the network. A normalisation is a
+ * small serialisable description (it is stored in checkpoint metadata, so inference normalises
+ * exactly as training did) applied in place to float32 voxels.
+ *
+ * - `ct-window`: clip to a HU window (default −1000…400, lung window) and scale to 0…1.
+ * - `zscore`: nnU-Net's CT scheme: clip to the dataset's foreground 0.5 / 99.5 percentiles,
+ *   then subtract the foreground mean and divide by the foreground standard deviation.
+ * - `none`: leave values as they are.
+ */
+
+import type { DatasetManifest } from "./dataset.ts";
+
+export type Normalization =
+  | { kind: "ct-window"; lo: number; hi: number }
+  | { kind: "zscore"; clipLo: number; clipHi: number; mean: number; std: number }
+  | { kind: "none" };
+
+export type NormalizationKind = Normalization["kind"];
+
+/** The default lung window, −1000…400 HU. */
+export const DEFAULT_CT_WINDOW: Normalization = { kind: "ct-window", lo: -1000, hi: 400 };
+
+/** A CT window normalisation; throws unless lo < hi. */
+export function ctWindow(lo = -1000, hi = 400): Normalization {
+  return parseNormalization({ kind: "ct-window", lo, hi });
+}
+
+/**
+ * The normalisation of `kind` for a dataset: the default window for `ct-window`, the dataset's
+ * foreground intensity statistics for `zscore`.
+ *
+ * @example
+ * const norm = normalizationFromDataset(await readDataset("data/synth"), "zscore");
+ */
+export function normalizationFromDataset(
+  manifest: Pick<DatasetManifest, "intensity" | "name">,
+  kind: NormalizationKind,
+): Normalization {
+  if (kind === "ct-window") return { ...DEFAULT_CT_WINDOW };
+  if (kind === "none") return { kind: "none" };
+  if (kind !== "zscore") {
+    throw new RangeError(`unknown normalisation "${kind}" (use ct-window, zscore or none)`);
+  }
+  const s = manifest.intensity;
+  if (!s) {
+    throw new Error(
+      `dataset "${manifest.name}" has no intensity statistics (no labelled case), so zscore ` +
+        "normalisation is undefined; use ct-window",
+    );
+  }
+  // A constant foreground would divide by zero; nnU-Net guards the same way.
+  return {
+    kind: "zscore",
+    clipLo: s.p0_5,
+    clipHi: s.p99_5,
+    mean: s.mean,
+    std: Math.max(s.std, 1e-8),
+  };
+}
+
+/**
+ * Checks an untrusted value (e.g. from checkpoint metadata) and returns it as a
+ * {@link Normalization}; the error names the bad field.
+ */
+export function parseNormalization(value: unknown): Normalization {
+  const v = value as Record<string, unknown>;
+  const num = (k: string) => {
+    if (typeof v[k] !== "number" || !Number.isFinite(v[k])) {
+      throw new Error(`normalisation ${v.kind}: ${k} must be a finite number, got ${v[k]}`);
+    }
+    return v[k] as number;
+  };
+  if (typeof v !== "object" || v === null) throw new Error("normalisation must be an object");
+  if (v.kind === "none") return { kind: "none" };
+  if (v.kind === "ct-window") {
+    const lo = num("lo"), hi = num("hi");
+    if (!(lo < hi)) throw new Error(`normalisation ct-window: lo ${lo} must be below hi ${hi}`);
+    return { kind: "ct-window", lo, hi };
+  }
+  if (v.kind === "zscore") {
+    const clipLo = num("clipLo"), clipHi = num("clipHi"), mean = num("mean"), std = num("std");
+    if (!(clipLo <= clipHi)) {
+      throw new Error(`normalisation zscore: clipLo ${clipLo} must not exceed clipHi ${clipHi}`);
+    }
+    if (!(std > 0)) throw new Error(`normalisation zscore: std must be > 0, got ${std}`);
+    return { kind: "zscore", clipLo, clipHi, mean, std };
+  }
+  throw new Error(`unknown normalisation kind ${JSON.stringify(v.kind)}`);
+}
+
+/** Normalises `data` in place and returns it. */
+export function normalizeInPlace(data: Float32Array, norm: Normalization): Float32Array {
+  if (norm.kind === "ct-window") {
+    const { lo, hi } = norm, scale = 1 / (hi - lo);
+    for (let i = 0; i < data.length; i++) {
+      const v = (data[i] - lo) * scale;
+      data[i] = v < 0 ? 0 : v > 1 ? 1 : v;
+    }
+  } else if (norm.kind === "zscore") {
+    const { clipLo, clipHi, mean } = norm, inv = 1 / norm.std;
+    for (let i = 0; i < data.length; i++) {
+      const c = data[i];
+      data[i] = ((c < clipLo ? clipLo : c > clipHi ? clipHi : c) - mean) * inv;
+    }
+  }
+  return data;
+}
+
+/** The normalised value of one raw intensity. */
+export function normalizeValue(raw: number, norm: Normalization): number {
+  return normalizeInPlace(Float32Array.of(raw), norm)[0];
+}
+
+/**
+ * The raw intensity that stands for "outside the scan" when a patch is padded: the window's
+ * low end (air, normalised 0) for `ct-window`, the lower clip (the darkest foreground
+ * intensity, air-like in CT) for `zscore`, and 0 for `none`.
+ */
+export function padIntensity(norm: Normalization): number {
+  return norm.kind === "ct-window" ? norm.lo : norm.kind === "zscore" ? norm.clipLo : 0;
+}

@@ -1,0 +1,301 @@
+import { join } from "node:path";
+import { assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import {
+  type Checkpoint,
+  CHECKPOINT_KEYS,
+  CheckpointError,
+  type CheckpointMeta,
+  decodeCheckpoint,
+  decodeOptimizerState,
+  encodeCheckpoint,
+  encodeOptimizerState,
+  loadCheckpoint,
+  loadOptimizerState,
+  type OptimizerState,
+  optimizerStatePath,
+  saveCheckpoint,
+  saveOptimizerState,
+} from "../../src/train/checkpoint.ts";
+import { decodeSafetensors, encodeSafetensors } from "../../src/train/safetensors.ts";
+import { defaultTrainConfig } from "../../src/train/config.ts";
+import { ReduceLROnPlateau } from "../../src/train/schedules.ts";
+
+function meta(): CheckpointMeta {
+  return {
+    model: { ...defaultTrainConfig.model, norm: "instance" },
+    classNames: ["background", "lung", "infection"],
+    normalisation: { kind: "zscore", clipLo: -1024, clipHi: 600.5, mean: -512.25, std: 410 },
+    patchSize: [32, 64, 64],
+    spacingMm: [2.5, 0.75, 0.75],
+    training: {
+      epoch: 12,
+      step: 1200,
+      monitor: "dice",
+      bestMetric: 0.8125,
+      metrics: { "dice/lung": 0.95, "dice/infection": 0.675, "loss": 0.3 },
+    },
+  };
+}
+
+function weights(): Map<string, { shape: number[]; data: Float32Array }> {
+  return new Map([
+    ["enc.0.conv1.weight", {
+      shape: [2, 1, 3, 3, 3],
+      data: Float32Array.from({ length: 54 }, (_, i) => Math.sin(i)),
+    }],
+    ["enc.0.conv1.bias", { shape: [2], data: new Float32Array([0.25, -0.5]) }],
+    ["head.weight", { shape: [3, 2, 1, 1, 1], data: new Float32Array([1, 2, 3, 4, 5, 6]) }],
+  ]);
+}
+
+async function inTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "voxseg-ckpt-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const listDir = async (dir: string) =>
+  (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+
+Deno.test("checkpoint: save → load round-trips weights and metadata; nothing else left", async () => {
+  await inTempDir(async (dir) => {
+    const path = join(dir, "runs", "a", "best.safetensors"); // folders created as needed
+    await saveCheckpoint(path, { weights: weights(), meta: meta() });
+    const loaded = await loadCheckpoint(path);
+    assertEquals(loaded.meta, meta());
+    assertEquals([...loaded.weights.keys()], [
+      "enc.0.conv1.bias",
+      "enc.0.conv1.weight",
+      "head.weight",
+    ]);
+    for (const [name, t] of weights()) {
+      assertEquals(loaded.weights.get(name)!.shape, t.shape);
+      assertEquals(loaded.weights.get(name)!.data, t.data);
+    }
+    assertEquals(await listDir(join(dir, "runs", "a")), ["best.safetensors"]); // no temp files
+  });
+});
+
+Deno.test("checkpoint: metadata is JSON strings under the stable voxseg.* keys", () => {
+  const { metadata, tensors } = decodeSafetensors(
+    encodeCheckpoint({ weights: weights(), meta: meta() }),
+  );
+  assertEquals(metadata, {
+    "format": "pt",
+    "voxseg.format": "1",
+    "voxseg.kind": "model",
+    "voxseg.model": JSON.stringify(meta().model),
+    "voxseg.classes": '["background","lung","infection"]',
+    "voxseg.normalisation":
+      '{"kind":"zscore","clipLo":-1024,"clipHi":600.5,"mean":-512.25,"std":410}',
+    "voxseg.patch_size": "[32,64,64]",
+    "voxseg.spacing_mm": "[2.5,0.75,0.75]",
+    "voxseg.training": JSON.stringify(meta().training),
+  });
+  assertEquals(tensors.get("head.weight")!.dtype, "F32");
+});
+
+Deno.test("checkpoint: a NaN or Infinity weight is refused by name, and nothing is written", async () => {
+  await inTempDir(async (dir) => {
+    const path = join(dir, "last.safetensors");
+    await saveCheckpoint(path, { weights: weights(), meta: meta() });
+    const before = await Deno.readFile(path);
+    const bad = weights();
+    bad.get("enc.0.conv1.weight")!.data[17] = NaN;
+    bad.get("enc.0.conv1.weight")!.data[20] = -Infinity;
+    await assertRejects(
+      () => saveCheckpoint(path, { weights: bad, meta: meta() }),
+      CheckpointError,
+      `refusing to save ${path}: tensor "enc.0.conv1.weight" holds 2 non-finite value(s) (first: NaN at index 17 of 54)`,
+    );
+    assertEquals(await Deno.readFile(path), before); // the previous checkpoint is intact
+    assertEquals(await listDir(dir), ["last.safetensors"]);
+    const inf = weights();
+    inf.get("head.weight")!.data[5] = Infinity;
+    assertThrows(
+      () => encodeCheckpoint({ weights: inf, meta: meta() }),
+      CheckpointError,
+      'tensor "head.weight"',
+    );
+  });
+});
+
+Deno.test("checkpoint: undefined metrics (NaN) are stored as null", () => {
+  const m = meta();
+  m.training.metrics["dice/infection"] = NaN;
+  m.training.bestMetric = NaN;
+  const back = decodeCheckpoint(encodeCheckpoint({ weights: weights(), meta: m })).meta;
+  assertEquals(back.training.metrics["dice/infection"], null);
+  assertEquals(back.training.bestMetric, null);
+});
+
+Deno.test("checkpoint: invalid metadata is refused before writing", () => {
+  const bad = (change: (m: CheckpointMeta) => void, message: string) => {
+    const m = meta();
+    change(m);
+    assertThrows(
+      () => encodeCheckpoint({ weights: weights(), meta: m }, "x.safetensors"),
+      CheckpointError,
+      message,
+    );
+  };
+  bad((m) => m.classNames.pop(), "x.safetensors: classNames has 2 names but model.classes is 3");
+  bad(
+    (m) => (m.model.norm = "group" as never),
+    'model.norm must be one of none, instance, batch, got "group" (x.safetensors)',
+  );
+  bad((m) => delete (m.model as Partial<CheckpointMeta["model"]>).depth, "model.depth is missing");
+  bad(
+    (m) => (m.normalisation = { kind: "ct-window", lo: 400, hi: -1000 }),
+    "x.safetensors: normalisation is invalid: normalisation ct-window: lo 400 must be below hi -1000",
+  );
+  bad(
+    (m) => (m.normalisation = { kind: "zscore", clipLo: -1, clipHi: 1, mean: 0, std: 0 }),
+    "normalisation is invalid: normalisation zscore: std must be > 0",
+  );
+  bad(
+    (m) => (m.normalisation = { kind: "ct" } as never),
+    'normalisation is invalid: unknown normalisation kind "ct"',
+  );
+  bad((m) => (m.patchSize = [32, 64, 0]), "patchSize must be [D, H, W] positive integers");
+  bad((m) => (m.spacingMm = [1, 0, 1]), "spacingMm must be [z, y, x] positive millimetres");
+  bad((m) => (m.training.step = -1), "training must be");
+});
+
+Deno.test("checkpoint: loading says what is wrong with the file", async () => {
+  const good = decodeSafetensors(encodeCheckpoint({ weights: weights(), meta: meta() }));
+  const rewrite = (change: (md: Record<string, string>) => void) => {
+    const md = { ...good.metadata };
+    change(md);
+    return encodeSafetensors(good.tensors, md);
+  };
+  const bad = (bytes: Uint8Array, message: string) =>
+    assertThrows(() => decodeCheckpoint(bytes, "m.safetensors"), CheckpointError, message);
+  bad(
+    encodeSafetensors(weights()),
+    'm.safetensors is not a voxseg checkpoint: its __metadata__ has no "voxseg.format"',
+  );
+  bad(
+    rewrite((md) => (md["voxseg.format"] = "2")),
+    'm.safetensors has checkpoint format "2"; this voxseg reads format 1',
+  );
+  bad(
+    rewrite((md) => delete md["voxseg.training"]),
+    'm.safetensors: __metadata__ is missing "voxseg.training"',
+  );
+  bad(rewrite((md) => (md["voxseg.classes"] = "[oops")), '"voxseg.classes" is not valid JSON');
+  bad(rewrite((md) => (md["voxseg.patch_size"] = "[1,2]")), "patchSize must be");
+  bad(encodeOptimizerState({ kind: "sgd", step: 1, slots: new Map() }), "this is the .optim file");
+  const bytes = encodeCheckpoint({ weights: weights(), meta: meta() });
+  bad(bytes.subarray(0, bytes.length - 3), "m.safetensors: truncated file or offsets out of range");
+
+  await inTempDir(async (dir) => {
+    const path = join(dir, "cut.safetensors");
+    await Deno.writeFile(path, bytes.subarray(0, 100));
+    await assertRejects(() => loadCheckpoint(path), CheckpointError, `${path}: truncated file`);
+    await assertRejects(
+      () => loadCheckpoint(join(dir, "absent.safetensors")),
+      Deno.errors.NotFound,
+    );
+  });
+});
+
+function optimizerState(): OptimizerState {
+  const schedule = new ReduceLROnPlateau({ lr: 1e-3, mode: "max", patience: 2 });
+  for (const m of [0.5, 0.6, 0.6, 0.6]) schedule.step(m);
+  return {
+    kind: "adam",
+    step: 1200,
+    slots: new Map([
+      ["enc.0.conv1.bias.exp_avg", { shape: [2], data: new Float32Array([1e-3, -2e-3]) }],
+      ["enc.0.conv1.bias.exp_avg_sq", { shape: [2], data: new Float32Array([1e-6, 4e-6]) }],
+    ]),
+    schedule: schedule.state(),
+    extra: { epoch: 12, earlyStoppingBad: 1, rng: [1, 2, 3] },
+  };
+}
+
+Deno.test("optimizer state: saved beside the checkpoint and read back exactly", async () => {
+  await inTempDir(async (dir) => {
+    const ckpt = join(dir, "last.safetensors");
+    const written = await saveOptimizerState(ckpt, optimizerState());
+    assertEquals(written, join(dir, "last.optim.safetensors"));
+    const back = await loadOptimizerState(ckpt);
+    assertEquals(back.kind, "adam");
+    assertEquals(back.step, 1200);
+    assertEquals(back.schedule, optimizerState().schedule);
+    assertEquals(back.extra, optimizerState().extra);
+    for (const [name, t] of optimizerState().slots) {
+      assertEquals(back.slots.get(name)!.data, t.data);
+    }
+    // The schedule continues exactly where it stopped.
+    const resumed = new ReduceLROnPlateau({ lr: 1 });
+    resumed.restore(back.schedule!);
+    resumed.step(0.6);
+    assertEquals(resumed.lr, 1e-3 * 0.1);
+    assertEquals(await listDir(dir), ["last.optim.safetensors"]);
+    await assertRejects(
+      () => loadOptimizerState(join(dir, "other.safetensors")),
+      Deno.errors.NotFound,
+    );
+  });
+});
+
+Deno.test("optimizer state: slot names, kind, step and finiteness are checked", () => {
+  const bad = (change: (s: OptimizerState) => void, message: string) => {
+    const s = optimizerState();
+    change(s);
+    assertThrows(() => encodeOptimizerState(s), CheckpointError, message);
+  };
+  bad(
+    (s) => s.slots.set("head.weight.momentum_buffer", { shape: [1], data: new Float32Array(1) }),
+    'optimizer slot "head.weight.momentum_buffer" must be named <param>.{exp_avg,exp_avg_sq} for adam',
+  );
+  bad(
+    (s) => s.slots.set("exp_avg", { shape: [1], data: new Float32Array(1) }),
+    'optimizer slot "exp_avg"',
+  );
+  bad((s) => (s.kind = "lion" as never), 'optimizer kind "lion" is not one of adam, adamw, sgd');
+  bad((s) => (s.step = 1.5), "optimizer step must be an integer ≥ 0, got 1.5");
+  bad(
+    (s) => (s.slots.get("enc.0.conv1.bias.exp_avg_sq")!.data[1] = NaN),
+    'tensor "enc.0.conv1.bias.exp_avg_sq" holds 1 non-finite value(s)',
+  );
+  const sgd = encodeOptimizerState({
+    kind: "sgd",
+    step: 0,
+    slots: new Map([["w.momentum_buffer", { shape: [1], data: new Float32Array([3]) }]]),
+  });
+  const back = decodeOptimizerState(sgd);
+  assertEquals([back.kind, back.step, back.schedule, back.extra], ["sgd", 0, undefined, undefined]);
+  assertThrows(
+    () => decodeOptimizerState(encodeCheckpoint({ weights: weights(), meta: meta() }), "o"),
+    CheckpointError,
+    'o holds "model" data, expected optimizer',
+  );
+  const md = decodeSafetensors(sgd).metadata;
+  const noStep = encodeSafetensors(new Map(), { ...md, [CHECKPOINT_KEYS.step]: "x" });
+  assertThrows(
+    () => decodeOptimizerState(noStep),
+    CheckpointError,
+    '"voxseg.step" must be an integer ≥ 0, got "x"',
+  );
+});
+
+Deno.test("optimizerStatePath, and checkpoints may not take the optimizer's name", async () => {
+  assertEquals(optimizerStatePath("runs/a/best.safetensors"), "runs/a/best.optim.safetensors");
+  assertEquals(optimizerStatePath("runs/a/best"), "runs/a/best.optim.safetensors");
+  assertEquals(
+    optimizerStatePath("runs/a/best.optim.safetensors"),
+    "runs/a/best.optim.safetensors",
+  );
+  const ckpt: Checkpoint = { weights: weights(), meta: meta() };
+  await assertRejects(
+    () => saveCheckpoint("runs/a/best.optim.safetensors", ckpt),
+    CheckpointError,
+    "names ending in .optim.safetensors are for optimizer state",
+  );
+});
