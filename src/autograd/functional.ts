@@ -16,6 +16,22 @@ export const relu = (x: Tensor): Tensor => apply("relu", [x], {});
 export const leakyRelu = (x: Tensor, slope = 0.01): Tensor => apply("leakyRelu", [x], { slope });
 export const elu = (x: Tensor, alpha = 1): Tensor => apply("elu", [x], { alpha });
 // <functional:conv>
+/**
+ * 3D convolution, stride 1: x [N,Ci,D,H,W], w [Co,Ci,k,k,k] with k = 3 (padding 1) or k = 1
+ * (padding 0), optional bias [Co] → [N,Co,D,H,W].
+ *
+ * @example
+ * const y = conv3d(x, w, b); // x [1,4,32,32,32], w [8,4,3,3,3], b [8] → [1,8,32,32,32]
+ */
+export const conv3d = (x: Tensor, w: Tensor, b: Tensor | null): Tensor =>
+  apply("conv3d", [x, w, b], {});
+
+/**
+ * Transposed 3D convolution, kernel 2 stride 2 (PyTorch ConvTranspose3d layout):
+ * x [N,Ci,D,H,W], w [Ci,Co,2,2,2], optional bias [Co] → [N,Co,2D,2H,2W].
+ */
+export const convTranspose3d = (x: Tensor, w: Tensor, b: Tensor | null): Tensor =>
+  apply("convTranspose3d", [x, w, b], {});
 // </functional:conv>
 // <functional:layers>
 /** Max pooling, kernel 2 stride 2: [N,C,D,H,W] → [N,C,⌊D/2⌋,⌊H/2⌋,⌊W/2⌋]; ties: first max. */

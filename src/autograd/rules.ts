@@ -8,6 +8,8 @@ import type { Tensor } from "../gpu/mod.ts";
 import * as ew from "../ops/elementwise.ts";
 import { rule } from "./rule.ts";
 // <imports:conv>
+import * as conv from "../ops/conv3d.ts";
+import * as convT from "../ops/conv_transpose3d.ts";
 // </imports:conv>
 // <imports:layers>
 import * as pool from "../ops/pool.ts";
@@ -74,6 +76,23 @@ export const rules = {
     backward: (gy, s, { alpha }) => [ew.eluBackward(gy, t(s.x), alpha)],
   }),
   // <rules:conv> conv3d, convTranspose3d
+  // ---- convolutions: inputs [x, w, b]; x and w saved, bias gradient only for a real bias ----
+  conv3d: rule<Record<never, never>>({
+    forward: ([x, w, b]) => ({ out: conv.conv3d(x!, w!, b), saved: { x: x!, w: w! } }),
+    backward: (gy, s, _a, needs) => [
+      needs[0] ? conv.conv3dBackwardInput(gy, t(s.w)) : null,
+      needs[1] ? conv.conv3dBackwardWeight(t(s.x), gy, t(s.w).shape[2] as 1 | 3) : null,
+      needs[2] ? conv.biasGrad(gy) : null,
+    ],
+  }),
+  convTranspose3d: rule<Record<never, never>>({
+    forward: ([x, w, b]) => ({ out: convT.convTranspose3d(x!, w!, b), saved: { x: x!, w: w! } }),
+    backward: (gy, s, _a, needs) => [
+      needs[0] ? convT.convTranspose3dBackwardInput(gy, t(s.w)) : null,
+      needs[1] ? convT.convTranspose3dBackwardWeight(t(s.x), gy) : null,
+      needs[2] ? convT.convTranspose3dBackwardBias(gy) : null,
+    ],
+  }),
   // </rules:conv>
   // <rules:layers> maxPool3d, concatChannels, softmaxChannels, instanceNorm, batchNorm, flip
   // ---- layers: pooling saves argmax, norms save (mean, invStd), softmax its output -------

@@ -26,6 +26,10 @@ export const commandTable: Record<string, Command> = {
     summary: "OME-Zarr case → NIfTI with the source geometry",
     load: () => import("./export.ts"),
   },
+  train: {
+    summary: "train a 3D U-Net (no flags: the embedded synthetic chest-CT dataset)",
+    load: () => import("./train.ts"),
+  },
 };
 
 /** A usage error: printed without a stack trace, exit code 2. */

@@ -36,6 +36,11 @@ export interface LoaderOptions {
   split?: Split | "all";
   /** Decoded-chunk cache budget of each worker, shared by the cases it opens (default 256 MiB). */
   cacheBytes?: number;
+  /**
+   * Index of the first batch (default 0): a resumed run continues the same stream, batch
+   * `startBatch` holding what it would have held without the restart.
+   */
+  startBatch?: number;
 }
 
 /** One batch, channels-first, ready for upload. */
@@ -155,6 +160,10 @@ export async function createLoader(options: LoaderOptions): Promise<Loader> {
   if (!Number.isInteger(prefetch) || prefetch < 1) {
     throw new RangeError(`prefetch must be an integer ≥ 1, got ${prefetch}`);
   }
+  const startBatch = options.startBatch ?? 0;
+  if (!Number.isInteger(startBatch) || startBatch < 0) {
+    throw new RangeError(`startBatch must be an integer ≥ 0, got ${startBatch}`);
+  }
   const dataset = await readDataset(options.dataset);
   const norm = options.norm ??
     normalizationFromDataset(dataset, dataset.modality === "CT" ? "ct-window" : "zscore");
@@ -164,6 +173,8 @@ export async function createLoader(options: LoaderOptions): Promise<Loader> {
     split: options.split,
     foregroundFraction: options.foregroundFraction,
   });
+  // Requests are pure draws of the seeded stream: skipping batches reads nothing.
+  for (let i = 0; i < startBatch * batchSize; i++) sampler.next();
   const locations: Record<string, string> = {};
   for (const c of dataset.cases) locations[c.id] = resolveCase(dataset, c.id);
   const init: WorkerRequest = {
@@ -174,7 +185,7 @@ export async function createLoader(options: LoaderOptions): Promise<Loader> {
     augment: options.augment,
     cacheBytes: options.cacheBytes ?? 256 * 2 ** 20,
   };
-  return new WorkerLoader(dataset, norm, init, sampler, batchSize, workers, prefetch);
+  return new WorkerLoader(dataset, norm, init, sampler, batchSize, workers, prefetch, startBatch);
 }
 
 class WorkerLoader implements Loader {
@@ -182,10 +193,11 @@ class WorkerLoader implements Loader {
   #queue: number[] = [];
   #idle: Worker[] = [];
   #pool: Worker[] = [];
-  #busy = new Map<Worker, number>();
   #local?: BatchReader;
-  #scheduled = 0;
-  #delivered = 0;
+  /** Batches whose requests were drawn, handed out by next(), and delivered. */
+  #scheduled: number;
+  #claimed: number;
+  #delivered: number;
   #closed = false;
   #failure?: Error;
 
@@ -197,7 +209,9 @@ class WorkerLoader implements Loader {
     readonly batchSize: number,
     workers: number,
     readonly prefetch: number,
+    startBatch: number,
   ) {
+    this.#scheduled = this.#claimed = this.#delivered = startBatch;
     if (workers === 0) this.#local = new BatchReader(init);
     for (let w = 0; w < workers; w++) {
       const worker = new Worker(new URL("./loader_worker.ts", import.meta.url).href, {
@@ -223,9 +237,15 @@ class WorkerLoader implements Loader {
     return n;
   }
 
-  /** Keeps `prefetch` batches requested beyond the ones delivered. */
-  #fill() {
-    while (!this.#closed && this.#scheduled - this.#delivered < this.prefetch) {
+  /**
+   * Keeps `prefetch` batches requested beyond the ones delivered, and at least up to
+   * `through` (concurrent next() calls may claim more than `prefetch` at once).
+   */
+  #fill(through = 0) {
+    while (
+      !this.#closed &&
+      (this.#scheduled - this.#delivered < this.prefetch || this.#scheduled <= through)
+    ) {
       const index = this.#scheduled++;
       const requests = Array.from({ length: this.batchSize }, () => this.sampler.next().value);
       this.#slots.set(index, { requests });
@@ -246,7 +266,6 @@ class WorkerLoader implements Loader {
     }
     while (this.#queue.length > 0 && this.#idle.length > 0) {
       const index = this.#queue.shift()!, worker = this.#idle.pop()!;
-      this.#busy.set(worker, index);
       const message: WorkerRequest = {
         type: "batch",
         index,
@@ -257,7 +276,6 @@ class WorkerLoader implements Loader {
   }
 
   #onReply(worker: Worker, reply: WorkerReply) {
-    this.#busy.delete(worker);
     this.#idle.push(worker);
     if (reply.type === "error") {
       this.#fail(new Error(`loading batch ${reply.index}: ${reply.message}`));
@@ -282,17 +300,18 @@ class WorkerLoader implements Loader {
   }
 
   #terminate() {
-    for (const _ of this.#pool) void 0;
+    for (const worker of this.#pool) worker.terminate();
     this.#pool = [];
     this.#idle = [];
-    this.#busy.clear();
     this.#queue = [];
   }
 
   async next(): Promise<IteratorResult<Batch>> {
     if (this.#failure) throw this.#failure;
     if (this.#closed) return { done: true, value: undefined };
-    const index = this.#delivered;
+    // Claim the index now, so overlapping next() calls get consecutive batches.
+    const index = this.#claimed++;
+    this.#fill(index);
     const slot = this.#slots.get(index)!;
     if (!slot.result) {
       await new Promise<void>((resolve) => (slot.waiter = { resolve }));

@@ -44,7 +44,7 @@ async function until(condition: () => boolean, timeoutMs: number) {
   while (!condition() && performance.now() < end) await new Promise((r) => setTimeout(r, 10));
 }
 
-Deno.test("loader: the same batches for 0, 1 and 2 workers, in order, shaped [B,1,D,H,W]", async () => {
+Deno.test("loader: the same batches for 0, 1, 2 workers and after a restart, in order, [B,1,D,H,W]", async () => {
   await withDataset(async (dir) => {
     const [inline, one, two] = await Promise.all(
       [0, 1, 2].map((workers) => takeBatches(options(dir, { workers, prefetch: 3 }), 6)),
@@ -67,6 +67,17 @@ Deno.test("loader: the same batches for 0, 1 and 2 workers, in order, shaped [B,
     // The stream is not degenerate: lungs appear and batches differ.
     ok(two.some((b) => b.label.includes(1)));
     ok(two[0].image.some((v, k) => v !== two[1].image[k]));
+    // Overlapping next() calls get consecutive batches.
+    const loader = await createLoader(options(dir, { workers: 2, prefetch: 1 }));
+    const overlapping = await Promise.all([loader.next(), loader.next(), loader.next()]);
+    loader.close();
+    deepStrictEqual(overlapping.map((r) => r.value.index), [0, 1, 2]);
+    overlapping.forEach((r, i) => deepStrictEqual(r.value.image, inline[i].image));
+    // A resumed stream continues where batch 4 would have been.
+    const resumed = await takeBatches(options(dir, { workers: 1, startBatch: 4 }), 2);
+    deepStrictEqual(resumed.map((b) => b.index), [4, 5]);
+    deepStrictEqual(resumed[0].image, inline[4].image);
+    deepStrictEqual(resumed[1].label, inline[5].label);
   });
 });
 
@@ -146,6 +157,8 @@ console.log(JSON.stringify({ before, running, after: threads() }));`,
       args: ["run", "-A", "--no-check", "--config", config, script],
       stdout: "piped",
       stderr: "piped",
+      // Workers left running keep the child alive: kill it rather than hang.
+      signal: AbortSignal.timeout(60_000),
     }).output();
     const text = new TextDecoder().decode(out.stdout);
     strictEqual(out.code, 0, new TextDecoder().decode(out.stderr));
@@ -178,6 +191,7 @@ Deno.test("loader: rejects bad options before starting workers", async () => {
   await withDataset(async (dir) => {
     await rejects(createLoader(options(dir, { batchSize: 0 })), /batchSize/);
     await rejects(createLoader(options(dir, { prefetch: 0 })), /prefetch/);
+    await rejects(createLoader(options(dir, { startBatch: -1 })), /startBatch/);
     await rejects(createLoader(options(join(dir, "missing"))), /no dataset\.json/);
   });
 });

@@ -85,7 +85,7 @@ Deno.test("a tiny U-Net fits one fixed patch: loss falls by at least 90%", opts,
   const m = params.map((p) => zeros(p.tensor.shape));
   const v = params.map((p) => zeros(p.tensor.shape));
   const losses: Tensor[] = [];
-  for (let step = 1; step <= 80; step++) {
+  for (let step = 1; step <= 150; step++) {
     const loss = scope(() => {
       const tape = new Tape().watch(...params.map((p) => p.tensor));
       const loss = tape.record(() => {

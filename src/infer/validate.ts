@@ -1,0 +1,61 @@
+/**
+ * Validation for the trainer: sliding-window prediction over whole validation volumes and
+ * per-class Dice against their labels. The monitored score is the mean foreground Dice
+ * (classes 1…C−1, each averaged over the cases where it is defined).
+ */
+
+import { openCase } from "../data/ome_zarr.ts";
+import { resolveCase, type Split } from "../data/dataset.ts";
+import { normalizeInPlace, padIntensity } from "../data/normalize.ts";
+import type { Validator } from "../train/trainer.ts";
+import { dicePerClass, nanMean } from "./metrics.ts";
+import { argmaxClasses, slidingWindow } from "./sliding_window.ts";
+
+export interface ValidatorOptions {
+  /** Window size: the training patch size. */
+  patchSize: [number, number, number];
+  split?: Split;
+  overlap?: number;
+  batchSize?: number;
+  /** Validate on at most this many cases (the first ones of the split). */
+  maxCases?: number;
+}
+
+/** A {@link Validator} over a dataset split (default "val"). */
+export function datasetValidator(opts: ValidatorOptions): Validator {
+  const { patchSize, split = "val", overlap = 0.5, batchSize = 2, maxCases = Infinity } = opts;
+  return async (model, { norm, dataset }) => {
+    const cases = dataset.cases.filter((c) => c.split === split && c.hasLabel).slice(0, maxCases);
+    if (cases.length === 0) {
+      throw new Error(`dataset "${dataset.name}" has no labelled ${split} cases to validate on`);
+    }
+    const classes = model.config.classes;
+    const perClass: number[][] = Array.from({ length: classes }, () => []);
+    for (const entry of cases) {
+      const reader = await openCase(resolveCase(dataset, entry.id));
+      const image = await reader.readFullImage();
+      const label = await reader.readFullLabel();
+      const data = normalizeInPlace(Float32Array.from(image.data as ArrayLike<number>), norm);
+      const probs = await slidingWindow(
+        (x) => model.forward(x, { training: false }),
+        data,
+        image.shape,
+        classes,
+        {
+          patchSize,
+          overlap,
+          batchSize,
+          padValue: padIntensity(norm),
+        },
+      );
+      const dice = dicePerClass(argmaxClasses(probs, classes), label.data as Uint8Array, classes);
+      dice.forEach((d, c) => perClass[c].push(d));
+    }
+    const metrics: Record<string, number> = {};
+    const means = perClass.map(nanMean);
+    means.forEach((m, c) => metrics[`dice/${dataset.classes[c] ?? c}`] = m);
+    const score = nanMean(means.slice(1));
+    metrics["dice/mean_fg"] = score;
+    return { metrics, score };
+  };
+}

@@ -1,0 +1,479 @@
+/**
+ * The training loop: batches of patches streamed by the loader, one GPU step each (forward,
+ * loss, backward, clipped optimizer update, all recorded into a few command buffers), loss
+ * read back every `lossReadbackEvery` steps, validation by a caller-supplied validator, and
+ * atomic checkpoints (`last`, `best`) with optimizer state for exact resume.
+ *
+ * Run folder (`config.out`): `config.json` (resolved config), `metrics.jsonl`,
+ * `last.safetensors` + `last.optim.safetensors`, `best.safetensors`, `summary.json`.
+ */
+
+import { join } from "node:path";
+import * as F from "../autograd/functional.ts";
+import { Tape } from "../autograd/mod.ts";
+import { keep, readTensors, scope, type Tensor, upload, zeros } from "../gpu/mod.ts";
+import { createLoader, type Loader } from "../data/loader.ts";
+import { augmentationFromFlags } from "../data/sampler.ts";
+import { type Normalization, normalizationFromDataset } from "../data/normalize.ts";
+import { type Dataset, readDataset } from "../data/dataset.ts";
+import { writeFileAtomic } from "../data/atomic.ts";
+import { UNet3D } from "../nn/unet3d.ts";
+import type { TrainConfig } from "./config.ts";
+import {
+  type CheckpointMeta,
+  loadCheckpoint,
+  loadOptimizerState,
+  saveCheckpoint,
+  saveOptimizerState,
+} from "./checkpoint.ts";
+import type { HostTensor } from "./safetensors.ts";
+import { createSchedule } from "./schedules.ts";
+import { Optimizer } from "./optimizer.ts";
+import { METRICS_FILE, MetricsLog, SUMMARY_FILE, writeSummary } from "./metrics_log.ts";
+
+/** Validation numbers for one evaluation of the model. */
+export interface ValidationResult {
+  /** Named metrics, e.g. "dice/lung". NaN where undefined. */
+  metrics: Record<string, number>;
+  /** The monitored value (mean foreground Dice, or validation loss). */
+  score: number;
+}
+
+/** Evaluates the model (inference mode) on held-out data. */
+export type Validator = (
+  model: UNet3D,
+  context: { norm: Normalization; dataset: Dataset },
+) => Promise<ValidationResult>;
+
+export type TrainEvent =
+  | { type: "start"; config: TrainConfig; params: number; resumedFrom?: number }
+  | {
+    type: "step";
+    epoch: number;
+    step: number;
+    stepInEpoch: number;
+    loss: number;
+    lr: number;
+    gradNorm: number;
+    patchesPerSec: number;
+  }
+  | { type: "skipped"; step: number; reason: string; lr: number }
+  | {
+    type: "validation";
+    epoch: number;
+    step: number;
+    metrics: Record<string, number>;
+    score: number;
+    best: boolean;
+  }
+  | { type: "checkpoint"; path: string; epoch: number }
+  | { type: "stop"; reason: string };
+
+export interface TrainOptions {
+  config: TrainConfig;
+  /** Continue from `config.out/last.safetensors` if present. */
+  resume?: boolean;
+  validate?: Validator;
+  onEvent?: (event: TrainEvent) => void;
+  /** Aborting stops after the current step and writes a last checkpoint. */
+  signal?: AbortSignal;
+}
+
+export interface TrainResult {
+  epochs: number;
+  steps: number;
+  bestScore: number | null;
+  bestEpoch: number | null;
+  lastMetrics: Record<string, number>;
+  stoppedBy: "completed" | "early-stopping" | "aborted";
+  out: string;
+  seconds: number;
+}
+
+/** Names of the files in a run folder. */
+export const RUN_FILES = {
+  config: "config.json",
+  last: "last.safetensors",
+  best: "best.safetensors",
+} as const;
+
+/**
+ * Trains a UNet3D as configured; returns when done, early-stopped or aborted.
+ *
+ * @example
+ * const result = await train({ config: resolveConfig(undefined, { epochs: "2" }) });
+ */
+export async function train(opts: TrainOptions): Promise<TrainResult> {
+  const t0 = performance.now();
+  const { config } = opts;
+  const emit = opts.onEvent ?? (() => {});
+  await Deno.mkdir(config.out, { recursive: true });
+  await writeFileAtomic(join(config.out, RUN_FILES.config), JSON.stringify(config, null, 2) + "\n");
+
+  const dataset = await readDataset(config.data.dataset);
+  checkCompatible(config, dataset);
+  const norm = resolveNormalization(config, dataset);
+  const model = new UNet3D(config.model, config.seed);
+  const optimizer = new Optimizer(
+    model.trainable().map((p) => ({ name: p.name, tensor: p.tensor })),
+    config.optimizer,
+  );
+  const schedule = createSchedule(config);
+  const perStepSchedule = config.schedule.kind !== "plateau";
+
+  let startEpoch = 0;
+  let bestScore: number | null = null;
+  let bestEpoch: number | null = null;
+  let badEpochs = 0;
+  let lrScale = 1;
+  const lastPath = join(config.out, RUN_FILES.last);
+  if (opts.resume && await exists(lastPath)) {
+    const ckpt = await loadCheckpoint(lastPath);
+    loadWeights(model, ckpt.weights);
+    const state = await loadOptimizerState(lastPath);
+    if (state.step !== ckpt.meta.training.step) {
+      throw new Error(
+        `${lastPath} (step ${ckpt.meta.training.step}) and its optimizer state (step ${state.step}) ` +
+          `disagree, probably from a crash between the two writes; delete both to start over`,
+      );
+    }
+    optimizer.restore(state);
+    if (state.schedule) schedule.restore(state.schedule);
+    const extra = (state.extra ?? {}) as Record<string, number | null>;
+    startEpoch = ckpt.meta.training.epoch;
+    bestScore = ckpt.meta.training.bestMetric;
+    bestEpoch = (extra.bestEpoch as number | null) ?? null;
+    badEpochs = (extra.badEpochs as number) ?? 0;
+    lrScale = (extra.lrScale as number) ?? 1;
+  }
+  emit({
+    type: "start",
+    config,
+    params: model.trainable().reduce((a, p) => a + p.tensor.size, 0),
+    resumedFrom: startEpoch > 0 ? startEpoch : undefined,
+  });
+
+  const [pd, ph, pw] = config.data.patchSize;
+  const B = config.data.batchSize;
+  const x = keep(zeros([B, 1, pd, ph, pw]));
+  const labels = keep(zeros([B, pd, ph, pw], "u32"));
+  const loader: Loader = await createLoader({
+    dataset: config.data.dataset,
+    patchSize: config.data.patchSize,
+    batchSize: B,
+    workers: config.data.workers,
+    seed: config.seed,
+    foregroundFraction: config.data.foregroundFraction,
+    norm,
+    augment: augmentationFromFlags(config.data.augment),
+    startBatch: optimizer.step,
+  });
+  const log = MetricsLog.open(join(config.out, METRICS_FILE));
+  let stoppedBy: TrainResult["stoppedBy"] = "completed";
+  let lastMetrics: Record<string, number> = {};
+  let epoch = startEpoch;
+  try {
+    for (; epoch < config.epochs; epoch++) {
+      const pending: {
+        loss: Tensor;
+        control: Tensor;
+        step: number;
+        stepInEpoch: number;
+        lr: number;
+      }[] = [];
+      let windowStart = performance.now();
+      for (let it = 0; it < config.itersPerEpoch; it++) {
+        if (opts.signal?.aborted) break;
+        const next = await loader.next();
+        if (next.done) throw new Error("the patch loader stopped early");
+        upload(x, next.value.image);
+        upload(labels, next.value.labelU32);
+        const lr = schedule.lr * lrScale;
+        const { loss, control } = trainStep(model, optimizer, x, labels, config, lr);
+        pending.push({ loss, control, step: optimizer.step, stepInEpoch: it + 1, lr });
+        if (perStepSchedule) schedule.step();
+        const last = it === config.itersPerEpoch - 1;
+        if (pending.length >= config.lossReadbackEvery || last || opts.signal?.aborted) {
+          const host = await readTensors(pending.flatMap((p) => [p.loss, p.control]));
+          const elapsed = (performance.now() - windowStart) / 1000;
+          windowStart = performance.now();
+          const patchesPerSec = (pending.length * B) / Math.max(elapsed, 1e-9);
+          pending.forEach((p, k) => {
+            const lossValue = host[2 * k][0];
+            const [, finite, gradNorm] = host[2 * k + 1];
+            if (!Number.isFinite(lossValue) || !finite) {
+              // The GPU already skipped this update; make the next ones gentler.
+              lrScale *= 0.5;
+              emit({
+                type: "skipped",
+                step: p.step,
+                reason: `non-finite loss ${lossValue}`,
+                lr: p.lr * 0.5,
+              });
+              log.append({ event: "skipped", epoch: epoch + 1, step: p.step, loss: lossValue });
+            } else {
+              emit({
+                type: "step",
+                epoch: epoch + 1,
+                step: p.step,
+                stepInEpoch: p.stepInEpoch,
+                loss: lossValue,
+                lr: p.lr,
+                gradNorm,
+                patchesPerSec,
+              });
+              log.append({
+                event: "train",
+                epoch: epoch + 1,
+                step: p.step,
+                loss: lossValue,
+                lr: p.lr,
+                gradNorm,
+              });
+            }
+            p.loss.dispose();
+            p.control.dispose();
+          });
+          pending.length = 0;
+        }
+      }
+      if (opts.signal?.aborted) {
+        stoppedBy = "aborted";
+        break;
+      }
+      const validateNow = opts.validate &&
+        ((epoch + 1) % config.valEvery === 0 || epoch + 1 === config.epochs);
+      let improved = false;
+      if (validateNow) {
+        const v = await opts.validate!(model, { norm, dataset });
+        lastMetrics = v.metrics;
+        const better = config.monitor === "dice"
+          ? (a: number, b: number) => a > b
+          : (a: number, b: number) => a < b;
+        improved = Number.isFinite(v.score) && (bestScore === null || better(v.score, bestScore));
+        if (improved) {
+          bestScore = v.score;
+          bestEpoch = epoch + 1;
+          badEpochs = 0;
+        } else {
+          badEpochs++;
+        }
+        if (!perStepSchedule) schedule.step(v.score);
+        emit({
+          type: "validation",
+          epoch: epoch + 1,
+          step: optimizer.step,
+          metrics: v.metrics,
+          score: v.score,
+          best: improved,
+        });
+        log.append({
+          event: "validation",
+          epoch: epoch + 1,
+          step: optimizer.step,
+          score: v.score,
+          ...v.metrics,
+        });
+      }
+      const meta = checkpointMeta(
+        config,
+        dataset,
+        norm,
+        epoch + 1,
+        optimizer.step,
+        bestScore,
+        lastMetrics,
+      );
+      const weights = await readWeights(model);
+      await saveCheckpoint(lastPath, { weights, meta });
+      await saveOptimizerState(lastPath, {
+        ...(await optimizer.state()),
+        schedule: schedule.state(),
+        extra: { bestEpoch, badEpochs, lrScale },
+      });
+      emit({ type: "checkpoint", path: lastPath, epoch: epoch + 1 });
+      if (improved) {
+        const bestPath = join(config.out, RUN_FILES.best);
+        await saveCheckpoint(bestPath, { weights, meta });
+        emit({ type: "checkpoint", path: bestPath, epoch: epoch + 1 });
+      }
+      const patience = config.earlyStopping.patience;
+      if (validateNow && patience > 0 && badEpochs >= patience) {
+        stoppedBy = "early-stopping";
+        emit({ type: "stop", reason: `no improvement for ${badEpochs} validations` });
+        epoch++;
+        break;
+      }
+    }
+  } finally {
+    loader.close();
+    log.close();
+    x.dispose();
+    labels.dispose();
+  }
+  const result: TrainResult = {
+    epochs: Math.min(epoch, config.epochs),
+    steps: optimizer.step,
+    bestScore,
+    bestEpoch,
+    lastMetrics,
+    stoppedBy,
+    out: config.out,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  await writeSummary(join(config.out, SUMMARY_FILE), { ...result });
+  optimizer.dispose();
+  model.dispose();
+  return result;
+}
+
+/** One optimizer step; returns the loss [1] and the clip control [3], both kept for readback. */
+export function trainStep(
+  model: UNet3D,
+  optimizer: Optimizer,
+  x: Tensor,
+  labels: Tensor,
+  config: TrainConfig,
+  lr: number,
+): { loss: Tensor; control: Tensor } {
+  // scope() frees every activation, gradient and saved tensor of the step; pooled buffers
+  // are reused by the next step, so steady-state steps allocate nothing on the GPU.
+  const tape = new Tape().watch(...optimizer.params.map((p) => p.tensor));
+  try {
+    const { loss, control } = scope(() => {
+      const loss = tape.record(() => lossFor(model.forward(x, { training: true }), labels, config));
+      const grads = tape.backward(loss);
+      const control = optimizer.apply(grads, lr);
+      return { loss: keep(loss), control: keep(control) };
+    });
+    return { loss, control };
+  } finally {
+    tape.dispose();
+  }
+}
+
+/** The configured weighted sum of Tversky, Dice and cross-entropy for logits and labels. */
+export function lossFor(logits: Tensor, labels: Tensor, config: TrainConfig): Tensor {
+  const l = config.loss;
+  const region = {
+    smooth: l.smooth,
+    classWeights: l.classWeights,
+    includeBackground: l.includeBackground,
+    batch: l.batchDice,
+  };
+  const terms: [number, Tensor][] = [];
+  const needsProbs = l.tverskyWeight > 0 || l.diceWeight > 0;
+  const probs = needsProbs ? F.softmaxChannels(logits) : undefined;
+  if (l.tverskyWeight > 0) {
+    terms.push([
+      l.tverskyWeight,
+      F.tversky(probs!, labels, { ...region, alpha: l.alpha, beta: l.beta }),
+    ]);
+  }
+  if (l.diceWeight > 0) terms.push([l.diceWeight, F.dice(probs!, labels, region)]);
+  if (l.ceWeight > 0) {
+    terms.push([l.ceWeight, F.crossEntropy(logits, labels, { classWeights: l.classWeights })]);
+  }
+  if (terms.length === 0) {
+    throw new Error("loss: every loss weight is 0; set loss.tverskyWeight, diceWeight or ceWeight");
+  }
+  let [w0, total] = terms[0];
+  if (terms.length === 1) return w0 === 1 ? total : F.scale(total, w0);
+  for (let i = 1; i < terms.length; i++) {
+    total = F.axpby(w0, total, terms[i][0], terms[i][1]);
+    w0 = 1;
+  }
+  return total;
+}
+
+/** Host copies of every model tensor (parameters and buffers), for checkpoints. */
+export async function readWeights(model: UNet3D): Promise<Map<string, HostTensor>> {
+  const params = [...model.params.values()];
+  const host = await readTensors(params.map((p) => p.tensor));
+  return new Map(params.map((p, i) => [p.name, { shape: [...p.tensor.shape], data: host[i] }]));
+}
+
+/** Uploads checkpoint weights into a model with the same configuration. */
+export function loadWeights(model: UNet3D, weights: Map<string, HostTensor>): void {
+  for (const p of model.params.values()) {
+    const w = weights.get(p.name);
+    if (!w) {
+      throw new Error(
+        `checkpoint has no tensor ${p.name}; was it written by a different model config?`,
+      );
+    }
+    if (w.data.length !== p.tensor.size) {
+      throw new Error(
+        `checkpoint tensor ${p.name} has shape [${w.shape}], the model needs [${p.tensor.shape}]`,
+      );
+    }
+    upload(p.tensor, w.data);
+  }
+}
+
+function checkpointMeta(
+  config: TrainConfig,
+  dataset: Dataset,
+  norm: Normalization,
+  epoch: number,
+  step: number,
+  bestMetric: number | null,
+  metrics: Record<string, number>,
+): CheckpointMeta {
+  return {
+    model: config.model,
+    classNames: dataset.classes.slice(0, config.model.classes),
+    normalisation: norm,
+    patchSize: config.data.patchSize,
+    spacingMm: dataset.targetSpacingMm,
+    training: {
+      epoch,
+      step,
+      monitor: config.monitor,
+      bestMetric,
+      metrics: Object.fromEntries(
+        Object.entries(metrics).map(([k, v]) => [k, Number.isFinite(v) ? v : null]),
+      ),
+    },
+  };
+}
+
+function resolveNormalization(config: TrainConfig, dataset: Dataset): Normalization {
+  const kind = config.data.normalisation;
+  if (kind === "ct-window") {
+    return { kind: "ct-window", lo: config.data.window[0], hi: config.data.window[1] };
+  }
+  if (kind === "auto") {
+    return dataset.modality === "CT"
+      ? { kind: "ct-window", lo: config.data.window[0], hi: config.data.window[1] }
+      : normalizationFromDataset(dataset, "zscore");
+  }
+  return normalizationFromDataset(dataset, kind);
+}
+
+function checkCompatible(config: TrainConfig, dataset: Dataset): void {
+  if (dataset.classes.length !== config.model.classes) {
+    throw new Error(
+      `the dataset has ${dataset.classes.length} classes (${dataset.classes.join(", ")}) but ` +
+        `model.classes is ${config.model.classes}; set --model.classes ${dataset.classes.length}`,
+    );
+  }
+  const m = 2 ** (config.model.depth - 1);
+  if (config.data.patchSize.some((s) => s % m !== 0)) {
+    throw new Error(
+      `patch size ${config.data.patchSize.join("×")} must be divisible by ${m} for a depth-` +
+        `${config.model.depth} U-Net; e.g. --patch ${
+          config.data.patchSize.map((s) => Math.max(m, Math.round(s / m) * m)).join(",")
+        }`,
+    );
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

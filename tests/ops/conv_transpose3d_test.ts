@@ -1,0 +1,70 @@
+import { throws } from "node:assert";
+import { convTranspose3d } from "../../src/autograd/mod.ts";
+import { initGpu, scope, Tensor } from "../../src/gpu/mod.ts";
+import { opTest } from "./check_op.ts";
+
+/** Float64 ConvTranspose3d, kernel 2 stride 2: y[n,o,2z+a,2y+b,2x+c] += x[n,i,z,y,x]·w[i,o,a,b,c]. */
+function convTransposeRef(xShape: number[], co: number, withBias: boolean) {
+  const [n, ci, d, h, w] = xShape;
+  const [d2, h2, w2] = [2 * d, 2 * h, 2 * w];
+  const v = d * h * w;
+  const v2 = d2 * h2 * w2;
+  return ([x, wt, b]: Float64Array[]) => {
+    const y = new Float64Array(n * co * v2);
+    for (let nn = 0; nn < n; nn++) {
+      for (let o = 0; o < co; o++) {
+        const yo = (nn * co + o) * v2;
+        if (withBias) y.fill(b[o], yo, yo + v2);
+        for (let i = 0; i < ci; i++) {
+          const xo = (nn * ci + i) * v;
+          for (let t = 0; t < 8; t++) {
+            const wv = wt[(i * co + o) * 8 + t];
+            const [a, bb, c] = [t >> 2, (t >> 1) & 1, t & 1];
+            for (let z = 0; z < d; z++) {
+              for (let yy = 0; yy < h; yy++) {
+                const yr = yo + ((2 * z + a) * h2 + 2 * yy + bb) * w2 + c;
+                const xr = xo + (z * h + yy) * w;
+                for (let xx = 0; xx < w; xx++) y[yr + 2 * xx] += wv * x[xr + xx];
+              }
+            }
+          }
+        }
+      }
+    }
+    return y;
+  };
+}
+
+function convTransposeCase(x: number[], co: number, bias: boolean, path: string): void {
+  const w = [x[1], co, 2, 2, 2];
+  const out = [x[0], co, 2 * x[2], 2 * x[3], 2 * x[4]];
+  opTest({
+    name: `convTranspose3d ${bias ? "bias" : "no bias"} x [${x}] w [${w}] → [${out}] (${path})`,
+    inputs: [{ shape: x }, { shape: w }, ...(bias ? [{ shape: [co] }] : [])],
+    run: ([xt, wt, b]) => convTranspose3d(xt, wt, b ?? null),
+    reference: convTransposeRef(x, co, bias),
+  });
+}
+
+convTransposeCase([2, 3, 3, 5, 4], 5, true, "odd shapes, partial tiles");
+convTransposeCase([1, 6, 2, 3, 3], 7, false, "Ci 6 → Co 7");
+convTransposeCase([1, 16, 4, 4, 4], 8, true, "round");
+// Several tiles everywhere: 40 tap-channels (3 tiles of 16), Ci 9 over 2 chunks, a 2×2×3 tile
+// grid on 9×9×17, 2 batch items; the input gradient runs 5 chunks of 8 tap-channels.
+convTransposeCase([2, 9, 9, 9, 17], 5, true, "multi-tile: channels, chunks, z, y, x, batch");
+
+Deno.test("convTranspose3d rejects bad shapes with messages that print them", async () => {
+  await initGpu();
+  scope(() => {
+    const x = new Tensor([1, 3, 4, 4, 4]);
+    throws(
+      () => convTranspose3d(x, new Tensor([4, 5, 2, 2, 2]), null),
+      /w has Ci=4 but x has C=3, x \[1,3,4,4,4\] w \[4,5,2,2,2\]/,
+    );
+    throws(() => convTranspose3d(x, new Tensor([3, 5, 3, 3, 3]), null), /2×2×2.*\[3,5,3,3,3\]/);
+    throws(
+      () => convTranspose3d(x, new Tensor([3, 5, 2, 2, 2]), new Tensor([3])),
+      /bias must be \[5\]/,
+    );
+  });
+});
