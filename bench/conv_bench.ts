@@ -8,8 +8,8 @@
  *
  * GFLOP/s counts 2·N·Co·Ci·k³·D·H·W per convolution (each of forward, input gradient and
  * weight gradient does that much work) and 2·N·Ci·Co·8·D·H·W per transposed convolution. Each
- * timed batch records REPS ops and then waits for the GPU (`commands().sync()`), so the
- * ~10 ms a queue round trip costs in Deno is spread over the batch.
+ * timed batch records `reps` ops and then waits for the GPU (`commands().sync()`), so the
+ * ~10 ms a queue round trip costs in Deno is spread over the batch; times are per op.
  */
 
 import { biasGrad, conv3d, conv3dBackwardInput, conv3dBackwardWeight } from "../src/ops/conv3d.ts";
@@ -22,12 +22,12 @@ import { commands, fromArray, initGpu, type Tensor } from "../src/gpu/mod.ts";
 
 await initGpu();
 
-const REPS = 4;
-
 interface Case {
   name: string;
   flops: number;
   run: () => Tensor;
+  /** Ops per timed batch: enough that one queue round trip is a small part of the batch. */
+  reps: number;
 }
 
 function random(shape: number[]): Tensor {
@@ -44,16 +44,19 @@ function convCases(n: number, ci: number, co: number, s: number, label: string):
   const gy = random([n, co, s, s, s]);
   const flops = 2 * n * co * ci * 27 * s ** 3;
   const shapes = `x [${n},${ci},${s},${s},${s}] w [${co},${ci},3,3,3]`;
+  const reps = 4;
   return [
-    { name: `conv3d forward ${shapes} (${label})`, flops, run: () => conv3d(x, w, b) },
+    { name: `conv3d forward ${shapes} (${label})`, flops, reps, run: () => conv3d(x, w, b) },
     {
       name: `conv3d input grad ${shapes} (${label})`,
       flops,
+      reps,
       run: () => conv3dBackwardInput(gy, w),
     },
     {
       name: `conv3d weight grad ${shapes} (${label})`,
       flops,
+      reps,
       run: () => conv3dBackwardWeight(x, gy, 3),
     },
   ];
@@ -66,19 +69,32 @@ function convTransposeCases(n: number, ci: number, co: number, s: number): Case[
   const gy = random([n, co, 2 * s, 2 * s, 2 * s]);
   const flops = 2 * n * ci * co * 8 * s ** 3;
   const shapes = `x [${n},${ci},${s},${s},${s}] w [${ci},${co},2,2,2]`;
+  const reps = 16;
   return [
-    { name: `convTranspose3d forward ${shapes}`, flops, run: () => convTranspose3d(x, w, b) },
+    {
+      name: `convTranspose3d forward ${shapes}`,
+      flops,
+      reps,
+      run: () => convTranspose3d(x, w, b),
+    },
     {
       name: `convTranspose3d input grad ${shapes}`,
       flops,
+      reps,
       run: () => convTranspose3dBackwardInput(gy, w),
     },
     {
       name: `convTranspose3d weight grad ${shapes}`,
       flops,
+      reps,
       run: () => convTranspose3dBackwardWeight(x, gy),
     },
-    { name: `conv bias grad gy [${gy.shape}]`, flops: gy.size, run: () => biasGrad(gy) },
+    {
+      name: `conv bias grad gy [${gy.shape}] (GFLOP/s = Gvalues/s)`,
+      flops: gy.size,
+      reps,
+      run: () => biasGrad(gy),
+    },
   ];
 }
 
@@ -88,15 +104,15 @@ const cases: Case[] = [
   ...convTransposeCases(1, 32, 16, 16),
 ];
 
-/** Records REPS runs of a case and waits for the GPU. */
+/** Records `reps` runs of a case and waits for the GPU. */
 async function batch(c: Case): Promise<void> {
-  for (let r = 0; r < REPS; r++) c.run().dispose();
+  for (let r = 0; r < c.reps; r++) c.run().dispose();
   await commands().sync();
 }
 
 for (const c of cases) {
   Deno.bench({
-    name: `${c.name} ×${REPS} (${(c.flops / 1e9).toFixed(3)} GFLOP each)`,
+    name: `${c.name} ×${c.reps} (${(c.flops / 1e9).toFixed(3)} GFLOP each)`,
     group: c.name.split(" ")[0],
     async fn() {
       await batch(c);
@@ -112,7 +128,7 @@ if (import.meta.main) {
     for (let i = 0; i < 5; i++) {
       const t0 = performance.now();
       await batch(c);
-      best = Math.min(best, (performance.now() - t0) / REPS);
+      best = Math.min(best, (performance.now() - t0) / c.reps);
     }
     const rate = c.flops / (best * 1e6);
     console.log(

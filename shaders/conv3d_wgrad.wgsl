@@ -18,9 +18,10 @@ override K: u32 = 3u;
 override MODE: u32 = 0u;
 override CG: u32 = 4u;  // o groups of 4 channels
 override TI: u32 = 4u;  // i channels per workgroup
-override BX: u32 = 1u;  // voxel blocks per tile along x, y, z
+override RI: u32 = 1u;  // i channels per thread: 1 for K = 3, 4 for K = 1
+override BX: u32 = 2u;  // voxel blocks per tile along x, y, z
 override BY: u32 = 1u;
-override BZ: u32 = 4u;
+override BZ: u32 = 2u;
 
 // Voxels per block along z, y, x; the helpers below are written for them.
 const VZ: u32 = 2u;
@@ -28,7 +29,8 @@ const VY: u32 = 4u;
 const VX: u32 = 4u;
 
 override NB: u32 = BZ * BY * BX;
-override WG: u32 = CG * TI * NB;
+override TT: u32 = TI / RI; // threads along i
+override WG: u32 = CG * TT * NB;
 override KT: u32 = K * K * K;
 override PAD: u32 = (K - 1u) / 2u;
 override TZ: u32 = BZ * VZ;
@@ -85,13 +87,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let bx = lid % BX;
   let by = (lid / BX) % BY;
   let bz = (lid / (BX * BY)) % BZ;
-  let ii = (lid / NB) % TI;
-  let cg = lid / (NB * TI);
+  let ii = (lid / NB) % TT; // this thread's i channels: iBase + ii·RI + (0 .. RI - 1)
+  let cg = lid / (NB * TT);
 
   var k0: Gz; // kz = 0 (K = 3)
-  var k1: Gz;
+  var k1z: Gz;
   var k2: Gz;
-  var k11 = vec4<f32>(); // K = 1
+  var k1: mat4x4<f32>; // K = 1: column r = channel iBase + ii·4 + r, 4 channels o per column
 
   let tiles = params.n * params.tilesZ * params.tilesY * params.tilesX;
   for (var q = s; q < tiles; q += params.slices) {
@@ -130,13 +132,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let gb = ((bz * VZ * TY + by * VY) * TX + bx * VX) * CG + cg;
     let xb = ((ii * SZ + bz * VZ) * SY + by * VY) * SX + bx;
     if (K == 1u) {
+      // No halo: x row (i, dz, dy) is the vec4 xs[xb + ((r·SZ + dz)·SY + dy)·SX] for i = ii·4 + r.
+      let xb1 = ((ii * RI * SZ + bz * VZ) * SY + by * VY) * SX + bx;
       for (var dz = 0u; dz < VZ; dz++) {
-        let gp = gb + dz * TY * TX * CG;
-        let xp = xb + dz * SY * SX;
-        k11 = row1(k11, gyRow(gp), xs[xp]);
-        k11 = row1(k11, gyRow(gp + TX * CG), xs[xp + SX]);
-        k11 = row1(k11, gyRow(gp + 2u * TX * CG), xs[xp + 2u * SX]);
-        k11 = row1(k11, gyRow(gp + 3u * TX * CG), xs[xp + 3u * SX]);
+        for (var dy = 0u; dy < VY; dy++) {
+          let x = xb1 + (dz * SY + dy) * SX;
+          let c = SZ * SY * SX;
+          k1 = rows1(k1, gyRow(gb + (dz * TY + dy) * TX * CG), xs[x], xs[x + c], xs[x + 2u * c],
+                     xs[x + 3u * c]);
+        }
       }
       continue;
     }
@@ -146,29 +150,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let r0 = loadRows(xb);
     k0 = planeG(k0, gy0, r0);
     let r1 = loadRows(xb + SY * SX);
-    k1 = planeG(k1, gy0, r1);
+    k1z = planeG(k1z, gy0, r1);
     k0 = planeG(k0, gy1, r1);
     let r2 = loadRows(xb + 2u * SY * SX);
     k2 = planeG(k2, gy0, r2);
-    k1 = planeG(k1, gy1, r2);
+    k1z = planeG(k1z, gy1, r2);
     let r3 = loadRows(xb + 3u * SY * SX);
     k2 = planeG(k2, gy1, r3);
   }
 
   // Partial slot of this thread; every (o, i) in range is written once per slot.
-  let i = iBase + ii;
-  if (i >= params.ci) { return; }
   let slot = (s * NB + (bz * BY + by) * BX + bx) * params.m;
   for (var c = 0u; c < 4u; c++) {
     let o = oBase + 4u * cg + c;
     if (o >= params.co) { return; }
-    let at = slot + o * params.gO + i * params.gI;
     if (K == 1u) {
-      part[at] = k11[c];
+      for (var r = 0u; r < RI; r++) {
+        let i = iBase + ii * RI + r;
+        if (i < params.ci) { part[slot + o * params.gO + i * params.gI] = k1[r][c]; }
+      }
       continue;
     }
+    let i = iBase + ii;
+    if (i >= params.ci) { return; }
+    let at = slot + o * params.gO + i * params.gI;
     storeGz(at, k0, c);
-    storeGz(at + 9u, k1, c);
+    storeGz(at + 9u, k1z, c);
     storeGz(at + 18u, k2, c);
   }
 }
@@ -273,7 +280,12 @@ fn rowG(k: mat3x4<f32>, g: mat4x4<f32>, p: vec4<f32>, q: vec4<f32>) -> mat3x4<f3
   );
 }
 
-// K = 1: Σ_dx gy(voxel dx) · x(dx).
+// K = 1, one row of 4 voxels: column r += Σ_dx gy(voxel dx) · x_r(dx) for 4 channels i.
+fn rows1(k: mat4x4<f32>, g: mat4x4<f32>, p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>,
+         p3: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(row1(k[0], g, p0), row1(k[1], g, p1), row1(k[2], g, p2), row1(k[3], g, p3));
+}
+
 fn row1(k: vec4<f32>, g: mat4x4<f32>, p: vec4<f32>) -> vec4<f32> {
   return fma(g[3], vec4<f32>(p.w), fma(g[2], vec4<f32>(p.z), fma(g[1], vec4<f32>(p.y),
     fma(g[0], vec4<f32>(p.x), k))));

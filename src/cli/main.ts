@@ -30,6 +30,10 @@ export const commandTable: Record<string, Command> = {
     summary: "train a 3D U-Net (no flags: the embedded synthetic chest-CT dataset)",
     load: () => import("./train.ts"),
   },
+  bench: {
+    summary: "benchmarks: ops, loader, train (--json for one object per line)",
+    load: () => import("./bench.ts"),
+  },
 };
 
 /** A usage error: printed without a stack trace, exit code 2. */

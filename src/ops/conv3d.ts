@@ -72,7 +72,7 @@ export const conv3dWeightGradKernel = defineKernel({
     { name: "gy", access: "read" },
     { name: "part", access: "read_write" },
   ],
-  constants: { K: 3, MODE: 0, CG: 4, TI: 4, BX: 1, BY: 1, BZ: 4 },
+  constants: { K: 3, MODE: 0, CG: 4, TI: 4, RI: 1, BX: 2, BY: 1, BZ: 2 },
 });
 
 export const sumSlotsKernel = defineKernel({
@@ -311,9 +311,11 @@ export interface WeightGradRun {
 export function runWeightGrad(r: WeightGradRun): Tensor {
   const [d, h, w] = r.grid;
   const cg = Math.min(4, Math.ceil(r.co / 4));
-  const ti = Math.min(4, r.ci);
+  // K = 3: a thread owns 1 channel i (27 taps); K = 1: 4 channels i (a 4×4 outer product).
+  const ri = r.k === 3 ? 1 : 4;
+  const ti = ri * Math.min(4, Math.ceil(r.ci / ri));
   // Voxel blocks per tile: up to 64 threads, within workgroup memory (x patch + gy tile).
-  let nb = Math.max(1, Math.min(16, 2 ** Math.floor(Math.log2(64 / (cg * ti)))));
+  let nb = Math.max(1, Math.min(16, 2 ** Math.floor(Math.log2((64 * ri) / (cg * ti)))));
   while (nb > 1 && weightGradSharedBytes(nb, cg, ti, r.k) > sharedBytes()) nb /= 2;
   const [bz, by, bx] = BLOCKS_PER_TILE[nb];
   const tilesX = Math.ceil(w / (bx * BLOCK[2]));
@@ -348,7 +350,7 @@ export function runWeightGrad(r: WeightGradRun): Tensor {
     },
     [r.x.buffer, r.gy.buffer, part.buffer],
     grid1d(groups),
-    { K: r.k, MODE: r.mode, CG: cg, TI: ti, BX: bx, BY: by, BZ: bz },
+    { K: r.k, MODE: r.mode, CG: cg, TI: ti, RI: ri, BX: bx, BY: by, BZ: bz },
   );
   const out = sumSlots(part, slots, m, r.outShape);
   part.dispose();

@@ -1,0 +1,61 @@
+/**
+ * `voxseg bench <suite> [--json]`: benchmarks that run from the CLI and the compiled binary.
+ * Each suite lives in src/cli/bench/<suite>.ts and yields one result per measurement; `deno
+ * bench` files in bench/ reuse the same cases.
+ */
+
+import { parseFlags } from "./args.ts";
+import { UsageError } from "./main.ts";
+
+/** One measurement. Suites add their own fields (gflops, patches_per_s, rss_mb, ratio…). */
+export interface BenchResult {
+  name: string;
+  [field: string]: string | number | boolean | null;
+}
+
+export interface BenchSuite {
+  summary: string;
+  run(options: { quick: boolean }): AsyncIterable<BenchResult>;
+}
+
+const suites: Record<string, { summary: string; load: () => Promise<{ suite: BenchSuite }> }> = {
+  ops: {
+    summary: "conv3d / conv_transpose3d kernels: ms and GFLOP/s",
+    load: () => import("./bench/ops.ts"),
+  },
+};
+
+const HELP = `voxseg bench <suite> [--json] [--quick]
+
+Suites:
+${Object.entries(suites).map(([k, s]) => `  ${k.padEnd(8)} ${s.summary}`).join("\n")}
+
+--json prints one JSON object per line; --quick runs fewer repetitions.`;
+
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, {
+    json: { type: "boolean" },
+    quick: { type: "boolean" },
+  }, HELP);
+  const name = positionals[0];
+  if (!name) throw new UsageError(`name a suite\n\n${HELP}`);
+  const entry = suites[name];
+  if (!entry) throw new UsageError(`unknown suite "${name}"\n\n${HELP}`);
+  const { suite } = await entry.load();
+  for await (const r of suite.run({ quick: Boolean(values.quick) })) {
+    if (values.json) console.log(JSON.stringify(r));
+    else {
+      const rest = Object.entries(r).filter(([k]) => k !== "name")
+        .map(([k, v]) => `${k} ${typeof v === "number" ? +v.toPrecision(4) : v}`).join("  ");
+      console.log(`${r.name.padEnd(48)} ${rest}`);
+    }
+  }
+  return 0;
+}
+
+/** Median of a list of numbers. */
+export function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}

@@ -1,0 +1,114 @@
+/**
+ * Kernel benchmarks: conv3d forward, backward-data and backward-weight, and conv_transpose3d
+ * forward and backward, at N=1, C=K=32, 32³ and C=K=16, 64³. Each sample times a batch of
+ * dispatches up to a GPU sync, divided by the batch size; the median sample is reported.
+ */
+
+import { commands, fromArray, initGpu, scope, type Tensor } from "../../gpu/mod.ts";
+import { conv3d, conv3dBackwardInput, conv3dBackwardWeight } from "../../ops/conv3d.ts";
+import {
+  convTranspose3d,
+  convTranspose3dBackwardInput,
+  convTranspose3dBackwardWeight,
+} from "../../ops/conv_transpose3d.ts";
+import { Random } from "../../data/random.ts";
+import { type BenchResult, type BenchSuite, median } from "../bench.ts";
+
+/** One benchmarked kernel call on prepared inputs. */
+export interface OpCase {
+  name: string;
+  /** Floating-point operations of one call (multiply-add = 2). */
+  flop: number;
+  /** Inputs as shapes; filled with seeded normal values. */
+  inputs: number[][];
+  call: (xs: Tensor[]) => Tensor;
+}
+
+/** The op cases, shared with bench/ops_bench.ts. */
+export function opCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  for (const [c, s] of [[32, 32], [16, 64]]) {
+    const vox = s * s * s;
+    const x = [1, c, s, s, s];
+    const w = [c, c, 3, 3, 3];
+    const convFlop = 2 * c * c * 27 * vox;
+    const tag = `C=K=${c} ${s}³`;
+    cases.push(
+      {
+        name: `conv3d forward ${tag}`,
+        flop: convFlop,
+        inputs: [x, w],
+        call: ([a, b]) => conv3d(a, b, null),
+      },
+      {
+        name: `conv3d backward-data ${tag}`,
+        flop: convFlop,
+        inputs: [x, w],
+        call: ([g, b]) => conv3dBackwardInput(g, b),
+      },
+      {
+        name: `conv3d backward-weight ${tag}`,
+        flop: convFlop,
+        inputs: [x, x],
+        call: ([a, g]) => conv3dBackwardWeight(a, g, 3),
+      },
+    );
+    // Transposed convolution producing the s³ grid from (s/2)³, as in the U-Net's decoder.
+    const h = s / 2;
+    const xt = [1, c, h, h, h];
+    const wt = [c, c, 2, 2, 2];
+    const tFlop = 2 * c * c * 8 * h * h * h;
+    cases.push(
+      {
+        name: `conv_transpose3d forward ${tag}`,
+        flop: tFlop,
+        inputs: [xt, wt],
+        call: ([a, b]) => convTranspose3d(a, b, null),
+      },
+      {
+        name: `conv_transpose3d backward ${tag}`,
+        flop: 2 * tFlop,
+        inputs: [xt, wt, x],
+        call: ([a, b, g]) => {
+          convTranspose3dBackwardInput(g, b);
+          return convTranspose3dBackwardWeight(a, g);
+        },
+      },
+    );
+  }
+  return cases;
+}
+
+/** Median milliseconds per call of `c`, with GPU completion included. */
+export async function timeCase(c: OpCase, { samples = 5, perSample = 3 } = {}): Promise<number> {
+  const rng = new Random(1);
+  const inputs = c.inputs.map((shape) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    return fromArray(shape, Float32Array.from({ length: n }, () => rng.normal()));
+  });
+  try {
+    scope(() => c.call(inputs)); // warm-up: pipeline creation, buffer pool
+    await commands().sync();
+    const times: number[] = [];
+    for (let s = 0; s < samples; s++) {
+      const t0 = performance.now();
+      for (let i = 0; i < perSample; i++) scope(() => c.call(inputs));
+      await commands().sync();
+      times.push((performance.now() - t0) / perSample);
+    }
+    return median(times);
+  } finally {
+    for (const t of inputs) t.dispose();
+  }
+}
+
+export const suite: BenchSuite = {
+  summary: "conv3d / conv_transpose3d kernels",
+  async *run({ quick }): AsyncIterable<BenchResult> {
+    const gpu = await initGpu();
+    for (const c of opCases()) {
+      const ms = await timeCase(c, quick ? { samples: 3, perSample: 1 } : {});
+      yield { name: c.name, ms, gflops: c.flop / ms / 1e6, adapter: gpu.info.description };
+    }
+  },
+};
