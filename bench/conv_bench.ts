@@ -114,6 +114,9 @@ for (const c of cases) {
   Deno.bench({
     name: `${c.name} ×${c.reps} (${(c.flops / 1e9).toFixed(3)} GFLOP each)`,
     group: c.name.split(" ")[0],
+    // Each iteration is a batch of ops taking tenths of a second on a CPU adapter.
+    n: 5,
+    warmup: 1,
     async fn() {
       await batch(c);
     },
@@ -121,6 +124,8 @@ for (const c of cases) {
 }
 
 if (import.meta.main) {
+  // Other processes on a CPU adapter's cores slow every kernel; say how busy the machine was.
+  console.log(`load average ${Deno.loadavg().map((l) => l.toFixed(2)).join(" ")}`);
   console.log(`${"case".padEnd(78)} ${"ms/op".padStart(8)} ${"GFLOP/s".padStart(8)}`);
   for (const c of cases) {
     await batch(c); // compile pipelines, warm the pool

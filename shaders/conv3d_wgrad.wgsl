@@ -3,8 +3,9 @@
 //   G(o, i, t) = Σ_n Σ_v gy[n, o, v] · x[n, i, v + t - P]      t = (kz·K + ky)·K + kx
 //
 // is a reduction over N·D·H·W. Workgroup (o tile, i tile, slice s) sums the voxel tiles
-// s, s + S, s + 2S, …; each thread owns 4 channels o × 1 channel i × K³ taps and one voxel
-// block of every tile, and writes its sum to partial slot j = s·NB + block:
+// s, s + S, s + 2S, …; each thread owns 4 channels o × RI channels i × K³ taps (K = 3: RI = 1;
+// K = 1: RI = 4, an outer product per voxel) and one voxel block of every tile, and writes its
+// sum to partial slot j = s·NB + block:
 // part[j·M + o·gO + i·gI + t]. conv3d_reduce.wgsl then adds the S·NB slots. With gO = Ci·K³,
 // gI = K³ the result is in PyTorch's [Co, Ci, K, K, K] order; other strides serve the
 // transposed convolution (MODE 1, K = 1: gy is [N, Co/8, 2D, 2H, 2W] seen as 8 channels per
@@ -12,7 +13,9 @@
 //
 // Per tile the workgroup stages gy (4 channels per vec4, per voxel) and the x patch with halo
 // in workgroup memory. Per block of 2×4×4 voxels a thread loads 32 gy vec4s and 4 planes × 6
-// rows × 2 vec4 of x and issues 864 vec4 FMAs into 27 vec4 accumulators (K = 3).
+// rows × 2 vec4 of x and issues 864 vec4 FMAs into 27 vec4 accumulators (K = 3). Wide tiles
+// (up to 32 o × 16 i) let each staged value serve many threads: on a CPU adapter a staged
+// global load costs several times a workgroup-memory load.
 
 override K: u32 = 3u;
 override MODE: u32 = 0u;
@@ -90,9 +93,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let ii = (lid / NB) % TT; // this thread's i channels: iBase + ii·RI + (0 .. RI - 1)
   let cg = lid / (NB * TT);
 
-  var k0: Gz; // kz = 0 (K = 3)
-  var k1z: Gz;
-  var k2: Gz;
+  var kz0: Gz; // K = 3, kernel planes kz = 0, 1, 2
+  var kz1: Gz;
+  var kz2: Gz;
   var k1: mat4x4<f32>; // K = 1: column r = channel iBase + ii·4 + r, 4 channels o per column
 
   let tiles = params.n * params.tilesZ * params.tilesY * params.tilesX;
@@ -132,14 +135,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let gb = ((bz * VZ * TY + by * VY) * TX + bx * VX) * CG + cg;
     let xb = ((ii * SZ + bz * VZ) * SY + by * VY) * SX + bx;
     if (K == 1u) {
-      // No halo: x row (i, dz, dy) is the vec4 xs[xb + ((r·SZ + dz)·SY + dy)·SX] for i = ii·4 + r.
+      // No halo: row (dz, dy) of channel ii·4 + r is the vec4 xs[xb1 + r·plane + (dz·SY + dy)·SX].
       let xb1 = ((ii * RI * SZ + bz * VZ) * SY + by * VY) * SX + bx;
+      let plane = SZ * SY * SX;
       for (var dz = 0u; dz < VZ; dz++) {
         for (var dy = 0u; dy < VY; dy++) {
-          let x = xb1 + (dz * SY + dy) * SX;
-          let c = SZ * SY * SX;
-          k1 = rows1(k1, gyRow(gb + (dz * TY + dy) * TX * CG), xs[x], xs[x + c], xs[x + 2u * c],
-                     xs[x + 3u * c]);
+          let at = xb1 + (dz * SY + dy) * SX;
+          k1 = rows1(k1, gyRow(gb + (dz * TY + dy) * TX * CG), xs[at], xs[at + plane],
+                     xs[at + 2u * plane], xs[at + 3u * plane]);
         }
       }
       continue;
@@ -148,15 +151,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let gy1 = gyPlane(gb + TY * TX * CG);
     // x plane p meets gy plane dz through kernel plane kz = p - dz.
     let r0 = loadRows(xb);
-    k0 = planeG(k0, gy0, r0);
+    kz0 = planeG(kz0, gy0, r0);
     let r1 = loadRows(xb + SY * SX);
-    k1z = planeG(k1z, gy0, r1);
-    k0 = planeG(k0, gy1, r1);
+    kz1 = planeG(kz1, gy0, r1);
+    kz0 = planeG(kz0, gy1, r1);
     let r2 = loadRows(xb + 2u * SY * SX);
-    k2 = planeG(k2, gy0, r2);
-    k1z = planeG(k1z, gy1, r2);
+    kz2 = planeG(kz2, gy0, r2);
+    kz1 = planeG(kz1, gy1, r2);
     let r3 = loadRows(xb + 3u * SY * SX);
-    k2 = planeG(k2, gy1, r3);
+    kz2 = planeG(kz2, gy1, r3);
   }
 
   // Partial slot of this thread; every (o, i) in range is written once per slot.
@@ -174,9 +177,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = iBase + ii;
     if (i >= params.ci) { return; }
     let at = slot + o * params.gO + i * params.gI;
-    storeGz(at, k0, c);
-    storeGz(at + 9u, k1z, c);
-    storeGz(at + 18u, k2, c);
+    storeGz(at, kz0, c);
+    storeGz(at + 9u, kz1, c);
+    storeGz(at + 18u, kz2, c);
   }
 }
 
@@ -200,7 +203,7 @@ fn loadGy4(n: u32, o: u32, z: u32, y: u32, x: u32) -> vec4<f32> {
   let zc = min(z, params.d - 1u);
   let yc = min(y, params.h - 1u);
   let xc = min(x, params.w - 1u);
-  // Channel o + k sits GY_STEP(k) after channel o (o is a multiple of 4).
+  // Channel o + k sits step[k] after channel o (o is a multiple of 4).
   var at = (((n * params.co + oc) * params.d + zc) * params.h + yc) * params.w + xc;
   var step = vec4<u32>(0u, 1u, 2u, 3u) * params.d * params.h * params.w;
   if (MODE == 1u) {

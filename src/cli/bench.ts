@@ -23,6 +23,14 @@ const suites: Record<string, { summary: string; load: () => Promise<{ suite: Ben
     summary: "conv3d / conv_transpose3d kernels: ms and GFLOP/s",
     load: () => import("./bench/ops.ts"),
   },
+  loader: {
+    summary: "patches/s from compressed local Zarr (64³, 96³; 1, 2 workers) and RSS vs cache",
+    load: () => import("./bench/loader.ts"),
+  },
+  train: {
+    summary: "one U-Net training step (base 16, depth 4, 64³, Adam): ms vs PyTorch",
+    load: () => import("./bench/train.ts"),
+  },
 };
 
 const HELP = `voxseg bench <suite> [--json] [--quick]

@@ -3,18 +3,27 @@
  * dataset manifest).
  */
 
-import { basename, join } from "node:path";
+import { basename, isAbsolute, join, relative, resolve } from "node:path";
 import { numberFlag, parseFlags, shapeFlag } from "./args.ts";
 import { UsageError } from "./main.ts";
 import {
   buildManifest,
   caseStats,
+  DATASET_FILE,
+  type DatasetManifest,
   defaultSplit,
   type ManifestCase,
   writeDataset,
 } from "../data/dataset.ts";
+import { commitFolder, tempSibling } from "../data/atomic.ts";
 import { type NiftiVolume, readNifti } from "../data/nifti.ts";
-import { CASE_CODECS, type CaseCodec, writeCase } from "../data/ome_zarr.ts";
+import {
+  CASE_CODECS,
+  type CaseCodec,
+  checkFiniteImage,
+  labelArray,
+  writeCase,
+} from "../data/ome_zarr.ts";
 import { Random } from "../data/random.ts";
 
 const HELP = `voxseg convert --image a.nii.gz [--label a_seg.nii.gz] --out DIR/a.zarr
@@ -26,7 +35,12 @@ Whole dataset: reads an nnU-Net raw folder — imagesTr/CASE_0000.nii.gz, labels
 optional imagesTs/ (split "test"; labelsTs/ used when present) and optional dataset.json
 whose "labels" name the classes (else classes are inferred from the label values) — and
 writes OUT/cases/CASE.zarr for each case plus OUT/dataset.json with splits, intensity
-statistics, target spacing and sampled foreground coordinates.
+statistics, target spacing and sampled foreground coordinates. The dataset is assembled in a
+temporary sibling folder and moved to OUT at the end, so a failed conversion leaves nothing
+behind; OUT must be new, empty, or a voxseg dataset (which is replaced).
+
+A label map must lie on its image's voxel grid (same shape and affine); images must not hold
+NaN or ±Infinity; labels must be integers 0..255 (0..N-1 when dataset.json names N classes).
 
 flags:
   --chunks N|D,H,W   chunk shape (default 64)
@@ -83,9 +97,9 @@ export async function main(argv: string[]): Promise<number> {
     if (v[flag] !== undefined) throw new UsageError(`--${flag} applies to --raw only`);
   }
   const t0 = performance.now();
-  const image = await readInput(String(v.image), "--image");
-  const label = v.label ? await readInput(String(v.label), "--label") : undefined;
-  if (label) checkSameGrid(image, label, String(v.label));
+  await checkInput(String(v.image), "--image");
+  if (v.label) await checkInput(String(v.label), "--label");
+  const { image, label } = await readCaseInputs(String(v.image), v.label as string | undefined);
   const out = String(v.out);
   await writeCase(out, { image, label, chunks, codec, name: basename(out).replace(/\.zarr$/, "") });
   console.log(
@@ -95,26 +109,63 @@ export async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-async function readInput(path: string, flag: string): Promise<NiftiVolume> {
+async function checkInput(path: string, flag: string): Promise<void> {
   if (!(await Deno.stat(path).then((s) => s.isFile, () => false))) {
     throw new UsageError(`${flag} ${path}: no such file`);
   }
-  return await readNifti(path);
 }
 
-/** A label map must share the image's grid: same shape; a different affine is only warned of. */
-function checkSameGrid(image: NiftiVolume, label: NiftiVolume, labelPath: string): void {
+/**
+ * Reads an image and its label map (if any) and refuses what would make a bad case: a
+ * non-finite image, label values that are not class indices, a label off the image's grid.
+ * Every error names the file it is about.
+ */
+async function readCaseInputs(
+  imagePath: string,
+  labelPath?: string,
+): Promise<{ image: NiftiVolume; label?: NiftiVolume }> {
+  const image = await readNifti(imagePath);
+  inFile(imagePath, () => checkFiniteImage(image));
+  if (labelPath === undefined) return { image };
+  const label = await readNifti(labelPath);
+  checkSameGrid(image, label, imagePath, labelPath);
+  label.data = inFile(labelPath, () => labelArray(label));
+  return { image, label };
+}
+
+/** Runs `check`, prefixing any error with the file it is about. */
+function inFile<T>(path: string, check: () => T): T {
+  try {
+    return check();
+  } catch (e) {
+    throw new Error(`${path}: ${(e as Error).message}`);
+  }
+}
+
+/** Largest difference between image and label affine entries accepted as the same grid. */
+const GRID_TOLERANCE_MM = 1e-3;
+
+/** A label map must share the image's voxel grid: the same shape and the same affine. */
+function checkSameGrid(
+  image: NiftiVolume,
+  label: NiftiVolume,
+  imagePath: string,
+  labelPath: string,
+): void {
   if (label.shape.some((s, i) => s !== image.shape[i])) {
     throw new Error(
       `${labelPath}: label shape ${label.shape.join("×")} differs from image shape ` +
-        `${image.shape.join("×")} (D×H×W) — resample the label onto the image grid`,
+        `${image.shape.join("×")} of ${imagePath} (D×H×W) — resample the label onto the image grid`,
     );
   }
   const diff = Math.max(...image.affine.map((a, i) => Math.abs(a - label.affine[i])));
-  if (diff > 1e-3) {
-    console.error(
-      `warning: ${labelPath}: affine differs from the image's by up to ${diff.toFixed(4)} mm; ` +
-        "keeping the image's geometry",
+  if (diff > GRID_TOLERANCE_MM) {
+    const origin = (v: NiftiVolume) => [3, 7, 11].map((i) => +v.affine[i].toFixed(3)).join(", ");
+    throw new Error(
+      `${labelPath}: label geometry differs from ${imagePath}: affine entries differ by up to ` +
+        `${+diff.toPrecision(3)} (spacing ${mm(label.spacingMm)} vs ${mm(image.spacingMm)} mm, ` +
+        `origin (${origin(label)}) vs (${origin(image)}) mm) — the label must lie on the ` +
+        "image's voxel grid: resample it, or fix its header if only the header is wrong",
     );
   }
 }
@@ -151,6 +202,8 @@ async function convertRaw(raw: string, out: string, opts: RawOptions): Promise<n
   }
   const clash = test.find((t) => train.some((c) => c.id === t.id));
   if (clash) throw new Error(`case "${clash.id}" is in both imagesTr/ and imagesTs/`);
+  const target = resolve(out);
+  await checkReplaceable(target, resolve(raw));
   const testFraction = opts.test ?? (test.length ? 0 : 0.1);
   const split = defaultSplit(train.map((c) => c.id), {
     val: opts.val,
@@ -159,41 +212,26 @@ async function convertRaw(raw: string, out: string, opts: RawOptions): Promise<n
   });
   const cases = [...train, ...test].sort((a, b) => a.id.localeCompare(b.id));
 
-  const rng = new Random(opts.seed);
-  const entries: ManifestCase[] = [];
-  for (const [i, c] of cases.entries()) {
-    const t0 = performance.now();
-    const caseRng = rng.fork();
-    const image = await readNifti(c.image);
-    const label = c.label ? await readNifti(c.label) : undefined;
-    if (label) checkSameGrid(image, label, c.label!);
-    const path = `cases/${c.id}.zarr`;
-    await writeCase(join(out, path), {
-      image,
-      label,
-      chunks: opts.chunks,
-      codec: opts.codec,
-      name: c.id,
-      classNames: meta.classes,
+  // Everything is written under a hidden sibling of OUT and moved into place at the end.
+  const stage = tempSibling(target);
+  await Deno.mkdir(stage, { recursive: true });
+  let manifest: DatasetManifest;
+  try {
+    const splitOf = (c: RawCase) => (c.fromTest ? "test" : split[c.id]);
+    const entries = await writeCases(stage, cases, splitOf, meta.classes, opts);
+    manifest = buildManifest({
+      name: opts.name ?? meta.name ?? basename(raw.replace(/\/+$/, "")),
+      modality: opts.modality ?? meta.modality ?? "CT",
+      classes: meta.classes ?? inferClasses(entries),
+      cases: entries,
     });
-    const stats = label
-      ? caseStats(image, label, meta.classes, caseRng)
-      : { shape: image.shape, spacingMm: image.spacingMm };
-    const s: ManifestCase["split"] = c.fromTest ? "test" : split[c.id];
-    entries.push({ id: c.id, path, split: s, stats });
-    console.log(
-      `[${i + 1}/${cases.length}] ${c.id} ${s} ${image.shape.join("×")} ` +
-        `${mm(image.spacingMm)} mm${label ? "" : " (no label)"} ${seconds(t0)}`,
-    );
+    await writeDataset(stage, manifest);
+    await commitFolder(stage, target);
+  } catch (e) {
+    await Deno.remove(stage, { recursive: true }).catch(() => {});
+    throw e;
   }
-  const classes = meta.classes ?? inferClasses(entries);
-  const manifest = buildManifest({
-    name: opts.name ?? meta.name ?? basename(raw.replace(/\/+$/, "")),
-    modality: opts.modality ?? meta.modality ?? "CT",
-    classes,
-    cases: entries,
-  });
-  await writeDataset(out, manifest);
+  const { classes } = manifest;
   const count = (s: string) => manifest.cases.filter((c) => c.split === s).length;
   console.log(
     `wrote ${join(out, "dataset.json")}: ${manifest.cases.length} cases ` +
@@ -201,6 +239,72 @@ async function convertRaw(raw: string, out: string, opts: RawOptions): Promise<n
       `classes ${classes.join(", ")}`,
   );
   return 0;
+}
+
+/** Converts each raw case into `dir/cases/ID.zarr`, one progress line per case. */
+async function writeCases(
+  dir: string,
+  cases: RawCase[],
+  splitOf: (c: RawCase) => ManifestCase["split"],
+  classes: string[] | undefined,
+  opts: RawOptions,
+): Promise<ManifestCase[]> {
+  const rng = new Random(opts.seed);
+  const entries: ManifestCase[] = [];
+  for (const [i, c] of cases.entries()) {
+    const t0 = performance.now();
+    const caseRng = rng.fork();
+    const { image, label } = await readCaseInputs(c.image, c.label);
+    const stats = label
+      ? inFile(c.label!, () => caseStats(image, label, classes, caseRng))
+      : { shape: image.shape, spacingMm: image.spacingMm };
+    const path = `cases/${c.id}.zarr`;
+    const { chunks, codec } = opts;
+    await writeCase(join(dir, path), {
+      image,
+      label,
+      chunks,
+      codec,
+      name: c.id,
+      classNames: classes,
+    });
+    entries.push({ id: c.id, path, split: splitOf(c), stats });
+    console.log(
+      `[${i + 1}/${cases.length}] ${c.id} ${splitOf(c)} ${image.shape.join("×")} ` +
+        `${mm(image.spacingMm)} mm${label ? "" : " (no label)"} ${seconds(t0)}`,
+    );
+  }
+  return entries;
+}
+
+/**
+ * `convert --raw` replaces OUT as a whole, so OUT must be new, empty, or a voxseg dataset —
+ * never a folder holding other files (an nnU-Net dataset.json does not count), and never the
+ * raw folder or one that contains it.
+ */
+async function checkReplaceable(out: string, raw: string): Promise<void> {
+  const rel = relative(out, raw);
+  if (rel === "" || (!rel.startsWith("..") && !isAbsolute(rel))) {
+    throw new UsageError(`--out ${out} holds the raw folder ${raw}; give a folder outside it`);
+  }
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(out);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  if (!info.isDirectory) throw new UsageError(`--out ${out} exists and is not a folder`);
+  const manifest = await Deno.readTextFile(join(out, DATASET_FILE))
+    .then((text) => JSON.parse(text) as { format?: unknown })
+    .catch(() => undefined);
+  if (manifest?.format === "voxseg-dataset") return;
+  for await (const _ of Deno.readDir(out)) {
+    throw new UsageError(
+      `--out ${out} is a folder with other files and no voxseg dataset.json; convert --raw ` +
+        "replaces OUT as a whole, so give a new folder (or an existing voxseg dataset's)",
+    );
+  }
 }
 
 /** Classes from the largest label value seen: background, class_1, …, class_N. */

@@ -368,7 +368,10 @@ export async function readDataset(location: string): Promise<Dataset> {
     file = url.href;
     root = new URL(".", url).href;
     const response = await fetch(url).catch((e) => {
-      throw new Error(`cannot fetch ${file}: ${(e as Error).message}`);
+      // fetch's TypeError says "fetch failed"; the network reason is in its cause.
+      const { message, cause } = e as Error;
+      const reason = cause instanceof Error ? ` (${cause.message})` : "";
+      throw new Error(`cannot fetch ${file}: ${message}${reason}`);
     });
     if (!response.ok) {
       await response.body?.cancel();

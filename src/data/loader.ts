@@ -5,8 +5,13 @@
  * Determinism: the main thread draws every batch's patch requests, in batch order, from one
  * {@link patchSampler} stream, and each request carries its own augmentation seed; workers only
  * execute requests. So batch i holds the same bytes whatever the worker count or timing, and
- * batches are delivered in order. Batch buffers are allocated in the worker and transferred,
- * not copied.
+ * batches are delivered in order.
+ *
+ * Memory: a batch's buffers are allocated on the consumer's thread, lent to a worker with the
+ * request and transferred back filled — moved both ways, never copied. Allocating them on the
+ * thread that drops them matters: batches allocated in the workers and received by transfer
+ * were left uncollected on the consumer's thread for hundreds of MB before V8 collected them
+ * (tests/data/loader_memory_test.ts); allocated there, they are collected as they go.
  */
 
 import { type Dataset, readDataset, resolveCase, type Split } from "./dataset.ts";
@@ -77,11 +82,18 @@ export type WorkerRequest =
     augment?: Augmentation;
     cacheBytes: number;
   }
-  | { type: "batch"; index: number; requests: PatchRequest[] };
+  | ({ type: "batch"; index: number; requests: PatchRequest[] } & BatchBuffers);
+
+/** A batch's arrays, sized for its requests; lent to a worker and returned filled. */
+export interface BatchBuffers {
+  image: Float32Array<ArrayBuffer>;
+  label: Uint8Array<ArrayBuffer>;
+  labelU32: Uint32Array<ArrayBuffer>;
+}
 
 /** What a worker answers. */
 export type WorkerReply =
-  | { type: "batch"; index: number; image: Float32Array; label: Uint8Array; labelU32: Uint32Array }
+  | ({ type: "batch"; index: number } & BatchBuffers)
   | { type: "error"; index: number; message: string };
 
 /**
@@ -111,14 +123,21 @@ export class BatchReader {
     return reader;
   }
 
+  /** Reads the patches of `requests` into `buffers` (see {@link batchBuffers}). */
   async read(
     index: number,
     requests: PatchRequest[],
+    buffers: BatchBuffers,
   ): Promise<Extract<WorkerReply, { type: "batch" }>> {
     const { patchSize, norm, augment } = this.init;
     const voxels = patchSize[0] * patchSize[1] * patchSize[2];
-    const image = new Float32Array(requests.length * voxels);
-    const label = new Uint8Array(requests.length * voxels);
+    const { image, label, labelU32 } = buffers;
+    if (image.length !== requests.length * voxels || label.length !== image.length) {
+      throw new RangeError(
+        `batch ${index}: buffers of ${image.length} voxels for ${requests.length} patches of ` +
+          `${voxels}`,
+      );
+    }
     await Promise.all(requests.map(async (request, b) => {
       const patch = await readPatch(
         await this.#open(request.caseId),
@@ -130,8 +149,15 @@ export class BatchReader {
       image.set(patch.image, b * voxels);
       label.set(patch.label, b * voxels);
     }));
-    return { type: "batch", index, image, label, labelU32: Uint32Array.from(label) };
+    labelU32.set(label);
+    return { type: "batch", index, image, label, labelU32 };
   }
+}
+
+/** Fresh arrays for a batch of `patches` patches of `patchSize`. */
+export function batchBuffers(patches: number, patchSize: Shape3): BatchBuffers {
+  const n = patches * patchSize[0] * patchSize[1] * patchSize[2];
+  return { image: new Float32Array(n), label: new Uint8Array(n), labelU32: new Uint32Array(n) };
 }
 
 interface Slot {
@@ -204,7 +230,7 @@ class WorkerLoader implements Loader {
   constructor(
     readonly dataset: Dataset,
     readonly norm: Normalization,
-    init: Extract<WorkerRequest, { type: "init" }>,
+    readonly init: Extract<WorkerRequest, { type: "init" }>,
     readonly sampler: Generator<PatchRequest, never>,
     readonly batchSize: number,
     workers: number,
@@ -254,10 +280,14 @@ class WorkerLoader implements Loader {
     this.#dispatch();
   }
 
+  #buffers(): BatchBuffers {
+    return batchBuffers(this.batchSize, this.init.patchSize);
+  }
+
   #dispatch() {
     if (this.#local) {
       for (const index of this.#queue.splice(0)) {
-        this.#local.read(index, this.#slots.get(index)!.requests).then(
+        this.#local.read(index, this.#slots.get(index)!.requests, this.#buffers()).then(
           (reply) => this.#settle(index, reply),
           (e) => this.#fail(new Error(`loading batch ${index}: ${(e as Error).message}`)),
         );
@@ -270,8 +300,13 @@ class WorkerLoader implements Loader {
         type: "batch",
         index,
         requests: this.#slots.get(index)!.requests,
+        ...this.#buffers(),
       };
-      worker.postMessage(message);
+      worker.postMessage(message, [
+        message.image.buffer,
+        message.label.buffer,
+        message.labelU32.buffer,
+      ]);
     }
   }
 

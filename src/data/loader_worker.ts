@@ -1,7 +1,7 @@
 /**
  * A loader worker: receives one `init` message (case locations, patch size, normalisation,
- * augmentation, cache budget), then reads one batch per `batch` message and posts it back with
- * its buffers transferred. Errors are posted as messages naming the batch, so the loader can
+ * augmentation, cache budget), then fills the buffers each `batch` message lends it and posts
+ * them back, transferred. Errors are posted as messages naming the batch, so the loader can
  * reject the right `next()` with the worker's message.
  */
 
@@ -19,9 +19,9 @@ self.onmessage = async (e: MessageEvent<WorkerRequest>) => {
   }
   try {
     if (!reader) throw new Error("loader worker got a batch before its init message");
-    const reply = await reader.read(message.index, message.requests);
-    // The buffers were allocated by the reader (plain ArrayBuffers): move them, do not copy.
-    const buffers = [reply.image, reply.label, reply.labelU32].map((a) => a.buffer as ArrayBuffer);
+    const reply = await reader.read(message.index, message.requests, message);
+    // The loader lent these buffers (plain ArrayBuffers): move them back, do not copy.
+    const buffers = [reply.image.buffer, reply.label.buffer, reply.labelU32.buffer];
     self.postMessage(reply, buffers);
   } catch (err) {
     const reply: WorkerReply = {

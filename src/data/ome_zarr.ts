@@ -90,6 +90,7 @@ export interface CaseAttributes {
 export async function writeCase(dir: string, options: WriteCaseOptions): Promise<void> {
   const { image, label, name, codec = "zstd" } = options;
   checkVolume(image, "image");
+  checkFiniteImage(image);
   if (!CASE_CODECS.includes(codec)) {
     throw new RangeError(`unknown codec "${codec}" (use ${CASE_CODECS.join(" or ")})`);
   }
@@ -113,7 +114,7 @@ export async function writeCase(dir: string, options: WriteCaseOptions): Promise
         `label has ${label.data.length} voxels, shape [${label.shape}] needs ${image.data.length}`,
       );
     }
-    labelData = toLabels(label.data, label.shape);
+    labelData = labelArray(label);
   }
   const nifti = options.nifti ?? (image as Partial<NiftiVolume>).header;
   const attrs: CaseAttributes = {
@@ -194,25 +195,54 @@ function toInt16(data: VoxelArray): Int16Array {
   return out;
 }
 
-/** Label values as uint8; refuses values that are not integers 0..255. */
-function toLabels(data: VoxelArray, shape: Shape3): Uint8Array {
+/**
+ * Throws when an image holds NaN or ±Infinity, naming the first such voxel: a non-finite
+ * intensity survives normalisation and turns every loss it touches into NaN.
+ */
+export function checkFiniteImage(image: Pick<Volume, "data" | "shape">): void {
+  const { data, shape } = image;
+  if (!(data instanceof Float32Array || data instanceof Float64Array)) return; // integers are finite
+  let bad = 0, first = -1;
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) {
+      if (bad++ === 0) first = i;
+    }
+  }
+  if (bad === 0) return;
+  throw new RangeError(
+    `image has ${bad} non-finite voxel${bad === 1 ? "" : "s"} (NaN or ±Infinity), the first ` +
+      `${data[first]} at ${voxelName(first, shape)}; replace them (e.g. with the background ` +
+      "intensity) before converting",
+  );
+}
+
+/**
+ * A label map's values as uint8 class indices; refuses values that are not integers 0..255
+ * (NaN included), naming the first bad voxel.
+ */
+export function labelArray(label: Pick<Volume, "data" | "shape">): Uint8Array {
+  const { data, shape } = label;
   if (data instanceof Uint8Array) return data;
   const out = new Uint8Array(data.length);
   for (let i = 0; i < data.length; i++) {
     const v = data[i];
     const r = Math.round(v);
     if (!(Math.abs(v - r) < 1e-3) || r < 0 || r > 255) {
-      const x = i % shape[2];
-      const y = Math.floor(i / shape[2]) % shape[1];
-      const z = Math.floor(i / (shape[2] * shape[1]));
       throw new RangeError(
-        `label value ${v} at voxel (z=${z}, y=${y}, x=${x}) is not an integer in 0..255; ` +
+        `label value ${v} at ${voxelName(i, shape)} is not an integer in 0..255; ` +
           "a label map holds class indices",
       );
     }
     out[i] = r;
   }
   return out;
+}
+
+function voxelName(i: number, shape: Shape3): string {
+  const x = i % shape[2];
+  const y = Math.floor(i / shape[2]) % shape[1];
+  const z = Math.floor(i / (shape[2] * shape[1]));
+  return `voxel (z=${z}, y=${y}, x=${x})`;
 }
 
 function groupMetadata(attributes: Record<string, unknown>) {
@@ -367,6 +397,14 @@ export async function openCase(location: string, options: OpenCaseOptions = {}) 
   } catch (e) {
     if (!isUrl && !(await Deno.stat(path).then(() => true, () => false))) {
       throw new Error(`case not found: ${location} does not exist`);
+    }
+    const metadata = `${location.replace(/\/+$/, "")}/zarr.json`;
+    if (isUrl && zarr.isZarritaError(e, "NotFoundError")) {
+      throw new Error(`case not found: ${metadata} answered HTTP 404`);
+    }
+    if (isUrl && !zarr.isZarritaError(e) && !(e instanceof SyntaxError)) {
+      // The server is unreachable or answered an error status: not a statement about the data.
+      throw new Error(`cannot fetch ${metadata}: ${withCause(e as Error)}`);
     }
     throw new Error(
       `not a voxseg case: ${location} has no readable Zarr v3 group (zarr.json): ` +
@@ -538,10 +576,27 @@ export class CaseReader {
   #chunk(array: ZarrArray, arrayPath: string, coords: Shape3): Promise<VoxelArray> {
     const key = `${this.location}#${arrayPath}#${coords.join("/")}`;
     return this.cache.get(key, async () => {
-      const chunk = await array.getChunk(coords);
+      const chunk = await array.getChunk(coords).catch((e) => {
+        throw chunkError(this.location, arrayPath, coords, e);
+      });
       return cOrder(chunk.data as VoxelArray, chunk.shape, chunk.stride);
     });
   }
+}
+
+/** A chunk read failure that names the chunk's file or URL and says what went wrong. */
+function chunkError(location: string, arrayPath: string, coords: Shape3, e: unknown): Error {
+  const file = `${location.replace(/\/+$/, "")}/${arrayPath}/c/${coords.join("/")}`;
+  const hint = zarr.isZarritaError(e, "CodecPipelineError")
+    ? " — the file is truncated or corrupt; convert the case again"
+    : "";
+  return new Error(`cannot read chunk ${file}: ${withCause(e as Error)}${hint}`);
+}
+
+/** An error's message with its cause's (fetch puts the network reason there). */
+function withCause(e: Error): string {
+  const cause = e.cause instanceof Error ? e.cause.message : undefined;
+  return cause && !e.message.includes(cause) ? `${e.message} (${cause})` : e.message;
 }
 
 function count(size: Shape3): number {

@@ -91,8 +91,14 @@ export const channelSumsKernel = defineKernel({
   constants: { WG: 64 },
 });
 
-/** Workgroups the reductions aim for: enough to fill a GPU, few enough to keep slots small. */
-const TARGET_GROUPS = 256;
+/**
+ * Workgroups a reduction over voxels aims for: enough to fill the device, few enough to keep
+ * the partial-sum slots (and their final addition) small. A CPU adapter runs one workgroup per
+ * core at a time, so a few dozen suffice there.
+ */
+function reductionGroups(): number {
+  return gpu().info.isFallbackAdapter ? 64 : 512;
+}
 
 /** Register block of one thread in the convolution and weight-gradient kernels (z, y, x). */
 const BLOCK = [2, 4, 4] as const;
@@ -185,7 +191,7 @@ export function biasGrad(gy: Tensor): Tensor {
   if (gy.shape.length < 2) throw new Error(`biasGrad: gy must be [N, C, …], got [${gy.shape}]`);
   const [n, c] = gy.shape;
   const v = gy.shape.slice(2).reduce((a, b) => a * b, 1);
-  const slices = Math.max(1, Math.min(Math.ceil(TARGET_GROUPS / c), Math.ceil(v / 1024)));
+  const slices = Math.max(1, Math.min(Math.ceil(reductionGroups() / c), Math.ceil(v / 1024)));
   const len = Math.ceil(v / slices);
   const part = new Tensor([slices, c]);
   commands().dispatch(
@@ -247,20 +253,13 @@ export interface ConvRun {
 export function runConv(r: ConvRun): Tensor {
   const [d, h, w] = r.grid;
   const cg = Math.min(4, Math.ceil(r.co / 4));
-  // 64 threads: fewer output-channel groups leave room for more voxel blocks.
-  const [bz, by, bx] = cg === 4
-    ? [4, 2, 2]
-    : cg === 2
-    ? [4, 2, 4]
-    : cg === 3
-    ? [4, 1, 4]
-    : [4, 4, 4];
+  const [bz, by, bx] = CONV_TILES[cg];
   // Workgroup memory per input channel of a chunk: input patch with halo plus weights (vec4s).
   const sz = bz * BLOCK[0] + r.k - 1;
   const sy = by * BLOCK[1] + r.k - 1;
   const sx = Math.ceil((bx * BLOCK[2] + r.k - 1) / 4);
   const perChannel = (sz * sy * sx + r.k ** 3 * cg) * 16;
-  const ciChunk = Math.max(1, Math.min(8, r.ci, Math.floor(sharedBytes() / perChannel)));
+  const ciChunk = chunkSize(r.ci, Math.max(1, Math.min(8, Math.floor(sharedBytes() / perChannel))));
   const tilesX = Math.ceil(w / (bx * BLOCK[2]));
   const tilesY = Math.ceil(h / (by * BLOCK[1]));
   const tilesZ = Math.ceil(d / (bz * BLOCK[0]));
@@ -310,21 +309,23 @@ export interface WeightGradRun {
 /** Records the weight-gradient partial sums and their reduction. */
 export function runWeightGrad(r: WeightGradRun): Tensor {
   const [d, h, w] = r.grid;
-  const cg = Math.min(4, Math.ceil(r.co / 4));
-  // K = 3: a thread owns 1 channel i (27 taps); K = 1: 4 channels i (a 4×4 outer product).
+  // K = 3: a thread owns 4 channels o × 1 channel i × 27 taps; K = 1: 4 o × 4 i (an outer
+  // product per voxel). Wide channel tiles let one staged tile serve up to 32 o × 16 i.
   const ri = r.k === 3 ? 1 : 4;
-  const ti = ri * Math.min(4, Math.ceil(r.ci / ri));
-  // Voxel blocks per tile: up to 64 threads, within workgroup memory (x patch + gy tile).
-  let nb = Math.max(1, Math.min(16, 2 ** Math.floor(Math.log2((64 * ri) / (cg * ti)))));
+  const cg = Math.min(8, Math.ceil(r.co / 4));
+  const ti = ri * Math.min(16 / ri, Math.ceil(r.ci / ri));
+  // Voxel blocks per tile: up to 128 threads, within workgroup memory (x patch + gy tile).
+  const threads = cg * (ti / ri);
+  let nb = Math.max(1, Math.min(16, 2 ** Math.floor(Math.log2(128 / threads))));
   while (nb > 1 && weightGradSharedBytes(nb, cg, ti, r.k) > sharedBytes()) nb /= 2;
-  const [bz, by, bx] = BLOCKS_PER_TILE[nb];
+  const [bz, by, bx] = WGRAD_TILES[nb];
   const tilesX = Math.ceil(w / (bx * BLOCK[2]));
   const tilesY = Math.ceil(h / (by * BLOCK[1]));
   const tilesZ = Math.ceil(d / (bz * BLOCK[0]));
   const tilesO = Math.ceil(r.co / (4 * cg));
   const tilesI = Math.ceil(r.ci / ti);
   const tiles = r.n * tilesZ * tilesY * tilesX;
-  const slices = Math.max(1, Math.min(tiles, Math.ceil(TARGET_GROUPS / (tilesO * tilesI))));
+  const slices = Math.max(1, Math.min(tiles, Math.ceil(reductionGroups() / (tilesO * tilesI))));
   const m = r.co * r.ci * r.k ** 3;
   const slots = slices * nb;
   const part = new Tensor([slots, m]);
@@ -369,8 +370,30 @@ function sumSlots(part: Tensor, slots: number, m: number, shape: number[]): Tens
   return out;
 }
 
-/** Tile arrangement (z, y, x) of nb voxel blocks in the weight-gradient kernel. */
-const BLOCKS_PER_TILE: Record<number, [number, number, number]> = {
+/**
+ * Input channels per staged chunk, at most `max`. Each chunk costs its channels (padding
+ * channels past Ci are FMAs on zeros) plus about half a channel of staging and barriers.
+ */
+function chunkSize(ci: number, max: number): number {
+  const cost = (c: number) => Math.ceil(ci / c) * (c + 0.5);
+  let best = 1;
+  for (let c = 2; c <= Math.min(max, ci); c++) if (cost(c) <= cost(best)) best = c;
+  return best;
+}
+
+/**
+ * Voxel blocks (z, y, x) per convolution tile for 1–4 output-channel groups: about 64 threads,
+ * fewer channel groups leaving room for more blocks.
+ */
+const CONV_TILES: Record<number, [number, number, number]> = {
+  1: [4, 4, 4],
+  2: [4, 2, 4],
+  3: [4, 1, 4],
+  4: [4, 2, 2],
+};
+
+/** Voxel blocks (z, y, x) per weight-gradient tile, by block count. */
+const WGRAD_TILES: Record<number, [number, number, number]> = {
   1: [1, 1, 1],
   2: [2, 1, 1],
   4: [2, 1, 2],
@@ -379,7 +402,7 @@ const BLOCKS_PER_TILE: Record<number, [number, number, number]> = {
 };
 
 function weightGradSharedBytes(nb: number, cg: number, ti: number, k: number): number {
-  const [bz, by, bx] = BLOCKS_PER_TILE[nb];
+  const [bz, by, bx] = WGRAD_TILES[nb];
   const [tz, ty, tx] = [bz * BLOCK[0], by * BLOCK[1], bx * BLOCK[2]];
   const patch = ti * (tz + k - 1) * (ty + k - 1) * Math.ceil((tx + k - 1) / 4);
   return (patch + tz * ty * tx * cg) * 16;

@@ -27,7 +27,7 @@ import {
   saveOptimizerState,
 } from "./checkpoint.ts";
 import type { HostTensor } from "./safetensors.ts";
-import { createSchedule } from "./schedules.ts";
+import { createSchedule, type ScheduleState } from "./schedules.ts";
 import { Optimizer } from "./optimizer.ts";
 import { METRICS_FILE, MetricsLog, SUMMARY_FILE, writeSummary } from "./metrics_log.ts";
 
@@ -126,6 +126,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let bestEpoch: number | null = null;
   let badEpochs = 0;
   let lrScale = 1;
+  /** Steps of epoch `startEpoch` already taken (a run aborted mid-epoch). */
+  let startIter = 0;
   const lastPath = join(config.out, RUN_FILES.last);
   if (opts.resume && await exists(lastPath)) {
     const ckpt = await loadCheckpoint(lastPath);
@@ -138,13 +140,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       );
     }
     optimizer.restore(state);
-    if (state.schedule) schedule.restore(state.schedule);
+    if (state.schedule) schedule.restore(resizedSchedule(state.schedule, config));
     const extra = (state.extra ?? {}) as Record<string, number | null>;
     startEpoch = ckpt.meta.training.epoch;
     bestScore = ckpt.meta.training.bestMetric;
     bestEpoch = (extra.bestEpoch as number | null) ?? null;
     badEpochs = (extra.badEpochs as number) ?? 0;
     lrScale = (extra.lrScale as number) ?? 1;
+    startIter = Math.min((extra.stepsIntoEpoch as number) ?? 0, config.itersPerEpoch);
   }
   emit({
     type: "start",
@@ -172,6 +175,31 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let stoppedBy: TrainResult["stoppedBy"] = "completed";
   let lastMetrics: Record<string, number> = {};
   let epoch = startEpoch;
+  /** Writes `last` (and `best` when asked) with the optimizer state for exact resume. */
+  const saveCheckpoints = async (epochsDone: number, stepsIntoEpoch: number, best: boolean) => {
+    const meta = checkpointMeta(
+      config,
+      dataset,
+      norm,
+      epochsDone,
+      optimizer.step,
+      bestScore,
+      lastMetrics,
+    );
+    const weights = await readWeights(model);
+    await saveCheckpoint(lastPath, { weights, meta });
+    await saveOptimizerState(lastPath, {
+      ...(await optimizer.state()),
+      schedule: schedule.state(),
+      extra: { bestEpoch, badEpochs, lrScale, stepsIntoEpoch },
+    });
+    emit({ type: "checkpoint", path: lastPath, epoch: epochsDone });
+    if (best) {
+      const bestPath = join(config.out, RUN_FILES.best);
+      await saveCheckpoint(bestPath, { weights, meta });
+      emit({ type: "checkpoint", path: bestPath, epoch: epochsDone });
+    }
+  };
   try {
     for (; epoch < config.epochs; epoch++) {
       const pending: {
@@ -182,7 +210,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         lr: number;
       }[] = [];
       let windowStart = performance.now();
-      for (let it = 0; it < config.itersPerEpoch; it++) {
+      let it = epoch === startEpoch ? startIter : 0;
+      for (; it < config.itersPerEpoch; it++) {
         if (opts.signal?.aborted) break;
         const next = await loader.next();
         if (next.done) throw new Error("the patch loader stopped early");
@@ -238,6 +267,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         }
       }
       if (opts.signal?.aborted) {
+        // Mid-epoch: the checkpoint counts only whole epochs and remembers the steps taken,
+        // so --resume finishes this epoch with the batches it would have seen.
+        await saveCheckpoints(epoch, it, false);
         stoppedBy = "aborted";
         break;
       }
@@ -275,28 +307,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           ...v.metrics,
         });
       }
-      const meta = checkpointMeta(
-        config,
-        dataset,
-        norm,
-        epoch + 1,
-        optimizer.step,
-        bestScore,
-        lastMetrics,
-      );
-      const weights = await readWeights(model);
-      await saveCheckpoint(lastPath, { weights, meta });
-      await saveOptimizerState(lastPath, {
-        ...(await optimizer.state()),
-        schedule: schedule.state(),
-        extra: { bestEpoch, badEpochs, lrScale },
-      });
-      emit({ type: "checkpoint", path: lastPath, epoch: epoch + 1 });
-      if (improved) {
-        const bestPath = join(config.out, RUN_FILES.best);
-        await saveCheckpoint(bestPath, { weights, meta });
-        emit({ type: "checkpoint", path: bestPath, epoch: epoch + 1 });
-      }
+      await saveCheckpoints(epoch + 1, 0, improved);
       const patience = config.earlyStopping.patience;
       if (validateNow && patience > 0 && badEpochs >= patience) {
         stoppedBy = "early-stopping";
@@ -436,6 +447,16 @@ function checkpointMeta(
       ),
     },
   };
+}
+
+/**
+ * A saved schedule state fitted to the resumed run's length: poly and cosine span
+ * epochs × itersPerEpoch of the config being resumed, so extending a run (--epochs 20 after
+ * 10) keeps decaying instead of sitting at the old end of the schedule.
+ */
+function resizedSchedule(state: ScheduleState, config: TrainConfig): ScheduleState {
+  if (state.kind !== "poly" && state.kind !== "cosine") return state;
+  return { ...state, totalSteps: config.epochs * config.itersPerEpoch };
 }
 
 function resolveNormalization(config: TrainConfig, dataset: Dataset): Normalization {

@@ -1,6 +1,8 @@
 import { throws } from "node:assert";
 import { conv3d } from "../../src/autograd/mod.ts";
-import { initGpu, scope, Tensor } from "../../src/gpu/mod.ts";
+import * as ops from "../../src/ops/conv3d.ts";
+import { fromArray, initGpu, readTensors, scope, Tensor } from "../../src/gpu/mod.ts";
+import { Random } from "../../src/data/random.ts";
 import { opTest } from "./check_op.ts";
 
 /**
@@ -76,6 +78,13 @@ conv3dCase({ x: [2, 3, 5, 7, 9], co: 5, k: 3, bias: false, path: "odd shapes, pa
 conv3dCase({ x: [2, 3, 5, 7, 9], co: 5, k: 1, bias: true, path: "k1 path" });
 conv3dCase({ x: [1, 6, 4, 6, 5], co: 7, k: 1, bias: false, path: "k1 path, Ci 6 → Co 7" });
 conv3dCase({ x: [1, 6, 3, 5, 6], co: 2, k: 3, bias: true, path: "Co 2: one channel group" });
+conv3dCase({
+  x: [2, 20, 3, 4, 5],
+  co: 6,
+  k: 1,
+  bias: false,
+  path: "k1 path, 2 input-channel tiles in the weight gradient",
+});
 // Round case.
 conv3dCase({ x: [1, 8, 8, 8, 8], co: 16, k: 3, bias: true, path: "one full tile" });
 // U-Net first layer: one input channel, no gradient wanted for the image.
@@ -87,8 +96,8 @@ conv3dCase({
   inputGrad: false,
   path: "first layer, no input gradient",
 });
-// Several tiles in every dimension: 2 channel tiles of 16, 2 input-channel chunks, 2×3×3
-// voxel tiles of 8³, 2 batch items; the weight gradient spans 3 channel tiles and many slices.
+// Several tiles in every dimension: 2 channel tiles of 16, 3 input-channel chunks, 2×3×3
+// voxel tiles of 8³, 2 batch items; the weight gradient sums many slices and voxel blocks.
 conv3dCase({
   x: [2, 9, 9, 17, 17],
   co: 20,
@@ -96,6 +105,16 @@ conv3dCase({
   bias: true,
   fdSamples: 8,
   path: "multi-tile: channels, chunks, z, y, x, batch",
+});
+
+// Many channels on a small grid: 3 output-channel tiles of 16 in the forward pass, 2 × 2
+// channel tiles (32 o × 16 i) in the weight gradient, 2 tiles of 16 in the input gradient.
+conv3dCase({
+  x: [1, 17, 4, 5, 6],
+  co: 36,
+  k: 3,
+  bias: true,
+  path: "channel tiles: forward 3, weight gradient 2×2",
 });
 
 Deno.test("conv3d rejects bad shapes with messages that print them", async () => {
@@ -109,3 +128,79 @@ Deno.test("conv3d rejects bad shapes with messages that print them", async () =>
     throws(() => conv3d(new Tensor([3, 4, 4, 4]), new Tensor([5, 3, 3, 3, 3]), null), /5 dim/);
   });
 });
+
+Deno.test(
+  "conv3d k3 x [1,16,128,128,128] w [16,16,3,3,3]: 128 MiB tensors, forward, input and weight " +
+    "gradients at sampled points",
+  async () => {
+    await initGpu();
+    const [c, s] = [16, 128];
+    const v = s ** 3;
+    // Cheap deterministic values in [-1, 1): a 32-bit LCG, since the volume has 33.5M values.
+    const fill = (n: number, seed: number) => {
+      const a = new Float32Array(n);
+      let state = seed >>> 0;
+      for (let i = 0; i < n; i++) {
+        state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+        a[i] = state / 2 ** 31 - 1;
+      }
+      return a;
+    };
+    const xh = fill(c * v, 1);
+    const wh = fill(c * c * 27, 2);
+    const bh = fill(c, 3);
+    const at = (ch: number, z: number, y: number, x: number) =>
+      z < 0 || y < 0 || x < 0 || z >= s || y >= s || x >= s
+        ? 0
+        : xh[((ch * s + z) * s + y) * s + x];
+    const { y, gx, gw } = scope(() => {
+      const x = fromArray([1, c, s, s, s], xh);
+      const w = fromArray([c, c, 3, 3, 3], wh);
+      const y = ops.conv3d(x, w, fromArray([c], bh));
+      // x doubles as gy, so the gradients are checkable from the same host copy.
+      return { y, gx: ops.conv3dBackwardInput(x, w), gw: ops.conv3dBackwardWeight(x, x, 3) };
+    });
+    const [yd, gxd, gwd] = await readTensors([y, gx, gw]);
+    for (const t of [y, gx, gw]) t.dispose();
+    const rng = new Random(5);
+    let worst = 0;
+    for (let k = 0; k < 64; k++) {
+      // The first sample is the far corner: the last tile of every grid dimension.
+      const [o, z, yy, xx] = k === 0
+        ? [c - 1, s - 1, s - 1, s - 1]
+        : [rng.int(0, c), rng.int(0, s), rng.int(0, s), rng.int(0, s)];
+      let fwd = bh[o];
+      let bwd = 0;
+      for (let i = 0; i < c; i++) {
+        for (let t = 0; t < 27; t++) {
+          const [dz, dy, dx] = [Math.floor(t / 9) - 1, (Math.floor(t / 3) % 3) - 1, (t % 3) - 1];
+          fwd += wh[(o * c + i) * 27 + t] * at(i, z + dz, yy + dy, xx + dx);
+          // Input gradient at channel o: Σ_i Σ_t w[i, o, t] · gy[i, v - t + 1].
+          bwd += wh[(i * c + o) * 27 + t] * at(i, z - dz, yy - dy, xx - dx);
+        }
+      }
+      const idx = ((o * s + z) * s + yy) * s + xx;
+      worst = Math.max(worst, Math.abs(yd[idx] - fwd), Math.abs(gxd[idx] - bwd));
+    }
+    if (!(worst < 1e-3)) throw new Error(`sampled forward / input-gradient error ${worst}`);
+    for (const [o, i, t] of [[0, 0, 13], [15, 3, 0], [7, 11, 26], [2, 9, 5]]) {
+      const [dz, dy, dx] = [Math.floor(t / 9) - 1, (Math.floor(t / 3) % 3) - 1, (t % 3) - 1];
+      // A sum of 2M products: compare against its mass Σ|term|, the scale of f32 rounding.
+      let g = 0;
+      let mass = 0;
+      for (let z = 0; z < s; z++) {
+        for (let yy = 0; yy < s; yy++) {
+          for (let xx = 0; xx < s; xx++) {
+            const p = at(o, z, yy, xx) * at(i, z + dz, yy + dy, xx + dx);
+            g += p;
+            mass += Math.abs(p);
+          }
+        }
+      }
+      const got = gwd[(o * c + i) * 27 + t];
+      if (!(Math.abs(got - g) <= 1e-6 * mass)) {
+        throw new Error(`weight gradient [${o},${i},${t}] = ${got}, want ${g}`);
+      }
+    }
+  },
+);

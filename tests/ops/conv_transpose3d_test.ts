@@ -49,9 +49,10 @@ function convTransposeCase(x: number[], co: number, bias: boolean, path: string)
 convTransposeCase([2, 3, 3, 5, 4], 5, true, "odd shapes, partial tiles");
 convTransposeCase([1, 6, 2, 3, 3], 7, false, "Ci 6 → Co 7");
 convTransposeCase([1, 16, 4, 4, 4], 8, true, "round");
-// Several tiles everywhere: 40 tap-channels (3 tiles of 16), Ci 9 over 2 chunks, a 2×2×3 tile
-// grid on 9×9×17, 2 batch items; the input gradient runs 5 chunks of 8 tap-channels.
-convTransposeCase([2, 9, 9, 9, 17], 5, true, "multi-tile: channels, chunks, z, y, x, batch");
+// Several tiles everywhere: 40 tap-channels (3 tiles of 16), Ci 17 over 3 chunks of 6 (2 tiles
+// of 16 in the weight gradient), a 2×2×3 tile grid on 9×9×17, 2 batch items; the input
+// gradient runs 5 chunks of 8 tap-channels.
+convTransposeCase([2, 17, 9, 9, 17], 5, true, "multi-tile: channels, chunks, z, y, x, batch");
 
 Deno.test("convTranspose3d rejects bad shapes with messages that print them", async () => {
   await initGpu();

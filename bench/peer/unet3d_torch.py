@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""PyTorch peer of voxseg's training step (src/cli/bench/train.ts).
+
+The same 3D U-Net as src/nn/unet3d.ts — per level two Conv3d(k3, p1) + ReLU, MaxPool3d(2)
+between levels, ConvTranspose3d(2, stride 2) up, concatenation [skip, up] in that order, a
+1x1x1 head — with parameter names matching voxseg's state_dict, so voxseg's initial weights
+load as they are. The loss is voxseg's default: Tversky (alpha 0.3, beta 0.7, per sample,
+background excluded) on the softmax plus cross-entropy on the logits. Plain Adam.
+
+Prints one JSON line: {"median_ms", "losses" (one per step, before its update), "torch",
+"threads", "steps", "warmup"}.
+
+  /usr/bin/python3 bench/peer/unet3d_torch.py --weights w.safetensors --batch b.safetensors
+"""
+
+import argparse
+import json
+import statistics
+import struct
+import sys
+import time
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError as e:  # reported by the bench as the reason the peer was skipped
+    print(f"torch is not importable: {e} (apt-get install python3-torch)", file=sys.stderr)
+    sys.exit(3)
+
+DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16,
+          "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8}
+
+
+def load_safetensors(path):
+    """Tensors of a safetensors file, with the `safetensors` module or by hand."""
+    try:
+        from safetensors.torch import load_file
+        return load_file(path)
+    except ImportError:
+        pass
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    body = bytearray(data[8 + n:])
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        dtype = DTYPES[entry["dtype"]]
+        count = (end - begin) // torch.empty((), dtype=dtype).element_size()
+        t = torch.frombuffer(body, dtype=dtype, count=count, offset=begin)
+        out[name] = t.reshape(entry["shape"]).clone()
+    return out
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv1 = nn.Conv3d(cin, cout, 3, padding=1)
+        self.conv2 = nn.Conv3d(cout, cout, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(self.conv2(F.relu(self.conv1(x))))
+
+
+class UNet3D(nn.Module):
+    def __init__(self, in_channels, classes, base, depth):
+        super().__init__()
+        ch = [base * 2 ** level for level in range(depth)]
+        self.depth = depth
+        self.enc = nn.ModuleList(
+            Block(in_channels if level == 0 else ch[level - 1], ch[level])
+            for level in range(depth))
+        # up.{l} and dec.{l} for l = 0 .. depth-2, as in voxseg's names.
+        self.up = nn.ModuleList(
+            nn.ConvTranspose3d(ch[level + 1], ch[level], 2, stride=2)
+            for level in range(depth - 1))
+        self.dec = nn.ModuleList(Block(2 * ch[level], ch[level]) for level in range(depth - 1))
+        self.head = nn.Conv3d(ch[0], classes, 1)
+
+    def forward(self, x):
+        skips = []
+        h = x
+        for level in range(self.depth):
+            if level > 0:
+                h = F.max_pool3d(h, 2)
+            h = self.enc[level](h)
+            skips.append(h)
+        for level in range(self.depth - 2, -1, -1):
+            h = self.up[level](h)
+            h = torch.cat([skips[level], h], dim=1)
+            h = self.dec[level](h)
+        return self.head(h)
+
+
+def tversky_ce(logits, labels, alpha, beta, smooth):
+    """voxseg's default loss: per-sample Tversky over foreground classes + mean cross-entropy."""
+    classes = logits.shape[1]
+    probs = torch.softmax(logits, dim=1).flatten(2)              # [N, C, V]
+    onehot = F.one_hot(labels.flatten(1), classes).permute(0, 2, 1).to(probs.dtype)
+    tp = (probs * onehot).sum(2)
+    fp = (probs * (1 - onehot)).sum(2)
+    fn = ((1 - probs) * onehot).sum(2)
+    ti = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)  # [N, C]
+    tversky = (1 - ti[:, 1:]).mean()
+    return tversky + F.cross_entropy(logits, labels)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--weights", required=True)
+    p.add_argument("--batch", required=True)
+    p.add_argument("--in-channels", type=int, default=1)
+    p.add_argument("--classes", type=int, default=3)
+    p.add_argument("--base", type=int, default=16)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--alpha", type=float, default=0.3)
+    p.add_argument("--beta", type=float, default=0.7)
+    p.add_argument("--smooth", type=float, default=1e-5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+
+    torch.set_num_threads(a.threads)
+    model = UNet3D(a.in_channels, a.classes, a.base, a.depth)
+    model.load_state_dict(load_safetensors(a.weights), strict=True)
+    batch = load_safetensors(a.batch)
+    x = batch["image"].float()
+    labels = batch["labels"].long()
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+
+    losses, times = [], []
+    for i in range(a.warmup + a.steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = tversky_ce(model(x), labels, a.alpha, a.beta, a.smooth)
+        loss.backward()
+        opt.step()
+        ms = (time.perf_counter() - t0) * 1e3
+        losses.append(loss.item())
+        if i >= a.warmup:
+            times.append(ms)
+    print(json.dumps({
+        "median_ms": statistics.median(times),
+        "losses": losses,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "warmup": a.warmup,
+        "steps": a.steps,
+    }))
+
+
+if __name__ == "__main__":
+    main()

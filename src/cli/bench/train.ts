@@ -1,0 +1,233 @@
+/**
+ * Training-step benchmark: one Adam step (forward, Tversky + cross-entropy loss, backward,
+ * update) of the reference U-Net — base 16, depth 4, 1 input channel, 3 classes, no
+ * normalisation, patch 64³, batch 1 — on voxseg and, in the same run, on PyTorch
+ * (bench/peer/unet3d_torch.py, `torch.set_num_threads(2)`), both starting from the same
+ * weights and the same batch, so their first losses must agree.
+ *
+ * Gradient clipping is off on both sides (PyTorch's plain `Adam`); the batch is uploaded once,
+ * outside the timed step. A step is timed up to GPU completion; the median is reported.
+ */
+
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { commands, fromArray, initGpu, readTensors, type Tensor } from "../../gpu/mod.ts";
+import { Random } from "../../data/random.ts";
+import { UNet3D } from "../../nn/unet3d.ts";
+import { resolveConfig, type TrainConfig } from "../../train/config.ts";
+import { Optimizer } from "../../train/optimizer.ts";
+import { encodeSafetensors } from "../../train/safetensors.ts";
+import { readWeights, trainStep } from "../../train/trainer.ts";
+import { type BenchResult, type BenchSuite, median } from "../bench.ts";
+
+/** The interpreter with Debian's `python3-torch` (the first python3 on PATH may lack it). */
+export const TORCH_PYTHON = "/usr/bin/python3";
+const PEER_SCRIPT = new URL("../../../bench/peer/unet3d_torch.py", import.meta.url);
+
+/** The reference network and step, as a resolved training config (flags as on the CLI). */
+export function referenceConfig(overrides: Record<string, string> = {}): TrainConfig {
+  return resolveConfig(undefined, {
+    "model.inChannels": "1",
+    "model.classes": "3",
+    "model.baseChannels": "16",
+    "model.depth": "4",
+    "model.convsPerLevel": "2",
+    "model.activation": "relu",
+    "model.norm": "none",
+    "data.patchSize": "64,64,64",
+    "data.batchSize": "1",
+    "optimizer.kind": "adam",
+    "optimizer.lr": "1e-3",
+    "optimizer.gradClip": "0",
+    ...overrides,
+  });
+}
+
+/**
+ * A fixed batch: per patch, a noisy bright ellipsoid ("lung", class 1) holding a darker blob
+ * ("infection", class 2) on a dark background, so every class is present. Image [B, 1, D, H, W]
+ * and labels [B, D, H, W].
+ */
+export function referenceBatch(config: TrainConfig): { image: Float32Array; labels: Uint32Array } {
+  const [D, H, W] = config.data.patchSize;
+  const B = config.data.batchSize;
+  const rng = new Random(42);
+  const image = new Float32Array(B * D * H * W);
+  const labels = new Uint32Array(B * D * H * W);
+  for (let b = 0, i = 0; b < B; b++) {
+    for (let z = 0; z < D; z++) {
+      for (let y = 0; y < H; y++) {
+        for (let x = 0; x < W; x++, i++) {
+          const [u, v, w] = [(z + 0.5) / D - 0.5, (y + 0.5) / H - 0.5, (x + 0.5) / W - 0.55];
+          const lung = (u / 0.4) ** 2 + (v / 0.35) ** 2 + (w / 0.3) ** 2 < 1;
+          const infection = lung && (u - 0.1) ** 2 + (v + 0.05) ** 2 + (w - 0.05) ** 2 < 0.012;
+          labels[i] = infection ? 2 : lung ? 1 : 0;
+          image[i] = (infection ? 0.55 : lung ? 0.15 : 0.8) + 0.05 * rng.normal();
+        }
+      }
+    }
+  }
+  return { image, labels };
+}
+
+/** A prepared voxseg training step on the reference batch; `step()` runs and times one. */
+export class TrainStepBench {
+  readonly config: TrainConfig;
+  readonly model: UNet3D;
+  readonly optimizer: Optimizer;
+  readonly #x: Tensor;
+  readonly #labels: Tensor;
+  /** Loss tensors of the steps taken, read back together by {@link losses}. */
+  readonly #losses: Tensor[] = [];
+
+  constructor(config: TrainConfig = referenceConfig(), seed = 0) {
+    this.config = config;
+    this.model = new UNet3D(config.model, seed);
+    this.optimizer = new Optimizer(this.model.trainable(), config.optimizer);
+    const [D, H, W] = config.data.patchSize;
+    const B = config.data.batchSize;
+    const { image, labels } = referenceBatch(config);
+    this.#x = fromArray([B, config.model.inChannels, D, H, W], image);
+    this.#labels = fromArray([B, D, H, W], labels, "u32");
+  }
+
+  /** One training step, waited for on the GPU; returns its milliseconds. */
+  async step(): Promise<number> {
+    const t0 = performance.now();
+    const { loss, control } = trainStep(
+      this.model,
+      this.optimizer,
+      this.#x,
+      this.#labels,
+      this.config,
+      this.config.optimizer.lr,
+    );
+    await commands().sync();
+    const ms = performance.now() - t0;
+    control.dispose();
+    this.#losses.push(loss);
+    return ms;
+  }
+
+  /** The loss of every step taken so far (each computed before that step's update). */
+  async losses(): Promise<number[]> {
+    return (await readTensors(this.#losses)).map((l) => l[0]);
+  }
+
+  /** The model weights and the batch, as the safetensors files the PyTorch peer reads. */
+  async peerFiles(): Promise<{ weights: Uint8Array; batch: Uint8Array }> {
+    const { image, labels } = referenceBatch(this.config);
+    return {
+      weights: encodeSafetensors(await readWeights(this.model)),
+      batch: encodeSafetensors({
+        image: { shape: [...this.#x.shape], data: image },
+        // safetensors from voxseg is F32 only; the peer casts labels back to int64.
+        labels: { shape: [...this.#labels.shape], data: Float32Array.from(labels) },
+      }),
+    };
+  }
+
+  dispose(): void {
+    for (const t of [...this.#losses, this.#x, this.#labels]) t.dispose();
+    this.optimizer.dispose();
+    this.model.dispose();
+  }
+}
+
+/** What the PyTorch peer prints (one JSON line), or why it did not run. */
+export type PeerResult =
+  | { ok: true; ms: number; losses: number[]; torch: string; threads: number }
+  | { ok: false; reason: string };
+
+/**
+ * Runs bench/peer/unet3d_torch.py on the given weights and batch files: `warmup` + `steps`
+ * Adam steps, median ms of the timed ones, the loss of every step.
+ */
+export async function runTorchPeer(
+  dir: string,
+  config: TrainConfig,
+  { warmup, steps }: { warmup: number; steps: number },
+): Promise<PeerResult> {
+  if (PEER_SCRIPT.protocol !== "file:") {
+    return { ok: false, reason: "the peer script exists only in the source tree" };
+  }
+  const script = fileURLToPath(PEER_SCRIPT);
+  try {
+    await Deno.stat(script);
+  } catch {
+    return { ok: false, reason: `${script} not found (run from the source tree)` };
+  }
+  const m = config.model;
+  const args = [
+    script,
+    ...["--weights", join(dir, "weights.safetensors"), "--batch", join(dir, "batch.safetensors")],
+    ...["--in-channels", m.inChannels, "--classes", m.classes, "--base", m.baseChannels],
+    ...["--depth", m.depth, "--lr", config.optimizer.lr, "--alpha", config.loss.alpha],
+    ...["--beta", config.loss.beta, "--smooth", config.loss.smooth],
+    ...["--warmup", warmup, "--steps", steps, "--threads", 2],
+  ].map(String);
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(TORCH_PYTHON, { args, stdout: "piped", stderr: "piped" })
+      .output();
+  } catch (e) {
+    return {
+      ok: false,
+      reason: `cannot run ${TORCH_PYTHON} (${(e as Error).message}); apt-get install python3-torch`,
+    };
+  }
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success) {
+    const stderr = new TextDecoder().decode(out.stderr).trim().split("\n");
+    return { ok: false, reason: `peer exited ${out.code}: ${stderr.at(-1) ?? ""}` };
+  }
+  try {
+    const r = JSON.parse(stdout.split("\n").at(-1)!);
+    return { ok: true, ms: r.median_ms, losses: r.losses, torch: r.torch, threads: r.threads };
+  } catch {
+    return { ok: false, reason: `peer printed no JSON: ${stdout.slice(-200)}` };
+  }
+}
+
+export const suite: BenchSuite = {
+  summary: "one U-Net training step (base 16, depth 4, 64³): voxseg vs PyTorch",
+  async *run({ quick }): AsyncIterable<BenchResult> {
+    const gpu = await initGpu();
+    const config = referenceConfig();
+    const warmup = quick ? 1 : 2, steps = quick ? 2 : 5;
+    const dir = await Deno.makeTempDir({ prefix: "voxseg_bench_train_" });
+    const bench = new TrainStepBench(config);
+    try {
+      // The initial weights go to the peer before voxseg's steps change them.
+      const files = await bench.peerFiles();
+      await Deno.writeFile(join(dir, "weights.safetensors"), files.weights);
+      await Deno.writeFile(join(dir, "batch.safetensors"), files.batch);
+      for (let i = 0; i < warmup; i++) await bench.step();
+      const times: number[] = [];
+      for (let i = 0; i < steps; i++) times.push(await bench.step());
+      const losses = await bench.losses();
+      const ms = median(times);
+      const peer = await runTorchPeer(dir, config, { warmup, steps });
+      const [D, H, W] = config.data.patchSize;
+      yield {
+        name: `train step unet3d base16 depth4 ${D}×${H}×${W} batch1`,
+        ms,
+        torch_ms: peer.ok ? peer.ms : null,
+        // > 1: voxseg is faster.
+        speedup_vs_torch: peer.ok ? peer.ms / ms : null,
+        first_loss: losses[0],
+        torch_first_loss: peer.ok ? peer.losses[0] : null,
+        last_loss: losses.at(-1)!,
+        torch_last_loss: peer.ok ? peer.losses.at(-1)! : null,
+        steps: warmup + steps,
+        params: bench.model.trainable().reduce((a, p) => a + p.tensor.size, 0),
+        adapter: gpu.info.description,
+        peer: peer.ok ? `pytorch ${peer.torch}, ${peer.threads} threads` : "skipped",
+        ...(peer.ok ? {} : { peer_skipped: peer.reason }),
+      };
+    } finally {
+      bench.dispose();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+};
