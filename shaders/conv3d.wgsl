@@ -1,59 +1,50 @@
-// conv3d: direct convolution as an implicit GEMM, stride 1, "same" padding P = (K - 1) / 2 for
-// K = 3 or K = 1, over a grid of D×H×W voxels:
+// conv3d: direct convolution, stride 1, "same" padding P = (K - 1) / 2 for K = 3 or K = 1, over
+// a grid of D×H×W voxels:
 //
 //   y[n, o, v] = b[o] + Σ_i Σ_t W(o, i, t) · x[n, i, v + t - P]      t = (kz, ky, kx)
 //
-// W is read through strides, W(o, i, t) = w[wBase + o·wO + i·wI + t·wT] with t flattened as
-// (kz·K + ky)·K + kx, so one kernel serves several ops:
-//   forward           wO = Ci·K³, wI = K³,    wT = 1,  wBase = 0
-//   input gradient    wO = K³,    wI = Co·K³, wT = -1, wBase = K³ - 1  (x = gy; the kernel with
-//                     channels swapped and taps flipped)
-// MODE selects how x and y map to memory (K = 1 only for MODE 1 and 2), for the transposed
-// convolution with kernel 2 stride 2, whose 8 taps become 8 channels per real channel:
+// W comes packed by conv3d_pack.wgsl: pw[((tc·Ci + i)·K³ + t)·GW + j] = W(tc·GW + j, i, t),
+// zero past Co, for tiles of GW = 4·CG channels (K = 1: 4·CG·VZ), so the channels of a tap are
+// consecutive vec4s and one kernel serves
+// the forward pass, the input gradient (channels swapped, taps flipped by the packing) and the
+// transposed convolution. MODE selects how x and y map to memory (K = 1 only for MODE 1 and 2),
+// for the transposed convolution with kernel 2 stride 2, whose 8 taps become 8 channels per
+// real channel:
 //   0  x [N, Ci, D, H, W], y [N, Co, D, H, W]
 //   1  y is [N, Co/8, 2D, 2H, 2W]: channel o = 8·c + tap lands at (c, 2v + tap)     (convT)
 //   2  x is [N, Ci/8, 2D, 2H, 2W] read the same way: channel i = 8·c + tap is x[c, 2v + tap]
 //                                                                         (convT input grad)
 //
-// A workgroup computes a tile of 4·CG output channels × (2·BZ, 4·BY, 4·BX) voxels of one batch
-// item. Each thread owns a register block of 4 channels × 2×4×4 voxels: two Acc4 (one per z),
-// each 4 mat4x4 (one per y row) whose column dx holds the 4 channels of voxel dx. For each chunk
-// of CI_CHUNK input channels the workgroup stages the input patch (with halo, zero padded) and
-// the weights into workgroup memory as vec4s. Per input channel a thread then loads its 27
-// weight vec4s and 4 planes × 6 rows × 2 vec4 of input once each and issues 864 vec4 FMAs. On a
-// CPU adapter every workgroup-memory load is a per-lane gather (~2 cycles per lane and float),
-// so FMAs per loaded float is what sets the speed; on a GPU the same blocking keeps the tile in
-// registers.
+// Each thread owns a register block of 4·CG output channels × VZ planes × 4 rows × VX voxels
+// (VZ ≤ 4, VX = 4 or 8; for K = 1 the VZ plane slots hold VZ times the channels of one plane
+// instead) and reads its inputs straight from global memory; nothing is shared through
+// workgroup memory and there are no barriers. Per input channel it loads the CG·K³ weight
+// vec4s (K = 1: CG·VZ) once and every input row of its window once (K = 3: VZ + 2 planes × 6
+// rows of VX + 2 values, the x taps reusing a row by shifting it in registers). Why: on a CPU adapter
+// (llvmpipe) every load is a per-lane loop costing ~10–40 cycles per float while a multiply-add
+// costs ~1, so the block is as large as spilling allows; staging through workgroup memory only
+// adds loads, and barriers make every load slower still. On a GPU the same kernel runs with a
+// smaller block (conv3d.ts picks the tiles) and relies on its caches.
+//
+// VEC = 1 (W % 4 == 0, MODE ≠ 2) reads rows as aligned vec4s through `srcv`, the same buffer
+// as `src`, plus two scalar halo values, and writes whole vec4s; VEC = 0 reads and writes
+// every value as a checked scalar. `dst` is always an array of vec4s, written by component
+// where a vec4 would not be aligned or would leave the row.
 
 override K: u32 = 3u;
 override MODE: u32 = 0u;
-override CG: u32 = 4u;
-override BX: u32 = 2u;
-override BY: u32 = 2u;
-override BZ: u32 = 4u;
-override CI_CHUNK: u32 = 4u;
+override CG: u32 = 2u;
+override VZ: u32 = 4u;
+override VX: u32 = 8u;
+override VEC: u32 = 1u;
+override WG: u32 = 64u;
 
-// The register block, voxels per thread along z, y, x; the helpers below are written for it.
-const VZ: u32 = 2u;
-const VY: u32 = 4u;
-const VX: u32 = 4u;
-
-override WG: u32 = CG * BZ * BY * BX;
 override KT: u32 = K * K * K;
+// Input channels per step of the main loop.
+override CI_STEP: u32 = select(1u, 4u, K == 1u);
 override PAD: u32 = (K - 1u) / 2u;
-// Staged input tile extent: z and y in voxels, x in vec4 (a row padded to a multiple of 4).
-override SZ: u32 = BZ * VZ + K - 1u;
-override SY: u32 = BY * VY + K - 1u;
-override SX: u32 = (BX * VX + K - 1u + 3u) / 4u;
-override XS_LEN: u32 = CI_CHUNK * SZ * SY * SX;
-override WS_LEN: u32 = CI_CHUNK * KT * CG;
 
-// xs[ci][zz][yy][sx]: the input patch from (z0 - P, y0 - P, x0 - P), zero outside the volume.
-var<workgroup> xs: array<vec4<f32>, XS_LEN>;
-// ws[ci][t][cg]: weights of tap t for output channels coBase + 4·cg + (0..3).
-var<workgroup> ws: array<vec4<f32>, WS_LEN>;
-
-// Accumulators of one output plane: a{dy} for the 4 rows; column dx = 4 channels of voxel dx.
+// Output rows of one plane: a{dy}, column dx = the 4 channels of voxel dx.
 struct Acc4 {
   a0: mat4x4<f32>,
   a1: mat4x4<f32>,
@@ -61,11 +52,38 @@ struct Acc4 {
   a3: mat4x4<f32>,
 }
 
+// One output plane of one channel group: voxels x .. x + 3 in lo, x + 4 .. x + 7 in hi (VX = 8).
+struct Blk {
+  lo: Acc4,
+  hi: Acc4,
+}
+
+// The VZ output planes of one channel group.
+struct Grp {
+  z0: Blk,
+  z1: Blk,
+  z2: Blk,
+  z3: Blk,
+}
+
+// A thread's accumulators: channel groups 0 and 1 (CG = 2).
+struct Acc {
+  g0: Grp,
+  g1: Grp,
+}
+
 // One kernel plane kz: w{ky}; column kx = the 4 channels' weights of tap (kz, ky, kx).
 struct Wz {
   w0: mat3x4<f32>,
   w1: mat3x4<f32>,
   w2: mat3x4<f32>,
+}
+
+// The weights of one channel group and input channel: kernel planes k0..k2 (K = 3).
+struct W3 {
+  k0: Wz,
+  k1: Wz,
+  k2: Wz,
 }
 
 // 6 input rows of one plane; row r holds inputs x - P .. x + 5 - P in (p{r}.xyzw, q{r}.xy).
@@ -78,154 +96,139 @@ struct Rows6 {
   p5: vec4<f32>, q5: vec4<f32>,
 }
 
+// One input plane of the window: voxels x .. x + 3 in lo, x + 4 .. x + 7 in hi.
+struct Plane {
+  lo: Rows6,
+  hi: Rows6,
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  // Flat workgroup index → (n, channel tile, z tile, y tile, x tile), x tiles fastest. The
-  // whole workgroup leaves together, so the barriers below stay uniform.
-  var g = wid.x + wid.y * nwg.x;
+  // Flat thread index → (x tile, channel tile, y tile, z tile, n), x tiles fastest so
+  // neighbouring lanes read neighbouring rows.
+  var g = (wid.x + wid.y * nwg.x) * WG + lid;
   if (g >= params.groups) { return; }
   let tx = g % params.tilesX;
   g /= params.tilesX;
+  let tc = g % params.tilesC;
+  g /= params.tilesC;
   let ty = g % params.tilesY;
   g /= params.tilesY;
   let tz = g % params.tilesZ;
-  g /= params.tilesZ;
-  let tc = g % params.tilesC;
-  let n = g / params.tilesC;
-  let x0 = tx * BX * VX;
-  let y0 = ty * BY * VY;
-  let z0 = tz * BZ * VZ;
-  let coBase = tc * 4u * CG;
+  let n = g / params.tilesZ;
+  let x0 = tx * VX;
+  let y0 = ty * 4u;
+  // K = 3: VZ planes of 4·CG channels; K = 1: one plane of VZ·4·CG channels (see below).
+  let z0 = tz * select(VZ, 1u, K == 1u);
 
-  // Thread → register block; bx fastest so neighbouring threads write neighbouring voxels.
-  let bx = lid % BX;
-  let by = (lid / BX) % BY;
-  let bz = (lid / (BX * BY)) % BZ;
-  let cg = lid / (BX * BY * BZ);
-
-  var acc0: Acc4; // output plane z0 + bz·2
-  var acc1: Acc4; // the plane after it
-
-  for (var c0 = 0u; c0 < params.ci; c0 += CI_CHUNK) {
-    workgroupBarrier();
-    for (var i = lid; i < XS_LEN; i += WG) {
-      let sx = i % SX;
-      let yy = (i / SX) % SY;
-      let zz = (i / (SX * SY)) % SZ;
-      let ci = c0 + i / (SX * SY * SZ);
-      xs[i] = loadX4(n, ci, z0 + zz, y0 + yy, x0 + sx * 4u);
+  var acc: Acc;
+  for (var ci = 0u; ci < params.ci; ci += CI_STEP) {
+    if (K == 1u) {
+      // A 1×1×1 convolution reuses nothing across planes, so the plane slots hold more
+      // channels instead: slot k, group g is channel tc·4·CG·VZ + 4·(CG·k + g), and every
+      // input value loaded serves 4·CG·VZ channels. Input channels go 4 at a time (the
+      // packed weights are zero past Ci), so each spilled accumulator is loaded and stored
+      // once per 4 multiply-adds rather than per one.
+      let z = i32(z0);
+      let r0 = loadPlane(n, ci, z, y0, x0);
+      let r1 = loadPlane(n, ci + 1u, z, y0, x0);
+      let r2 = loadPlane(n, ci + 2u, z, y0, x0);
+      let r3 = loadPlane(n, ci + 3u, z, y0, x0);
+      let wb = (tc * params.ciPad + ci) * CG * VZ;
+      acc.g0 = point(acc.g0, wb, r0, r1, r2, r3);
+      if (CG == 2u) { acc.g1 = point(acc.g1, wb + 1u, r0, r1, r2, r3); }
+      continue;
     }
-    // Taps fastest (contiguous in w for the forward pass), stored as ws[ci][t][cg].
-    for (var i = lid; i < WS_LEN; i += WG) {
-      let t = i % KT;
-      let c = (i / KT) % CG;
-      let cl = i / (KT * CG);
-      ws[(cl * KT + t) * CG + c] = loadW4(coBase + c * 4u, c0 + cl, t);
-    }
-    workgroupBarrier();
-
-    for (var cl = 0u; cl < CI_CHUNK; cl++) {
-      // Row r of input plane p of this thread's window starts at xs[base + (p·SY + r)·SX].
-      let base = ((cl * SZ + bz * VZ) * SY + by * VY) * SX + bx;
-      if (K == 1u) {
-        let wk = ws[cl * CG + cg];
-        acc0 = plane1(acc0, wk, base);
-        acc1 = plane1(acc1, wk, base + SY * SX);
-        continue;
-      }
-      let t = cl * KT * CG + cg;
-      let wz0 = loadWz(t);
-      let wz1 = loadWz(t + 9u * CG);
-      let wz2 = loadWz(t + 18u * CG);
-      // Input plane p feeds output plane dz through kernel plane kz = p - dz.
-      let r0 = loadRows(base);
-      acc0 = plane3(acc0, wz0, r0);
-      let r1 = loadRows(base + SY * SX);
-      acc0 = plane3(acc0, wz1, r1);
-      acc1 = plane3(acc1, wz0, r1);
-      let r2 = loadRows(base + 2u * SY * SX);
-      acc0 = plane3(acc0, wz2, r2);
-      acc1 = plane3(acc1, wz1, r2);
-      let r3 = loadRows(base + 3u * SY * SX);
-      acc1 = plane3(acc1, wz2, r3);
-    }
+    // vec4 index of tap 0 of channel group 0; taps step by CG.
+    let wb = (tc * params.ciPad + ci) * KT * CG;
+    let w0 = loadW3(wb);
+    var w1: W3;
+    if (CG == 2u) { w1 = loadW3(wb + 1u); }
+    // The VZ + 2 input planes of the window, unrolled by hand: lavapipe would run a loop over
+    // register blocks as a loop over memory.
+    let zp = i32(z0) - 1;
+    acc = feed(acc, w0, w1, loadPlane(n, ci, zp, y0, x0), 0u);
+    acc = feed(acc, w0, w1, loadPlane(n, ci, zp + 1, y0, x0), 1u);
+    acc = feed(acc, w0, w1, loadPlane(n, ci, zp + 2, y0, x0), 2u);
+    if (VZ >= 2u) { acc = feed(acc, w0, w1, loadPlane(n, ci, zp + 3, y0, x0), 3u); }
+    if (VZ >= 3u) { acc = feed(acc, w0, w1, loadPlane(n, ci, zp + 4, y0, x0), 4u); }
+    if (VZ >= 4u) { acc = feed(acc, w0, w1, loadPlane(n, ci, zp + 5, y0, x0), 5u); }
   }
 
-  let o0 = coBase + cg * 4u;
-  let oz = z0 + bz * VZ;
-  let oy = y0 + by * VY;
-  let ox = x0 + bx * VX;
-  let bv = biasVec(o0);
-  storePlane(acc0, bv, n, o0, oz, oy, ox);
-  storePlane(acc1, bv, n, o0, oz + 1u, oy, ox);
-}
-
-// Index of x[n, ci, z, y, 0] (grid coordinates, in range) for the MODE's layout; x steps by
-// X_STEP from there.
-fn xRow(n: u32, ci: u32, z: u32, y: u32) -> u32 {
-  if (MODE == 2u) {
-    let tap = ci & 7u;
-    let zz = 2u * z + (tap >> 2u);
-    let yy = 2u * y + ((tap >> 1u) & 1u);
-    let row = ((n * (params.ci >> 3u) + (ci >> 3u)) * 2u * params.d + zz) * 2u * params.h + yy;
-    return row * 2u * params.w + (tap & 1u);
+  // Slot k of group g: channels o0 + 4·g + k·oStep at plane z0 + k·zStep.
+  if (K == 1u) {
+    let o0 = tc * 4u * CG * VZ;
+    storeGrp(acc.g0, n, o0, 4u * CG, z0, 0u, y0, x0);
+    if (CG == 2u) { storeGrp(acc.g1, n, o0 + 4u, 4u * CG, z0, 0u, y0, x0); }
+  } else {
+    let o0 = tc * 4u * CG;
+    storeGrp(acc.g0, n, o0, 0u, z0, 1u, y0, x0);
+    if (CG == 2u) { storeGrp(acc.g1, n, o0 + 4u, 0u, z0, 1u, y0, x0); }
   }
-  return (((n * params.ci + ci) * params.d + z) * params.h + y) * params.w;
 }
 
-override X_STEP: u32 = select(1u, 2u, MODE == 2u);
+// K = 1: slot k of a group adds Σ_c weight vec4 pw[b + CG·k + c·CG·VZ] × plane r_c over the
+// 4 input channels c of the step.
+fn point(g: Grp, b: u32, r0: Plane, r1: Plane, r2: Plane, r3: Plane) -> Grp {
+  var o = g;
+  o.z0 = blk1(g.z0, b, r0, r1, r2, r3);
+  if (VZ >= 2u) { o.z1 = blk1(g.z1, b + CG, r0, r1, r2, r3); }
+  if (VZ >= 3u) { o.z2 = blk1(g.z2, b + 2u * CG, r0, r1, r2, r3); }
+  if (VZ >= 4u) { o.z3 = blk1(g.z3, b + 3u * CG, r0, r1, r2, r3); }
+  return o;
+}
 
-// 4 consecutive inputs along x from staged position (zs, ys, xs0) = grid position + P; zero
-// where the grid position lies outside the volume or ci ≥ Ci. Loads use clamped indices.
-fn loadX4(n: u32, ci: u32, zs: u32, ys: u32, xs0: u32) -> vec4<f32> {
-  let z = i32(zs) - i32(PAD);
-  let y = i32(ys) - i32(PAD);
-  let x = i32(xs0) - i32(PAD);
-  let rowOk = ci < params.ci && u32(z) < params.d && u32(y) < params.h;
-  let row = xRow(n, min(ci, params.ci - 1u), min(u32(z), params.d - 1u), min(u32(y), params.h - 1u));
-  let last = i32(params.w) - 1;
-  return vec4<f32>(
-    select(0.0, src[row + u32(clamp(x, 0, last)) * X_STEP], rowOk && u32(x) < params.w),
-    select(0.0, src[row + u32(clamp(x + 1, 0, last)) * X_STEP], rowOk && u32(x + 1) < params.w),
-    select(0.0, src[row + u32(clamp(x + 2, 0, last)) * X_STEP], rowOk && u32(x + 2) < params.w),
-    select(0.0, src[row + u32(clamp(x + 3, 0, last)) * X_STEP], rowOk && u32(x + 3) < params.w),
+fn blk1(b: Blk, w: u32, r0: Plane, r1: Plane, r2: Plane, r3: Plane) -> Blk {
+  let s = CG * VZ;
+  let w4 = mat4x4<f32>(pw[w], pw[w + s], pw[w + 2u * s], pw[w + 3u * s]);
+  var o = b;
+  o.lo = plane1(b.lo, w4, r0.lo, r1.lo, r2.lo, r3.lo);
+  if (VX == 8u) { o.hi = plane1(b.hi, w4, r0.hi, r1.hi, r2.hi, r3.hi); }
+  return o;
+}
+
+// K = 1: output row dy += Σ_c w[c] ⊗ (row dy of input channel c).
+fn plane1(a: Acc4, w: mat4x4<f32>, r0: Rows6, r1: Rows6, r2: Rows6, r3: Rows6) -> Acc4 {
+  return Acc4(
+    outer4(a.a0, w, r0.p0, r1.p0, r2.p0, r3.p0),
+    outer4(a.a1, w, r0.p1, r1.p1, r2.p1, r3.p1),
+    outer4(a.a2, w, r0.p2, r1.p2, r2.p2, r3.p2),
+    outer4(a.a3, w, r0.p3, r1.p3, r2.p3, r3.p3),
   );
 }
 
-// Weights of tap t, input channel ci, for output channels o .. o + 3 (zero past Co or Ci).
-fn loadW4(o: u32, ci: u32, t: u32) -> vec4<f32> {
-  let ok = ci < params.ci;
-  let at = params.wBase + i32(min(o, params.co - 1u)) * params.wO +
-    i32(min(ci, params.ci - 1u)) * params.wI + i32(t) * params.wT;
-  let ok1 = ok && o + 1u < params.co;
-  let ok2 = ok && o + 2u < params.co;
-  let ok3 = ok && o + 3u < params.co;
-  return vec4<f32>(
-    select(0.0, wgt[u32(at)], ok && o < params.co),
-    select(0.0, wgt[u32(at + select(0, params.wO, ok1))], ok1),
-    select(0.0, wgt[u32(at + select(0, 2 * params.wO, ok2))], ok2),
-    select(0.0, wgt[u32(at + select(0, 3 * params.wO, ok3))], ok3),
-  );
+fn outer4(acc: mat4x4<f32>, w: mat4x4<f32>, p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>,
+          p3: vec4<f32>) -> mat4x4<f32> {
+  return outer1(outer1(outer1(outer1(acc, w[0], p0), w[1], p1), w[2], p2), w[3], p3);
 }
 
-fn loadWz(t: u32) -> Wz {
-  return Wz(
-    mat3x4<f32>(ws[t], ws[t + CG], ws[t + 2u * CG]),
-    mat3x4<f32>(ws[t + 3u * CG], ws[t + 4u * CG], ws[t + 5u * CG]),
-    mat3x4<f32>(ws[t + 6u * CG], ws[t + 7u * CG], ws[t + 8u * CG]),
-  );
+// Input plane p of the window (grid plane z0 + p - P) feeds output plane dz through kernel
+// plane p - dz; p is a constant at every call.
+fn feed(a: Acc, w0: W3, w1: W3, r: Plane, p: u32) -> Acc {
+  var o = a;
+  o.g0 = feedGrp(a.g0, w0, r, p);
+  if (CG == 2u) { o.g1 = feedGrp(a.g1, w1, r, p); }
+  return o;
 }
 
-fn loadRows(b: u32) -> Rows6 {
-  return Rows6(
-    xs[b], xs[b + 1u],
-    xs[b + SX], xs[b + SX + 1u],
-    xs[b + 2u * SX], xs[b + 2u * SX + 1u],
-    xs[b + 3u * SX], xs[b + 3u * SX + 1u],
-    xs[b + 4u * SX], xs[b + 4u * SX + 1u],
-    xs[b + 5u * SX], xs[b + 5u * SX + 1u],
-  );
+fn feedGrp(g: Grp, w: W3, r: Plane, p: u32) -> Grp {
+  var o = g;
+  if (p < 3u) { o.z0 = blk(g.z0, w, p, r); }
+  if (VZ >= 2u && p >= 1u && p < 4u) { o.z1 = blk(g.z1, w, p - 1u, r); }
+  if (VZ >= 3u && p >= 2u && p < 5u) { o.z2 = blk(g.z2, w, p - 2u, r); }
+  if (VZ >= 4u && p >= 3u) { o.z3 = blk(g.z3, w, p - 3u, r); }
+  return o;
+}
+
+fn blk(b: Blk, w: W3, kz: u32, r: Plane) -> Blk {
+  var o = b;
+  var wz = w.k0;
+  if (kz == 1u) { wz = w.k1; }
+  if (kz == 2u) { wz = w.k2; }
+  o.lo = plane3(b.lo, wz, r.lo);
+  if (VX == 8u) { o.hi = plane3(b.hi, wz, r.hi); }
+  return o;
 }
 
 // One input plane through one kernel plane: output row dy sees input rows dy .. dy + 2.
@@ -248,16 +251,7 @@ fn row3(acc: mat4x4<f32>, w: mat3x4<f32>, p: vec4<f32>, q: vec4<f32>) -> mat4x4<
   );
 }
 
-// K = 1: each output row is its input row times one weight vec4.
-fn plane1(a: Acc4, w: vec4<f32>, b: u32) -> Acc4 {
-  return Acc4(
-    outer1(a.a0, w, xs[b]),
-    outer1(a.a1, w, xs[b + SX]),
-    outer1(a.a2, w, xs[b + 2u * SX]),
-    outer1(a.a3, w, xs[b + 3u * SX]),
-  );
-}
-
+// Column dx += w · p[dx]: one input row through one weight vec4.
 fn outer1(acc: mat4x4<f32>, w: vec4<f32>, p: vec4<f32>) -> mat4x4<f32> {
   return mat4x4<f32>(
     fma(w, vec4<f32>(p.x), acc[0]),
@@ -267,8 +261,110 @@ fn outer1(acc: mat4x4<f32>, w: vec4<f32>, p: vec4<f32>) -> mat4x4<f32> {
   );
 }
 
+// The 27 packed weight vec4s of one channel group (K = 3), from vec4 index b (taps CG apart).
+fn loadW3(b: u32) -> W3 {
+  return W3(loadWz(b), loadWz(b + 9u * CG), loadWz(b + 18u * CG));
+}
+
+fn loadWz(b: u32) -> Wz {
+  return Wz(
+    mat3x4<f32>(pw[b], pw[b + CG], pw[b + 2u * CG]),
+    mat3x4<f32>(pw[b + 3u * CG], pw[b + 4u * CG], pw[b + 5u * CG]),
+    mat3x4<f32>(pw[b + 6u * CG], pw[b + 7u * CG], pw[b + 8u * CG]),
+  );
+}
+
+// Rows y0 - P .. y0 + 3 + P of input channel ci at grid plane z (zero outside the volume).
+fn loadPlane(n: u32, ci: u32, z: i32, y0: u32, x0: u32) -> Plane {
+  let y = i32(y0) - i32(PAD);
+  let a = loadRow(n, ci, z, y, x0);
+  let b = loadRow(n, ci, z, y + 1, x0);
+  let c = loadRow(n, ci, z, y + 2, x0);
+  let d = loadRow(n, ci, z, y + 3, x0);
+  var e: array<vec4<f32>, 4>;
+  var f: array<vec4<f32>, 4>;
+  if (K == 3u) {
+    e = loadRow(n, ci, z, y + 4, x0);
+    f = loadRow(n, ci, z, y + 5, x0);
+  }
+  return Plane(
+    Rows6(a[0], a[1], b[0], b[1], c[0], c[1], d[0], d[1], e[0], e[1], f[0], f[1]),
+    Rows6(a[2], a[3], b[2], b[3], c[2], c[3], d[2], d[3], e[2], e[3], f[2], f[3]),
+  );
+}
+
+// Inputs x0 - P .. x0 + VX - 1 + P of one row, as the (p, q) pairs of the lo and hi halves:
+// [p_lo, q_lo, p_hi, q_hi] with p_lo.x at x0 - P. Zero outside the volume.
+fn loadRow(n: u32, ci: u32, z: i32, y: i32, x0: u32) -> array<vec4<f32>, 4> {
+  // ci ≥ Ci happens for K = 1, whose steps of 4 channels run past Ci.
+  let ok = ci < params.ci && u32(z) < params.d && u32(y) < params.h;
+  let row = xRow(n, min(ci, params.ci - 1u), min(u32(z), params.d - 1u),
+                 min(u32(y), params.h - 1u));
+  var a: vec4<f32>; // x0 .. x0 + 3
+  var b: vec4<f32>; // x0 + 4 .. x0 + 7 (VX = 8)
+  if (VEC == 1u) {
+    // W % 4 == 0: a vec4 starting in the row lies wholly inside it.
+    a = select(vec4<f32>(), srcv[(row + x0) / 4u], ok && x0 < params.w);
+    if (VX == 8u) {
+      b = select(vec4<f32>(), srcv[(row + x0) / 4u + 1u], ok && x0 + 4u < params.w);
+    }
+  } else {
+    a = vec4<f32>(loadX(ok, row, i32(x0)), loadX(ok, row, i32(x0) + 1),
+                  loadX(ok, row, i32(x0) + 2), loadX(ok, row, i32(x0) + 3));
+    if (VX == 8u) {
+      b = vec4<f32>(loadX(ok, row, i32(x0) + 4), loadX(ok, row, i32(x0) + 5),
+                    loadX(ok, row, i32(x0) + 6), loadX(ok, row, i32(x0) + 7));
+    }
+  }
+  if (K == 1u) {
+    return array<vec4<f32>, 4>(a, vec4<f32>(), b, vec4<f32>());
+  }
+  let l = loadX(ok, row, i32(x0) - 1);
+  let r = loadX(ok, row, i32(x0 + VX));
+  if (VX == 4u) {
+    return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, r, 0.0, 0.0), vec4<f32>(),
+                               vec4<f32>());
+  }
+  return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, b.x, 0.0, 0.0),
+                             vec4<f32>(a.w, b.xyz), vec4<f32>(b.w, r, 0.0, 0.0));
+}
+
+// x at column x of a row (zero outside the row or when the row is out of the volume).
+fn loadX(rowOk: bool, row: u32, x: i32) -> f32 {
+  let at = row + u32(clamp(x, 0, i32(params.w) - 1)) * X_STEP;
+  return select(0.0, src[at], rowOk && u32(x) < params.w);
+}
+
+// Index of x[n, ci, z, y, 0] (grid coordinates, in range) for the MODE's layout; x steps by
+// X_STEP from there.
+fn xRow(n: u32, ci: u32, z: u32, y: u32) -> u32 {
+  if (MODE == 2u) {
+    let tap = ci & 7u;
+    let zz = 2u * z + (tap >> 2u);
+    let yy = 2u * y + ((tap >> 1u) & 1u);
+    let row = ((n * (params.ci >> 3u) + (ci >> 3u)) * 2u * params.d + zz) * 2u * params.h + yy;
+    return row * 2u * params.w + (tap & 1u);
+  }
+  return (((n * params.ci + ci) * params.d + z) * params.h + y) * params.w;
+}
+
+override X_STEP: u32 = select(1u, 2u, MODE == 2u);
+
+fn storeGrp(g: Grp, n: u32, o0: u32, oStep: u32, z0: u32, zStep: u32, y0: u32, x0: u32) {
+  storeBlk(g.z0, n, o0, z0, y0, x0);
+  if (VZ >= 2u) { storeBlk(g.z1, n, o0 + oStep, z0 + zStep, y0, x0); }
+  if (VZ >= 3u) { storeBlk(g.z2, n, o0 + 2u * oStep, z0 + 2u * zStep, y0, x0); }
+  if (VZ >= 4u) { storeBlk(g.z3, n, o0 + 3u * oStep, z0 + 3u * zStep, y0, x0); }
+}
+
+fn storeBlk(b: Blk, n: u32, o0: u32, oz: u32, oy: u32, ox: u32) {
+  if (oz >= params.d || o0 >= params.co) { return; }
+  let bv = biasVec(o0);
+  storePlane(b.lo, bv, n, o0, oz, oy, ox);
+  if (VX == 8u) { storePlane(b.hi, bv, n, o0, oz, oy, ox + 4u); }
+}
+
 fn storePlane(a: Acc4, bv: vec4<f32>, n: u32, o0: u32, oz: u32, oy: u32, ox: u32) {
-  if (oz >= params.d) { return; }
   storeRow(a.a0, bv, n, o0, oz, oy, ox);
   storeRow(a.a1, bv, n, o0, oz, oy + 1u, ox);
   storeRow(a.a2, bv, n, o0, oz, oy + 2u, ox);
@@ -278,29 +374,48 @@ fn storePlane(a: Acc4, bv: vec4<f32>, n: u32, o0: u32, oz: u32, oy: u32, ox: u32
 // A row of 4 voxels × 4 channels plus bias. Straight-line code: on a CPU adapter loops and
 // branches here cost more than the stores.
 fn storeRow(acc: mat4x4<f32>, bv: vec4<f32>, n: u32, o0: u32, oz: u32, oy: u32, ox: u32) {
-  if (oy >= params.h) { return; }
+  if (oy >= params.h || ox >= params.w) { return; }
   let t = transpose(acc); // t[c]: channel o0 + c of the 4 voxels
-  storeVoxels(t[0] + vec4<f32>(bv.x), n, o0, oz, oy, ox);
-  storeVoxels(t[1] + vec4<f32>(bv.y), n, o0 + 1u, oz, oy, ox);
-  storeVoxels(t[2] + vec4<f32>(bv.z), n, o0 + 2u, oz, oy, ox);
-  storeVoxels(t[3] + vec4<f32>(bv.w), n, o0 + 3u, oz, oy, ox);
+  let t0 = t[0] + vec4<f32>(bv.x);
+  let t1 = t[1] + vec4<f32>(bv.y);
+  let t2 = t[2] + vec4<f32>(bv.z);
+  let t3 = t[3] + vec4<f32>(bv.w);
+  if (MODE == 1u && VEC == 1u && ox + 4u <= params.w) {
+    // Channels o0 .. o0 + 3 are taps (b, c) = (0,0), (0,1), (1,0), (1,1) of one real channel
+    // and plane offset a (o0 is a multiple of 4): two up-sampled rows of 8 values each, whole
+    // aligned vec4s since 2W % 4 == 0.
+    let i = yIndex(n, o0, oz, oy, ox) / 4u;
+    let w2 = params.w / 2u; // vec4s per up-sampled row
+    dst[i] = vec4<f32>(t0.x, t1.x, t0.y, t1.y);
+    dst[i + 1u] = vec4<f32>(t0.z, t1.z, t0.w, t1.w);
+    dst[i + w2] = vec4<f32>(t2.x, t3.x, t2.y, t3.y);
+    dst[i + w2 + 1u] = vec4<f32>(t2.z, t3.z, t2.w, t3.w);
+    return;
+  }
+  storeVoxels(t0, n, o0, oz, oy, ox);
+  storeVoxels(t1, n, o0 + 1u, oz, oy, ox);
+  storeVoxels(t2, n, o0 + 2u, oz, oy, ox);
+  storeVoxels(t3, n, o0 + 3u, oz, oy, ox);
 }
 
-// Channel o of voxels ox .. ox + 3 (2 apart in MODE 1), those inside the volume.
+// Channel o of voxels ox .. ox + 3 (2 apart in MODE 1), those inside the volume: one aligned
+// vec4 when VEC = 1 in MODE 0, else single floats (dst[i / 4][i % 4]).
 fn storeVoxels(v: vec4<f32>, n: u32, o: u32, oz: u32, oy: u32, ox: u32) {
   if (o >= params.co) { return; }
   let i = yIndex(n, o, oz, oy, ox);
-  let s = select(1u, 2u, MODE == 1u);
-  if (ox + 4u <= params.w) {
-    dst[i] = v.x;
-    dst[i + s] = v.y;
-    dst[i + 2u * s] = v.z;
-    dst[i + 3u * s] = v.w;
+  if (MODE == 0u && VEC == 1u && ox + 4u <= params.w) {
+    dst[i / 4u] = v;
     return;
   }
-  if (ox < params.w) { dst[i] = v.x; }
-  if (ox + 1u < params.w) { dst[i + s] = v.y; }
-  if (ox + 2u < params.w) { dst[i + 2u * s] = v.z; }
+  let s = select(1u, 2u, MODE == 1u);
+  storeAt(i, v.x);
+  if (ox + 1u < params.w) { storeAt(i + s, v.y); }
+  if (ox + 2u < params.w) { storeAt(i + 2u * s, v.z); }
+  if (ox + 3u < params.w) { storeAt(i + 3u * s, v.w); }
+}
+
+fn storeAt(i: u32, v: f32) {
+  dst[i / 4u][i % 4u] = v;
 }
 
 // The 4 bias values of channels o0 .. o0 + 3 (zero without bias or past Co).

@@ -2,67 +2,69 @@
 //
 //   G(o, i, t) = Σ_n Σ_v gy[n, o, v] · x[n, i, v + t - P]      t = (kz·K + ky)·K + kx
 //
-// is a reduction over N·D·H·W. Workgroup (o tile, i tile, slice s) sums the voxel tiles
-// s, s + S, s + 2S, …; each thread owns 4 channels o × RI channels i × K³ taps (K = 3: RI = 1;
-// K = 1: RI = 4, an outer product per voxel) and one voxel block of every tile, and writes its
-// sum to partial slot j = s·NB + block:
-// part[j·M + o·gO + i·gI + t]. conv3d_reduce.wgsl then adds the S·NB slots. With gO = Ci·K³,
-// gI = K³ the result is in PyTorch's [Co, Ci, K, K, K] order; other strides serve the
-// transposed convolution (MODE 1, K = 1: gy is [N, Co/8, 2D, 2H, 2W] seen as 8 channels per
-// real channel over the D×H×W grid, channel o = 8·c + tap is gy[c, 2v + tap]).
+// is a reduction over N·D·H·W. The voxels are cut into blocks of VZ planes × 4 rows × VX
+// voxels; thread (i tile, o tile, slice s) sums the blocks s, s + S, s + 2S, … and writes its
+// sum to partial slot s: part[s·M + o·gO + i·gI + t]. conv3d_reduce.wgsl then adds the S
+// slots. With gO = Ci·K³, gI = K³ the result is in PyTorch's [Co, Ci, K, K, K] order; other
+// strides serve the transposed convolution (MODE 1, K = 1: gy is [N, Co/8, 2D, 2H, 2W] seen as
+// 8 channels per real channel over the D×H×W grid, channel o = 8·c + tap is gy[c, 2v + tap]).
 //
-// Per tile the workgroup stages gy (4 channels per vec4, per voxel) and the x patch with halo
-// in workgroup memory. Per block of 2×4×4 voxels a thread loads 32 gy vec4s and 4 planes × 6
-// rows × 2 vec4 of x and issues 864 vec4 FMAs into 27 vec4 accumulators (K = 3). Wide tiles
-// (up to 32 o × 16 i) let each staged value serve many threads: on a CPU adapter a staged
-// global load costs several times a workgroup-memory load.
+// K = 3: a thread owns 4·CG channels o × 1 channel i × 27 taps. Per block it loads each gy row
+// of its channels once (4 vec4 along x, transposed in registers to one vec4 of 4 channels per
+// voxel) and each x row of the window once (VZ + 2 planes × 6 rows), and issues
+// 27 · 4·CG · 4·VZ·VX multiply-adds. K = 1: 4·CG channels o × 4 channels i, an outer product
+// per voxel. Nothing goes through workgroup memory and there are no barriers: on a CPU adapter
+// every load is a per-lane loop, so only the loads per multiply-add matter (see conv3d.wgsl).
+//
+// VEC = 1 (W % 4 == 0) reads x and gy rows as aligned vec4s through xv and gyv, the same
+// buffers as x and gy; VEC = 0 reads checked scalars.
 
 override K: u32 = 3u;
 override MODE: u32 = 0u;
-override CG: u32 = 4u;  // o groups of 4 channels
-override TI: u32 = 4u;  // i channels per workgroup
-override RI: u32 = 1u;  // i channels per thread: 1 for K = 3, 4 for K = 1
-override BX: u32 = 2u;  // voxel blocks per tile along x, y, z
-override BY: u32 = 1u;
-override BZ: u32 = 2u;
+override CG: u32 = 1u;
+override VZ: u32 = 2u;
+override VX: u32 = 8u;
+override VEC: u32 = 1u;
+override WG: u32 = 64u;
 
-// Voxels per block along z, y, x; the helpers below are written for them.
-const VZ: u32 = 2u;
-const VY: u32 = 4u;
-const VX: u32 = 4u;
-
-override NB: u32 = BZ * BY * BX;
-override TT: u32 = TI / RI; // threads along i
-override WG: u32 = CG * TT * NB;
-override KT: u32 = K * K * K;
 override PAD: u32 = (K - 1u) / 2u;
-override TZ: u32 = BZ * VZ;
-override TY: u32 = BY * VY;
-override TX: u32 = BX * VX;
-override SZ: u32 = TZ + K - 1u;
-override SY: u32 = TY + K - 1u;
-override SX: u32 = (TX + K - 1u + 3u) / 4u;
-override XS_LEN: u32 = TI * SZ * SY * SX;
-override GS_LEN: u32 = TZ * TY * TX * CG;
+// Input channels per thread.
+override RI: u32 = select(1u, 4u, K == 1u);
 
-// xs[i][zz][yy][sx]: x patch from (z0 - P, y0 - P, x0 - P), zero outside the volume.
-var<workgroup> xs: array<vec4<f32>, XS_LEN>;
-// gs[z][y][x][cg]: gy of channels oBase + 4·cg + (0..3), zero outside the volume.
-var<workgroup> gs: array<vec4<f32>, GS_LEN>;
-
-// gy of one block plane: a{dy} for the 4 rows, column dx = the 4 channels at voxel dx.
-struct Gy4 {
-  a0: mat4x4<f32>,
-  a1: mat4x4<f32>,
-  a2: mat4x4<f32>,
-  a3: mat4x4<f32>,
+// gy of one block row: column dx = the 4 channels at voxel dx.
+// gy of one block plane for one channel group: rows a0..a3, voxels x .. x + 3 (lo) and
+// x + 4 .. x + 7 (hi, VX = 8).
+struct GyP {
+  lo0: mat4x4<f32>, lo1: mat4x4<f32>, lo2: mat4x4<f32>, lo3: mat4x4<f32>,
+  hi0: mat4x4<f32>, hi1: mat4x4<f32>, hi2: mat4x4<f32>, hi3: mat4x4<f32>,
 }
 
-// Accumulators of kernel plane kz: g{ky}, column kx = the 4 channels' gradient at (kz, ky, kx).
+// gy of one block plane for both channel groups.
+struct GyZ {
+  g0: GyP,
+  g1: GyP,
+}
+
+// Accumulators of kernel plane kz for one channel group: g{ky}, column kx = the 4 channels'
+// gradient at (kz, ky, kx).
 struct Gz {
   g0: mat3x4<f32>,
   g1: mat3x4<f32>,
   g2: mat3x4<f32>,
+}
+
+// One channel group's 27 taps (K = 3), or its 4 × 4 outer-product sums in k1 (K = 1: column r
+// = channel i + r).
+struct G3 {
+  k0: Gz,
+  k1: Gz,
+  k2: Gz,
+  p: mat4x4<f32>,
+}
+
+struct Acc {
+  c0: G3,
+  c1: G3,
 }
 
 // 6 x rows of one plane; row r holds x - P .. x + 5 - P in (p{r}.xyzw, q{r}.xy).
@@ -75,200 +77,110 @@ struct Rows6 {
   p5: vec4<f32>, q5: vec4<f32>,
 }
 
+// One x plane of the window: voxels x .. x + 3 in lo, x + 4 .. x + 7 in hi.
+struct Plane {
+  lo: Rows6,
+  hi: Rows6,
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  var g = wid.x + wid.y * nwg.x;
+  // Thread → (i tile, o tile, slice), i fastest: the lanes of a SIMD group share gy.
+  var g = (wid.x + wid.y * nwg.x) * WG + lid;
   if (g >= params.groups) { return; }
-  let s = g % params.slices;
-  g /= params.slices;
-  let ti = g % params.tilesI;
-  let oBase = (g / params.tilesI) * 4u * CG;
-  let iBase = ti * TI;
+  let i0 = (g % params.tilesI) * RI;
+  g /= params.tilesI;
+  let oBase = (g % params.tilesO) * 4u * CG;
+  let s = g / params.tilesO;
 
-  // Thread → (cg, ii, block); blocks fastest.
-  let bx = lid % BX;
-  let by = (lid / BX) % BY;
-  let bz = (lid / (BX * BY)) % BZ;
-  let ii = (lid / NB) % TT; // this thread's i channels: iBase + ii·RI + (0 .. RI - 1)
-  let cg = lid / (NB * TT);
-
-  var kz0: Gz; // K = 3, kernel planes kz = 0, 1, 2
-  var kz1: Gz;
-  var kz2: Gz;
-  var k1: mat4x4<f32>; // K = 1: column r = channel iBase + ii·4 + r, 4 channels o per column
-
-  let tiles = params.n * params.tilesZ * params.tilesY * params.tilesX;
-  for (var q = s; q < tiles; q += params.slices) {
+  var acc: Acc;
+  // Slice s is a contiguous run of blocks, so a thread streams through neighbouring memory
+  // and the threads of other channel tiles find the same run in cache shortly after.
+  let blocks = params.n * params.tilesZ * params.tilesY * params.tilesX;
+  let run = (blocks + params.slices - 1u) / params.slices;
+  let qEnd = min(blocks, (s + 1u) * run);
+  for (var q = s * run; q < qEnd; q++) {
     var r = q;
-    let tx = r % params.tilesX;
+    let x0 = (r % params.tilesX) * VX;
     r /= params.tilesX;
-    let ty = r % params.tilesY;
+    let y0 = (r % params.tilesY) * 4u;
     r /= params.tilesY;
-    let tz = r % params.tilesZ;
+    let z0 = (r % params.tilesZ) * VZ;
     let n = r / params.tilesZ;
-    let x0 = tx * TX;
-    let y0 = ty * TY;
-    let z0 = tz * TZ;
-
-    workgroupBarrier();
-    for (var e = lid; e < XS_LEN; e += WG) {
-      let sx = e % SX;
-      let yy = (e / SX) % SY;
-      let zz = (e / (SX * SY)) % SZ;
-      let i = iBase + e / (SX * SY * SZ);
-      xs[e] = loadX4(n, i, z0 + zz, y0 + yy, x0 + sx * 4u);
-    }
-    // Voxels fastest, so neighbouring lanes read neighbouring addresses.
-    for (var e = lid; e < GS_LEN; e += WG) {
-      let v = e % (TZ * TY * TX);
-      let c = e / (TZ * TY * TX);
-      let xx = x0 + v % TX;
-      let yy = y0 + (v / TX) % TY;
-      let zz = z0 + v / (TX * TY);
-      gs[v * CG + c] = loadGy4(n, oBase + 4u * c, zz, yy, xx);
-    }
-    workgroupBarrier();
-
-    // gy row (dz, dy) of this block starts at gs[gb + (dz·TY + dy)·TX·CG]; x row (p, r) at
-    // xs[xb + (p·SY + r)·SX].
-    let gb = ((bz * VZ * TY + by * VY) * TX + bx * VX) * CG + cg;
-    let xb = ((ii * SZ + bz * VZ) * SY + by * VY) * SX + bx;
     if (K == 1u) {
-      // No halo: row (dz, dy) of channel ii·4 + r is the vec4 xs[xb1 + r·plane + (dz·SY + dy)·SX].
-      let xb1 = ((ii * RI * SZ + bz * VZ) * SY + by * VY) * SX + bx;
-      let plane = SZ * SY * SX;
-      for (var dz = 0u; dz < VZ; dz++) {
-        for (var dy = 0u; dy < VY; dy++) {
-          let at = xb1 + (dz * SY + dy) * SX;
-          k1 = rows1(k1, gyRow(gb + (dz * TY + dy) * TX * CG), xs[at], xs[at + plane],
-                     xs[at + 2u * plane], xs[at + 3u * plane]);
-        }
-      }
+      acc = block1(acc, n, oBase, i0, z0, y0, x0);
       continue;
     }
-    let gy0 = gyPlane(gb);
-    let gy1 = gyPlane(gb + TY * TX * CG);
-    // x plane p meets gy plane dz through kernel plane kz = p - dz.
-    let r0 = loadRows(xb);
-    kz0 = planeG(kz0, gy0, r0);
-    let r1 = loadRows(xb + SY * SX);
-    kz1 = planeG(kz1, gy0, r1);
-    kz0 = planeG(kz0, gy1, r1);
-    let r2 = loadRows(xb + 2u * SY * SX);
-    kz2 = planeG(kz2, gy0, r2);
-    kz1 = planeG(kz1, gy1, r2);
-    let r3 = loadRows(xb + 3u * SY * SX);
-    kz2 = planeG(kz2, gy1, r3);
+    // x plane p of the window meets gy plane dz through kernel plane p - dz; each gy plane is
+    // loaded just before the first x plane that needs it. Unrolled by hand, like conv3d.wgsl.
+    let zp = i32(z0) - 1;
+    var gz0 = loadGyZ(n, oBase, z0, y0, x0);
+    var gz1: GyZ;
+    var gz2: GyZ;
+    var gz3: GyZ;
+    if (VZ >= 2u) { gz1 = loadGyZ(n, oBase, z0 + 1u, y0, x0); }
+    acc = feed(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp, y0, x0), 0u);
+    if (VZ >= 3u) { gz2 = loadGyZ(n, oBase, z0 + 2u, y0, x0); }
+    acc = feed(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 1, y0, x0), 1u);
+    if (VZ >= 4u) { gz3 = loadGyZ(n, oBase, z0 + 3u, y0, x0); }
+    acc = feed(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 2, y0, x0), 2u);
+    if (VZ >= 2u) { acc = feed(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 3, y0, x0), 3u); }
+    if (VZ >= 3u) { acc = feed(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 4, y0, x0), 4u); }
+    if (VZ >= 4u) { acc = feed(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 5, y0, x0), 5u); }
   }
 
-  // Partial slot of this thread; every (o, i) in range is written once per slot.
-  let slot = (s * NB + (bz * BY + by) * BX + bx) * params.m;
-  for (var c = 0u; c < 4u; c++) {
-    let o = oBase + 4u * cg + c;
-    if (o >= params.co) { return; }
-    if (K == 1u) {
-      for (var r = 0u; r < RI; r++) {
-        let i = iBase + ii * RI + r;
-        if (i < params.ci) { part[slot + o * params.gO + i * params.gI] = k1[r][c]; }
-      }
-      continue;
-    }
-    let i = iBase + ii;
-    if (i >= params.ci) { return; }
-    let at = slot + o * params.gO + i * params.gI;
-    storeGz(at, kz0, c);
-    storeGz(at + 9u, kz1, c);
-    storeGz(at + 18u, kz2, c);
-  }
+  let slot = s * params.m;
+  storeG3(acc.c0, slot, oBase, i0);
+  if (CG == 2u) { storeG3(acc.c1, slot, oBase + 4u, i0); }
 }
 
-// Component c (a channel o) of the 9 taps of one kernel plane, to part[at + ky·3 + kx].
-fn storeGz(at: u32, g: Gz, c: u32) {
-  part[at] = g.g0[0][c];
-  part[at + 1u] = g.g0[1][c];
-  part[at + 2u] = g.g0[2][c];
-  part[at + 3u] = g.g1[0][c];
-  part[at + 4u] = g.g1[1][c];
-  part[at + 5u] = g.g1[2][c];
-  part[at + 6u] = g.g2[0][c];
-  part[at + 7u] = g.g2[1][c];
-  part[at + 8u] = g.g2[2][c];
+// x plane p of the window against the gy planes dz = p - kz it meets; p is constant at every
+// call.
+fn feed(a: Acc, gz0: GyZ, gz1: GyZ, gz2: GyZ, gz3: GyZ, r: Plane, p: u32) -> Acc {
+  var o = a;
+  o.c0 = feedG3(a.c0, gz0.g0, gz1.g0, gz2.g0, gz3.g0, r, p);
+  if (CG == 2u) { o.c1 = feedG3(a.c1, gz0.g1, gz1.g1, gz2.g1, gz3.g1, r, p); }
+  return o;
 }
 
-// gy of channels o .. o + 3 at grid voxel (z, y, x); zero outside the volume or past Co.
-fn loadGy4(n: u32, o: u32, z: u32, y: u32, x: u32) -> vec4<f32> {
-  let inside = z < params.d && y < params.h && x < params.w;
-  let oc = min(o, params.co - 1u);
-  let zc = min(z, params.d - 1u);
-  let yc = min(y, params.h - 1u);
-  let xc = min(x, params.w - 1u);
-  // Channel o + k sits step[k] after channel o (o is a multiple of 4).
-  var at = (((n * params.co + oc) * params.d + zc) * params.h + yc) * params.w + xc;
-  var step = vec4<u32>(0u, 1u, 2u, 3u) * params.d * params.h * params.w;
-  if (MODE == 1u) {
-    // Channel 8·c + tap of the up-sampled gy: voxel (2z + a, 2y + b, 2x + cc), tap = 4a + 2b + cc.
-    let tap = oc & 7u;
-    let w2 = 2u * params.w;
-    let zz = 2u * zc + (tap >> 2u);
-    let yy = 2u * yc + ((tap >> 1u) & 1u);
-    at = (((n * (params.co >> 3u) + (oc >> 3u)) * 2u * params.d + zz) * 2u * params.h + yy) * w2 +
-      2u * xc + (tap & 1u);
-    step = vec4<u32>(0u, 1u, w2, w2 + 1u);
-  }
-  let ok = vec4<bool>(inside) & (vec4<u32>(o) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.co));
-  let idx = at + select(vec4<u32>(0u), step, ok);
-  return select(vec4<f32>(), vec4<f32>(gy[idx.x], gy[idx.y], gy[idx.z], gy[idx.w]), ok);
+fn feedG3(a: G3, gz0: GyP, gz1: GyP, gz2: GyP, gz3: GyP, r: Plane, p: u32) -> G3 {
+  var o = a;
+  // Kernel plane kz pairs x plane p with gy plane p - kz.
+  if (p < VZ) { o.k0 = planeG(o.k0, gyAt(gz0, gz1, gz2, gz3, p), r); }
+  if (p >= 1u && p - 1u < VZ) { o.k1 = planeG(o.k1, gyAt(gz0, gz1, gz2, gz3, p - 1u), r); }
+  if (p >= 2u && p - 2u < VZ) { o.k2 = planeG(o.k2, gyAt(gz0, gz1, gz2, gz3, p - 2u), r); }
+  return o;
 }
 
-// 4 consecutive x values from staged position (zs, ys, xs0) = grid position + P; zero outside.
-fn loadX4(n: u32, i: u32, zs: u32, ys: u32, xs0: u32) -> vec4<f32> {
-  let z = i32(zs) - i32(PAD);
-  let y = i32(ys) - i32(PAD);
-  let x = i32(xs0) - i32(PAD);
-  let rowOk = i < params.ci && z >= 0 && z < i32(params.d) && y >= 0 && y < i32(params.h);
-  let ic = min(i, params.ci - 1u);
-  let zc = u32(clamp(z, 0, i32(params.d) - 1));
-  let yc = u32(clamp(y, 0, i32(params.h) - 1));
-  let row = (((n * params.ci + ic) * params.d + zc) * params.h + yc) * params.w;
-  return vec4<f32>(loadX1(rowOk, row, x), loadX1(rowOk, row, x + 1), loadX1(rowOk, row, x + 2),
-                   loadX1(rowOk, row, x + 3));
-}
-
-fn loadX1(rowOk: bool, row: u32, x: i32) -> f32 {
-  let ok = rowOk && x >= 0 && x < i32(params.w);
-  return select(0.0, src[row + u32(clamp(x, 0, i32(params.w) - 1))], ok);
-}
-
-fn gyRow(b: u32) -> mat4x4<f32> {
-  return mat4x4<f32>(gs[b], gs[b + CG], gs[b + 2u * CG], gs[b + 3u * CG]);
-}
-
-fn gyPlane(b: u32) -> Gy4 {
-  return Gy4(gyRow(b), gyRow(b + TX * CG), gyRow(b + 2u * TX * CG), gyRow(b + 3u * TX * CG));
-}
-
-fn loadRows(b: u32) -> Rows6 {
-  return Rows6(
-    xs[b], xs[b + 1u],
-    xs[b + SX], xs[b + SX + 1u],
-    xs[b + 2u * SX], xs[b + 2u * SX + 1u],
-    xs[b + 3u * SX], xs[b + 3u * SX + 1u],
-    xs[b + 4u * SX], xs[b + 4u * SX + 1u],
-    xs[b + 5u * SX], xs[b + 5u * SX + 1u],
-  );
+fn gyAt(gz0: GyP, gz1: GyP, gz2: GyP, gz3: GyP, dz: u32) -> GyP {
+  if (dz == 1u) { return gz1; }
+  if (dz == 2u) { return gz2; }
+  if (dz == 3u) { return gz3; }
+  return gz0;
 }
 
 // One x plane against one gy plane: kernel row ky pairs gy row dy with x row dy + ky.
-fn planeG(k: Gz, g: Gy4, r: Rows6) -> Gz {
-  return Gz(
-    rowG(rowG(rowG(rowG(k.g0, g.a0, r.p0, r.q0), g.a1, r.p1, r.q1), g.a2, r.p2, r.q2), g.a3,
-         r.p3, r.q3),
-    rowG(rowG(rowG(rowG(k.g1, g.a0, r.p1, r.q1), g.a1, r.p2, r.q2), g.a2, r.p3, r.q3), g.a3,
-         r.p4, r.q4),
-    rowG(rowG(rowG(rowG(k.g2, g.a0, r.p2, r.q2), g.a1, r.p3, r.q3), g.a2, r.p4, r.q4), g.a3,
-         r.p5, r.q5),
+fn planeG(k: Gz, g: GyP, r: Plane) -> Gz {
+  var o = Gz(
+    rowG(rowG(rowG(rowG(k.g0, g.lo0, r.lo.p0, r.lo.q0), g.lo1, r.lo.p1, r.lo.q1), g.lo2,
+         r.lo.p2, r.lo.q2), g.lo3, r.lo.p3, r.lo.q3),
+    rowG(rowG(rowG(rowG(k.g1, g.lo0, r.lo.p1, r.lo.q1), g.lo1, r.lo.p2, r.lo.q2), g.lo2,
+         r.lo.p3, r.lo.q3), g.lo3, r.lo.p4, r.lo.q4),
+    rowG(rowG(rowG(rowG(k.g2, g.lo0, r.lo.p2, r.lo.q2), g.lo1, r.lo.p3, r.lo.q3), g.lo2,
+         r.lo.p4, r.lo.q4), g.lo3, r.lo.p5, r.lo.q5),
   );
+  if (VX == 8u) {
+    o = Gz(
+      rowG(rowG(rowG(rowG(o.g0, g.hi0, r.hi.p0, r.hi.q0), g.hi1, r.hi.p1, r.hi.q1), g.hi2,
+           r.hi.p2, r.hi.q2), g.hi3, r.hi.p3, r.hi.q3),
+      rowG(rowG(rowG(rowG(o.g1, g.hi0, r.hi.p1, r.hi.q1), g.hi1, r.hi.p2, r.hi.q2), g.hi2,
+           r.hi.p3, r.hi.q3), g.hi3, r.hi.p4, r.hi.q4),
+      rowG(rowG(rowG(rowG(o.g2, g.hi0, r.hi.p2, r.hi.q2), g.hi1, r.hi.p3, r.hi.q3), g.hi2,
+           r.hi.p4, r.hi.q4), g.hi3, r.hi.p5, r.hi.q5),
+    );
+  }
+  return o;
 }
 
 // Tap kx of one kernel row: Σ_dx gy(voxel dx) · x(dx + kx), x = (p.xyzw, q.xy).
@@ -283,13 +195,219 @@ fn rowG(k: mat3x4<f32>, g: mat4x4<f32>, p: vec4<f32>, q: vec4<f32>) -> mat3x4<f3
   );
 }
 
-// K = 1, one row of 4 voxels: column r += Σ_dx gy(voxel dx) · x_r(dx) for 4 channels i.
-fn rows1(k: mat4x4<f32>, g: mat4x4<f32>, p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>,
-         p3: vec4<f32>) -> mat4x4<f32> {
-  return mat4x4<f32>(row1(k[0], g, p0), row1(k[1], g, p1), row1(k[2], g, p2), row1(k[3], g, p3));
+// K = 1, one block: for each voxel, the outer product of gy (4·CG channels o) and x (4
+// channels i), summed over the block's VZ × 4 rows.
+fn block1(a: Acc, n: u32, oBase: u32, i0: u32, z0: u32, y0: u32, x0: u32) -> Acc {
+  var o = a;
+  for (var dz = 0u; dz < VZ; dz++) {
+    let z = z0 + dz;
+    for (var dy = 0u; dy < 4u; dy++) {
+      let y = y0 + dy;
+      // x of channels i0 .. i0 + 3 along the row, one vec4 (4 voxels) per channel.
+      let xa = mat4x4<f32>(xRow4(n, i0, z, y, x0), xRow4(n, i0 + 1u, z, y, x0),
+                           xRow4(n, i0 + 2u, z, y, x0), xRow4(n, i0 + 3u, z, y, x0));
+      o.c0.p = outerRow(o.c0.p, gyRow(n, oBase, z, y, x0), xa);
+      if (CG == 2u) { o.c1.p = outerRow(o.c1.p, gyRow(n, oBase + 4u, z, y, x0), xa); }
+      if (VX == 8u) {
+        let xb = mat4x4<f32>(xRow4(n, i0, z, y, x0 + 4u), xRow4(n, i0 + 1u, z, y, x0 + 4u),
+                             xRow4(n, i0 + 2u, z, y, x0 + 4u), xRow4(n, i0 + 3u, z, y, x0 + 4u));
+        o.c0.p = outerRow(o.c0.p, gyRow(n, oBase, z, y, x0 + 4u), xb);
+        if (CG == 2u) { o.c1.p = outerRow(o.c1.p, gyRow(n, oBase + 4u, z, y, x0 + 4u), xb); }
+      }
+    }
+  }
+  return o;
 }
 
-fn row1(k: vec4<f32>, g: mat4x4<f32>, p: vec4<f32>) -> vec4<f32> {
-  return fma(g[3], vec4<f32>(p.w), fma(g[2], vec4<f32>(p.z), fma(g[1], vec4<f32>(p.y),
-    fma(g[0], vec4<f32>(p.x), k))));
+// Column r += Σ_dx g[dx] · x_r[dx]: g column dx = 4 channels o at voxel dx, xa column r = 4
+// voxels of channel i0 + r.
+fn outerRow(k: mat4x4<f32>, g: mat4x4<f32>, xa: mat4x4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(dot4(k[0], g, xa[0]), dot4(k[1], g, xa[1]), dot4(k[2], g, xa[2]),
+                     dot4(k[3], g, xa[3]));
+}
+
+fn dot4(k: vec4<f32>, g: mat4x4<f32>, x: vec4<f32>) -> vec4<f32> {
+  return fma(g[3], vec4<f32>(x.w), fma(g[2], vec4<f32>(x.z), fma(g[1], vec4<f32>(x.y),
+    fma(g[0], vec4<f32>(x.x), k))));
+}
+
+// gy of one block plane: 4 rows × VX voxels for each channel group.
+fn loadGyZ(n: u32, o: u32, z: u32, y0: u32, x0: u32) -> GyZ {
+  var r: GyZ;
+  r.g0 = loadGyP(n, o, z, y0, x0);
+  if (CG == 2u) { r.g1 = loadGyP(n, o + 4u, z, y0, x0); }
+  return r;
+}
+
+fn loadGyP(n: u32, o: u32, z: u32, y0: u32, x0: u32) -> GyP {
+  var r: GyP;
+  r.lo0 = gyRow(n, o, z, y0, x0);
+  r.lo1 = gyRow(n, o, z, y0 + 1u, x0);
+  r.lo2 = gyRow(n, o, z, y0 + 2u, x0);
+  r.lo3 = gyRow(n, o, z, y0 + 3u, x0);
+  if (VX == 8u) {
+    r.hi0 = gyRow(n, o, z, y0, x0 + 4u);
+    r.hi1 = gyRow(n, o, z, y0 + 1u, x0 + 4u);
+    r.hi2 = gyRow(n, o, z, y0 + 2u, x0 + 4u);
+    r.hi3 = gyRow(n, o, z, y0 + 3u, x0 + 4u);
+  }
+  return r;
+}
+
+// gy of channels o .. o + 3 at voxels x .. x + 3 of grid row (z, y): column dx = the 4
+// channels at voxel x + dx. Zero outside the volume or past Co.
+fn gyRow(n: u32, o: u32, z: u32, y: u32, x: u32) -> mat4x4<f32> {
+  let ok = z < params.d && y < params.h && x < params.w;
+  let zc = min(z, params.d - 1u);
+  let yc = min(y, params.h - 1u);
+  if (MODE == 1u) {
+    // Channels o .. o + 3 (o a multiple of 4) are taps 4a + 2b + c of real channel o / 8,
+    // a = (o / 4) & 1: fine rows 2y + b at fine plane 2z + a, columns 2x + c.
+    let w2 = 2u * params.w;
+    let row0 = (((n * (params.co >> 3u) + (o >> 3u)) * 2u * params.d + 2u * zc + ((o >> 2u) & 1u)) *
+      2u * params.h + 2u * yc) * w2;
+    let oc = o < params.co;
+    let b0 = fineRow(ok && oc, row0, x);      // (x c0, x c1, x+1 c0, x+1 c1, …) for b = 0
+    let b1 = fineRow(ok && oc, row0 + w2, x); // b = 1
+    // Columns: voxel x + dx; components: channels (b, c) = (0,0), (0,1), (1,0), (1,1).
+    return mat4x4<f32>(
+      vec4<f32>(b0[0].x, b0[0].y, b1[0].x, b1[0].y),
+      vec4<f32>(b0[0].z, b0[0].w, b1[0].z, b1[0].w),
+      vec4<f32>(b0[1].x, b0[1].y, b1[1].x, b1[1].y),
+      vec4<f32>(b0[1].z, b0[1].w, b1[1].z, b1[1].w),
+    );
+  }
+  let plane = params.d * params.h * params.w;
+  let row = (((n * params.co + min(o, params.co - 1u)) * params.d + zc) * params.h + yc) *
+    params.w;
+  let c0 = gyVoxels(ok && o < params.co, row, x);
+  let c1 = gyVoxels(ok && o + 1u < params.co, row + select(0u, plane, o + 1u < params.co), x);
+  let c2 = gyVoxels(ok && o + 2u < params.co, row + select(0u, 2u * plane, o + 2u < params.co), x);
+  let c3 = gyVoxels(ok && o + 3u < params.co, row + select(0u, 3u * plane, o + 3u < params.co), x);
+  return transpose(mat4x4<f32>(c0, c1, c2, c3));
+}
+
+// gy at voxels x .. x + 3 of one row starting at index row (zero where not ok or past W).
+fn gyVoxels(ok: bool, row: u32, x: u32) -> vec4<f32> {
+  if (VEC == 1u) {
+    return select(vec4<f32>(), gyv[(row + x) / 4u], ok);
+  }
+  return vec4<f32>(gyAt1(ok, row, x), gyAt1(ok, row, x + 1u), gyAt1(ok, row, x + 2u),
+                   gyAt1(ok, row, x + 3u));
+}
+
+fn gyAt1(ok: bool, row: u32, x: u32) -> f32 {
+  return select(0.0, gy[row + min(x, params.w - 1u)], ok && x < params.w);
+}
+
+// Fine gy row (MODE 1) at fine columns 2x .. 2x + 7, as two vec4s (zero past 2W).
+fn fineRow(ok: bool, row: u32, x: u32) -> array<vec4<f32>, 2> {
+  let w2 = 2u * params.w;
+  let f = row + 2u * x;
+  if (VEC == 1u) {
+    // 2W % 4 == 0: the vec4s are aligned; 2x + 4 < 2W whenever x + 2 < W.
+    return array<vec4<f32>, 2>(select(vec4<f32>(), gyv[f / 4u], ok),
+                               select(vec4<f32>(), gyv[f / 4u + 1u], ok && x + 2u < params.w));
+  }
+  return array<vec4<f32>, 2>(
+    vec4<f32>(fine1(ok, row, 2u * x), fine1(ok, row, 2u * x + 1u), fine1(ok, row, 2u * x + 2u),
+              fine1(ok, row, 2u * x + 3u)),
+    vec4<f32>(fine1(ok, row, 2u * x + 4u), fine1(ok, row, 2u * x + 5u),
+              fine1(ok, row, 2u * x + 6u), fine1(ok, row, 2u * x + 7u)),
+  );
+}
+
+fn fine1(ok: bool, row: u32, xx: u32) -> f32 {
+  return select(0.0, gy[row + min(xx, 2u * params.w - 1u)], ok && xx < 2u * params.w);
+}
+
+// x of channel i at voxels x .. x + 3 of grid row (z, y) (K = 1; zero outside or past Ci).
+fn xRow4(n: u32, i: u32, z: u32, y: u32, x: u32) -> vec4<f32> {
+  let ok = i < params.ci && z < params.d && y < params.h && x < params.w;
+  let row = (((n * params.ci + min(i, params.ci - 1u)) * params.d + min(z, params.d - 1u)) *
+    params.h + min(y, params.h - 1u)) * params.w;
+  if (VEC == 1u) {
+    return select(vec4<f32>(), xv[(row + x) / 4u], ok);
+  }
+  return vec4<f32>(loadX(ok, row, i32(x)), loadX(ok, row, i32(x) + 1), loadX(ok, row, i32(x) + 2),
+                   loadX(ok, row, i32(x) + 3));
+}
+
+// Rows y0 - 1 .. y0 + 4 of channel i at grid plane z (K = 3; zero outside the volume).
+fn loadPlane(n: u32, i: u32, z: i32, y0: u32, x0: u32) -> Plane {
+  let y = i32(y0) - 1;
+  let a = loadRow(n, i, z, y, x0);
+  let b = loadRow(n, i, z, y + 1, x0);
+  let c = loadRow(n, i, z, y + 2, x0);
+  let d = loadRow(n, i, z, y + 3, x0);
+  let e = loadRow(n, i, z, y + 4, x0);
+  let f = loadRow(n, i, z, y + 5, x0);
+  return Plane(
+    Rows6(a[0], a[1], b[0], b[1], c[0], c[1], d[0], d[1], e[0], e[1], f[0], f[1]),
+    Rows6(a[2], a[3], b[2], b[3], c[2], c[3], d[2], d[3], e[2], e[3], f[2], f[3]),
+  );
+}
+
+// x at x0 - 1 .. x0 + VX of one row as [p_lo, q_lo, p_hi, q_hi] (see conv3d.wgsl).
+fn loadRow(n: u32, i: u32, z: i32, y: i32, x0: u32) -> array<vec4<f32>, 4> {
+  let ok = i < params.ci && u32(z) < params.d && u32(y) < params.h;
+  let row = (((n * params.ci + min(i, params.ci - 1u)) * params.d + min(u32(z), params.d - 1u)) *
+    params.h + min(u32(y), params.h - 1u)) * params.w;
+  var a: vec4<f32>;
+  var b: vec4<f32>;
+  if (VEC == 1u) {
+    a = select(vec4<f32>(), xv[(row + x0) / 4u], ok && x0 < params.w);
+    if (VX == 8u) { b = select(vec4<f32>(), xv[(row + x0) / 4u + 1u], ok && x0 + 4u < params.w); }
+  } else {
+    a = vec4<f32>(loadX(ok, row, i32(x0)), loadX(ok, row, i32(x0) + 1),
+                  loadX(ok, row, i32(x0) + 2), loadX(ok, row, i32(x0) + 3));
+    if (VX == 8u) {
+      b = vec4<f32>(loadX(ok, row, i32(x0) + 4), loadX(ok, row, i32(x0) + 5),
+                    loadX(ok, row, i32(x0) + 6), loadX(ok, row, i32(x0) + 7));
+    }
+  }
+  let l = loadX(ok, row, i32(x0) - 1);
+  let r = loadX(ok, row, i32(x0 + VX));
+  if (VX == 4u) {
+    return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, r, 0.0, 0.0), vec4<f32>(),
+                               vec4<f32>());
+  }
+  return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, b.x, 0.0, 0.0),
+                             vec4<f32>(a.w, b.xyz), vec4<f32>(b.w, r, 0.0, 0.0));
+}
+
+fn loadX(rowOk: bool, row: u32, x: i32) -> f32 {
+  return select(0.0, src[row + u32(clamp(x, 0, i32(params.w) - 1))], rowOk && u32(x) < params.w);
+}
+
+// The sums of one channel group (channels o .. o + 3) into its partial slot.
+fn storeG3(a: G3, slot: u32, o: u32, i0: u32) {
+  for (var c = 0u; c < 4u; c++) {
+    if (o + c >= params.co) { return; }
+    let oc = slot + (o + c) * params.gO;
+    if (K == 1u) {
+      for (var r = 0u; r < 4u; r++) {
+        if (i0 + r < params.ci) { part[oc + (i0 + r) * params.gI] = a.p[r][c]; }
+      }
+      continue;
+    }
+    if (i0 >= params.ci) { return; }
+    let at = oc + i0 * params.gI;
+    storeGz(at, a.k0, c);
+    storeGz(at + 9u, a.k1, c);
+    storeGz(at + 18u, a.k2, c);
+  }
+}
+
+// Component c (a channel o) of the 9 taps of one kernel plane, to part[at + ky·3 + kx].
+fn storeGz(at: u32, g: Gz, c: u32) {
+  part[at] = g.g0[0][c];
+  part[at + 1u] = g.g0[1][c];
+  part[at + 2u] = g.g0[2][c];
+  part[at + 3u] = g.g1[0][c];
+  part[at + 4u] = g.g1[1][c];
+  part[at + 5u] = g.g1[2][c];
+  part[at + 6u] = g.g2[0][c];
+  part[at + 7u] = g.g2[1][c];
+  part[at + 8u] = g.g2[2][c];
 }

@@ -31,6 +31,10 @@ const suites: Record<string, { summary: string; load: () => Promise<{ suite: Ben
     summary: "one U-Net training step (base 16, depth 4, 64³, Adam): ms vs PyTorch",
     load: () => import("./bench/train.ts"),
   },
+  infer: {
+    summary: "sliding-window inference (base 16, depth 4, 64³): voxels/s, RSS vs PyTorch; memory",
+    load: () => import("./bench/infer.ts"),
+  },
 };
 
 const HELP = `voxseg bench <suite> [--json] [--quick]

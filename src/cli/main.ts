@@ -30,6 +30,18 @@ export const commandTable: Record<string, Command> = {
     summary: "train a 3D U-Net (no flags: the embedded synthetic chest-CT dataset)",
     load: () => import("./train.ts"),
   },
+  infer: {
+    summary: "segment a NIfTI file or OME-Zarr case with a checkpoint (sliding window)",
+    load: () => import("./infer.ts"),
+  },
+  eval: {
+    summary: "score a checkpoint on a dataset split: Dice, HD95, precision, recall, volumes",
+    load: () => import("./eval.ts"),
+  },
+  serve: {
+    summary: "HTTP API: predict, training and prediction jobs with live events, metrics",
+    load: () => import("./serve.ts"),
+  },
   bench: {
     summary: "benchmarks: ops, loader, train (--json for one object per line)",
     load: () => import("./bench.ts"),

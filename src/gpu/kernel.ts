@@ -11,7 +11,14 @@
 import { gpu } from "./device.ts";
 
 export type Scalar = "u32" | "i32" | "f32";
-export type StorageType = "f32" | "u32" | "i32" | "atomic<u32>" | "atomic<i32>";
+export type StorageType =
+  | "f32"
+  | "u32"
+  | "i32"
+  | "atomic<u32>"
+  | "atomic<i32>"
+  /** Four floats per element; the bound buffer's size must be a multiple of 16 bytes. */
+  | "vec4<f32>";
 
 export interface Binding {
   name: string;

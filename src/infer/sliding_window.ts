@@ -1,16 +1,26 @@
 /**
- * Sliding-window prediction over a whole volume: overlapping patch-sized windows, several per
- * GPU batch, blended with a Gaussian importance map into class probabilities.
+ * Sliding-window prediction (nnU-Net / MONAI style): overlapping patch-sized windows, several
+ * per GPU batch, optional test-time flips averaged on the GPU, blended on the host with a
+ * Gaussian importance map into class probabilities.
  *
- * The volume is padded to at least one patch per axis (with the normalised air value) and the
- * result cropped back, so volumes smaller than a patch work.
+ * Memory stays bounded whatever the volume's depth: windows are processed row by row along z
+ * (every window of a row starts at the same z), and the host accumulates only the planes the
+ * current row covers — `classes × patchD × H × W` floats — plus one image slab of `patchD`
+ * planes. Once a row is done, the planes before the next row's start receive no further
+ * windows; they are handed out as a {@link ProbabilitySlab} and the accumulator moves on.
+ * The weight sum needs no buffer: the importance map is separable, so it is the product of
+ * per-axis sums.
+ *
+ * Volumes smaller than a patch along an axis are padded (with the normalised air value) and
+ * the result cropped, so any size works. While the host blends one batch, the GPU already
+ * runs the next. Batches do not span rows; a row's last batch is filled up by repeating its
+ * last window (run, not blended), so every batch has one shape and reuses the same buffers.
  */
 
 import { fromArray, readTensors, scope, type Tensor } from "../gpu/mod.ts";
-import { flip, softmaxChannels } from "../autograd/functional.ts";
-import { gaussianImportance, windowStarts } from "./gaussian.ts";
-
-type Shape3 = [number, number, number];
+import { add, flip, softmaxChannels } from "../autograd/functional.ts";
+import type { Shape3 } from "../data/volume.ts";
+import { axisCoverage, gaussianAxis, windowStarts } from "./gaussian.ts";
 
 export interface SlidingWindowOptions {
   patchSize: Shape3;
@@ -22,15 +32,337 @@ export interface SlidingWindowOptions {
   padValue?: number;
   /** Test-time flips: each entry is a list of spatial axes (0 = z, 1 = y, 2 = x). */
   flips?: number[][];
-  /** Called after each batch of windows with (done, total). */
+  /** Called after each batch of windows with (done, total) windows. */
   onProgress?: (done: number, total: number) => void;
+  /** Checked before each batch; aborting stops with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /** A network mapping [B, 1, d, h, w] to logits [B, C, d, h, w]. */
 export type Predictor = (x: Tensor) => Tensor;
 
+/** A normalised single-channel image, read a range of z-planes at a time. */
+export interface SlabSource {
+  /** D, H, W. */
+  shape: Shape3;
+  /** Planes z0 ≤ z < z1 (0 ≤ z0 < z1 ≤ D) as (z1 − z0)·H·W floats, x fastest. */
+  read(z0: number, z1: number): Promise<Float32Array>;
+}
+
+/**
+ * Finished planes z0 ≤ z < z0 + depth of the blended prediction. Valid only until the
+ * generator that produced it resumes (it is a view of the accumulator).
+ */
+export interface ProbabilitySlab {
+  z0: number;
+  depth: number;
+  /** Writes the arg-max class of each voxel (depth·H·W, x fastest) into `out`. */
+  argmax(out: Uint8Array): void;
+  /** Writes the probabilities of local plane `z` (0 ≤ z < depth) as [C, H, W] into `out`. */
+  probabilities(z: number, out: Float32Array): void;
+}
+
+/** Every flip combination of `axes` except the identity (nnU-Net's test-time mirroring). */
+export function flipSets(axes: readonly number[]): number[][] {
+  const unique = [...new Set(axes)].sort();
+  for (const a of unique) {
+    if (![0, 1, 2].includes(a)) throw new RangeError(`flip axis must be 0, 1 or 2, got ${a}`);
+  }
+  const sets: number[][] = [];
+  for (let mask = 1; mask < 1 << unique.length; mask++) {
+    sets.push(unique.filter((_, i) => mask & (1 << i)));
+  }
+  return sets;
+}
+
+/**
+ * Host bytes the sliding window holds for a volume of `shape` (D, H, W): the accumulator,
+ * one image slab, the batch's input and read-back buffers, the weight map.
+ */
+export function slidingWindowBytes(
+  shape: Shape3,
+  patch: Shape3,
+  classes: number,
+  batchSize: number,
+): number {
+  const plane = Math.max(shape[1], patch[1]) * Math.max(shape[2], patch[2]);
+  const patchVox = patch[0] * patch[1] * patch[2];
+  return 4 * (
+    (classes + 1) * patch[0] * plane + // accumulator + image slab
+    batchSize * patchVox * (1 + classes) + patchVox // batch in/out, weights
+  );
+}
+
+function checkOptions(opts: SlidingWindowOptions, classes: number): void {
+  const { patchSize: patch, overlap = 0.5, batchSize = 1 } = opts;
+  if (!(overlap >= 0 && overlap < 1)) {
+    throw new RangeError(`overlap must be in [0, 1), got ${overlap}`);
+  }
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
+  }
+  if (patch.length !== 3 || patch.some((p) => !Number.isInteger(p) || p < 1)) {
+    throw new RangeError(`patchSize must be 3 positive integers, got [${patch}]`);
+  }
+  if (!Number.isInteger(classes) || classes < 1 || classes > 256) {
+    throw new RangeError(`classes must be an integer in 1..256, got ${classes}`);
+  }
+}
+
+interface Batch {
+  row: number;
+  /** (y0, x0) of the windows run, padded to the batch size by repeating the last one. */
+  windows: [number, number][];
+  /** How many of `windows` are real (the rest are padding, predicted but not blended). */
+  count: number;
+  firstOfRow: boolean;
+  lastOfRow: boolean;
+}
+
+/**
+ * Blended class probabilities of `source`, slab by slab in z order; see the module comment.
+ *
+ * @example
+ * for await (const slab of slidingWindowSlabs(predict, source, 3, { patchSize: [64, 64, 64] })) {
+ *   slab.argmax(labels.subarray(slab.z0 * H * W, (slab.z0 + slab.depth) * H * W));
+ * }
+ */
+export async function* slidingWindowSlabs(
+  predict: Predictor,
+  source: SlabSource,
+  classes: number,
+  opts: SlidingWindowOptions,
+): AsyncGenerator<ProbabilitySlab, void, void> {
+  checkOptions(opts, classes);
+  const { patchSize: patch, overlap = 0.5, batchSize = 1, padValue = 0, flips = [] } = opts;
+  const [D, H, W] = source.shape;
+  const [pd, ph, pw] = patch;
+  // The padded grid: at least one patch per axis.
+  const PD = Math.max(D, pd), PH = Math.max(H, ph), PW = Math.max(W, pw);
+  const zStarts = windowStarts(PD, pd, overlap);
+  const yStarts = windowStarts(PH, ph, overlap);
+  const xStarts = windowStarts(PW, pw, overlap);
+  const gz = gaussianAxis(pd), gy = gaussianAxis(ph), gx = gaussianAxis(pw);
+  const sz = axisCoverage(PD, zStarts, gz), sy = axisCoverage(PH, yStarts, gy);
+  const sx = axisCoverage(PW, xStarts, gx);
+  const views = 1 + flips.length;
+  const patchVox = pd * ph * pw;
+  // Importance map with the 1/views of the flip average folded in.
+  const weights = new Float32Array(patchVox);
+  for (let z = 0, i = 0; z < pd; z++) {
+    for (let y = 0; y < ph; y++) {
+      const zy = (gz[z] * gy[y]) / views;
+      for (let x = 0; x < pw; x++, i++) weights[i] = zy * gx[x];
+    }
+  }
+
+  const plane = PH * PW;
+  const classStride = pd * plane;
+  /** acc[c, z, y, x] (padded grid) for planes zStarts[row] … zStarts[row] + pd. */
+  const acc = new Float32Array(classes * classStride);
+  const batches: Batch[] = [];
+  const rowWindows: [number, number][] = [];
+  for (const y0 of yStarts) for (const x0 of xStarts) rowWindows.push([y0, x0]);
+  zStarts.forEach((_, row) => {
+    for (let i = 0; i < rowWindows.length; i += batchSize) {
+      const windows = rowWindows.slice(i, i + batchSize);
+      const count = windows.length;
+      // Every batch has the same shape, so one set of pooled GPU buffers serves them all.
+      if (rowWindows.length >= batchSize) {
+        while (windows.length < batchSize) windows.push(windows[count - 1]);
+      }
+      batches.push({
+        row,
+        windows,
+        count,
+        firstOfRow: i === 0,
+        lastOfRow: i + batchSize >= rowWindows.length,
+      });
+    }
+  });
+  const total = zStarts.length * rowWindows.length;
+  const input = new Float32Array(batchSize * patchVox);
+  let image: Float32Array = new Float32Array(0);
+  let imageDepth = 0;
+
+  /** Copies a batch's windows out of the image slab, padding outside the volume. */
+  const gather = (b: Batch): Float32Array => {
+    const x = input.subarray(0, b.windows.length * patchVox);
+    b.windows.forEach(([y0, x0], w) => {
+      for (let z = 0; z < pd; z++) {
+        for (let y = 0; y < ph; y++) {
+          const dst = w * patchVox + pw * (y + ph * z);
+          const sy0 = y0 + y;
+          if (z >= imageDepth || sy0 >= H) {
+            x.fill(padValue, dst, dst + pw);
+            continue;
+          }
+          const src = W * (sy0 + H * z) + x0;
+          const inside = Math.max(0, Math.min(pw, W - x0));
+          x.set(image.subarray(src, src + inside), dst);
+          if (inside < pw) x.fill(padValue, dst + inside, dst + pw);
+        }
+      }
+    });
+    return x;
+  };
+
+  /** Records the batch's forward passes (with flips) and starts reading the mean back. */
+  const launch = (b: Batch) => {
+    const data = gather(b);
+    const probs = scope(() => {
+      const x = fromArray([b.windows.length, 1, pd, ph, pw], data);
+      let sum: Tensor | undefined;
+      for (const axes of [[], ...flips]) {
+        // One scope per view: its activations go back to the pool before the next view runs.
+        const p = scope(() => {
+          const spatial = axes.map((a) => a + 2);
+          const xin = spatial.length ? flip(x, spatial) : x;
+          const p = softmaxChannels(predict(xin));
+          return spatial.length ? flip(p, spatial) : p;
+        });
+        sum = sum ? add(sum, p) : p;
+      }
+      return sum!;
+    });
+    const host = readTensors([probs]).then(([h]) => h);
+    // A rejection is handled where the batch is awaited; this keeps it from going unhandled.
+    host.catch(() => {});
+    return { batch: b, probs, host };
+  };
+
+  const accumulate = (b: Batch, host: Float32Array) => {
+    b.windows.slice(0, b.count).forEach(([y0, x0], w) => {
+      for (let c = 0; c < classes; c++) {
+        const base = (w * classes + c) * patchVox;
+        for (let z = 0; z < pd; z++) {
+          for (let y = 0; y < ph; y++) {
+            const src = base + pw * (y + ph * z);
+            const wi = pw * (y + ph * z);
+            const dst = c * classStride + z * plane + (y0 + y) * PW + x0;
+            for (let x = 0; x < pw; x++) acc[dst + x] += host[src + x] * weights[wi + x];
+          }
+        }
+      }
+    });
+  };
+
+  const slab = (row: number): ProbabilitySlab => {
+    const z0 = zStarts[row];
+    const end = row + 1 < zStarts.length ? zStarts[row + 1] : PD;
+    const depth = Math.min(end, D) - z0;
+    return {
+      z0,
+      depth,
+      argmax(out: Uint8Array) {
+        for (let z = 0, o = 0; z < depth; z++) {
+          for (let y = 0; y < H; y++) {
+            const row0 = z * plane + y * PW;
+            for (let x = 0; x < W; x++, o++) {
+              const i = row0 + x;
+              let best = 0, bestP = acc[i];
+              for (let c = 1; c < classes; c++) {
+                const p = acc[c * classStride + i];
+                if (p > bestP) {
+                  bestP = p;
+                  best = c;
+                }
+              }
+              out[o] = best;
+            }
+          }
+        }
+      },
+      probabilities(z: number, out: Float32Array) {
+        if (!(z >= 0 && z < depth)) {
+          throw new RangeError(`plane ${z} outside the slab (0..${depth - 1})`);
+        }
+        const vox = H * W;
+        for (let y = 0; y < H; y++) {
+          const szy = sz[z0 + z] * sy[y];
+          const src = z * plane + y * PW;
+          for (let x = 0; x < W; x++) {
+            const inv = 1 / (szy * sx[x]);
+            for (let c = 0; c < classes; c++) {
+              out[c * vox + y * W + x] = acc[c * classStride + src + x] * inv;
+            }
+          }
+        }
+      },
+    };
+  };
+
+  /** Moves the accumulator to the next row's start, zeroing the planes that enter it. */
+  const advance = (row: number) => {
+    if (row + 1 >= zStarts.length) return;
+    const shift = (zStarts[row + 1] - zStarts[row]) * plane;
+    for (let c = 0; c < classes; c++) {
+      const o = c * classStride;
+      acc.copyWithin(o, o + shift, o + classStride);
+      acc.fill(0, o + classStride - shift, o + classStride);
+    }
+  };
+
+  let inflight: ReturnType<typeof launch> | undefined;
+  let done = 0;
+  try {
+    for (let i = 0; i <= batches.length; i++) {
+      let next: ReturnType<typeof launch> | undefined;
+      if (i < batches.length) {
+        opts.signal?.throwIfAborted();
+        const b = batches[i];
+        if (b.firstOfRow) {
+          const z0 = zStarts[b.row];
+          imageDepth = Math.max(0, Math.min(pd, D - z0));
+          image = imageDepth ? await source.read(z0, z0 + imageDepth) : new Float32Array(0);
+          if (image.length !== imageDepth * H * W) {
+            throw new Error(
+              `slab source returned ${image.length} voxels for ${imageDepth} planes of ${H}×${W}`,
+            );
+          }
+        }
+        next = launch(b);
+      }
+      if (inflight) {
+        const { batch, probs } = inflight;
+        const host = await inflight.host;
+        probs.dispose();
+        inflight = undefined;
+        accumulate(batch, host);
+        done += batch.count;
+        opts.onProgress?.(done, total);
+        if (batch.lastOfRow) {
+          yield slab(batch.row);
+          advance(batch.row);
+        }
+      }
+      inflight = next;
+    }
+  } finally {
+    if (inflight) {
+      await inflight.host.catch(() => {});
+      inflight.probs.dispose();
+    }
+  }
+}
+
+/** A {@link SlabSource} over a normalised image held in memory. */
+export function arraySource(image: Float32Array, shape: Shape3): SlabSource {
+  const [D, H, W] = shape;
+  if (image.length !== D * H * W) {
+    throw new RangeError(
+      `image has ${image.length} voxels but shape ${shape.join("×")} needs ${D * H * W}`,
+    );
+  }
+  return {
+    shape,
+    read: (z0, z1) => Promise.resolve(image.subarray(z0 * H * W, z1 * H * W)),
+  };
+}
+
 /**
  * Class probabilities [C, D, H, W] (flat, x fastest) for a normalised single-channel volume.
+ * Holds the full-volume probabilities; {@link slidingWindowLabels} does not.
  *
  * @example
  * const probs = await slidingWindow((x) => net.forward(x, { training: false }), img, shape, 3,
@@ -43,92 +375,41 @@ export async function slidingWindow(
   classes: number,
   opts: SlidingWindowOptions,
 ): Promise<Float32Array> {
-  const { patchSize: patch, overlap = 0.5, batchSize = 1, padValue = 0, flips = [] } = opts;
-  if (!(overlap >= 0 && overlap < 1)) throw new Error(`overlap must be in [0, 1), got ${overlap}`);
   const [D, H, W] = shape;
-  if (image.length !== D * H * W) {
-    throw new Error(
-      `image has ${image.length} voxels but shape ${shape.join("×")} needs ${D * H * W}`,
-    );
-  }
-  // Pad to at least one patch per axis.
-  const padded: Shape3 = [Math.max(D, patch[0]), Math.max(H, patch[1]), Math.max(W, patch[2])];
-  const [PD, PH, PW] = padded;
-  const [pd, ph, pw] = patch;
-  const weights = gaussianImportance(patch);
-  const acc = new Float32Array(classes * PD * PH * PW);
-  const wsum = new Float32Array(PD * PH * PW);
-
-  const starts: Shape3[] = [];
-  for (const z of windowStarts(PD, pd, overlap)) {
-    for (const y of windowStarts(PH, ph, overlap)) {
-      for (const x of windowStarts(PW, pw, overlap)) starts.push([z, y, x]);
-    }
-  }
-  const patchVox = pd * ph * pw;
-  const views = [[], ...flips];
-  for (let b0 = 0; b0 < starts.length; b0 += batchSize) {
-    const batch = starts.slice(b0, b0 + batchSize);
-    const input = new Float32Array(batch.length * patchVox);
-    batch.forEach(([z0, y0, x0], b) => {
-      for (let z = 0; z < pd; z++) {
-        for (let y = 0; y < ph; y++) {
-          const dst = b * patchVox + pw * (y + ph * z);
-          const sz = z0 + z, sy = y0 + y;
-          for (let x = 0; x < pw; x++) {
-            const sx = x0 + x;
-            input[dst + x] = sz < D && sy < H && sx < W ? image[sx + W * (sy + H * sz)] : padValue;
-          }
-        }
-      }
-    });
-    const probs = scope(() => {
-      const x = fromArray([batch.length, 1, pd, ph, pw], input);
-      // Average softmax over the identity and each flip (flipped back before averaging).
-      return views.map((axes) => {
-        const spatial = axes.map((a) => a + 2);
-        const xin = spatial.length ? flip(x, spatial) : x;
-        const p = softmaxChannels(predict(xin));
-        return spatial.length ? flip(p, spatial) : p;
-      });
-    });
-    const host = await readTensors(probs);
-    for (const p of probs) p.dispose();
-    batch.forEach(([z0, y0, x0], b) => {
-      for (let z = 0; z < pd; z++) {
-        for (let y = 0; y < ph; y++) {
-          for (let x = 0; x < pw; x++) {
-            const pi = x + pw * (y + ph * z);
-            const vi = x0 + x + PW * (y0 + y + PH * (z0 + z));
-            const wgt = weights[pi] / views.length;
-            wsum[vi] += weights[pi];
-            for (let c = 0; c < classes; c++) {
-              let s = 0;
-              for (const h of host) s += h[(b * classes + c) * patchVox + pi];
-              acc[c * PD * PH * PW + vi] += s * wgt;
-            }
-          }
-        }
-      }
-    });
-    opts.onProgress?.(Math.min(b0 + batchSize, starts.length), starts.length);
-  }
-  // Normalise and crop to the input grid.
-  const out = new Float32Array(classes * D * H * W);
-  for (let c = 0; c < classes; c++) {
-    for (let z = 0; z < D; z++) {
-      for (let y = 0; y < H; y++) {
-        for (let x = 0; x < W; x++) {
-          const vi = x + PW * (y + PH * z);
-          out[c * D * H * W + x + W * (y + H * z)] = acc[c * PD * PH * PW + vi] / wsum[vi];
-        }
+  const vox = D * H * W, planeVox = H * W;
+  const out = new Float32Array(classes * vox);
+  const plane = new Float32Array(classes * planeVox);
+  for await (const slab of slidingWindowSlabs(predict, arraySource(image, shape), classes, opts)) {
+    for (let z = 0; z < slab.depth; z++) {
+      slab.probabilities(z, plane);
+      for (let c = 0; c < classes; c++) {
+        out.set(
+          plane.subarray(c * planeVox, (c + 1) * planeVox),
+          c * vox + (slab.z0 + z) * planeVox,
+        );
       }
     }
   }
   return out;
 }
 
-/** Arg-max over classes of probabilities [C, V] → labels [V]. */
+/** Arg-max labels [D, H, W] of the blended prediction, without full-volume probabilities. */
+export async function slidingWindowLabels(
+  predict: Predictor,
+  image: Float32Array,
+  shape: Shape3,
+  classes: number,
+  opts: SlidingWindowOptions,
+): Promise<Uint8Array> {
+  const planeVox = shape[1] * shape[2];
+  const out = new Uint8Array(shape[0] * planeVox);
+  for await (const slab of slidingWindowSlabs(predict, arraySource(image, shape), classes, opts)) {
+    slab.argmax(out.subarray(slab.z0 * planeVox, (slab.z0 + slab.depth) * planeVox));
+  }
+  return out;
+}
+
+/** Arg-max over classes of probabilities [C, V] → labels [V]; ties go to the lower class. */
 export function argmaxClasses(probs: Float32Array, classes: number): Uint8Array {
   const v = probs.length / classes;
   const out = new Uint8Array(v);

@@ -9,7 +9,7 @@ import { resolveCase, type Split } from "../data/dataset.ts";
 import { normalizeInPlace, padIntensity } from "../data/normalize.ts";
 import type { Validator } from "../train/trainer.ts";
 import { dicePerClass, nanMean } from "./metrics.ts";
-import { argmaxClasses, slidingWindow } from "./sliding_window.ts";
+import { slidingWindowLabels } from "./sliding_window.ts";
 
 export interface ValidatorOptions {
   /** Window size: the training patch size. */
@@ -36,7 +36,8 @@ export function datasetValidator(opts: ValidatorOptions): Validator {
       const image = await reader.readFullImage();
       const label = await reader.readFullLabel();
       const data = normalizeInPlace(Float32Array.from(image.data as ArrayLike<number>), norm);
-      const probs = await slidingWindow(
+      // Labels only: full-volume probabilities are never held.
+      const labels = await slidingWindowLabels(
         (x) => model.forward(x, { training: false }),
         data,
         image.shape,
@@ -48,7 +49,7 @@ export function datasetValidator(opts: ValidatorOptions): Validator {
           padValue: padIntensity(norm),
         },
       );
-      const dice = dicePerClass(argmaxClasses(probs, classes), label.data as Uint8Array, classes);
+      const dice = dicePerClass(labels, label.data as Uint8Array, classes);
       dice.forEach((d, c) => perClass[c].push(d));
     }
     const metrics: Record<string, number> = {};

@@ -2,18 +2,23 @@
  * 3D convolution, stride 1, kernel 3 (padding 1) or 1 (padding 0), forward and backward.
  *
  * Layouts follow PyTorch: x [N, Ci, D, H, W], w [Co, Ci, k, k, k], bias [Co].
- * Four kernels serve this file and `conv_transpose3d.ts`:
- * - `conv3d.wgsl`: the convolution as an implicit GEMM (forward, and the input gradient as the
- *   convolution of gy with channel-swapped, tap-flipped weights read through strides);
- * - `conv3d_wgrad.wgsl`: weight-gradient partial sums, one slot per workgroup slice and block;
+ * Five kernels serve this file and `conv_transpose3d.ts`:
+ * - `conv3d_pack.wgsl`: weights read through strides (so also channel-swapped and
+ *   tap-flipped for the input gradient) packed into per-tile vec4 order;
+ * - `conv3d.wgsl`: the direct convolution, a register block per thread (forward, and the
+ *   input gradient as the convolution of gy with the packed flipped weights);
+ * - `conv3d_wgrad.wgsl`: weight-gradient partial sums, one slot per voxel slice;
  * - `conv3d_reduce.wgsl`: adds partial-sum slots;
  * - `conv3d_bias.wgsl`: per-channel partial sums of gy (the bias gradient).
+ *
+ * Register blocks differ by adapter: see {@link CONV_TILES} and {@link WGRAD_TILES}.
  */
 
 import conv3dWgsl from "../../shaders/conv3d.wgsl" with { type: "text" };
 import wgradWgsl from "../../shaders/conv3d_wgrad.wgsl" with { type: "text" };
 import reduceWgsl from "../../shaders/conv3d_reduce.wgsl" with { type: "text" };
 import biasWgsl from "../../shaders/conv3d_bias.wgsl" with { type: "text" };
+import packWgsl from "../../shaders/conv3d_pack.wgsl" with { type: "text" };
 import { commands, defineKernel, gpu, grid1d, Tensor } from "../gpu/mod.ts";
 import { assertRank } from "./shape.ts";
 
@@ -32,19 +37,37 @@ export const conv3dKernel = defineKernel({
     tilesY: "u32",
     tilesZ: "u32",
     tilesC: "u32",
-    wO: "i32",
-    wI: "i32",
-    wT: "i32",
-    wBase: "i32",
+    ciPad: "u32",
     hasBias: "u32",
   },
   bindings: [
     { name: "src", access: "read" },
-    { name: "wgt", access: "read" },
+    // The same buffer as src, read as aligned vec4s when W % 4 == 0.
+    { name: "srcv", access: "read", type: "vec4<f32>" },
+    { name: "pw", access: "read", type: "vec4<f32>" },
     { name: "bias", access: "read" },
-    { name: "dst", access: "read_write" },
+    { name: "dst", access: "read_write", type: "vec4<f32>" },
   ],
-  constants: { K: 3, MODE: 0, CG: 4, BX: 2, BY: 2, BZ: 4, CI_CHUNK: 4 },
+  constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, WG: 64 },
+});
+
+export const packWeightsKernel = defineKernel({
+  name: "conv3d_pack",
+  body: packWgsl,
+  uniforms: {
+    total: "u32",
+    gw: "u32",
+    kt: "u32",
+    ci: "u32",
+    ciPad: "u32",
+    co: "u32",
+    wO: "i32",
+    wI: "i32",
+    wT: "i32",
+    wBase: "i32",
+  },
+  bindings: [{ name: "wgt", access: "read" }, { name: "pw", access: "read_write" }],
+  constants: { WG: 64 },
 });
 
 export const conv3dWeightGradKernel = defineKernel({
@@ -62,6 +85,7 @@ export const conv3dWeightGradKernel = defineKernel({
     tilesY: "u32",
     tilesZ: "u32",
     tilesI: "u32",
+    tilesO: "u32",
     slices: "u32",
     m: "u32",
     gO: "u32",
@@ -69,10 +93,13 @@ export const conv3dWeightGradKernel = defineKernel({
   },
   bindings: [
     { name: "src", access: "read" },
+    // src and gy again, read as aligned vec4s when W % 4 == 0.
+    { name: "xv", access: "read", type: "vec4<f32>" },
     { name: "gy", access: "read" },
+    { name: "gyv", access: "read", type: "vec4<f32>" },
     { name: "part", access: "read_write" },
   ],
-  constants: { K: 3, MODE: 0, CG: 4, TI: 4, RI: 1, BX: 2, BY: 1, BZ: 2 },
+  constants: { K: 3, MODE: 0, CG: 1, VZ: 2, VX: 8, VEC: 1, WG: 64 },
 });
 
 export const sumSlotsKernel = defineKernel({
@@ -87,21 +114,14 @@ export const channelSumsKernel = defineKernel({
   name: "conv3d_bias",
   body: biasWgsl,
   uniforms: { n: "u32", c: "u32", v: "u32", slices: "u32", len: "u32" },
-  bindings: [{ name: "gy", access: "read" }, { name: "part", access: "read_write" }],
-  constants: { WG: 64 },
+  bindings: [
+    { name: "gy", access: "read" },
+    // gy again, read as vec4s when V % 4 == 0.
+    { name: "gyv", access: "read", type: "vec4<f32>" },
+    { name: "part", access: "read_write" },
+  ],
+  constants: { WG: 64, VEC: 0 },
 });
-
-/**
- * Workgroups a reduction over voxels aims for: enough to fill the device, few enough to keep
- * the partial-sum slots (and their final addition) small. A CPU adapter runs one workgroup per
- * core at a time, so a few dozen suffice there.
- */
-function reductionGroups(): number {
-  return gpu().info.isFallbackAdapter ? 64 : 512;
-}
-
-/** Register block of one thread in the convolution and weight-gradient kernels (z, y, x). */
-const BLOCK = [2, 4, 4] as const;
 
 /**
  * Convolution y = x ⊛ w (+ b), stride 1, "same" padding. `w.shape[2]` selects kernel 3
@@ -191,19 +211,29 @@ export function biasGrad(gy: Tensor): Tensor {
   if (gy.shape.length < 2) throw new Error(`biasGrad: gy must be [N, C, …], got [${gy.shape}]`);
   const [n, c] = gy.shape;
   const v = gy.shape.slice(2).reduce((a, b) => a * b, 1);
-  const slices = Math.max(1, Math.min(Math.ceil(reductionGroups() / c), Math.ceil(v / 1024)));
-  const len = Math.ceil(v / slices);
+  // Runs of about BIAS_RUN values per thread (short f32 sums), and enough threads.
+  const slices = Math.max(
+    1,
+    Math.min(Math.ceil(v / 4), Math.max(Math.ceil((n * v) / BIAS_RUN), Math.ceil(64 / c))),
+  );
+  // Whole vec4s per slice when V allows it.
+  const vec = v % 4 === 0 ? 1 : 0;
+  const len = vec ? Math.ceil(v / slices / 4) * 4 : Math.ceil(v / slices);
   const part = new Tensor([slices, c]);
   commands().dispatch(
     channelSumsKernel,
     { n, c, v, slices, len },
-    [gy.buffer, part.buffer],
-    grid1d(c * slices),
+    [gy.buffer, gy.buffer, part.buffer],
+    grid1d(Math.ceil((c * slices) / 64)),
+    { VEC: vec },
   );
   const out = sumSlots(part, slices, c, [c]);
   part.dispose();
   return out;
 }
+
+/** Values of gy one thread of the bias gradient adds, about. */
+const BIAS_RUN = 8192;
 
 /** Shape checks shared by conv3d; returns the kernel size. */
 function checkConv3d(op: string, x: Tensor, w: Tensor, b: Tensor | null): 1 | 3 {
@@ -252,20 +282,20 @@ export interface ConvRun {
 /** Records the convolution kernel; shared with the transposed convolution. */
 export function runConv(r: ConvRun): Tensor {
   const [d, h, w] = r.grid;
-  const cg = Math.min(4, Math.ceil(r.co / 4));
-  const [bz, by, bx] = CONV_TILES[cg];
-  // Workgroup memory per input channel of a chunk: input patch with halo plus weights (vec4s).
-  const sz = bz * BLOCK[0] + r.k - 1;
-  const sy = by * BLOCK[1] + r.k - 1;
-  const sx = Math.ceil((bx * BLOCK[2] + r.k - 1) / 4);
-  const perChannel = (sz * sy * sx + r.k ** 3 * cg) * 16;
-  const ciChunk = chunkSize(r.ci, Math.max(1, Math.min(8, Math.floor(sharedBytes() / perChannel))));
-  const tilesX = Math.ceil(w / (bx * BLOCK[2]));
-  const tilesY = Math.ceil(h / (by * BLOCK[1]));
-  const tilesZ = Math.ceil(d / (bz * BLOCK[0]));
-  const tilesC = Math.ceil(r.co / (4 * cg));
+  const t = convTiles(r.k, r.co, w);
+  // Channels per tile; K = 1 spends the plane slots on channels (see conv3d.wgsl).
+  const gw = 4 * t.cg * (r.k === 1 ? t.vz : 1);
+  const tilesC = Math.ceil(r.co / gw);
+  // K = 1 steps through input channels 4 at a time.
+  const ciPad = r.k === 1 ? Math.ceil(r.ci / 4) * 4 : r.ci;
+  const pw = packWeights(r, tilesC, gw, ciPad);
+  const tilesX = Math.ceil(w / t.vx);
+  const tilesY = Math.ceil(h / 4);
+  const tilesZ = r.k === 1 ? d : Math.ceil(d / t.vz);
   const groups = r.n * tilesC * tilesZ * tilesY * tilesX;
   const y = new Tensor(r.outShape);
+  // Aligned vec4 rows need W % 4 == 0 and a plain input layout.
+  const vec = w % 4 === 0 && r.mode !== 2 ? 1 : 0;
   commands().dispatch(
     conv3dKernel,
     {
@@ -280,14 +310,71 @@ export function runConv(r: ConvRun): Tensor {
       tilesY,
       tilesZ,
       tilesC,
-      ...r.strides,
+      ciPad,
       hasBias: r.bias ? 1 : 0,
     },
-    [r.src.buffer, r.wgt.buffer, (r.bias ?? r.wgt).buffer, y.buffer],
-    grid1d(groups),
-    { K: r.k, MODE: r.mode, CG: cg, BX: bx, BY: by, BZ: bz, CI_CHUNK: ciChunk },
+    [r.src.buffer, r.src.buffer, pw.buffer, (r.bias ?? r.src).buffer, y.buffer],
+    grid1d(Math.ceil(groups / t.wg)),
+    { K: r.k, MODE: r.mode, CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg },
   );
+  pw.dispose();
   return y;
+}
+
+/** The weights of a run packed for conv3d.wgsl: [tilesC, ciPad, k³, gw], zero past Co, Ci. */
+function packWeights(r: ConvRun, tilesC: number, gw: number, ciPad: number): Tensor {
+  const kt = r.k ** 3;
+  const total = tilesC * gw * ciPad * kt;
+  const pw = new Tensor([total]);
+  commands().dispatch(
+    packWeightsKernel,
+    { total, gw, kt, ci: r.ci, ciPad, co: r.co, ...r.strides },
+    [r.wgt.buffer, pw.buffer],
+    grid1d(Math.ceil(total / 64)),
+  );
+  return pw;
+}
+
+/** A thread's register block in conv3d.wgsl or conv3d_wgrad.wgsl, and the workgroup size. */
+export interface ConvTiles {
+  /** Groups of 4 output channels (1 or 2). */
+  cg: number;
+  /** Output planes (1–4); for K = 1 in conv3d.wgsl, channel-group slots of one plane. */
+  vz: number;
+  /** Voxels along x (4 or 8); rows are always 4. */
+  vx: number;
+  wg: number;
+}
+
+/**
+ * conv3d.wgsl register blocks by adapter kind and kernel size. Software (llvmpipe/lavapipe):
+ * every load is a per-lane loop costing ten or more multiply-adds, so the block is as large
+ * as spilling allows. Measured at C=K=32 on 32³ (GFLOP/s, CG×VZ×VX): K = 3, 2×4×8: 54;
+ * 2×4×4 and 2×2×8: 48; 1×4×8: 46. K = 1 (32 channels × 32 voxels per thread): see
+ * conv3d.wgsl. GPUs: 4 channels × 1×4×4 voxels (64 accumulators) leave registers for
+ * occupancy, 128 threads per workgroup, and reuse comes from the caches. No GPU was available
+ * to tune them; they are a conventional starting point.
+ */
+export const CONV_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = {
+  software: { 3: { cg: 2, vz: 4, vx: 8, wg: 64 }, 1: { cg: 2, vz: 4, vx: 8, wg: 64 } },
+  gpu: { 3: { cg: 1, vz: 1, vx: 4, wg: 128 }, 1: { cg: 1, vz: 2, vx: 4, wg: 128 } },
+};
+
+/**
+ * The block for one convolution: the adapter's, with fewer channels for small Co and 4
+ * voxels along x for W ≤ 4. Planes are not shrunk to D, so shapes share pipelines (a
+ * pipeline variant costs seconds of LLVM time on a CPU adapter).
+ */
+export function convTiles(k: 1 | 3, co: number, w: number): ConvTiles {
+  const base = CONV_TILES[adapterKind()][k];
+  const cg = Math.min(base.cg, Math.ceil(co / 4));
+  // K = 1: plane slots carry channels, so drop the slots Co cannot fill.
+  const vz = k === 1 ? Math.min(base.vz, Math.ceil(co / (4 * cg))) : base.vz;
+  return { ...base, cg, vz, vx: w <= 4 ? 4 : base.vx };
+}
+
+function adapterKind(): "software" | "gpu" {
+  return gpu().info.isFallbackAdapter ? "software" : "gpu";
 }
 
 /** One run of the weight-gradient kernel; G(o, i, t) lands at o·gO + i·gI + t. */
@@ -309,27 +396,25 @@ export interface WeightGradRun {
 /** Records the weight-gradient partial sums and their reduction. */
 export function runWeightGrad(r: WeightGradRun): Tensor {
   const [d, h, w] = r.grid;
-  // K = 3: a thread owns 4 channels o × 1 channel i × 27 taps; K = 1: 4 o × 4 i (an outer
-  // product per voxel). Wide channel tiles let one staged tile serve up to 32 o × 16 i.
+  const t = weightGradTiles(r.k, r.co, w);
   const ri = r.k === 3 ? 1 : 4;
-  const cg = Math.min(8, Math.ceil(r.co / 4));
-  const ti = ri * Math.min(16 / ri, Math.ceil(r.ci / ri));
-  // Voxel blocks per tile: up to 128 threads, within workgroup memory (x patch + gy tile).
-  const threads = cg * (ti / ri);
-  let nb = Math.max(1, Math.min(16, 2 ** Math.floor(Math.log2(128 / threads))));
-  while (nb > 1 && weightGradSharedBytes(nb, cg, ti, r.k) > sharedBytes()) nb /= 2;
-  const [bz, by, bx] = WGRAD_TILES[nb];
-  const tilesX = Math.ceil(w / (bx * BLOCK[2]));
-  const tilesY = Math.ceil(h / (by * BLOCK[1]));
-  const tilesZ = Math.ceil(d / (bz * BLOCK[0]));
-  const tilesO = Math.ceil(r.co / (4 * cg));
-  const tilesI = Math.ceil(r.ci / ti);
-  const tiles = r.n * tilesZ * tilesY * tilesX;
-  const slices = Math.max(1, Math.min(tiles, Math.ceil(reductionGroups() / (tilesO * tilesI))));
+  const tilesX = Math.ceil(w / t.vx);
+  const tilesY = Math.ceil(h / 4);
+  const tilesZ = Math.ceil(d / t.vz);
+  const tilesO = Math.ceil(r.co / (4 * t.cg));
+  const tilesI = Math.ceil(r.ci / ri);
+  const blocks = r.n * tilesZ * tilesY * tilesX;
   const m = r.co * r.ci * r.k ** 3;
-  const slots = slices * nb;
-  const part = new Tensor([slots, m]);
-  const groups = tilesO * tilesI * slices;
+  // Enough threads to fill the device and short enough sums for f32 (each accumulator adds
+  // at most MAX_CHAIN products), with the partial sums (slices × M) kept small.
+  const wanted = Math.max(
+    Math.ceil(reductionThreads() / (tilesO * tilesI)),
+    Math.ceil((blocks * t.vz * 4 * t.vx) / MAX_CHAIN),
+  );
+  const slices = Math.max(1, Math.min(blocks, wanted, Math.floor(PART_LIMIT / m)));
+  const part = new Tensor([slices, m]);
+  const groups = tilesI * tilesO * slices;
+  const vec = w % 4 === 0 ? 1 : 0;
   commands().dispatch(
     conv3dWeightGradKernel,
     {
@@ -344,18 +429,46 @@ export function runWeightGrad(r: WeightGradRun): Tensor {
       tilesY,
       tilesZ,
       tilesI,
+      tilesO,
       slices,
       m,
       gO: r.gO,
       gI: r.gI,
     },
-    [r.x.buffer, r.gy.buffer, part.buffer],
-    grid1d(groups),
-    { K: r.k, MODE: r.mode, CG: cg, TI: ti, RI: ri, BX: bx, BY: by, BZ: bz },
+    [r.x.buffer, r.x.buffer, r.gy.buffer, r.gy.buffer, part.buffer],
+    grid1d(Math.ceil(groups / t.wg)),
+    { K: r.k, MODE: r.mode, CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg },
   );
-  const out = sumSlots(part, slots, m, r.outShape);
+  const out = sumSlots(part, slices, m, r.outShape);
   part.dispose();
   return out;
+}
+
+/** Partial sums of the weight gradient stay under this many floats. */
+const PART_LIMIT = 1 << 22;
+
+/** Products one thread adds into an accumulator of the weight gradient, at most. */
+const MAX_CHAIN = 8192;
+
+/** Threads the weight gradient aims for: a CPU adapter needs a few per core and SIMD lane. */
+function reductionThreads(): number {
+  return adapterKind() === "software" ? 256 : 16384;
+}
+
+/**
+ * conv3d_wgrad.wgsl register blocks by adapter kind and kernel size. Software, measured at
+ * C=K=32 on 32³ and C=K=16 on 64³ (GFLOP/s, CG×VZ×VX): 2×2×8: 44, 46; 2×1×8: 41, 42;
+ * 2×4×8: 39, 41; 1×2×8: 39, 40. GPUs: a small block, as for conv3d.
+ */
+export const WGRAD_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = {
+  software: { 3: { cg: 2, vz: 2, vx: 8, wg: 64 }, 1: { cg: 2, vz: 2, vx: 8, wg: 64 } },
+  gpu: { 3: { cg: 1, vz: 1, vx: 4, wg: 128 }, 1: { cg: 1, vz: 1, vx: 4, wg: 128 } },
+};
+
+/** The weight-gradient block for one run, as {@link convTiles} shrinks it. */
+export function weightGradTiles(k: 1 | 3, co: number, w: number): ConvTiles {
+  const base = WGRAD_TILES[adapterKind()][k];
+  return { ...base, cg: Math.min(base.cg, Math.ceil(co / 4)), vx: w <= 4 ? 4 : base.vx };
 }
 
 /** out[m] = Σ_j part[j·M + m]. */
@@ -368,46 +481,4 @@ function sumSlots(part: Tensor, slots: number, m: number, shape: number[]): Tens
     grid1d(Math.ceil(m / 64)),
   );
   return out;
-}
-
-/**
- * Input channels per staged chunk, at most `max`. Each chunk costs its channels (padding
- * channels past Ci are FMAs on zeros) plus about half a channel of staging and barriers.
- */
-function chunkSize(ci: number, max: number): number {
-  const cost = (c: number) => Math.ceil(ci / c) * (c + 0.5);
-  let best = 1;
-  for (let c = 2; c <= Math.min(max, ci); c++) if (cost(c) <= cost(best)) best = c;
-  return best;
-}
-
-/**
- * Voxel blocks (z, y, x) per convolution tile for 1–4 output-channel groups: about 64 threads,
- * fewer channel groups leaving room for more blocks.
- */
-const CONV_TILES: Record<number, [number, number, number]> = {
-  1: [4, 4, 4],
-  2: [4, 2, 4],
-  3: [4, 1, 4],
-  4: [4, 2, 2],
-};
-
-/** Voxel blocks (z, y, x) per weight-gradient tile, by block count. */
-const WGRAD_TILES: Record<number, [number, number, number]> = {
-  1: [1, 1, 1],
-  2: [2, 1, 1],
-  4: [2, 1, 2],
-  8: [2, 2, 2],
-  16: [4, 2, 2],
-};
-
-function weightGradSharedBytes(nb: number, cg: number, ti: number, k: number): number {
-  const [bz, by, bx] = WGRAD_TILES[nb];
-  const [tz, ty, tx] = [bz * BLOCK[0], by * BLOCK[1], bx * BLOCK[2]];
-  const patch = ti * (tz + k - 1) * (ty + k - 1) * Math.ceil((tx + k - 1) / 4);
-  return (patch + tz * ty * tx * cg) * 16;
-}
-
-function sharedBytes(): number {
-  return gpu().device.limits.maxComputeWorkgroupStorageSize;
 }

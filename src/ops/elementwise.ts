@@ -1,6 +1,7 @@
 /**
  * Elementwise ops: add, sub, mul, axpby, affine, and the activations (ReLU, leaky ReLU, ELU)
- * with their derivatives. One WGSL module; the op is an override constant.
+ * with their derivatives. One WGSL module; the op is an override constant. Each thread maps 4
+ * elements (one vec4).
  */
 
 import elementwiseWgsl from "../../shaders/elementwise.wgsl" with { type: "text" };
@@ -13,10 +14,11 @@ export const elementwiseKernel = defineKernel({
   name: "elementwise",
   body: elementwiseWgsl,
   uniforms: { n: "u32", p0: "f32", p1: "f32" },
+  // vec4 views of the tensors' buffers (see the WGSL on the padding of the last vec4).
   bindings: [
-    { name: "a", access: "read" },
-    { name: "b", access: "read" },
-    { name: "y", access: "read_write" },
+    { name: "a", access: "read", type: "vec4<f32>" },
+    { name: "b", access: "read", type: "vec4<f32>" },
+    { name: "y", access: "read_write", type: "vec4<f32>" },
   ],
   constants: { WG, OP: 0 },
 });
@@ -42,7 +44,7 @@ function run(op: keyof typeof OP, a: Tensor, b: Tensor, p0 = 0, p1 = 0): Tensor 
     elementwiseKernel,
     { n: a.size, p0, p1 },
     [a.buffer, b.buffer, y.buffer],
-    grid1d(Math.ceil(a.size / WG)),
+    grid1d(Math.ceil(a.size / 4 / WG)),
     { OP: OP[op] },
   );
   return y;

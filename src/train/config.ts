@@ -7,29 +7,15 @@
  */
 
 import type { NormalizationKind } from "../data/normalize.ts";
+import { defaultUNetConfig, type UNet3DConfig } from "../nn/unet3d.ts";
 
 /** A bad config file or flag; the message names the field, the value and what is allowed. */
 export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-/**
- * The network's shape; field for field the same as `UNet3DConfig` in src/nn/unet3d.ts, so
- * `new UNet3D(config.model)` takes it as is.
- */
-export interface ModelConfig {
-  inChannels: number;
-  /** Output classes, background included. */
-  classes: number;
-  /** Channels at level 0; level l has baseChannels · 2^l. */
-  baseChannels: number;
-  /** Resolution levels, the bottleneck included (depth − 1 poolings). */
-  depth: number;
-  convsPerLevel: number;
-  activation: "relu" | "elu" | "leaky_relu";
-  norm: "none" | "instance" | "batch";
-  init: "he" | "glorot";
-}
+/** The network's shape (the UNet3D constructor's config). */
+export type ModelConfig = UNet3DConfig;
 
 /**
  * Intensity normalisation applied to each image before it reaches the network: one of
@@ -158,16 +144,7 @@ export interface TrainConfig {
 
 /** The defaults every config starts from (frozen: resolveConfig returns fresh copies). */
 export const defaultTrainConfig: TrainConfig = deepFreeze({
-  model: {
-    inChannels: 1,
-    classes: 3,
-    baseChannels: 16,
-    depth: 4,
-    convsPerLevel: 2,
-    activation: "relu",
-    norm: "none",
-    init: "he",
-  },
+  model: { ...defaultUNetConfig },
   data: {
     dataset: "data/synth",
     patchSize: [64, 64, 64],

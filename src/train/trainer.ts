@@ -77,6 +77,11 @@ export interface TrainOptions {
   onEvent?: (event: TrainEvent) => void;
   /** Aborting stops after the current step and writes a last checkpoint. */
   signal?: AbortSignal;
+  /**
+   * Awaited before each training step: a server hands the GPU to waiting inference here
+   * (src/server/scheduler.ts), so a long run does not starve it.
+   */
+  beforeStep?: () => Promise<void>;
 }
 
 export interface TrainResult {
@@ -212,6 +217,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       let windowStart = performance.now();
       let it = epoch === startEpoch ? startIter : 0;
       for (; it < config.itersPerEpoch; it++) {
+        if (opts.beforeStep) await opts.beforeStep();
         if (opts.signal?.aborted) break;
         const next = await loader.next();
         if (next.done) throw new Error("the patch loader stopped early");

@@ -3,7 +3,7 @@ import { conv3d } from "../../src/autograd/mod.ts";
 import * as ops from "../../src/ops/conv3d.ts";
 import { fromArray, initGpu, readTensors, scope, Tensor } from "../../src/gpu/mod.ts";
 import { Random } from "../../src/data/random.ts";
-import { opTest } from "./check_op.ts";
+import { checkOp, type OpCase, opTest } from "./check_op.ts";
 
 /**
  * Float64 conv3d, stride 1, padding (k - 1) / 2; PyTorch layouts. Loops run over taps outside
@@ -116,6 +116,71 @@ conv3dCase({
   bias: true,
   path: "channel tiles: forward 3, weight gradient 2×2",
 });
+
+// Row loads: aligned vec4s when W % 4 == 0, checked scalars otherwise; 8 voxels per thread
+// along x, 4 when W ≤ 4. Same shapes but W, so a broken path shows up on its own.
+conv3dCase({
+  x: [2, 5, 4, 6, 16],
+  co: 6,
+  k: 3,
+  bias: true,
+  fdSamples: 16,
+  path: "vec4 rows (W % 4 == 0), two x blocks of 8",
+});
+conv3dCase({
+  x: [2, 5, 4, 6, 15],
+  co: 6,
+  k: 3,
+  bias: true,
+  fdSamples: 16,
+  path: "scalar rows (W odd), two x blocks of 8",
+});
+conv3dCase({
+  x: [1, 3, 5, 6, 12],
+  co: 5,
+  k: 3,
+  bias: false,
+  path: "vec4 rows, W 12: the second x block half outside",
+});
+conv3dCase({ x: [1, 3, 5, 6, 4], co: 5, k: 3, bias: true, path: "vec4 rows, W 4: 4 voxels along x" });
+conv3dCase({ x: [1, 3, 5, 6, 3], co: 5, k: 3, bias: true, path: "scalar rows, W 3: 4 voxels along x" });
+conv3dCase({ x: [2, 6, 3, 5, 8], co: 7, k: 1, bias: true, path: "k1 path, vec4 rows" });
+
+// The register blocks a GPU gets (conv3d.ts CONV_TILES / WGRAD_TILES), forced on this adapter
+// for the forward and the backward pass.
+for (const [x, co, k] of [[[2, 5, 3, 6, 9], 6, 3], [[1, 6, 3, 5, 8], 7, 1]] as const) {
+  const ci = x[1];
+  const w = [co, ci, k, k, k];
+  const c: OpCase = {
+    name: `conv3d k${k} bias x [${x}] w [${w}] (GPU register blocks: 4 channels × 1×4×4)`,
+    inputs: [{ shape: [...x] }, { shape: w }, { shape: [co] }],
+    run: ([xt, wt, b]) => conv3d(xt, wt, b),
+    reference: conv3dRef([...x], co, k, true),
+  };
+  Deno.test({
+    name: c.name,
+    fn: () => withGpuTiles(() => checkOp(c)),
+    sanitizeResources: false,
+    sanitizeOps: false,
+  });
+}
+
+/** Runs `fn` with the software adapter's tile tables set to the GPU's. */
+async function withGpuTiles(fn: () => Promise<void>): Promise<void> {
+  const tables = [
+    [ops.CONV_TILES.software[1], ops.CONV_TILES.gpu[1]],
+    [ops.CONV_TILES.software[3], ops.CONV_TILES.gpu[3]],
+    [ops.WGRAD_TILES.software[1], ops.WGRAD_TILES.gpu[1]],
+    [ops.WGRAD_TILES.software[3], ops.WGRAD_TILES.gpu[3]],
+  ] as const;
+  const saved = tables.map(([sw]) => ({ ...sw }));
+  for (const [sw, gpu] of tables) Object.assign(sw, gpu);
+  try {
+    await fn();
+  } finally {
+    tables.forEach(([sw], i) => Object.assign(sw, saved[i]));
+  }
+}
 
 Deno.test("conv3d rejects bad shapes with messages that print them", async () => {
   await initGpu();

@@ -54,6 +54,11 @@ convTransposeCase([1, 16, 4, 4, 4], 8, true, "round");
 // gradient runs 5 chunks of 8 tap-channels.
 convTransposeCase([2, 17, 9, 9, 17], 5, true, "multi-tile: channels, chunks, z, y, x, batch");
 
+// Row loads: aligned vec4s when W % 4 == 0 (the up-sampled gy then too), scalars otherwise.
+convTransposeCase([1, 5, 3, 4, 8], 6, true, "vec4 rows (W % 4 == 0), 8 voxels along x");
+convTransposeCase([2, 4, 2, 3, 12], 3, false, "vec4 rows, W 12: the second x block half outside");
+convTransposeCase([1, 4, 2, 3, 6], 3, true, "scalar rows, W 6 (even, not a multiple of 4)");
+
 Deno.test("convTranspose3d rejects bad shapes with messages that print them", async () => {
   await initGpu();
   scope(() => {

@@ -1,11 +1,15 @@
 /**
- * Kernel benchmarks: conv3d forward, backward-data and backward-weight, and conv_transpose3d
- * forward and backward, at N=1, C=K=32, 32³ and C=K=16, 64³. Each sample times a batch of
- * dispatches up to a GPU sync, divided by the batch size; the median sample is reported.
+ * Kernel benchmarks: conv3d forward, backward-data and backward-weight at N=1, C=K=32, 32³ and
+ * C=K=16, 64³; the U-Net's first layer (Ci=1 → Co=16 at 64³); conv_transpose3d forward and
+ * backward up to those grids; and the bias gradient. Each sample times a batch of dispatches
+ * up to a GPU sync, divided by the batch size; the median sample is reported. GFLOP/s counts
+ * a multiply-add as 2; the bias gradient counts one addition per value of gy.
+ *
+ * The cases are defined once, here; bench/ops_bench.ts runs the same ones under `deno bench`.
  */
 
 import { commands, fromArray, initGpu, scope, type Tensor } from "../../gpu/mod.ts";
-import { conv3d, conv3dBackwardInput, conv3dBackwardWeight } from "../../ops/conv3d.ts";
+import { biasGrad, conv3d, conv3dBackwardInput, conv3dBackwardWeight } from "../../ops/conv3d.ts";
 import {
   convTranspose3d,
   convTranspose3dBackwardInput,
@@ -28,31 +32,9 @@ export interface OpCase {
 export function opCases(): OpCase[] {
   const cases: OpCase[] = [];
   for (const [c, s] of [[32, 32], [16, 64]]) {
-    const vox = s * s * s;
     const x = [1, c, s, s, s];
-    const w = [c, c, 3, 3, 3];
-    const convFlop = 2 * c * c * 27 * vox;
     const tag = `C=K=${c} ${s}³`;
-    cases.push(
-      {
-        name: `conv3d forward ${tag}`,
-        flop: convFlop,
-        inputs: [x, w],
-        call: ([a, b]) => conv3d(a, b, null),
-      },
-      {
-        name: `conv3d backward-data ${tag}`,
-        flop: convFlop,
-        inputs: [x, w],
-        call: ([g, b]) => conv3dBackwardInput(g, b),
-      },
-      {
-        name: `conv3d backward-weight ${tag}`,
-        flop: convFlop,
-        inputs: [x, x],
-        call: ([a, g]) => conv3dBackwardWeight(a, g, 3),
-      },
-    );
+    cases.push(...convCases(tag, x, c, true));
     // Transposed convolution producing the s³ grid from (s/2)³, as in the U-Net's decoder.
     const h = s / 2;
     const xt = [1, c, h, h, h];
@@ -76,7 +58,46 @@ export function opCases(): OpCase[] {
       },
     );
   }
+  // The U-Net's first layer: one input channel, no input gradient.
+  cases.push(...convCases("first layer Ci=1 Co=16 64³", [1, 1, 64, 64, 64], 16, false));
+  const gy = [1, 16, 64, 64, 64];
+  cases.push({
+    name: "conv bias grad C=16 64³",
+    flop: gy.reduce((a, b) => a * b, 1),
+    inputs: [gy],
+    call: ([g]) => biasGrad(g),
+  });
   return cases;
+}
+
+/** conv3d forward, backward-data (when `inputGrad`) and backward-weight, k = 3, on x. */
+function convCases(tag: string, x: number[], co: number, inputGrad: boolean): OpCase[] {
+  const [, ci, d, h, w] = x;
+  const wShape = [co, ci, 3, 3, 3];
+  const gy = [1, co, d, h, w];
+  const flop = 2 * co * ci * 27 * d * h * w;
+  return [
+    {
+      name: `conv3d forward ${tag}`,
+      flop,
+      inputs: [x, wShape],
+      call: ([a, b]) => conv3d(a, b, null),
+    },
+    ...(inputGrad
+      ? [{
+        name: `conv3d backward-data ${tag}`,
+        flop,
+        inputs: [gy, wShape],
+        call: ([g, b]: Tensor[]) => conv3dBackwardInput(g, b),
+      }]
+      : []),
+    {
+      name: `conv3d backward-weight ${tag}`,
+      flop,
+      inputs: [x, gy],
+      call: ([a, g]) => conv3dBackwardWeight(a, g, 3),
+    },
+  ];
 }
 
 /** Median milliseconds per call of `c`, with GPU completion included. */
@@ -86,13 +107,19 @@ export async function timeCase(c: OpCase, { samples = 5, perSample = 3 } = {}): 
     const n = shape.reduce((a, b) => a * b, 1);
     return fromArray(shape, Float32Array.from({ length: n }, () => rng.normal()));
   });
+  // One call, everything it creates freed: a result left alive would make every call
+  // allocate (and zero) a fresh buffer.
+  const run = () =>
+    scope(() => {
+      c.call(inputs);
+    });
   try {
-    scope(() => c.call(inputs)); // warm-up: pipeline creation, buffer pool
+    run(); // warm-up: pipeline creation, buffer pool
     await commands().sync();
     const times: number[] = [];
     for (let s = 0; s < samples; s++) {
       const t0 = performance.now();
-      for (let i = 0; i < perSample; i++) scope(() => c.call(inputs));
+      for (let i = 0; i < perSample; i++) run();
       await commands().sync();
       times.push((performance.now() - t0) / perSample);
     }
@@ -103,7 +130,7 @@ export async function timeCase(c: OpCase, { samples = 5, perSample = 3 } = {}): 
 }
 
 export const suite: BenchSuite = {
-  summary: "conv3d / conv_transpose3d kernels",
+  summary: "conv3d / conv_transpose3d kernels and the bias gradient",
   async *run({ quick }): AsyncIterable<BenchResult> {
     const gpu = await initGpu();
     for (const c of opCases()) {

@@ -1,0 +1,341 @@
+/**
+ * Inference benchmarks:
+ *
+ * - `infer`: the reference U-Net (base 16, depth 4, 3 classes, random weights, patch 64³)
+ *   segments a 128×256×256 volume (`--quick`: 64×128×128) by sliding window, overlap 0.5,
+ *   batches of 2 — voxels per second end to end (sliding window, blending, arg-max) and the
+ *   process's peak resident memory; then, in the same run, the identical network and sliding
+ *   window in PyTorch (bench/peer/sliding_window_torch.py, 2 threads), with the share of
+ *   voxels whose labels agree.
+ * - `hd95`: HD95 and the other metrics between two lung-like masks of 128×256×256.
+ * - `memory`: `voxseg infer` in a fresh process on OME-Zarr cases of 150×512×512 and
+ *   600×512×512 int16 (`--quick`: 64 and 128 slices) with a tiny U-Net and the default memory
+ *   budget (1 GiB): the child's peak resident memory (VmHWM from /proc, sampled every 100 ms)
+ *   must stay flat as the volume grows, and under the budget, while whole-volume float
+ *   blending of the larger case would need 2.5 GB.
+ */
+
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { initGpu } from "../../gpu/mod.ts";
+import { writeCase } from "../../data/ome_zarr.ts";
+import { Random } from "../../data/random.ts";
+import type { Shape3, Volume } from "../../data/volume.ts";
+import { segmentationMetrics } from "../../infer/metrics.ts";
+import { DEFAULT_MEMORY_BUDGET, type LoadedModel, predictVolume } from "../../infer/predict.ts";
+import { UNet3D } from "../../nn/unet3d.ts";
+import type { CheckpointMeta } from "../../train/checkpoint.ts";
+import { saveCheckpoint } from "../../train/checkpoint.ts";
+import { encodeSafetensors } from "../../train/safetensors.ts";
+import { readWeights } from "../../train/trainer.ts";
+import type { BenchResult, BenchSuite } from "../bench.ts";
+import { TORCH_PYTHON } from "./train.ts";
+
+const PEER_SCRIPT = new URL("../../../bench/peer/sliding_window_torch.py", import.meta.url);
+const MB = 1e6;
+
+/** A field of /proc/self/status (or another pid's) in MB; undefined off Linux. */
+function procStatusMb(field: "VmHWM" | "VmRSS", pid: number | "self" = "self"): number | undefined {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const kb = text.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
+    return kb ? (Number(kb[1]) * 1024) / MB : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Resets this process's peak RSS (Linux ≥ 4.0); false where that is not possible. */
+function resetPeakRss(): boolean {
+  try {
+    Deno.writeTextFileSync("/proc/self/clear_refs", "5");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function checkpointMeta(net: UNet3D, patchSize: Shape3, spacingMm: Shape3): CheckpointMeta {
+  return {
+    model: net.config,
+    classNames: ["background", "lung", "infection"],
+    normalisation: { kind: "ct-window", lo: -1000, hi: 400 },
+    patchSize,
+    spacingMm,
+    training: { epoch: 0, step: 0, monitor: "dice", bestMetric: null, metrics: {} },
+  };
+}
+
+/**
+ * A chest-CT-like volume in HU, cheap to make at any size: air, an elliptic body (40 HU), two
+ * lungs (−850 HU) and a lesion (−300 HU), mild noise. Labels 0 / 1 lung / 2 lesion.
+ */
+export function phantomCt(
+  shape: Shape3,
+  spacingMm: Shape3,
+  seed = 0,
+): { image: Volume; label: Uint8Array } {
+  const [D, H, W] = shape;
+  const rng = new Random(seed);
+  const noise = Int16Array.from({ length: 4096 }, () => Math.round(rng.normal(0, 20)));
+  const data = new Int16Array(D * H * W);
+  const label = new Uint8Array(D * H * W);
+  for (let z = 0, i = 0; z < D; z++) {
+    const u = (z + 0.5) / D - 0.5;
+    for (let y = 0; y < H; y++) {
+      const v = (y + 0.5) / H - 0.5;
+      for (let x = 0; x < W; x++, i++) {
+        const w = (x + 0.5) / W - 0.5;
+        const body = (v / 0.35) ** 2 + (w / 0.45) ** 2 < 1;
+        const lung = Math.abs(u) < 0.42 &&
+          ((v / 0.25) ** 2 + ((Math.abs(w) - 0.2) / 0.17) ** 2 < 1);
+        const lesion = lung && (u - 0.1) ** 2 + (v + 0.05) ** 2 + (w - 0.22) ** 2 < 0.004;
+        label[i] = lesion ? 2 : lung ? 1 : 0;
+        const hu = lesion ? -300 : lung ? -850 : body ? 40 : -1000;
+        data[i] = hu + noise[Math.imul(i, 2654435761) >>> 20];
+      }
+    }
+  }
+  const [sz, sy, sx] = spacingMm;
+  return {
+    image: { shape, spacingMm, affine: [sx, 0, 0, 0, 0, sy, 0, 0, 0, 0, sz, 0, 0, 0, 0, 1], data },
+    label,
+  };
+}
+
+type PeerResult =
+  | {
+    ok: true;
+    seconds: number;
+    rssPeakMb: number;
+    torch: string;
+    threads: number;
+    labels: Uint8Array;
+  }
+  | { ok: false; reason: string };
+
+async function runTorchPeer(
+  dir: string,
+  net: UNet3D,
+  shape: Shape3,
+  patch: Shape3,
+  padValue: number,
+): Promise<PeerResult> {
+  if (PEER_SCRIPT.protocol !== "file:") {
+    return { ok: false, reason: "the peer script exists only in the source tree" };
+  }
+  const script = fileURLToPath(PEER_SCRIPT);
+  const c = net.config;
+  const labelsPath = join(dir, "torch_labels.u8");
+  const args = [
+    script,
+    ...["--weights", join(dir, "weights.safetensors"), "--volume", join(dir, "volume.safetensors")],
+    ...[
+      "--classes",
+      c.classes,
+      "--base",
+      c.baseChannels,
+      "--depth",
+      c.depth,
+      "--patch",
+      patch.join(","),
+    ],
+    ...[
+      "--overlap",
+      0.5,
+      "--batch",
+      2,
+      "--pad-value",
+      padValue,
+      "--threads",
+      2,
+      "--labels-out",
+      labelsPath,
+    ],
+  ].map(String);
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(TORCH_PYTHON, { args, stdout: "piped", stderr: "piped" }).output();
+  } catch (e) {
+    return {
+      ok: false,
+      reason: `cannot run ${TORCH_PYTHON} (${(e as Error).message}); apt-get install python3-torch`,
+    };
+  }
+  if (!out.success) {
+    const stderr = new TextDecoder().decode(out.stderr).trim().split("\n");
+    return { ok: false, reason: `peer exited ${out.code}: ${stderr.at(-1) ?? ""}` };
+  }
+  const r = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+  const labels = await Deno.readFile(labelsPath);
+  if (labels.length !== shape[0] * shape[1] * shape[2]) {
+    return { ok: false, reason: "peer wrote labels of the wrong size" };
+  }
+  return {
+    ok: true,
+    seconds: r.seconds,
+    rssPeakMb: r.rss_peak_mb,
+    torch: r.torch,
+    threads: r.threads,
+    labels,
+  };
+}
+
+/** voxseg vs PyTorch on the reference network; see the module comment. */
+async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> {
+  const patch: Shape3 = [64, 64, 64];
+  const net = new UNet3D(
+    { inChannels: 1, classes: 3, baseChannels: 16, depth: 4, norm: "none" },
+    0,
+  );
+  const loaded: LoadedModel = {
+    model: net,
+    meta: checkpointMeta(net, patch, [1, 1, 1]),
+    dispose: () => net.dispose(),
+  };
+  const { image } = phantomCt(shape, [1, 1, 1]);
+  const dir = await Deno.makeTempDir({ prefix: "voxseg_bench_infer_" });
+  try {
+    // Warm-up: compiles the pipelines and fills the buffer pool on one window.
+    await predictVolume(loaded, phantomCt(patch, [1, 1, 1]).image);
+    const rssBefore = procStatusMb("VmRSS");
+    const peakReset = resetPeakRss();
+    const { labels, summary } = await predictVolume(loaded, image, { overlap: 0.5, batchSize: 2 });
+    const rssPeak = peakReset ? procStatusMb("VmHWM") : undefined;
+    const voxels = shape[0] * shape[1] * shape[2];
+
+    // The peer gets the same weights and the normalised volume (the window clips and scales).
+    const normalised = Float32Array.from(
+      image.data,
+      (v) => Math.min(1, Math.max(0, (v + 1000) / 1400)),
+    );
+    await Deno.writeFile(
+      join(dir, "weights.safetensors"),
+      encodeSafetensors(await readWeights(net)),
+    );
+    await Deno.writeFile(
+      join(dir, "volume.safetensors"),
+      encodeSafetensors({ image: { shape: [...shape], data: normalised } }),
+    );
+    const peer = await runTorchPeer(dir, net, shape, patch, 0);
+    let agree: number | null = null;
+    if (peer.ok) {
+      let same = 0;
+      for (let i = 0; i < voxels; i++) if (peer.labels[i] === labels.data[i]) same++;
+      agree = same / voxels;
+    }
+    return {
+      name: `infer unet3d base16 depth4 patch 64³ overlap 0.5 ${shape.join("×")}`,
+      seconds: summary.seconds,
+      voxels_per_s: voxels / summary.seconds,
+      windows: summary.windows ?? 0,
+      rss_before_mb: rssBefore ?? null,
+      rss_peak_mb: rssPeak ?? null,
+      torch_seconds: peer.ok ? peer.seconds : null,
+      torch_voxels_per_s: peer.ok ? voxels / peer.seconds : null,
+      torch_rss_peak_mb: peer.ok ? peer.rssPeakMb : null,
+      // > 1: voxseg is faster.
+      speedup_vs_torch: peer.ok ? peer.seconds / summary.seconds : null,
+      label_agreement_vs_torch: agree,
+      adapter,
+      peer: peer.ok ? `pytorch ${peer.torch}, ${peer.threads} threads` : "skipped",
+      ...(peer.ok ? {} : { peer_skipped: peer.reason }),
+    };
+  } finally {
+    net.dispose();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Metric time on a 128×256×256 pair of masks: a phantom's labels and a shifted copy. */
+function metricsTime(): BenchResult {
+  const shape: Shape3 = [128, 256, 256];
+  const { label: ref } = phantomCt(shape, [2.4, 1.5, 1.5], 1);
+  const pred = new Uint8Array(ref.length);
+  pred.set(ref.subarray(3 * 256), 0); // shifted by 3 rows in y
+  const t0 = performance.now();
+  const [lung, lesion] = segmentationMetrics(pred, ref, shape, [2.4, 1.5, 1.5], [1, 2]);
+  const seconds = (performance.now() - t0) / 1000;
+  return {
+    name: "metrics (dice, hd95, precision, recall, volumes) 2 classes 128×256×256",
+    seconds,
+    lung_dice: lung.dice,
+    lung_hd95_mm: lung.hd95Mm,
+    lesion_hd95_mm: lesion.hd95Mm,
+  };
+}
+
+/**
+ * `voxseg infer` (default memory budget) on a `depth`×512×512 case in a child process; its
+ * peak RSS. Run at two depths: with slab-wise prediction the peak must not grow with depth.
+ */
+async function memoryCheck(depth: number): Promise<BenchResult> {
+  const shape: Shape3 = [depth, 512, 512];
+  const spacing: Shape3 = [1, 0.7, 0.7];
+  const patch: Shape3 = [32, 128, 128];
+  const dir = await Deno.makeTempDir({ prefix: "voxseg_bench_infer_memory_" });
+  try {
+    const casePath = join(dir, "big.zarr");
+    await writeCase(casePath, { image: phantomCt(shape, spacing, 2).image, chunks: 64 });
+    const net = new UNet3D({ baseChannels: 4, depth: 2, classes: 3 }, 0);
+    const model = join(dir, "tiny.safetensors");
+    await saveCheckpoint(model, {
+      weights: await readWeights(net),
+      meta: checkpointMeta(net, patch, spacing),
+    });
+    net.dispose();
+    const cli = [
+      ...["infer", "--model", model, "--in", casePath, "--out-group"],
+      ...["--overlap", "0.25", "--json"],
+    ];
+    const args = Deno.build.standalone ? cli : [
+      "run",
+      "-A",
+      "--config",
+      fileURLToPath(new URL("../../../deno.json", import.meta.url)),
+      fileURLToPath(new URL("../../../mod.ts", import.meta.url)),
+      ...cli,
+    ];
+    const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" })
+      .spawn();
+    let peak: number | undefined;
+    const timer = setInterval(() => {
+      const hwm = procStatusMb("VmHWM", child.pid);
+      if (hwm !== undefined) peak = Math.max(peak ?? 0, hwm);
+    }, 100);
+    const t0 = performance.now();
+    const out = await child.output();
+    clearInterval(timer);
+    const seconds = (performance.now() - t0) / 1000;
+    if (!out.success) {
+      throw new Error(
+        `voxseg infer failed (exit ${out.code}): ${new TextDecoder().decode(out.stderr).trim()}`,
+      );
+    }
+    const done = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+    const voxels = shape[0] * shape[1] * shape[2];
+    return {
+      name: `infer memory ${shape.join("×")} int16 case, tiny U-Net, patch ${patch.join("×")}`,
+      rss_peak_mb: peak ?? null,
+      budget_mb: DEFAULT_MEMORY_BUDGET / MB,
+      under_budget: peak === undefined ? null : peak * MB < DEFAULT_MEMORY_BUDGET,
+      // What whole-volume blending holds: float image + float probabilities of 3 classes.
+      whole_volume_float_mb: (voxels * 4 * (1 + 3)) / MB,
+      image_int16_mb: (voxels * 2) / MB,
+      seconds,
+      windows: done.windows,
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+export const suite: BenchSuite = {
+  summary: "sliding-window inference voxels/s and RSS vs PyTorch; HD95 time; RSS vs budget",
+  async *run({ quick }): AsyncIterable<BenchResult> {
+    const gpu = await initGpu();
+    yield await throughput(quick ? [64, 128, 128] : [128, 256, 256], gpu.info.description);
+    yield metricsTime();
+    for (const depth of quick ? [64, 128] : [150, 600]) yield await memoryCheck(depth);
+  },
+};

@@ -1,0 +1,71 @@
+/** A checkpoint's network on the GPU, ready for prediction. */
+
+import { basename } from "node:path";
+import { initGpu } from "../gpu/mod.ts";
+import { UNet3D } from "../nn/unet3d.ts";
+import { type CheckpointMeta, decodeCheckpoint } from "../train/checkpoint.ts";
+import { loadWeights } from "../train/trainer.ts";
+
+/** A checkpoint's UNet3D with its weights uploaded, and the checkpoint's metadata. */
+export interface LoadedModel {
+  model: UNet3D;
+  meta: CheckpointMeta;
+  /** A display name; {@link loadModel} uses the file name without `.safetensors`. */
+  name?: string;
+  /** Frees the network's GPU buffers. */
+  dispose(): void;
+}
+
+/** A file that is not a usable voxseg checkpoint. */
+export class ModelLoadError extends Error {
+  override name = "ModelLoadError";
+}
+
+/**
+ * Reads a voxseg checkpoint (`….safetensors` written by `voxseg train`) and puts its network
+ * on the GPU. Throws {@link ModelLoadError} saying why when the file is missing, is not
+ * safetensors, or is safetensors without voxseg's metadata or with tensors that do not fit it.
+ *
+ * @example
+ * const loaded = await loadModel("runs/a/best.safetensors");
+ * const { labels, summary } = await predictVolume(loaded, await readNifti("ct.nii.gz"));
+ * loaded.dispose();
+ */
+export async function loadModel(path: string): Promise<LoadedModel> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new ModelLoadError(`model not found: ${path}`);
+    if (e instanceof Deno.errors.IsADirectory) {
+      throw new ModelLoadError(
+        `${path} is a folder; name the checkpoint file in it (e.g. ${path}/best.safetensors)`,
+      );
+    }
+    throw e;
+  }
+  let checkpoint;
+  try {
+    checkpoint = decodeCheckpoint(bytes, path);
+  } catch (e) {
+    throw new ModelLoadError(
+      `${path} is not a voxseg checkpoint (a .safetensors file written by \`voxseg train\`): ` +
+        (e as Error).message,
+    );
+  }
+  await initGpu();
+  const { weights, meta } = checkpoint;
+  const model = new UNet3D(meta.model);
+  try {
+    loadWeights(model, weights);
+  } catch (e) {
+    model.dispose();
+    throw new ModelLoadError(`${path}: ${(e as Error).message}`);
+  }
+  return {
+    model,
+    meta,
+    name: basename(path).replace(/\.safetensors$/, ""),
+    dispose: () => model.dispose(),
+  };
+}

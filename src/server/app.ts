@@ -1,0 +1,177 @@
+/**
+ * The HTTP server as a Hono app: routes from one table (src/server/routes/), middleware in
+ * order — request metrics, bearer auth, intake gate, body limit — and one `onError` that turns
+ * every failure into a JSON error. {@link createApp} builds it without a socket, so tests call
+ * `app.request()`; src/cli/serve.ts puts it on `Deno.serve`.
+ */
+
+import { Hono } from "hono";
+import { join } from "node:path";
+import denoJson from "../../deno.json" with { type: "json" };
+import { type GpuInfo, initGpu } from "../gpu/mod.ts";
+import { ApiError, errorResponse, renderError } from "./errors.ts";
+import { JobRunner } from "./jobs/runner.ts";
+import { JobStore } from "./jobs/store.ts";
+import { Metrics } from "./metrics.ts";
+import { type AuthScope, bearerAuth } from "./middleware/bearer_auth/bearer_auth.ts";
+import { bodyLimit } from "./middleware/body_limit/body_limit.ts";
+import { requireContentType } from "./middleware/content_type/content_type.ts";
+import { intake } from "./middleware/intake/intake.ts";
+import { requestMetrics } from "./middleware/request_metrics/request_metrics.ts";
+import { type ModelEntry, ModelRegistry } from "./models.ts";
+import { openApiDocument } from "./openapi.ts";
+import { DataRoot } from "./paths.ts";
+import { dashboardRoutes } from "./routes/dashboard.ts";
+import { healthRoutes } from "./routes/health.ts";
+import { jobRoutes } from "./routes/jobs.ts";
+import { modelRoutes } from "./routes/models.ts";
+import type { RouteSpec, ServerContext } from "./routes/table.ts";
+import { GpuScheduler, QueueFullError } from "./scheduler.ts";
+
+export interface ServerOptions {
+  /** Every path a client names stays inside this folder (created if missing). */
+  dataRoot: string;
+  /** Checkpoints to serve. Default `<dataRoot>/models`. */
+  modelsDir?: string;
+  /** Job records and training runs. Default `<dataRoot>/.voxseg/jobs`. */
+  stateDir?: string;
+  /** Bearer token; without one nothing is checked. */
+  token?: string;
+  /** Which routes need the token. Default "mutating". */
+  auth?: AuthScope;
+  /** Request body limit in bytes. Default 1 GiB. */
+  maxBodyBytes?: number;
+  /** GPU tasks and queued jobs that may wait at once. Default 16. */
+  maxQueue?: number;
+  /** Acquires the GPU; default the process-wide {@link initGpu}. */
+  acquireGpu?: () => Promise<{ info: GpuInfo }>;
+}
+
+export interface VoxsegServer {
+  app: Hono;
+  routes: readonly RouteSpec[];
+  /** Resolves when the GPU is acquired, rejects when it cannot be. */
+  gpuReady: Promise<void>;
+  context: ServerContext;
+  /**
+   * Stops taking work, lets the GPU work in progress finish, checkpoints and interrupts a
+   * running training job, flushes job state and ends event streams. Idempotent.
+   */
+  shutdown(): Promise<void>;
+}
+
+export const DEFAULT_MAX_BODY = 1024 ** 3;
+export const DEFAULT_MAX_QUEUE = 16;
+
+/**
+ * @example
+ * const server = await createApp({ dataRoot: "data", token: "s3cret" });
+ * const res = await server.app.request("/healthz");
+ */
+export async function createApp(options: ServerOptions): Promise<VoxsegServer> {
+  const root = await DataRoot.open(options.dataRoot);
+  const stateDir = options.stateDir ?? join(root.real, ".voxseg", "jobs");
+  const maxQueue = options.maxQueue ?? DEFAULT_MAX_QUEUE;
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
+  const store = await JobStore.open(stateDir);
+  const scheduler = new GpuScheduler({ maxQueue });
+  const models: ModelRegistry = new ModelRegistry({
+    dir: options.modelsDir ?? join(root.real, "models"),
+    // Called per request, after `runner` exists.
+    jobModels: (): ModelEntry[] => runner.jobModels(),
+  });
+  const runner = new JobRunner({ store, scheduler, models, root, maxQueue });
+
+  let gpu: GpuInfo | undefined;
+  let gpuError: string | undefined;
+  const gpuReady = (options.acquireGpu ?? initGpu)().then(
+    (g) => {
+      gpu = g.info;
+    },
+    (e) => {
+      gpuError = (e as Error).message;
+      throw e;
+    },
+  );
+  gpuReady.catch(() => {}); // reported by /readyz and /v1/device
+
+  let draining = false;
+  const stopping = new AbortController();
+  const metrics = new Metrics(() => ({
+    gpuQueueDepth: scheduler.queueDepth,
+    gpuBusySeconds: scheduler.busySeconds(),
+    jobs: runner.counts(),
+    training: runner.training(),
+  }));
+  const auth = options.token ? options.auth ?? "mutating" : "none";
+  const context: ServerContext = {
+    root,
+    store,
+    runner,
+    models,
+    scheduler,
+    metrics,
+    gpu: () => gpu,
+    gpuError: () => gpuError,
+    draining: () => draining,
+    shutdownSignal: stopping.signal,
+    maxBodyBytes,
+    version: denoJson.version,
+  };
+
+  const routes: RouteSpec[] = [
+    ...healthRoutes(context),
+    ...modelRoutes(context),
+    ...jobRoutes(context),
+    ...dashboardRoutes(context),
+  ];
+  let openapi: ReturnType<typeof openApiDocument> | undefined;
+  routes.push({
+    method: "GET",
+    path: "/openapi.json",
+    tag: "health",
+    summary: "This description of every route, generated from the route table",
+    responses: { 200: { description: "OpenAPI 3.1" } },
+    handler: (c) =>
+      c.json(openapi ??= openApiDocument(routes, { version: denoJson.version, auth })),
+  });
+
+  const app = new Hono();
+  app.use("*", requestMetrics(metrics));
+  app.use("*", bearerAuth({ token: options.token, scope: options.auth ?? "mutating" }));
+  app.use("*", intake({ draining: () => draining }));
+  app.use("*", bodyLimit({ maxBytes: maxBodyBytes }));
+  for (const r of routes) {
+    if (r.body) app.on(r.method, r.path, requireContentType(r.body.types), r.handler);
+    else app.on(r.method, r.path, r.handler);
+  }
+  app.notFound((c) =>
+    errorResponse(404, "not_found", `no route ${c.req.method} ${c.req.path}; see /openapi.json`)
+  );
+  app.onError((err, c) => {
+    if (err instanceof QueueFullError) {
+      return new ApiError(503, "queue_full", err.message, {
+        "retry-after": String(err.retryAfterSeconds),
+      }).getResponse();
+    }
+    if (c.req.raw.signal.aborted) {
+      // The client went away mid-request; nobody reads this answer.
+      return errorResponse(503, "client_closed", "the client closed the connection");
+    }
+    return renderError(err, c);
+  });
+
+  await runner.recover();
+
+  let shut: Promise<void> | undefined;
+  const shutdown = () =>
+    shut ??= (async () => {
+      draining = true;
+      await runner.shutdown();
+      await scheduler.idle();
+      stopping.abort();
+      models.dispose();
+    })();
+
+  return { app, routes, gpuReady, context, shutdown };
+}

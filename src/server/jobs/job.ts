@@ -1,0 +1,102 @@
+/** What a job is: its request, its state, its progress and its result, as stored and served. */
+
+import type { ModelRegistry } from "../models.ts";
+import type { DataRoot } from "../paths.ts";
+import type { GpuScheduler } from "../scheduler.ts";
+import type { JobStore } from "./store.ts";
+
+export type JobKind = "train" | "predict";
+
+/**
+ * `queued` → `running` → `succeeded` | `failed` | `cancelled` | `interrupted` (the server
+ * stopped while it ran). `interrupted`, `cancelled` and `failed` jobs can be resumed, which
+ * queues them again (training continues from its last checkpoint).
+ */
+export type JobState = "queued" | "running" | "succeeded" | "failed" | "cancelled" | "interrupted";
+
+export const JOB_STATES: readonly JobState[] = [
+  "queued",
+  "running",
+  "succeeded",
+  "failed",
+  "cancelled",
+  "interrupted",
+];
+
+/** States a job stays in until someone acts on it. */
+export function isFinal(state: JobState): boolean {
+  return state !== "queued" && state !== "running";
+}
+
+/** POST /v1/jobs/train. */
+export interface TrainJobRequest {
+  /** Dataset folder (holding dataset.json), relative to the data root. */
+  dataset: string;
+  /**
+   * Config overrides: nested objects as in a `--config` file (`{"optimizer": {"lr": 3e-4}}`)
+   * and/or flat dotted fields and aliases as on the command line (`{"optimizer.lr": 3e-4,
+   * "epochs": 5}`). `out` and `data.dataset` are set by the server.
+   */
+  config?: Record<string, unknown>;
+  /** The model's name once trained; default the job id. */
+  name?: string;
+}
+
+/** POST /v1/jobs/predict. */
+export interface PredictJobRequest {
+  model: string;
+  /** NIfTI volume to segment, relative to the data root. */
+  input: string;
+  /** Where the label map goes (`.nii` or `.nii.gz`), relative to the data root. */
+  output: string;
+  overlap?: number;
+  tta?: boolean;
+}
+
+export interface JobError {
+  code: string;
+  message: string;
+}
+
+export interface Job {
+  id: string;
+  kind: JobKind;
+  /** The model name (training) or a label (prediction). */
+  name: string;
+  state: JobState;
+  createdAt: string;
+  startedAt?: string;
+  finishedAt?: string;
+  request: TrainJobRequest | PredictJobRequest;
+  /** Times the job has been started (resumes included). */
+  attempts: number;
+  /** Latest progress: training step/epoch/loss, or prediction windows done. */
+  progress?: Record<string, unknown>;
+  /** Latest validation metrics (training). */
+  metrics?: Record<string, number | null>;
+  result?: Record<string, unknown>;
+  error?: JobError;
+}
+
+/** One entry of a job's event log (and of its server-sent event stream). */
+export interface JobEvent {
+  /** 1, 2, 3… per job: the SSE `id`, for Last-Event-ID. */
+  id: number;
+  type: "state" | "progress" | "metrics" | "checkpoint" | "log";
+  time: string;
+  data: Record<string, unknown>;
+}
+
+/** A new, sortable job id: time in base 36 and 32 random bits. */
+export function newJobId(): string {
+  const rand = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");
+  return `j${Date.now().toString(36)}-${rand}`;
+}
+
+/** What running a job needs from the server. */
+export interface JobDeps {
+  store: JobStore;
+  scheduler: GpuScheduler;
+  models: ModelRegistry;
+  root: DataRoot;
+}

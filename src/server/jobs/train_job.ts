@@ -1,0 +1,140 @@
+/**
+ * A training job: the request's config resolved again (the dataset may have changed since it
+ * was queued), the trainer run holding the GPU lane and yielding it between steps, and its
+ * events turned into job progress, metrics and checkpoints. Always `resume: true`: a first
+ * run's folder is new, so it starts fresh; a resumed one continues from `last.safetensors`.
+ */
+
+import { join } from "node:path";
+import { datasetValidator } from "../../infer/validate.ts";
+import type { TrainConfig } from "../../train/config.ts";
+import { RUN_FILES, train, type TrainEvent } from "../../train/trainer.ts";
+import type { Job, JobDeps, TrainJobRequest } from "./job.ts";
+import { trainConfig } from "./requests.ts";
+
+const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);
+
+/** Trains; returns the job's result (model name, checkpoint, scores, how it stopped). */
+export async function runTrainJob(
+  job: Job,
+  signal: AbortSignal,
+  deps: JobDeps,
+  onStep: (loss: number, step: number) => void,
+): Promise<Record<string, unknown>> {
+  const { store, root, scheduler } = deps;
+  const { config, dataset } = await trainConfig(
+    job.request as TrainJobRequest,
+    root,
+    store.runDir(job.id),
+  );
+  const hasVal = dataset.cases.some((c) => c.split === "val" && c.hasLabel);
+  const validate = hasVal
+    ? datasetValidator({ patchSize: config.data.patchSize, batchSize: 2 })
+    : undefined;
+  const lease = await scheduler.acquire(`train ${job.id}`, { bounded: false, signal });
+  let result;
+  try {
+    result = await train({
+      config,
+      // A first run starts fresh (its folder is new); a resumed one continues from `last`.
+      resume: true,
+      validate,
+      signal,
+      beforeStep: () => lease.yield(),
+      onEvent: (e) => reportTrainEvent(job, config, e, deps, onStep),
+    });
+  } finally {
+    lease.release();
+  }
+  const checkpoint = checkpointOf(config.out);
+  return {
+    model: job.name,
+    ...(checkpoint ? { checkpoint: root.display(checkpoint) } : {}),
+    epochs: result.epochs,
+    steps: result.steps,
+    bestScore: result.bestScore,
+    bestEpoch: result.bestEpoch,
+    lastMetrics: Object.fromEntries(
+      Object.entries(result.lastMetrics).map(([k, v]) => [k, finiteOrNull(v)]),
+    ),
+    stoppedBy: result.stoppedBy,
+    seconds: result.seconds,
+  };
+}
+
+/** Turns a trainer event into job progress, metrics and the job's events. */
+function reportTrainEvent(
+  job: Job,
+  config: TrainConfig,
+  e: TrainEvent,
+  { store, root }: JobDeps,
+  onStep: (loss: number, step: number) => void,
+): void {
+  switch (e.type) {
+    case "start":
+      store.append(job.id, "log", {
+        message: `training ${e.params} parameters for ${config.epochs} epochs × ` +
+          `${config.itersPerEpoch} steps` +
+          (e.resumedFrom ? `, resumed after epoch ${e.resumedFrom}` : ""),
+        params: e.params,
+        ...(e.resumedFrom ? { resumedFrom: e.resumedFrom } : {}),
+      });
+      break;
+    case "step": {
+      const total = config.epochs * config.itersPerEpoch;
+      const done = (e.epoch - 1) * config.itersPerEpoch + e.stepInEpoch;
+      job.progress = {
+        phase: "train",
+        epoch: e.epoch,
+        epochs: config.epochs,
+        step: e.step,
+        stepInEpoch: e.stepInEpoch,
+        itersPerEpoch: config.itersPerEpoch,
+        loss: e.loss,
+        lr: e.lr,
+        gradNorm: e.gradNorm,
+        patchesPerSec: e.patchesPerSec,
+        fraction: Math.min(1, done / total),
+      };
+      onStep(e.loss, e.step);
+      store.append(job.id, "progress", job.progress);
+      break;
+    }
+    case "skipped":
+      store.append(job.id, "log", { message: `step ${e.step} skipped: ${e.reason}` });
+      break;
+    case "validation": {
+      job.metrics = Object.fromEntries(
+        Object.entries(e.metrics).map(([k, v]) => [k, finiteOrNull(v)]),
+      );
+      store.append(job.id, "metrics", {
+        epoch: e.epoch,
+        step: e.step,
+        metrics: job.metrics,
+        score: finiteOrNull(e.score),
+        best: e.best,
+      });
+      store.save(job).catch(() => {});
+      break;
+    }
+    case "checkpoint":
+      store.append(job.id, "checkpoint", { path: root.display(e.path), epoch: e.epoch });
+      break;
+    case "stop":
+      store.append(job.id, "log", { message: `stopped: ${e.reason}` });
+      break;
+  }
+}
+
+/** A run folder's model checkpoint: best if written, else last; undefined when neither. */
+export function checkpointOf(runDir: string): string | undefined {
+  for (const file of [RUN_FILES.best, RUN_FILES.last]) {
+    const path = join(runDir, file);
+    try {
+      if (Deno.statSync(path).isFile) return path;
+    } catch {
+      // not written
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { Hono } from "hono";
+import { ApiError, renderError } from "../../errors.ts";
+import { Metrics } from "../../metrics.ts";
+import { requestMetrics } from "./request_metrics.ts";
+import { bearerAuth } from "../bearer_auth/bearer_auth.ts";
+
+Deno.test("requestMetrics: counts by route pattern and status, refusals and errors included", async () => {
+  const metrics = new Metrics(() => ({
+    gpuQueueDepth: 2,
+    gpuBusySeconds: 1.5,
+    jobs: {},
+    training: {},
+  }));
+  const app = new Hono();
+  app.use("*", requestMetrics(metrics));
+  app.use("*", bearerAuth({ token: "t" }));
+  app.get("/items/:id", (c) => {
+    if (c.req.param("id") === "x") throw new ApiError(404, "not_found", "no x");
+    return c.text("ok");
+  });
+  app.post("/items/:id", (c) => c.text("never"));
+  app.onError(renderError);
+  await app.request("/items/1");
+  await app.request("/items/2");
+  await app.request("/items/x");
+  await app.request("/elsewhere");
+  await app.request("/items/1", { method: "POST" }); // refused by bearerAuth before the route
+  const text = metrics.render();
+  assert.match(
+    text,
+    /voxseg_http_requests_total\{method="GET",route="\/items\/:id",status="200"\} 2/,
+  );
+  assert.match(
+    text,
+    /voxseg_http_requests_total\{method="GET",route="\/items\/:id",status="404"\} 1/,
+  );
+  assert.match(text, /voxseg_http_requests_total\{method="GET",route="unmatched",status="404"\} 1/);
+  assert.match(text, /voxseg_http_request_duration_seconds_count\{route="\/items\/:id"\} 4/);
+  assert.match(
+    text,
+    /voxseg_http_request_duration_seconds_bucket\{route="\/items\/:id",le="\+Inf"\} 4/,
+  );
+  assert.match(
+    text,
+    /voxseg_http_requests_total\{method="POST",route="\/items\/:id",status="401"\} 1/,
+  );
+  assert.match(text, /voxseg_gpu_queue_depth 2/);
+  assert.match(text, /voxseg_gpu_busy_seconds_total 1.5/);
+});

@@ -1,0 +1,215 @@
+/** Jobs: queue training and prediction, follow them (JSON and server-sent events), cancel. */
+
+import type { Context } from "hono";
+import { ApiError } from "../errors.ts";
+import { JOB_STATES, type JobState } from "../jobs/job.ts";
+import { parsePredictRequest, parseTrainRequest } from "../jobs/requests.ts";
+import { jobEventStream } from "../sse.ts";
+import { errorResponse, queueFull, ref } from "./schemas.ts";
+import { requireGpu, type RouteSpec, type ServerContext } from "./table.ts";
+
+async function jsonBody(c: Context): Promise<unknown> {
+  const text = await c.req.text();
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ApiError(400, "invalid_json", `the body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+const jobResponse = { description: "the job", schema: ref("Job") };
+const notFound = errorResponse("no such job");
+
+export function jobRoutes(ctx: ServerContext): RouteSpec[] {
+  const { runner, store } = ctx;
+  const accepted = (c: Context, job: { id: string }) => {
+    c.header("location", `/v1/jobs/${job.id}`);
+    return c.json(job, 202);
+  };
+  return [
+    {
+      method: "POST",
+      path: "/v1/jobs/train",
+      tag: "jobs",
+      summary: "Queue a training run on a dataset under the data root",
+      description: "The trained model is served under `name` (default: the job id) once the " +
+        "job succeeds. Config errors are reported now, as 400.",
+      body: {
+        types: ["application/json"],
+        description: "what to train",
+        schema: ref("TrainRequest"),
+      },
+      responses: {
+        202: { ...jobResponse, headers: { Location: "the job's URL" } },
+        400: errorResponse("bad dataset path, dataset or config"),
+        409: errorResponse("the name is taken"),
+        503: queueFull,
+      },
+      handler: async (c) => {
+        const request = parseTrainRequest(await jsonBody(c));
+        requireGpu(ctx);
+        return accepted(c, await runner.submitTrain(request));
+      },
+    },
+    {
+      method: "POST",
+      path: "/v1/jobs/predict",
+      tag: "jobs",
+      summary: "Queue a prediction: NIfTI in, NIfTI label map out, both under the data root",
+      body: {
+        types: ["application/json"],
+        description: "what to predict",
+        schema: ref("PredictRequest"),
+      },
+      responses: {
+        202: { ...jobResponse, headers: { Location: "the job's URL" } },
+        400: errorResponse("bad path or field"),
+        404: errorResponse("no such model"),
+        503: queueFull,
+      },
+      handler: async (c) => {
+        const request = parsePredictRequest(await jsonBody(c));
+        requireGpu(ctx);
+        return accepted(c, await runner.submitPredict(request));
+      },
+    },
+    {
+      method: "GET",
+      path: "/v1/jobs",
+      tag: "jobs",
+      summary: "Jobs, newest first",
+      query: [
+        {
+          name: "state",
+          description: "only jobs in this state",
+          schema: { enum: [...JOB_STATES] },
+        },
+        { name: "kind", description: "train or predict", schema: { enum: ["train", "predict"] } },
+        {
+          name: "limit",
+          description: "at most this many (default 100)",
+          schema: { type: "integer" },
+        },
+      ],
+      responses: {
+        200: {
+          description: "jobs",
+          schema: { type: "object", properties: { jobs: { type: "array", items: ref("Job") } } },
+        },
+        400: errorResponse("bad filter"),
+      },
+      handler: (c) => {
+        const state = c.req.query("state");
+        const kind = c.req.query("kind");
+        const limit = Number(c.req.query("limit") ?? 100);
+        if (state !== undefined && !JOB_STATES.includes(state as JobState)) {
+          throw new ApiError(
+            400,
+            "invalid_request",
+            `state must be one of ${JOB_STATES.join(", ")}`,
+          );
+        }
+        if (kind !== undefined && kind !== "train" && kind !== "predict") {
+          throw new ApiError(400, "invalid_request", "kind must be train or predict");
+        }
+        if (!Number.isInteger(limit) || limit < 1) {
+          throw new ApiError(400, "invalid_request", "limit must be a positive integer");
+        }
+        const jobs = store.list()
+          .filter((j) => (!state || j.state === state) && (!kind || j.kind === kind))
+          .slice(0, limit);
+        return c.json({ jobs });
+      },
+    },
+    {
+      method: "GET",
+      path: "/v1/jobs/:id",
+      tag: "jobs",
+      summary: "One job: state, progress, latest metrics, result or error",
+      responses: { 200: jobResponse, 404: notFound },
+      handler: (c) => c.json(runner.get(c.req.param("id")!)),
+    },
+    {
+      method: "GET",
+      path: "/v1/jobs/:id/events",
+      tag: "jobs",
+      summary: "Server-sent events: past events, then live ones until the job ends",
+      description: "Events: `state` (queued, running, and the final state with the result or " +
+        "error), `progress` (training step, epoch, loss, learning rate; prediction windows), " +
+        "`metrics` (validation), `checkpoint`, `log`. Each has an `id`; reconnect with " +
+        "Last-Event-ID to continue where the stream broke.",
+      responses: {
+        200: { description: "the event stream", types: ["text/event-stream"] },
+        404: notFound,
+      },
+      handler: async (c) => {
+        const job = runner.get(c.req.param("id")!);
+        const after = Number(c.req.header("last-event-id") ?? c.req.query("after") ?? 0);
+        const stream = await jobEventStream(store, job, {
+          after: Number.isFinite(after) ? after : 0,
+          signal: ctx.shutdownSignal,
+        });
+        return c.body(stream, 200, {
+          "content-type": "text/event-stream; charset=utf-8",
+          "cache-control": "no-cache",
+          "x-accel-buffering": "no",
+        });
+      },
+    },
+    {
+      method: "GET",
+      path: "/v1/jobs/:id/result",
+      tag: "jobs",
+      summary: "A finished job's result: the trained model and its scores, or the output and " +
+        "per-class volumes",
+      responses: {
+        200: { description: "the result", schema: { type: "object" } },
+        404: notFound,
+        409: errorResponse("no result (yet): the job is queued, running, or failed"),
+      },
+      handler: (c) => {
+        const job = runner.get(c.req.param("id")!);
+        if (!job.result) {
+          const why = job.error ? `: ${job.error.message}` : "";
+          throw new ApiError(
+            409,
+            "no_result",
+            `job ${job.id} is ${job.state} and has no result${why}`,
+          );
+        }
+        return c.json({ id: job.id, kind: job.kind, state: job.state, ...job.result });
+      },
+    },
+    {
+      method: "DELETE",
+      path: "/v1/jobs/:id",
+      tag: "jobs",
+      summary: "Cancel a job; a training run stops after its current step and keeps its last " +
+        "checkpoint",
+      responses: {
+        200: { description: "cancelled (it was queued)", schema: ref("Job") },
+        202: { description: "cancelling: the running job stops shortly", schema: ref("Job") },
+        404: notFound,
+        409: errorResponse("the job has already finished"),
+      },
+      handler: async (c) => {
+        const job = await runner.cancel(c.req.param("id")!);
+        return c.json(job, job.state === "running" ? 202 : 200);
+      },
+    },
+    {
+      method: "POST",
+      path: "/v1/jobs/:id/resume",
+      tag: "jobs",
+      summary: "Queue an interrupted, cancelled or failed job again; training continues from " +
+        "its last checkpoint",
+      responses: {
+        202: jobResponse,
+        404: notFound,
+        409: errorResponse("the job is queued, running or succeeded"),
+        503: queueFull,
+      },
+      handler: async (c) => accepted(c, await runner.resume(c.req.param("id")!)),
+    },
+  ];
+}

@@ -1,0 +1,269 @@
+/**
+ * Whole-volume prediction with tiny random checkpoints: output geometry equals the input's on
+ * real NIfTI files (Debian's mricron templates), with and without resampling; OME-Zarr cases
+ * get a labels/pred image written chunk by chunk that equals the in-memory prediction; bad
+ * input fails with messages that say what is wrong.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import * as zarr from "zarrita";
+import FileSystemStore from "@zarrita/storage/fs";
+import { readNifti, writeNifti } from "../../src/data/nifti.ts";
+import { openCase, writeCase } from "../../src/data/ome_zarr.ts";
+import type { Volume } from "../../src/data/volume.ts";
+import { encodeSafetensors } from "../../src/train/safetensors.ts";
+import { loadModel, predictCase, predictVolume } from "../../src/infer/predict.ts";
+import { runCliCaptured, withStaticServer } from "../data/helpers.ts";
+import { blobVolume, opts, tempRoot, tinyCheckpoint } from "./helpers.ts";
+
+const root = tempRoot("voxseg_predict_test_");
+const TEMPLATES = "/usr/share/mricron/templates";
+const brainNorm = { kind: "zscore", clipLo: 0, clipHi: 255, mean: 60, std: 40 } as const;
+
+/** True (the test is skipped, saying why) when a real NIfTI file is not installed. */
+async function missing(path: string): Promise<boolean> {
+  if (await Deno.stat(path).then(() => true, () => false)) return false;
+  console.log(`skipping a test: ${path} is absent (Debian: apt-get install mricron-data)`);
+  return true;
+}
+
+function sameGeometry(a: Volume, b: Volume) {
+  assert.deepEqual(b.shape, a.shape);
+  assert.deepEqual(b.spacingMm.map((s) => +s.toFixed(6)), a.spacingMm.map((s) => +s.toFixed(6)));
+  a.affine.forEach((v, i) =>
+    assert.ok(Math.abs(v - b.affine[i]) < 1e-5, `affine[${i}] ${b.affine[i]} vs ${v}`)
+  );
+}
+
+Deno.test({
+  name: "infer CLI on AICHAmc.nii.gz (91×109×91, 2 mm, x flipped) keeps the exact header geometry",
+  ...opts,
+  ignore: await missing(`${TEMPLATES}/AICHAmc.nii.gz`),
+  async fn() {
+    const model = await tinyCheckpoint(root, "aicha.safetensors", {
+      spacingMm: [2, 2, 2],
+      patchSize: [32, 32, 32],
+      normalisation: brainNorm,
+    });
+    const input = `${TEMPLATES}/AICHAmc.nii.gz`;
+    const out = join(root, "aicha_seg.nii.gz"), summary = join(root, "aicha.json");
+    const r = await runCliCaptured([
+      ...["infer", "--model", model, "--in", input, "--out", out],
+      ...["--overlap", "0", "--batch-size", "4", "--summary", summary],
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const source = await readNifti(input), seg = await readNifti(out);
+    sameGeometry(source, seg);
+    for (
+      const k of [
+        "qformCode",
+        "sformCode",
+        "quatern",
+        "qoffset",
+        "srow",
+        "pixdim",
+        "xyztUnits",
+      ] as const
+    ) {
+      assert.deepEqual(seg.header[k], source.header[k], k);
+    }
+    assert.ok(seg.data instanceof Uint8Array);
+    const report = JSON.parse(await Deno.readTextFile(summary));
+    const counts = [0, 0, 0];
+    for (const v of seg.data) counts[v]++;
+    assert.deepEqual(report.classes.map((c: { voxels: number }) => c.voxels), counts);
+    assert.ok(Math.abs(report.classes[1].volumeMl - counts[1] * 8 / 1000) < 1e-9);
+    assert.equal(report.network, undefined, "2 mm input, 2 mm model: no resampling");
+    assert.match(r.stdout, /background\s+\d+/);
+  },
+});
+
+Deno.test({
+  name:
+    "ch2.nii.gz (181×217×181, 1 mm) with a 3 mm model: network grid 60×72×60, labels on the input grid",
+  ...opts,
+  ignore: await missing(`${TEMPLATES}/ch2.nii.gz`),
+  async fn() {
+    const model = await tinyCheckpoint(root, "ch2.safetensors", {
+      spacingMm: [3, 3, 3],
+      patchSize: [32, 32, 32],
+      normalisation: brainNorm,
+    });
+    const loaded = await loadModel(model);
+    try {
+      const ct = await readNifti(`${TEMPLATES}/ch2.nii.gz`);
+      const { labels, summary } = await predictVolume(loaded, ct, { batchSize: 4 });
+      assert.deepEqual(summary.network?.shape, [60, 72, 60]);
+      sameGeometry(ct, labels);
+      assert.equal(labels.data.length, 181 * 217 * 181);
+      assert.equal(summary.classes.reduce((a, c) => a + c.voxels, 0), labels.data.length);
+      const out = join(root, "ch2_seg.nii.gz");
+      await writeNifti(out, labels, { like: ct.header });
+      const back = await readNifti(out);
+      sameGeometry(ct, back);
+      assert.deepEqual(back.header.srow, ct.header.srow);
+      assert.equal(back.header.sformCode, ct.header.sformCode);
+    } finally {
+      loaded.dispose();
+    }
+  },
+});
+
+Deno.test(
+  "spacing within 10 % runs as is; beyond it the input is resampled and comes back",
+  opts,
+  async () => {
+    const model = await tinyCheckpoint(root, "spacing.safetensors", { spacingMm: [2, 1, 1] });
+    const loaded = await loadModel(model);
+    try {
+      const near = await predictVolume(loaded, blobVolume([16, 20, 18], 1, [2.1, 1.05, 0.95]));
+      assert.equal(near.summary.network, undefined);
+      const far = blobVolume([16, 20, 18], 1, [3, 0.5, 1]);
+      const { labels, summary } = await predictVolume(loaded, far);
+      assert.deepEqual(summary.network?.shape, [24, 10, 18]);
+      sameGeometry(far, labels);
+    } finally {
+      loaded.dispose();
+    }
+  },
+);
+
+Deno.test(
+  "predictCase writes labels/pred chunk by chunk (local and over HTTP), equal to predictVolume",
+  opts,
+  async () => {
+    const model = await tinyCheckpoint(root, "case.safetensors", {
+      normalisation: { kind: "ct-window", lo: -1000, hi: 400 },
+    });
+    const volume = blobVolume([21, 24, 19], 7);
+    const hu = Int16Array.from(volume.data, (v) => Math.round(v * 500 - 300));
+    const image: Volume = { ...volume, data: hu };
+    const dir = join(root, "a.zarr");
+    await writeCase(dir, {
+      image,
+      label: { ...volume, data: new Uint8Array(hu.length) },
+      chunks: 8,
+    });
+    const loaded = await loadModel(model);
+    try {
+      const { labels, summary: want } = await predictVolume(loaded, image);
+      const { labelsPath, summary } = await predictCase(loaded, dir, {
+        memoryBudgetBytes: 8 * 2 ** 20,
+      });
+      assert.equal(labelsPath, join(dir, "labels", "pred"));
+      assert.deepEqual(summary.classes, want.classes);
+      const store = new FileSystemStore(dir);
+      const array = await zarr.open.v3(zarr.root(store).resolve("labels/pred/0"), {
+        kind: "array",
+      });
+      assert.deepEqual(array.chunks, [8, 8, 8]);
+      const got = await zarr.get(array);
+      assert.deepEqual(got.data, labels.data);
+      const group = JSON.parse(await Deno.readTextFile(join(dir, "labels", "pred", "zarr.json")));
+      assert.deepEqual(
+        group.attributes.ome["image-label"].properties.map((p: { name: string }) => p.name),
+        ["lung", "infection"],
+      );
+      const list = JSON.parse(await Deno.readTextFile(join(dir, "labels", "zarr.json")));
+      assert.deepEqual(list.attributes.ome.labels, ["seg", "pred"]);
+      // The case still opens, its reference labels untouched.
+      const reader = await openCase(dir);
+      assert.ok((await reader.readFullLabel()).data.every((v) => v === 0));
+      // Over HTTP: read chunk by chunk from the URL, labels written to a local folder.
+      await withStaticServer(root, async (url) => {
+        const remote = `${url}/a.zarr`;
+        await assert.rejects(predictCase(loaded, remote), /is remote: voxseg cannot write into it/);
+        const out = join(root, "remote_pred");
+        const r = await predictCase(loaded, remote, { out });
+        assert.deepEqual(r.summary.classes, want.classes);
+        const back = await zarr.open.v3(zarr.root(new FileSystemStore(out)).resolve("0"), {
+          kind: "array",
+        });
+        assert.deepEqual((await zarr.get(back)).data, labels.data);
+        const nii = join(root, "remote.nii.gz");
+        const cli = await runCliCaptured(["infer", "--model", model, "--in", remote, "--out", nii]);
+        assert.equal(cli.code, 0, cli.stderr);
+        assert.deepEqual((await readNifti(nii)).data, labels.data);
+      });
+      await assert.rejects(
+        predictCase(loaded, dir, { memoryBudgetBytes: 2 ** 16 }),
+        /needs about \d+ MiB of host memory, above the budget of 0 MiB; raise the budget/,
+      );
+    } finally {
+      loaded.dispose();
+    }
+  },
+);
+
+Deno.test(
+  "bad input: a volume smaller than a patch is padded; NaN voxels and bad options refused",
+  opts,
+  async () => {
+    const loaded = await loadModel(
+      await tinyCheckpoint(root, "bad.safetensors", { patchSize: [16, 16, 16] }),
+    );
+    try {
+      const small = blobVolume([5, 7, 3], 2);
+      const { labels } = await predictVolume(loaded, small);
+      sameGeometry(small, labels);
+      const nan = blobVolume([8, 8, 8], 3);
+      (nan.data as Float32Array)[2 + 8 * (1 + 8 * 4)] = NaN;
+      await assert.rejects(predictVolume(loaded, nan), /1 non-finite voxel .*\(z=4, y=1, x=2\)/);
+      await assert.rejects(
+        predictVolume(loaded, small, { overlap: 1 }),
+        /overlap must be in \[0, 1\)/,
+      );
+      const controller = new AbortController();
+      controller.abort(new Error("cancelled by the client"));
+      await assert.rejects(
+        predictVolume(loaded, small, { signal: controller.signal }),
+        /cancelled/,
+      );
+    } finally {
+      loaded.dispose();
+    }
+  },
+);
+
+Deno.test(
+  "bad input: two-channel checkpoint, non-checkpoint files, a file that is not NIfTI",
+  opts,
+  async () => {
+    const two = await loadModel(
+      await tinyCheckpoint(root, "two.safetensors", { model: { inChannels: 2 } }),
+    );
+    try {
+      await assert.rejects(predictVolume(two, blobVolume([8, 8, 8])), /expects 2 input channels/);
+    } finally {
+      two.dispose();
+    }
+    const text = join(root, "notes.txt");
+    await Deno.writeTextFile(text, "this is not a volume\n");
+    await assert.rejects(loadModel(text), /is not a voxseg checkpoint/);
+    const plain = join(root, "plain.safetensors");
+    await Deno.writeFile(
+      plain,
+      encodeSafetensors({ w: { shape: [1], data: new Float32Array(1) } }),
+    );
+    await assert.rejects(loadModel(plain), /is not a voxseg checkpoint.*__metadata__/);
+    await assert.rejects(loadModel(join(root, "missing.safetensors")), /model not found/);
+    const model = await tinyCheckpoint(root, "cli.safetensors");
+    const r = await runCliCaptured([
+      "infer",
+      "--model",
+      model,
+      "--in",
+      text,
+      "--out",
+      join(root, "x.nii.gz"),
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /notes\.txt is neither a NIfTI file .* nor an OME-Zarr case .*not a NIfTI file/,
+    );
+    const usage = await runCliCaptured(["infer", "--model", model, "--in", text]);
+    assert.equal(usage.code, 1);
+  },
+);

@@ -1,0 +1,10 @@
+/**
+ * The middleware tests live beside their middleware (src/server/middleware/<name>/), as in
+ * Hono; importing them here runs them with the rest of tests/.
+ */
+
+import "../../src/server/middleware/bearer_auth/bearer_auth_test.ts";
+import "../../src/server/middleware/body_limit/body_limit_test.ts";
+import "../../src/server/middleware/content_type/content_type_test.ts";
+import "../../src/server/middleware/intake/intake_test.ts";
+import "../../src/server/middleware/request_metrics/request_metrics_test.ts";
