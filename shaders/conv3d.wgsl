@@ -3,33 +3,33 @@
 //
 //   y[n, o, v] = b[o] + Σ_i Σ_t W(o, i, t) · x[n, i, v + t - P]      t = (kz, ky, kx)
 //
-// W comes packed by conv3d_pack.wgsl: pw[((tc·Ci + i)·K³ + t)·GW + j] = W(tc·GW + j, i, t),
-// zero past Co, for tiles of GW = 4·CG channels (K = 1: 4·CG·VZ), so the channels of a tap are
-// consecutive vec4s and one kernel serves
-// the forward pass, the input gradient (channels swapped, taps flipped by the packing) and the
-// transposed convolution. MODE selects how x and y map to memory (K = 1 only for MODE 1 and 2),
-// for the transposed convolution with kernel 2 stride 2, whose 8 taps become 8 channels per
-// real channel:
+// W comes packed by conv3d_pack.wgsl, pw[((tc·CiPad + i)·K³ + t)·GW + j] = W(tc·GW + j, i, t),
+// zero past Co and Ci, for tiles of GW channels (4·CG; K = 1: 4·CG·VZ) and CiPad input
+// channels (Ci; K = 1: Ci rounded up to 4): the channels of a tap are consecutive vec4s. The
+// packing reads W through strides, so one kernel serves the forward pass, the input gradient
+// (channels swapped, taps flipped) and the transposed convolution. MODE selects how x and y
+// map to memory (K = 1 only for MODE 1 and 2), for the transposed convolution with kernel 2
+// stride 2, whose 8 taps become 8 channels per real channel:
 //   0  x [N, Ci, D, H, W], y [N, Co, D, H, W]
 //   1  y is [N, Co/8, 2D, 2H, 2W]: channel o = 8·c + tap lands at (c, 2v + tap)     (convT)
 //   2  x is [N, Ci/8, 2D, 2H, 2W] read the same way: channel i = 8·c + tap is x[c, 2v + tap]
 //                                                                         (convT input grad)
 //
 // Each thread owns a register block of 4·CG output channels × VZ planes × 4 rows × VX voxels
-// (VZ ≤ 4, VX = 4 or 8; for K = 1 the VZ plane slots hold VZ times the channels of one plane
-// instead) and reads its inputs straight from global memory; nothing is shared through
-// workgroup memory and there are no barriers. Per input channel it loads the CG·K³ weight
-// vec4s (K = 1: CG·VZ) once and every input row of its window once (K = 3: VZ + 2 planes × 6
-// rows of VX + 2 values, the x taps reusing a row by shifting it in registers). Why: on a CPU adapter
-// (llvmpipe) every load is a per-lane loop costing ~10–40 cycles per float while a multiply-add
-// costs ~1, so the block is as large as spilling allows; staging through workgroup memory only
-// adds loads, and barriers make every load slower still. On a GPU the same kernel runs with a
-// smaller block (conv3d.ts picks the tiles) and relies on its caches.
+// (CG ≤ 2, VZ ≤ 4, VX = 4 or 8; for K = 1 the VZ plane slots hold more channels of one plane
+// instead) and reads its inputs straight from global memory: nothing goes through workgroup
+// memory and there are no barriers. Per input channel it loads the CG·K³ weight vec4s once
+// and every input row of its window once (K = 3: VZ + 2 planes × 6 rows of VX + 2 values, the
+// x taps reusing a row by shifting it in registers). Why: on a CPU adapter (llvmpipe) every
+// load is a per-lane loop costing ~10–40 cycles per float and a multiply-add about one, so
+// the block is as large as spilling allows; staging through workgroup memory only adds loads,
+// and barriers make every load slower still. On a GPU the same kernel runs with a smaller
+// block (conv3d.ts picks the tiles) and relies on its caches.
 //
-// VEC = 1 (W % 4 == 0, MODE ≠ 2) reads rows as aligned vec4s through `srcv`, the same buffer
-// as `src`, plus two scalar halo values, and writes whole vec4s; VEC = 0 reads and writes
-// every value as a checked scalar. `dst` is always an array of vec4s, written by component
-// where a vec4 would not be aligned or would leave the row.
+// VEC = 1 (W % 4 == 0) reads rows as aligned vec4s through `srcv`, the same buffer as `src`,
+// plus two scalar halo values (MODE 2: up-sampled rows, see loadTaps), and writes whole vec4s;
+// VEC = 0 reads and writes single checked floats. `dst` is an array of vec4s written by component where a vec4 would
+// not be aligned or would leave the row.
 
 override K: u32 = 3u;
 override MODE: u32 = 0u;
@@ -130,14 +130,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       // input value loaded serves 4·CG·VZ channels. Input channels go 4 at a time (the
       // packed weights are zero past Ci), so each spilled accumulator is loaded and stored
       // once per 4 multiply-adds rather than per one.
-      let z = i32(z0);
-      let r0 = loadPlane(n, ci, z, y0, x0);
-      let r1 = loadPlane(n, ci + 1u, z, y0, x0);
-      let r2 = loadPlane(n, ci + 2u, z, y0, x0);
-      let r3 = loadPlane(n, ci + 3u, z, y0, x0);
+      var r: array<Plane, 4>;
+      if (MODE == 2u && VEC == 1u) {
+        r = loadTaps(n, ci, z0, y0, x0);
+      } else {
+        let z = i32(z0);
+        r = array<Plane, 4>(loadPlane(n, ci, z, y0, x0), loadPlane(n, ci + 1u, z, y0, x0),
+                            loadPlane(n, ci + 2u, z, y0, x0), loadPlane(n, ci + 3u, z, y0, x0));
+      }
       let wb = (tc * params.ciPad + ci) * CG * VZ;
-      acc.g0 = point(acc.g0, wb, r0, r1, r2, r3);
-      if (CG == 2u) { acc.g1 = point(acc.g1, wb + 1u, r0, r1, r2, r3); }
+      acc.g0 = point(acc.g0, wb, r[0], r[1], r[2], r[3]);
+      if (CG == 2u) { acc.g1 = point(acc.g1, wb + 1u, r[0], r[1], r[2], r[3]); }
       continue;
     }
     // vec4 index of tap 0 of channel group 0; taps step by CG.
@@ -335,6 +338,61 @@ fn loadX(rowOk: bool, row: u32, x: i32) -> f32 {
   return select(0.0, src[at], rowOk && u32(x) < params.w);
 }
 
+// MODE 2, VEC = 1: input channels ci .. ci + 3 (ci a multiple of 4) are taps (b, c) = (0,0),
+// (0,1), (1,0), (1,1) of real channel ci / 8 at plane offset a = (ci / 4) & 1, so for each
+// coarse row they are two up-sampled rows read as whole vec4s and split into even (c = 0) and
+// odd (c = 1) values: 2·VX/4 vec4 loads per row for 4 channels instead of 4·VX single floats.
+fn loadTaps(n: u32, ci: u32, z: u32, y0: u32, x0: u32) -> array<Plane, 4> {
+  let zz = 2u * min(z, params.d - 1u) + ((ci >> 2u) & 1u);
+  // Up-sampled row 0 of the plane, in vec4s.
+  let plane = ((n * (params.ci >> 3u) + (ci >> 3u)) * 2u * params.d + zz) * params.h * params.w;
+  let a = tapRow(z < params.d, plane, y0, x0);
+  let b = tapRow(z < params.d, plane, y0 + 1u, x0);
+  let c = tapRow(z < params.d, plane, y0 + 2u, x0);
+  let d = tapRow(z < params.d, plane, y0 + 3u, x0);
+  return array<Plane, 4>(
+    Plane(rows4(a[0], b[0], c[0], d[0]), rows4(a[4], b[4], c[4], d[4])),
+    Plane(rows4(a[1], b[1], c[1], d[1]), rows4(a[5], b[5], c[5], d[5])),
+    Plane(rows4(a[2], b[2], c[2], d[2]), rows4(a[6], b[6], c[6], d[6])),
+    Plane(rows4(a[3], b[3], c[3], d[3]), rows4(a[7], b[7], c[7], d[7])),
+  );
+}
+
+// Coarse row y of the 4 tap channels: [lo of (b, c) = (0,0), (0,1), (1,0), (1,1), then hi].
+fn tapRow(zOk: bool, plane: u32, y: u32, x0: u32) -> array<vec4<f32>, 8> {
+  let ok = zOk && y < params.h;
+  // Up-sampled rows 2y (b = 0) and 2y + 1 (b = 1) from column 2·x0, as vec4 indices.
+  let f0 = plane + (2u * min(y, params.h - 1u) * 2u * params.w + 2u * x0) / 4u;
+  let f1 = f0 + params.w / 2u;
+  let e = fine4(ok, f0, x0);
+  let o = fine4(ok, f1, x0);
+  return array<vec4<f32>, 8>(
+    vec4<f32>(e[0].x, e[0].z, e[1].x, e[1].z), vec4<f32>(e[0].y, e[0].w, e[1].y, e[1].w),
+    vec4<f32>(o[0].x, o[0].z, o[1].x, o[1].z), vec4<f32>(o[0].y, o[0].w, o[1].y, o[1].w),
+    vec4<f32>(e[2].x, e[2].z, e[3].x, e[3].z), vec4<f32>(e[2].y, e[2].w, e[3].y, e[3].w),
+    vec4<f32>(o[2].x, o[2].z, o[3].x, o[3].z), vec4<f32>(o[2].y, o[2].w, o[3].y, o[3].w),
+  );
+}
+
+// The VX/2 vec4s of an up-sampled row from vec4 index f (coarse columns x0 + 2k, x0 + 2k + 1
+// in vec4 k); zero outside the volume. W % 4 == 0, so a vec4 is wholly in or out.
+fn fine4(ok: bool, f: u32, x0: u32) -> array<vec4<f32>, 4> {
+  var a: array<vec4<f32>, 4>;
+  a[0] = select(vec4<f32>(), srcv[f], ok && x0 < params.w);
+  a[1] = select(vec4<f32>(), srcv[f + 1u], ok && x0 + 2u < params.w);
+  if (VX == 8u) {
+    a[2] = select(vec4<f32>(), srcv[f + 2u], ok && x0 + 4u < params.w);
+    a[3] = select(vec4<f32>(), srcv[f + 3u], ok && x0 + 6u < params.w);
+  }
+  return a;
+}
+
+// K = 1 rows p0..p3 (no halo).
+fn rows4(p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3: vec4<f32>) -> Rows6 {
+  let z = vec4<f32>();
+  return Rows6(p0, z, p1, z, p2, z, p3, z, z, z, z, z);
+}
+
 // Index of x[n, ci, z, y, 0] (grid coordinates, in range) for the MODE's layout; x steps by
 // X_STEP from there.
 fn xRow(n: u32, ci: u32, z: u32, y: u32) -> u32 {
@@ -403,7 +461,7 @@ fn storeRow(acc: mat4x4<f32>, bv: vec4<f32>, n: u32, o0: u32, oz: u32, oy: u32, 
 fn storeVoxels(v: vec4<f32>, n: u32, o: u32, oz: u32, oy: u32, ox: u32) {
   if (o >= params.co) { return; }
   let i = yIndex(n, o, oz, oy, ox);
-  if (MODE == 0u && VEC == 1u && ox + 4u <= params.w) {
+  if (MODE != 1u && VEC == 1u && ox + 4u <= params.w) {
     dst[i / 4u] = v;
     return;
   }

@@ -3,16 +3,16 @@
 //   G(o, i, t) = Σ_n Σ_v gy[n, o, v] · x[n, i, v + t - P]      t = (kz·K + ky)·K + kx
 //
 // is a reduction over N·D·H·W. The voxels are cut into blocks of VZ planes × 4 rows × VX
-// voxels; thread (i tile, o tile, slice s) sums the blocks s, s + S, s + 2S, … and writes its
-// sum to partial slot s: part[s·M + o·gO + i·gI + t]. conv3d_reduce.wgsl then adds the S
-// slots. With gO = Ci·K³, gI = K³ the result is in PyTorch's [Co, Ci, K, K, K] order; other
+// voxels; thread (i tile, o tile, slice s) sums slice s, a contiguous run of blocks, and
+// writes its sum to partial slot s: part[s·M + o·gO + i·gI + t]. conv3d_reduce.wgsl then adds
+// the S slots (the host keeps slices short enough for f32 sums). With gO = Ci·K³, gI = K³ the result is in PyTorch's [Co, Ci, K, K, K] order; other
 // strides serve the transposed convolution (MODE 1, K = 1: gy is [N, Co/8, 2D, 2H, 2W] seen as
 // 8 channels per real channel over the D×H×W grid, channel o = 8·c + tap is gy[c, 2v + tap]).
 //
 // K = 3: a thread owns 4·CG channels o × 1 channel i × 27 taps. Per block it loads each gy row
 // of its channels once (4 vec4 along x, transposed in registers to one vec4 of 4 channels per
 // voxel) and each x row of the window once (VZ + 2 planes × 6 rows), and issues
-// 27 · 4·CG · 4·VZ·VX multiply-adds. K = 1: 4·CG channels o × 4 channels i, an outer product
+// 27 · 4·CG · 4·VZ·VX multiply-adds. K = 1: 4·CG channels o × 8 channels i, an outer product
 // per voxel. Nothing goes through workgroup memory and there are no barriers: on a CPU adapter
 // every load is a per-lane loop, so only the loads per multiply-add matter (see conv3d.wgsl).
 //
@@ -29,11 +29,10 @@ override WG: u32 = 64u;
 
 override PAD: u32 = (K - 1u) / 2u;
 // Input channels per thread.
-override RI: u32 = select(1u, 4u, K == 1u);
+override RI: u32 = select(1u, 8u, K == 1u);
 
-// gy of one block row: column dx = the 4 channels at voxel dx.
-// gy of one block plane for one channel group: rows a0..a3, voxels x .. x + 3 (lo) and
-// x + 4 .. x + 7 (hi, VX = 8).
+// gy of one block plane for one channel group: rows 0..3 of voxels x .. x + 3 (lo{dy}) and
+// x + 4 .. x + 7 (hi{dy}, VX = 8); column dx of a row = the 4 channels at voxel dx.
 struct GyP {
   lo0: mat4x4<f32>, lo1: mat4x4<f32>, lo2: mat4x4<f32>, lo3: mat4x4<f32>,
   hi0: mat4x4<f32>, hi1: mat4x4<f32>, hi2: mat4x4<f32>, hi3: mat4x4<f32>,
@@ -53,15 +52,17 @@ struct Gz {
   g2: mat3x4<f32>,
 }
 
-// One channel group's 27 taps (K = 3), or its 4 × 4 outer-product sums in k1 (K = 1: column r
-// = channel i + r).
+// One channel group's sums: the 27 taps in k0..k2 (K = 3), or the 4 × 8 outer-product sums
+// in p0, p1 (K = 1: column r of p{h} = channel i + 4·h + r).
 struct G3 {
   k0: Gz,
   k1: Gz,
   k2: Gz,
-  p: mat4x4<f32>,
+  p0: mat4x4<f32>,
+  p1: mat4x4<f32>,
 }
 
+// A thread's sums: channel groups 0 and 1 (CG = 2).
 struct Acc {
   c0: G3,
   c1: G3,
@@ -96,7 +97,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
   var acc: Acc;
   // Slice s is a contiguous run of blocks, so a thread streams through neighbouring memory
-  // and the threads of other channel tiles find the same run in cache shortly after.
+  // and the threads of other channel tiles find the same run in cache shortly after
+  // (strided slices measured 1.5× slower at 64³).
   let blocks = params.n * params.tilesZ * params.tilesY * params.tilesX;
   let run = (blocks + params.slices - 1u) / params.slices;
   let qEnd = min(blocks, (s + 1u) * run);
@@ -195,26 +197,34 @@ fn rowG(k: mat3x4<f32>, g: mat4x4<f32>, p: vec4<f32>, q: vec4<f32>) -> mat3x4<f3
   );
 }
 
-// K = 1, one block: for each voxel, the outer product of gy (4·CG channels o) and x (4
-// channels i), summed over the block's VZ × 4 rows.
+// K = 1, one block: for each voxel, the outer product of gy (4·CG channels o) and x (8
+// channels i), summed over the block's VZ × 4 rows. Per row of 4 voxels: 8 + 4·CG vec4 loads
+// for 128·CG multiply-adds.
 fn block1(a: Acc, n: u32, oBase: u32, i0: u32, z0: u32, y0: u32, x0: u32) -> Acc {
   var o = a;
   for (var dz = 0u; dz < VZ; dz++) {
-    let z = z0 + dz;
     for (var dy = 0u; dy < 4u; dy++) {
-      let y = y0 + dy;
-      // x of channels i0 .. i0 + 3 along the row, one vec4 (4 voxels) per channel.
-      let xa = mat4x4<f32>(xRow4(n, i0, z, y, x0), xRow4(n, i0 + 1u, z, y, x0),
-                           xRow4(n, i0 + 2u, z, y, x0), xRow4(n, i0 + 3u, z, y, x0));
-      o.c0.p = outerRow(o.c0.p, gyRow(n, oBase, z, y, x0), xa);
-      if (CG == 2u) { o.c1.p = outerRow(o.c1.p, gyRow(n, oBase + 4u, z, y, x0), xa); }
-      if (VX == 8u) {
-        let xb = mat4x4<f32>(xRow4(n, i0, z, y, x0 + 4u), xRow4(n, i0 + 1u, z, y, x0 + 4u),
-                             xRow4(n, i0 + 2u, z, y, x0 + 4u), xRow4(n, i0 + 3u, z, y, x0 + 4u));
-        o.c0.p = outerRow(o.c0.p, gyRow(n, oBase, z, y, x0 + 4u), xb);
-        if (CG == 2u) { o.c1.p = outerRow(o.c1.p, gyRow(n, oBase + 4u, z, y, x0 + 4u), xb); }
-      }
+      o = row1(o, n, oBase, i0, z0 + dz, y0 + dy, x0);
+      if (VX == 8u) { o = row1(o, n, oBase, i0, z0 + dz, y0 + dy, x0 + 4u); }
     }
+  }
+  return o;
+}
+
+fn row1(a: Acc, n: u32, oBase: u32, i0: u32, z: u32, y: u32, x: u32) -> Acc {
+  var o = a;
+  // x of channels i0 .. i0 + 7 along the row, one vec4 (4 voxels) per channel.
+  let x0 = mat4x4<f32>(xRow4(n, i0, z, y, x), xRow4(n, i0 + 1u, z, y, x),
+                       xRow4(n, i0 + 2u, z, y, x), xRow4(n, i0 + 3u, z, y, x));
+  let x1 = mat4x4<f32>(xRow4(n, i0 + 4u, z, y, x), xRow4(n, i0 + 5u, z, y, x),
+                       xRow4(n, i0 + 6u, z, y, x), xRow4(n, i0 + 7u, z, y, x));
+  let g0 = gyRow(n, oBase, z, y, x);
+  o.c0.p0 = outerRow(o.c0.p0, g0, x0);
+  o.c0.p1 = outerRow(o.c0.p1, g0, x1);
+  if (CG == 2u) {
+    let g1 = gyRow(n, oBase + 4u, z, y, x);
+    o.c1.p0 = outerRow(o.c1.p0, g1, x0);
+    o.c1.p1 = outerRow(o.c1.p1, g1, x1);
   }
   return o;
 }
@@ -386,9 +396,8 @@ fn storeG3(a: G3, slot: u32, o: u32, i0: u32) {
     if (o + c >= params.co) { return; }
     let oc = slot + (o + c) * params.gO;
     if (K == 1u) {
-      for (var r = 0u; r < 4u; r++) {
-        if (i0 + r < params.ci) { part[oc + (i0 + r) * params.gI] = a.p[r][c]; }
-      }
+      storeP(oc, i0, a.p0, c);
+      storeP(oc, i0 + 4u, a.p1, c);
       continue;
     }
     if (i0 >= params.ci) { return; }
@@ -397,6 +406,14 @@ fn storeG3(a: G3, slot: u32, o: u32, i0: u32) {
     storeGz(at + 9u, a.k1, c);
     storeGz(at + 18u, a.k2, c);
   }
+}
+
+// K = 1: component c (a channel o) of channels i .. i + 3 (those below Ci), at oc + i·gI.
+fn storeP(oc: u32, i: u32, p: mat4x4<f32>, c: u32) {
+  if (i < params.ci) { part[oc + i * params.gI] = p[0][c]; }
+  if (i + 1u < params.ci) { part[oc + (i + 1u) * params.gI] = p[1][c]; }
+  if (i + 2u < params.ci) { part[oc + (i + 2u) * params.gI] = p[2][c]; }
+  if (i + 3u < params.ci) { part[oc + (i + 3u) * params.gI] = p[3][c]; }
 }
 
 // Component c (a channel o) of the 9 taps of one kernel plane, to part[at + ky·3 + kx].

@@ -55,7 +55,7 @@ export const packWeightsKernel = defineKernel({
   name: "conv3d_pack",
   body: packWgsl,
   uniforms: {
-    total: "u32",
+    tilesC: "u32",
     gw: "u32",
     kt: "u32",
     ci: "u32",
@@ -294,8 +294,8 @@ export function runConv(r: ConvRun): Tensor {
   const tilesZ = r.k === 1 ? d : Math.ceil(d / t.vz);
   const groups = r.n * tilesC * tilesZ * tilesY * tilesX;
   const y = new Tensor(r.outShape);
-  // Aligned vec4 rows need W % 4 == 0 and a plain input layout.
-  const vec = w % 4 === 0 && r.mode !== 2 ? 1 : 0;
+  // Aligned vec4 rows (and, in MODE 2, up-sampled rows) need W % 4 == 0.
+  const vec = w % 4 === 0 ? 1 : 0;
   commands().dispatch(
     conv3dKernel,
     {
@@ -324,13 +324,12 @@ export function runConv(r: ConvRun): Tensor {
 /** The weights of a run packed for conv3d.wgsl: [tilesC, ciPad, k³, gw], zero past Co, Ci. */
 function packWeights(r: ConvRun, tilesC: number, gw: number, ciPad: number): Tensor {
   const kt = r.k ** 3;
-  const total = tilesC * gw * ciPad * kt;
-  const pw = new Tensor([total]);
+  const pw = new Tensor([tilesC * gw * ciPad * kt]);
   commands().dispatch(
     packWeightsKernel,
-    { total, gw, kt, ci: r.ci, ciPad, co: r.co, ...r.strides },
+    { tilesC, gw, kt, ci: r.ci, ciPad, co: r.co, ...r.strides },
     [r.wgt.buffer, pw.buffer],
-    grid1d(Math.ceil(total / 64)),
+    grid1d(Math.ceil((tilesC * ciPad) / 64)),
   );
   return pw;
 }
@@ -397,7 +396,8 @@ export interface WeightGradRun {
 export function runWeightGrad(r: WeightGradRun): Tensor {
   const [d, h, w] = r.grid;
   const t = weightGradTiles(r.k, r.co, w);
-  const ri = r.k === 3 ? 1 : 4;
+  // Input channels per thread (RI in the WGSL).
+  const ri = r.k === 3 ? 1 : 8;
   const tilesX = Math.ceil(w / t.vx);
   const tilesY = Math.ceil(h / 4);
   const tilesZ = Math.ceil(d / t.vz);

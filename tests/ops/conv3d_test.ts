@@ -83,7 +83,7 @@ conv3dCase({
   co: 6,
   k: 1,
   bias: false,
-  path: "k1 path, 2 input-channel tiles in the weight gradient",
+  path: "k1 path, 3 input-channel tiles of 8 in the weight gradient",
 });
 // Round case.
 conv3dCase({ x: [1, 8, 8, 8, 8], co: 16, k: 3, bias: true, path: "one full tile" });
@@ -96,25 +96,26 @@ conv3dCase({
   inputGrad: false,
   path: "first layer, no input gradient",
 });
-// Several tiles in every dimension: 2 channel tiles of 16, 3 input-channel chunks, 2×3×3
-// voxel tiles of 8³, 2 batch items; the weight gradient sums many slices and voxel blocks.
+// Several blocks in every dimension (software adapter's register blocks): 3 channel tiles of
+// 8, 3×3×3 voxel blocks of 4×4×8 with partial ones at every far edge, 2 batch items; the
+// weight gradient sums several slices of voxel blocks.
 conv3dCase({
   x: [2, 9, 9, 17, 17],
   co: 20,
   k: 3,
   bias: true,
   fdSamples: 8,
-  path: "multi-tile: channels, chunks, z, y, x, batch",
+  path: "multi-tile: channels, z, y, x, batch",
 });
 
-// Many channels on a small grid: 3 output-channel tiles of 16 in the forward pass, 2 × 2
-// channel tiles (32 o × 16 i) in the weight gradient, 2 tiles of 16 in the input gradient.
+// Many channels on a small grid: 5 output-channel tiles of 8 in the forward pass (the last
+// half empty), 5 × 17 channel tiles in the weight gradient, 3 tiles in the input gradient.
 conv3dCase({
   x: [1, 17, 4, 5, 6],
   co: 36,
   k: 3,
   bias: true,
-  path: "channel tiles: forward 3, weight gradient 2×2",
+  path: "channel tiles: forward 5, weight gradient 5×17",
 });
 
 // Row loads: aligned vec4s when W % 4 == 0, checked scalars otherwise; 8 voxels per thread
@@ -142,8 +143,20 @@ conv3dCase({
   bias: false,
   path: "vec4 rows, W 12: the second x block half outside",
 });
-conv3dCase({ x: [1, 3, 5, 6, 4], co: 5, k: 3, bias: true, path: "vec4 rows, W 4: 4 voxels along x" });
-conv3dCase({ x: [1, 3, 5, 6, 3], co: 5, k: 3, bias: true, path: "scalar rows, W 3: 4 voxels along x" });
+conv3dCase({
+  x: [1, 3, 5, 6, 4],
+  co: 5,
+  k: 3,
+  bias: true,
+  path: "vec4 rows, W 4: 4 voxels along x",
+});
+conv3dCase({
+  x: [1, 3, 5, 6, 3],
+  co: 5,
+  k: 3,
+  bias: true,
+  path: "scalar rows, W 3: 4 voxels along x",
+});
 conv3dCase({ x: [2, 6, 3, 5, 8], co: 7, k: 1, bias: true, path: "k1 path, vec4 rows" });
 
 // The register blocks a GPU gets (conv3d.ts CONV_TILES / WGRAD_TILES), forced on this adapter

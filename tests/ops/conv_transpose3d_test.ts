@@ -49,10 +49,10 @@ function convTransposeCase(x: number[], co: number, bias: boolean, path: string)
 convTransposeCase([2, 3, 3, 5, 4], 5, true, "odd shapes, partial tiles");
 convTransposeCase([1, 6, 2, 3, 3], 7, false, "Ci 6 → Co 7");
 convTransposeCase([1, 16, 4, 4, 4], 8, true, "round");
-// Several tiles everywhere: 40 tap-channels (3 tiles of 16), Ci 17 over 3 chunks of 6 (2 tiles
-// of 16 in the weight gradient), a 2×2×3 tile grid on 9×9×17, 2 batch items; the input
-// gradient runs 5 chunks of 8 tap-channels.
-convTransposeCase([2, 17, 9, 9, 17], 5, true, "multi-tile: channels, chunks, z, y, x, batch");
+// Several tiles everywhere (software adapter's blocks): 40 tap-channels (2 tiles of 32), Ci 17
+// in 5 steps of 4 (the last padded; 3 tiles of 8 in the weight gradient), a 9×3×3 block grid
+// on 9×9×17, 2 batch items; the input gradient runs 10 steps of 4 tap-channels.
+convTransposeCase([2, 17, 9, 9, 17], 5, true, "multi-tile: channels, steps, z, y, x, batch");
 
 // Row loads: aligned vec4s when W % 4 == 0 (the up-sampled gy then too), scalars otherwise.
 convTransposeCase([1, 5, 3, 4, 8], 6, true, "vec4 rows (W % 4 == 0), 8 voxels along x");

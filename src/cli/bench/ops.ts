@@ -1,9 +1,10 @@
 /**
  * Kernel benchmarks: conv3d forward, backward-data and backward-weight at N=1, C=K=32, 32³ and
  * C=K=16, 64³; the U-Net's first layer (Ci=1 → Co=16 at 64³); conv_transpose3d forward and
- * backward up to those grids; and the bias gradient. Each sample times a batch of dispatches
- * up to a GPU sync, divided by the batch size; the median sample is reported. GFLOP/s counts
- * a multiply-add as 2; the bias gradient counts one addition per value of gy.
+ * backward up to those grids; and the bias gradient. Each sample times a batch of calls (about
+ * a quarter second) up to a GPU sync, divided by the batch size; the median sample is
+ * reported. GFLOP/s counts a multiply-add as 2; the bias gradient counts one addition per
+ * value of gy.
  *
  * The cases are defined once, here; bench/ops_bench.ts runs the same ones under `deno bench`.
  */
@@ -100,8 +101,15 @@ function convCases(tag: string, x: number[], co: number, inputGrad: boolean): Op
   ];
 }
 
-/** Median milliseconds per call of `c`, with GPU completion included. */
-export async function timeCase(c: OpCase, { samples = 5, perSample = 3 } = {}): Promise<number> {
+/**
+ * Median milliseconds per call of `c`, with GPU completion included. A sample is a batch of
+ * calls lasting about `sampleMs`: waiting for the GPU costs ~10 ms per round trip in Deno,
+ * which would dominate a sample of a few short calls.
+ */
+export async function timeCase(
+  c: OpCase,
+  { samples = 5, sampleMs = 250 } = {},
+): Promise<number> {
   const rng = new Random(1);
   const inputs = c.inputs.map((shape) => {
     const n = shape.reduce((a, b) => a * b, 1);
@@ -113,16 +121,17 @@ export async function timeCase(c: OpCase, { samples = 5, perSample = 3 } = {}): 
     scope(() => {
       c.call(inputs);
     });
-  try {
-    run(); // warm-up: pipeline creation, buffer pool
+  const batch = async (calls: number) => {
+    const t0 = performance.now();
+    for (let i = 0; i < calls; i++) run();
     await commands().sync();
+    return (performance.now() - t0) / calls;
+  };
+  try {
+    await batch(1); // warm-up: pipeline creation, buffer pool
+    const perSample = Math.max(1, Math.min(200, Math.ceil(sampleMs / await batch(2))));
     const times: number[] = [];
-    for (let s = 0; s < samples; s++) {
-      const t0 = performance.now();
-      for (let i = 0; i < perSample; i++) run();
-      await commands().sync();
-      times.push((performance.now() - t0) / perSample);
-    }
+    for (let s = 0; s < samples; s++) times.push(await batch(perSample));
     return median(times);
   } finally {
     for (const t of inputs) t.dispose();
@@ -134,7 +143,7 @@ export const suite: BenchSuite = {
   async *run({ quick }): AsyncIterable<BenchResult> {
     const gpu = await initGpu();
     for (const c of opCases()) {
-      const ms = await timeCase(c, quick ? { samples: 3, perSample: 1 } : {});
+      const ms = await timeCase(c, quick ? { samples: 3, sampleMs: 50 } : {});
       yield { name: c.name, ms, gflops: c.flop / ms / 1e6, adapter: gpu.info.description };
     }
   },
