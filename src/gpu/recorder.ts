@@ -21,6 +21,7 @@ export class Recorder {
   #arenaBuffer: GPUBuffer;
   #offset = 0;
   #align: number;
+  #maxBinding: number;
   #staging = new Map<number, GPUBuffer[]>();
   /** Dispatches recorded since creation; useful in benchmarks and tests. */
   dispatchCount = 0;
@@ -29,6 +30,7 @@ export class Recorder {
   constructor(device: GPUDevice) {
     this.#device = device;
     this.#align = Math.max(16, device.limits.minUniformBufferOffsetAlignment);
+    this.#maxBinding = Math.floor(device.limits.maxStorageBufferBindingSize / 16) * 16;
     this.#arenaBuffer = device.createBuffer({
       label: "uniform arena",
       size: ARENA_BYTES,
@@ -70,7 +72,12 @@ export class Recorder {
       layout: kernel.bindGroupLayout(),
       entries: [
         { binding: 0, resource: { buffer: this.#arenaBuffer, offset, size: kernel.uniformBytes } },
-        ...buffers.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
+        // Pooled buffers may be a size class above the binding limit while the tensor in them
+        // fits (tensors are checked against the limit when created); bind at most the limit.
+        ...buffers.map((buffer, i) => ({
+          binding: i + 1,
+          resource: { buffer, size: Math.min(buffer.size, this.#maxBinding) },
+        })),
       ],
     });
     const pass = this.#computePass();

@@ -35,6 +35,14 @@ export class Tensor {
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
     this.size = shape.reduce((a, b) => a * b, 1);
+    const limit = gpu().device.limits.maxStorageBufferBindingSize;
+    if (this.size * 4 > limit) {
+      const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+      throw new Error(
+        `tensor [${shape.join(", ")}] needs ${mib(this.size * 4)} but this adapter binds at ` +
+          `most ${mib(limit)} per storage buffer; lower the patch or batch size`,
+      );
+    }
     this.#buffer = bufferPool().acquire(this.size * 4);
     scopes.at(-1)?.add(this);
   }

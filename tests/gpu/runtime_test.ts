@@ -134,6 +134,11 @@ Deno.test("shape errors name the shapes", opts, async () => {
   const b = zeros([3, 2]);
   assert.throws(() => add(a, b), /add: shapes differ, \[2, 3\] vs \[3, 2\]/);
   assert.throws(() => fromArray([2], [1, 2, 3]), /3 values but shape \[2\] needs 2/);
+  const limit = (await initGpu()).device.limits.maxStorageBufferBindingSize;
+  assert.throws(
+    () => zeros([1, 1, limit / 4 + 1]),
+    /needs .* MiB but this adapter binds at most .* MiB per storage buffer; lower the patch/,
+  );
   a.dispose();
   b.dispose();
 });
