@@ -35,8 +35,17 @@ function watchLines(stream: ReadableStream<Uint8Array>) {
       }
     }
   })();
-  const wait = (pattern: RegExp, timeoutMs = 30_000) =>
+  // Lines that arrived before the wait count too (two lines can come in one chunk).
+  let seen = 0;
+  const wait = (pattern: RegExp, timeoutMs = 120_000) =>
     new Promise<RegExpMatchArray>((resolve, reject) => {
+      for (; seen < lines.length; seen++) {
+        const m = lines[seen].match(pattern);
+        if (m) {
+          seen++;
+          return resolve(m);
+        }
+      }
       const timer = setTimeout(
         () => reject(new Error(`no ${pattern} in:\n${lines.join("\n")}`)),
         timeoutMs,
