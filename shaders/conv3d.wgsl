@@ -28,8 +28,8 @@
 //
 // VEC = 1 (W % 4 == 0) reads rows as aligned vec4s through `srcv`, the same buffer as `src`,
 // plus two scalar halo values (MODE 2: up-sampled rows, see loadTaps), and writes whole vec4s;
-// VEC = 0 reads and writes single checked floats. `dst` is an array of vec4s written by component where a vec4 would
-// not be aligned or would leave the row.
+// VEC = 0 reads and writes single checked floats. `dst` is an array of vec4s, written by
+// component where a vec4 would not be aligned or would leave the row.
 
 override K: u32 = 3u;
 override MODE: u32 = 0u;

@@ -5,9 +5,10 @@
 // is a reduction over N·D·H·W. The voxels are cut into blocks of VZ planes × 4 rows × VX
 // voxels; thread (i tile, o tile, slice s) sums slice s, a contiguous run of blocks, and
 // writes its sum to partial slot s: part[s·M + o·gO + i·gI + t]. conv3d_reduce.wgsl then adds
-// the S slots (the host keeps slices short enough for f32 sums). With gO = Ci·K³, gI = K³ the result is in PyTorch's [Co, Ci, K, K, K] order; other
-// strides serve the transposed convolution (MODE 1, K = 1: gy is [N, Co/8, 2D, 2H, 2W] seen as
-// 8 channels per real channel over the D×H×W grid, channel o = 8·c + tap is gy[c, 2v + tap]).
+// the S slots (the host keeps slices short enough for f32 sums). With gO = Ci·K³, gI = K³ the
+// result is in PyTorch's [Co, Ci, K, K, K] order; other strides serve the transposed
+// convolution (MODE 1, K = 1: gy is [N, Co/8, 2D, 2H, 2W] seen as 8 channels per real channel
+// over the D×H×W grid, channel o = 8·c + tap is gy[c, 2v + tap]).
 //
 // K = 3: a thread owns 4·CG channels o × 1 channel i × 27 taps. Per block it loads each gy row
 // of its channels once (4 vec4 along x, transposed in registers to one vec4 of 4 channels per
