@@ -1,43 +1,46 @@
-# voxseg: a compiled single binary on a slim runtime with the Vulkan loader.
+# voxseg: the compiled single binary on a slim runtime with the Vulkan loader.
 #
 #   docker build -t voxseg .
-#   docker run --gpus all -e VOXSEG_TOKEN=… -p 8080:8080 -v voxseg-data:/data voxseg
+#   docker run --gpus all -e NVIDIA_DRIVER_CAPABILITIES=all -e VOXSEG_TOKEN=… \
+#     -p 8080:8080 -v voxseg-data:/data voxseg
 #
-# The builder needs network access to the npm registry and Deno's release server (for the
-# `denort` runtime that `deno compile` embeds).
+# or `docker compose up` with compose.yaml. The build stage needs the npm registry and Deno's
+# release server (for the `denort` runtime `deno compile` embeds); the runtime stage needs
+# Debian's mirrors once. Without an NVIDIA GPU the same image runs on Mesa's software Vulkan.
 
-FROM debian:bookworm-slim AS build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl unzip \
- && rm -rf /var/lib/apt/lists/*
-ARG DENO_VERSION=2.9.6
-RUN curl -fsSL "https://github.com/denoland/deno/releases/download/v${DENO_VERSION}/deno-x86_64-unknown-linux-gnu.zip" -o /tmp/deno.zip \
- && unzip -q /tmp/deno.zip -d /usr/local/bin \
- && rm /tmp/deno.zip \
- && deno --version
+# ---- build: Deno 2.9.6, dependencies cached in their own layer, then `deno compile` -------
+FROM denoland/deno:debian-2.9.6 AS build
 WORKDIR /src
 # Dependencies first, so source edits reuse the cached layer.
 COPY deno.json deno.lock ./
 RUN deno install --frozen
-COPY . .
-RUN deno task compile --output /out/voxseg
+COPY mod.ts ./
+COPY src ./src
+COPY shaders ./shaders
+RUN deno task compile --output /out/voxseg \
+ && /out/voxseg help >/dev/null
 
+# ---- runtime: the binary, the Vulkan loader, Mesa's software Vulkan as the CPU fallback ---
 FROM debian:bookworm-slim AS runtime
-# Vulkan loader for the host GPU driver (NVIDIA injects its ICD through the container
-# runtime); Mesa's software Vulkan (lavapipe) as the CPU fallback.
+# NVIDIA's container runtime injects the driver and its Vulkan ICD when the container asks for
+# the graphics capability; libvulkan1 is the loader that finds it. mesa-vulkan-drivers
+# (lavapipe) keeps the image working on machines without a GPU.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libvulkan1 mesa-vulkan-drivers ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 voxseg \
- && mkdir -p /data && chown voxseg /data
+ && mkdir -p /data/models \
+ && chown -R voxseg /data
 ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics \
     XDG_RUNTIME_DIR=/tmp
 COPY --from=build /out/voxseg /usr/local/bin/voxseg
 USER voxseg
+WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+# The token comes from the environment (VOXSEG_TOKEN); serve refuses 0.0.0.0 without one.
 ENTRYPOINT ["voxseg"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--models", "/data/models", "--data-root", "/data"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--data-root", "/data", "--models", "/data/models"]

@@ -38,6 +38,10 @@ override VZ: u32 = 4u;
 override VX: u32 = 8u;
 override VEC: u32 = 1u;
 override WG: u32 = 64u;
+// Activation fused into the store (MODE 0): 0 none, 1 ReLU, 2 leaky ReLU (slope
+// params.actP), 3 ELU (alpha params.actP). Saves a pass over the output and the
+// pre-activation tensor. The parameter is a uniform, so a new slope compiles nothing.
+override ACT: u32 = 0u;
 
 override KT: u32 = K * K * K;
 // Input channels per step of the main loop.
@@ -434,10 +438,10 @@ fn storePlane(a: Acc4, bv: vec4<f32>, n: u32, o0: u32, oz: u32, oy: u32, ox: u32
 fn storeRow(acc: mat4x4<f32>, bv: vec4<f32>, n: u32, o0: u32, oz: u32, oy: u32, ox: u32) {
   if (oy >= params.h || ox >= params.w) { return; }
   let t = transpose(acc); // t[c]: channel o0 + c of the 4 voxels
-  let t0 = t[0] + vec4<f32>(bv.x);
-  let t1 = t[1] + vec4<f32>(bv.y);
-  let t2 = t[2] + vec4<f32>(bv.z);
-  let t3 = t[3] + vec4<f32>(bv.w);
+  let t0 = act(t[0] + vec4<f32>(bv.x));
+  let t1 = act(t[1] + vec4<f32>(bv.y));
+  let t2 = act(t[2] + vec4<f32>(bv.z));
+  let t3 = act(t[3] + vec4<f32>(bv.w));
   if (MODE == 1u && VEC == 1u && ox + 4u <= params.w) {
     // Channels o0 .. o0 + 3 are taps (b, c) = (0,0), (0,1), (1,0), (1,1) of one real channel
     // and plane offset a (o0 is a multiple of 4): two up-sampled rows of 8 values each, whole
@@ -454,6 +458,17 @@ fn storeRow(acc: mat4x4<f32>, bv: vec4<f32>, n: u32, o0: u32, oz: u32, oy: u32, 
   storeVoxels(t1, n, o0 + 1u, oz, oy, ox);
   storeVoxels(t2, n, o0 + 2u, oz, oy, ox);
   storeVoxels(t3, n, o0 + 3u, oz, oy, ox);
+}
+
+// The fused activation (ACT is a pipeline constant: the unused cases compile away).
+fn act(v: vec4<f32>) -> vec4<f32> {
+  let pos = v > vec4<f32>(0.0);
+  switch ACT {
+    case 1u: { return max(v, vec4<f32>(0.0)); }
+    case 2u: { return select(params.actP * v, v, pos); }
+    case 3u: { return select(params.actP * (exp(v) - 1.0), v, pos); }
+    default: { return v; }
+  }
 }
 
 // Channel o of voxels ox .. ox + 3 (2 apart in MODE 1), those inside the volume: one aligned

@@ -29,6 +29,11 @@ fn apply(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     case 8u: { return select(vec4<f32>(0.0), a, b > vec4<f32>(0.0)); }        // relu'
     case 9u: { return select(params.p0 * a, a, b > vec4<f32>(0.0)); }          // leaky relu'
     case 10u: { return select(params.p0 * exp(b) * a, a, b > vec4<f32>(0.0)); } // elu'
+    // The same from the forward output y = b (for activations fused into a convolution):
+    // y > 0 exactly where x > 0, and for ELU alpha·exp(x) = y + alpha.
+    case 11u: { return select(vec4<f32>(0.0), a, b > vec4<f32>(0.0)); }        // relu'(y)
+    case 12u: { return select(params.p0 * a, a, b > vec4<f32>(0.0)); }          // leaky'(y)
+    case 13u: { return select((b + params.p0) * a, a, b > vec4<f32>(0.0)); }     // elu'(y)
     default: { return a; }
   }
 }

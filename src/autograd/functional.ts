@@ -4,6 +4,7 @@
  */
 
 import type { Tensor } from "../gpu/mod.ts";
+import type { FusedActivation } from "../ops/elementwise.ts";
 import { apply } from "./tape.ts";
 
 export const add = (a: Tensor, b: Tensor): Tensor => apply("add", [a, b], {});
@@ -25,6 +26,20 @@ export const elu = (x: Tensor, alpha = 1): Tensor => apply("elu", [x], { alpha }
  */
 export const conv3d = (x: Tensor, w: Tensor, b: Tensor | null): Tensor =>
   apply("conv3d", [x, w, b], {});
+
+/**
+ * {@link conv3d} followed by an activation, in one kernel: the same values as
+ * `relu(conv3d(x, w, b))` without the pass over the output or the pre-activation tensor.
+ *
+ * @example
+ * const y = conv3dAct(x, w, b, { kind: "relu" });
+ */
+export const conv3dAct = (
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null,
+  act: FusedActivation,
+): Tensor => apply("conv3dAct", [x, w, b], { act });
 
 /**
  * Transposed 3D convolution, kernel 2 stride 2 (PyTorch ConvTranspose3d layout):

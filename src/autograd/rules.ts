@@ -85,6 +85,24 @@ export const rules = {
       needs[2] ? conv.biasGrad(gy) : null,
     ],
   }),
+  // Convolution with its activation fused into the kernel: the output is saved instead of the
+  // pre-activation, and the activation's gradient is taken from it.
+  conv3dAct: rule<{ act: ew.FusedActivation }>({
+    forward: ([x, w, b], { act }) => {
+      const y = conv.conv3d(x!, w!, b, act);
+      return { out: y, saved: { x: x!, w: w!, y } };
+    },
+    backward: (gy, s, { act }, needs) => {
+      const g = ew.activationBackwardFromOutput(gy, t(s.y), act);
+      const grads = [
+        needs[0] ? conv.conv3dBackwardInput(g, t(s.w)) : null,
+        needs[1] ? conv.conv3dBackwardWeight(t(s.x), g, t(s.w).shape[2] as 1 | 3) : null,
+        needs[2] ? conv.biasGrad(g) : null,
+      ];
+      g.dispose();
+      return grads;
+    },
+  }),
   convTranspose3d: rule<Record<never, never>>({
     forward: ([x, w, b]) => ({ out: convT.convTranspose3d(x!, w!, b), saved: { x: x!, w: w! } }),
     backward: (gy, s, _a, needs) => [

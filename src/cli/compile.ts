@@ -27,6 +27,9 @@ export function compileArgs(output: string, target?: string): string[] {
     "compile",
     "--allow-all",
     "--unstable-webgpu",
+    // Only the npm packages the program imports (not every package in deno.lock: tests and
+    // peers use some).
+    "--exclude-unused-npm",
     ...RUNTIME_INCLUDES.flatMap((f) => ["--include", f]),
     ...(target ? ["--target", target] : []),
     "--output",

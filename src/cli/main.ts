@@ -26,6 +26,10 @@ export const commandTable: Record<string, Command> = {
     summary: "OME-Zarr case → NIfTI with the source geometry",
     load: () => import("./export.ts"),
   },
+  "export-onnx": {
+    summary: "checkpoint → ONNX model (opset 17) for onnxruntime and other runtimes",
+    load: () => import("./export_onnx.ts"),
+  },
   train: {
     summary: "train a 3D U-Net (no flags: the embedded synthetic chest-CT dataset)",
     load: () => import("./train.ts"),

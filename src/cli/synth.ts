@@ -17,7 +17,13 @@ import {
 } from "../data/dataset.ts";
 import { CASE_CODECS, type CaseCodec, writeCase } from "../data/ome_zarr.ts";
 import { Random } from "../data/random.ts";
-import { DEFAULT_SYNTH_SHAPE, SYNTH_CLASSES, synthCase } from "../data/synth.ts";
+import {
+  DEFAULT_SYNTH_SHAPE,
+  SYNTH_CLASSES,
+  SYNTH_COHORTS,
+  synthCase,
+  type SynthCohort,
+} from "../data/synth.ts";
 import type { Shape3 } from "../data/volume.ts";
 
 const HELP =
@@ -35,6 +41,10 @@ flags:
   --seed N           seed of the whole dataset (default 0)
   --val F            fraction for validation (default 0.2)
   --test F           fraction held out for test (default 0.1)
+  --cohort positive|mixed
+                     positive (default): every case has 2–8 infection lesions, like a
+                     COVID-19-positive cohort; mixed: 15 % of cases without infection and
+                     15 % with one small lesion, like a screening population
   --chunks N|D,H,W   chunk shape (default 64)
   --codec zstd|gzip  chunk compression (default zstd)
   --force            replace an existing dataset.json in DIR
@@ -47,6 +57,7 @@ const FLAGS = {
   seed: { type: "string" },
   val: { type: "string" },
   test: { type: "string" },
+  cohort: { type: "string" },
   chunks: { type: "string" },
   codec: { type: "string" },
   force: { type: "boolean" },
@@ -63,6 +74,8 @@ export interface SynthDatasetOptions {
   /** Split fractions (default 0.2 and 0.1). */
   val?: number;
   test?: number;
+  /** Lesion-count distribution (default "positive", see SynthOptions.cohort). */
+  cohort?: SynthCohort;
   chunks?: number | Shape3;
   codec?: CaseCodec;
   /** Called with each finished case. */
@@ -90,6 +103,7 @@ export async function generateSynthDataset(
   options: SynthDatasetOptions = {},
 ): Promise<void> {
   const { cases: n = 16, shape = DEFAULT_SYNTH_SHAPE, seed = 0, val = 0.2, test = 0.1 } = options;
+  const cohort = options.cohort ?? "positive";
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`cases must be ≥ 1, got ${n}`);
   const width = Math.max(3, String(n - 1).length);
   const ids = Array.from({ length: n }, (_, i) => `synth_${String(i).padStart(width, "0")}`);
@@ -99,7 +113,7 @@ export async function generateSynthDataset(
   for (const id of ids) {
     const t0 = performance.now();
     const caseSeed = rng.int(0, 2 ** 31);
-    const { image, label, lesions } = synthCase(caseSeed, { shape });
+    const { image, label, lesions } = synthCase(caseSeed, { shape, cohort });
     const stats = caseStats(image, label, [...SYNTH_CLASSES], new Random(caseSeed ^ 0x5eed));
     const path = `cases/${id}.zarr`;
     await writeCase(join(dir, path), {
@@ -127,13 +141,33 @@ export async function generateSynthDataset(
     modality: "CT",
     classes: [...SYNTH_CLASSES],
     cases: entries,
+    source: synthSource({ cases: n, shape, seed, val, test, cohort }),
   });
   await writeDataset(dir, manifest);
 }
 
 /**
- * Creates the synthetic dataset in `dir` unless `dir/dataset.json` already exists; returns
- * whether it generated one.
+ * The generator's stamp in `dataset.json` (`source`): which generator and options made the
+ * data. A new generator version changes the voxels a seed gives.
+ */
+export const SYNTH_GENERATOR = "voxseg synth 2";
+
+function synthSource(o: {
+  cases: number;
+  shape: Shape3;
+  seed: number;
+  val: number;
+  test: number;
+  cohort: SynthCohort;
+}): Record<string, unknown> {
+  return { generator: SYNTH_GENERATOR, ...o, shape: [...o.shape] };
+}
+
+/**
+ * Creates the synthetic dataset in `dir` unless `dir/dataset.json` already holds one made by
+ * this generator with the same options; returns whether it generated one. A synthetic dataset
+ * from an older generator (or other options) is replaced; a folder holding any other dataset
+ * is never touched (that is an error).
  *
  * @example
  * await ensureSynthDataset("data/synth"); // first run: generates; later runs: no-op
@@ -142,7 +176,30 @@ export async function ensureSynthDataset(
   dir: string,
   options: SynthDatasetOptions = {},
 ): Promise<boolean> {
-  if (await exists(join(dir, DATASET_FILE))) return false;
+  const path = join(dir, DATASET_FILE);
+  if (await exists(path)) {
+    const { cases = 16, shape = DEFAULT_SYNTH_SHAPE, seed = 0, val = 0.2, test = 0.1 } = options;
+    const want = synthSource({
+      cases,
+      shape,
+      seed,
+      val,
+      test,
+      cohort: options.cohort ?? "positive",
+    });
+    const manifest = JSON.parse(await Deno.readTextFile(path));
+    if (JSON.stringify(manifest.source) === JSON.stringify(want)) return false;
+    if (manifest.name !== "synth") {
+      throw new Error(
+        `${path} holds dataset "${manifest.name}", not the synthetic one; ` +
+          `move it or pass --data ${dir} to train on it`,
+      );
+    }
+    // An older synthetic dataset: the manifest goes first, so an interrupted regeneration
+    // leaves no manifest pointing at half-written cases.
+    await Deno.remove(path);
+    await Deno.remove(join(dir, "cases"), { recursive: true }).catch(() => {});
+  }
   await generateSynthDataset(dir, options);
   return true;
 }
@@ -155,6 +212,14 @@ async function exists(path: string): Promise<boolean> {
     if (e instanceof Deno.errors.NotFound) return false;
     throw e;
   }
+}
+
+function cohortFlag(value: unknown): SynthCohort {
+  if (value === undefined) return "positive";
+  if (!SYNTH_COHORTS.includes(value as SynthCohort)) {
+    throw new UsageError(`--cohort must be ${SYNTH_COHORTS.join(" or ")}, got "${value}"`);
+  }
+  return value as SynthCohort;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -184,6 +249,7 @@ export async function main(argv: string[]): Promise<number> {
     seed: numberFlag(v.seed, "seed", 0, { integer: true }),
     val,
     test,
+    cohort: cohortFlag(v.cohort),
     chunks: shapeFlag(v.chunks, "chunks", [64, 64, 64]),
     codec,
     onCase: (c) => {

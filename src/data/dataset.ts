@@ -68,6 +68,8 @@ export interface DatasetManifest {
   targetSpacingMm: Shape3;
   /** Foreground intensity statistics; null when no case has a label. */
   intensity: IntensityStats | null;
+  /** Where the data came from (generator name and options, converter, URL…); free-form. */
+  source?: Record<string, unknown>;
   cases: CaseEntry[];
 }
 
@@ -215,6 +217,7 @@ export function buildManifest(input: {
   modality: string;
   classes: string[];
   cases: ManifestCase[];
+  source?: Record<string, unknown>;
 }): DatasetManifest {
   const { classes } = input;
   const samples: Float32Array[] = [];
@@ -254,6 +257,7 @@ export function buildManifest(input: {
     classes: [...classes],
     targetSpacingMm: cases.length ? [median(0), median(1), median(2)] : [1, 1, 1],
     intensity: intensityStats(samples, min, max),
+    ...(input.source ? { source: input.source } : {}),
     cases,
   };
 }
@@ -463,6 +467,7 @@ export function validateManifest(
   }
   const classes = m.classes as unknown[];
   classes.forEach((c, i) => str(c, `classes[${i}]`));
+  if (m.source !== undefined) obj(m.source, "source");
   if (classes.length > 256) {
     fail("classes", `has ${classes.length} entries (uint8 labels: at most 256)`);
   }

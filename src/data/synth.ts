@@ -28,6 +28,10 @@ export const DEFAULT_SYNTH_SHAPE: [number, number, number] = [48, 96, 96];
  */
 export type LesionKind = "ggo" | "consolidation" | "mixed";
 
+/** Lesion-count distributions: see {@link SynthOptions.cohort}. */
+export const SYNTH_COHORTS = ["mixed", "positive"] as const;
+export type SynthCohort = (typeof SYNTH_COHORTS)[number];
+
 export interface SynthOptions {
   /** [D, H, W]; default {@link DEFAULT_SYNTH_SHAPE}. */
   shape?: [number, number, number];
@@ -37,8 +41,15 @@ export interface SynthOptions {
    * spacing is anisotropic and the anatomy life-sized at any shape.
    */
   spacingMm?: [number, number, number];
-  /** Number of infection lesions; default drawn per case (some cases none, some one small). */
+  /** Number of infection lesions; default drawn per case, see {@link SynthOptions.cohort}. */
   lesionCount?: number;
+  /**
+   * How the lesion count is drawn when `lesionCount` is not given. "mixed" (default): a
+   * screening-like mix, 15 % of cases without infection and 15 % with one small lesion, the
+   * rest 2–8 lesions. "positive": every case has 2–8 lesions, as in a COVID-19-positive cohort
+   * (the public COVID-19 CT segmentation sets are of this kind).
+   */
+  cohort?: SynthCohort;
   /** Lesion kinds to draw from; default all three. */
   lesionKinds?: LesionKind[];
   /** Standard deviation of the added sensor noise in HU; default drawn in 8–18. */
@@ -609,7 +620,8 @@ function drawLesions(
   let smallOnly = false;
   if (count === undefined) {
     const r = rng.next();
-    if (r < 0.15) count = 0;
+    if (options.cohort === "positive") count = rng.int(2, 9);
+    else if (r < 0.15) count = 0;
     else if (r < 0.3) [count, smallOnly] = [1, true];
     else count = rng.int(2, 9);
   }

@@ -148,6 +148,11 @@ export class UNet3D {
     let h = x;
     for (let i = 1; i <= c.convsPerLevel; i++) {
       const p = `${prefix}.conv${i}`, n = `${prefix}.norm${i}`;
+      if (c.norm === "none") {
+        // Without a norm between them, the activation runs inside the convolution kernel.
+        h = F.conv3dAct(h, this.#t(`${p}.weight`), this.#t(`${p}.bias`), { kind: c.activation });
+        continue;
+      }
       h = F.conv3d(h, this.#t(`${p}.weight`), this.#t(`${p}.bias`));
       if (c.norm === "instance") {
         h = F.instanceNorm(h, this.#t(`${n}.weight`), this.#t(`${n}.bias`));

@@ -20,6 +20,7 @@ import reduceWgsl from "../../shaders/conv3d_reduce.wgsl" with { type: "text" };
 import biasWgsl from "../../shaders/conv3d_bias.wgsl" with { type: "text" };
 import packWgsl from "../../shaders/conv3d_pack.wgsl" with { type: "text" };
 import { commands, defineKernel, gpu, grid1d, Tensor } from "../gpu/mod.ts";
+import { activationCode, type FusedActivation } from "./elementwise.ts";
 import { assertRank } from "./shape.ts";
 
 export const conv3dKernel = defineKernel({
@@ -39,6 +40,7 @@ export const conv3dKernel = defineKernel({
     tilesC: "u32",
     ciPad: "u32",
     hasBias: "u32",
+    actP: "f32",
   },
   bindings: [
     { name: "src", access: "read" },
@@ -48,7 +50,7 @@ export const conv3dKernel = defineKernel({
     { name: "bias", access: "read" },
     { name: "dst", access: "read_write", type: "vec4<f32>" },
   ],
-  constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, WG: 64 },
+  constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, WG: 64, ACT: 0 },
 });
 
 export const packWeightsKernel = defineKernel({
@@ -130,8 +132,16 @@ export const channelSumsKernel = defineKernel({
  * @example
  * const y = conv3d(x, w, b); // x [1,4,32,32,32], w [8,4,3,3,3], b [8] → y [1,8,32,32,32]
  */
-export function conv3d(x: Tensor, w: Tensor, b: Tensor | null): Tensor {
+export function conv3d(
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null,
+  act?: FusedActivation | null,
+): Tensor {
   const k = checkConv3d("conv3d", x, w, b);
+  if (act && !(act.kind === "relu" || (act.param ?? 1) > 0)) {
+    throw new RangeError(`conv3d: a fused ${act.kind} needs a positive parameter`);
+  }
   const [n, ci, d, h, wd] = x.shape;
   const co = w.shape[0];
   const kt = k ** 3;
@@ -147,6 +157,7 @@ export function conv3d(x: Tensor, w: Tensor, b: Tensor | null): Tensor {
     mode: 0,
     strides: { wO: ci * kt, wI: kt, wT: 1, wBase: 0 },
     outShape: [n, co, d, h, wd],
+    act,
   });
 }
 
@@ -277,6 +288,8 @@ export interface ConvRun {
   mode: 0 | 1 | 2;
   strides: WeightStrides;
   outShape: number[];
+  /** Activation applied to the output (MODE 0 only). */
+  act?: FusedActivation | null;
 }
 
 /** Records the convolution kernel; shared with the transposed convolution. */
@@ -294,6 +307,8 @@ export function runConv(r: ConvRun): Tensor {
   const tilesZ = r.k === 1 ? d : Math.ceil(d / t.vz);
   const groups = r.n * tilesC * tilesZ * tilesY * tilesX;
   const y = new Tensor(r.outShape);
+  if (r.act && r.mode !== 0) throw new Error("runConv: a fused activation needs MODE 0");
+  const [ACT, actP] = activationCode(r.act);
   // Aligned vec4 rows (and, in MODE 2, up-sampled rows) need W % 4 == 0.
   const vec = w % 4 === 0 ? 1 : 0;
   commands().dispatch(
@@ -312,10 +327,11 @@ export function runConv(r: ConvRun): Tensor {
       tilesC,
       ciPad,
       hasBias: r.bias ? 1 : 0,
+      actP,
     },
     [r.src.buffer, r.src.buffer, pw.buffer, (r.bias ?? r.src).buffer, y.buffer],
     grid1d(Math.ceil(groups / t.wg)),
-    { K: r.k, MODE: r.mode, CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg },
+    { K: r.k, MODE: r.mode, CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg, ACT },
   );
   pw.dispose();
   return y;

@@ -35,6 +35,9 @@ const OP = {
   reluBackward: 8,
   leakyReluBackward: 9,
   eluBackward: 10,
+  reluBackwardFromOutput: 11,
+  leakyReluBackwardFromOutput: 12,
+  eluBackwardFromOutput: 13,
 } as const;
 
 function run(op: keyof typeof OP, a: Tensor, b: Tensor, p0 = 0, p1 = 0): Tensor {
@@ -79,3 +82,41 @@ export const leakyReluBackward = (gy: Tensor, x: Tensor, slope = 0.01): Tensor =
 /** Gradient of ELU given upstream `gy` and forward input `x`. */
 export const eluBackward = (gy: Tensor, x: Tensor, alpha = 1): Tensor =>
   run("eluBackward", gy, x, alpha);
+
+/**
+ * An activation applied to another op's output inside that op's kernel (see conv3d): ReLU,
+ * leaky ReLU with `param` the slope (default 0.01), or ELU with `param` alpha (default 1).
+ */
+export interface FusedActivation {
+  kind: "relu" | "leaky_relu" | "elu";
+  param?: number;
+}
+
+/** The kernels' code for a fused activation (0 = none) and its parameter. */
+export function activationCode(act: FusedActivation | null | undefined): [number, number] {
+  if (!act) return [0, 0];
+  switch (act.kind) {
+    case "relu":
+      return [1, 0];
+    case "leaky_relu":
+      return [2, act.param ?? 0.01];
+    case "elu":
+      return [3, act.param ?? 1];
+  }
+}
+
+/**
+ * Gradient of a fused activation given upstream `gy` and the activation's output `y` (the
+ * input is not kept): y > 0 exactly where x > 0 (slope and alpha are positive), and for ELU
+ * α·eˣ = y + α.
+ */
+export function activationBackwardFromOutput(
+  gy: Tensor,
+  y: Tensor,
+  act: FusedActivation,
+): Tensor {
+  const [code, p] = activationCode(act);
+  if (code === 1) return run("reluBackwardFromOutput", gy, y);
+  if (code === 2) return run("leakyReluBackwardFromOutput", gy, y, p);
+  return run("eluBackwardFromOutput", gy, y, p);
+}

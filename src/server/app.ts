@@ -14,6 +14,7 @@ import { JobRunner } from "./jobs/runner.ts";
 import { JobStore } from "./jobs/store.ts";
 import { Metrics } from "./metrics.ts";
 import { type AuthScope, bearerAuth } from "./middleware/bearer_auth/bearer_auth.ts";
+import { DASHBOARD_ASSETS } from "./dashboard/assets.ts";
 import { bodyLimit } from "./middleware/body_limit/body_limit.ts";
 import { requireContentType } from "./middleware/content_type/content_type.ts";
 import { intake } from "./middleware/intake/intake.ts";
@@ -138,7 +139,16 @@ export async function createApp(options: ServerOptions): Promise<VoxsegServer> {
 
   const app = new Hono();
   app.use("*", requestMetrics(metrics));
-  app.use("*", bearerAuth({ token: options.token, scope: options.auth ?? "mutating" }));
+  app.use(
+    "*",
+    bearerAuth({
+      token: options.token,
+      scope: options.auth ?? "mutating",
+      // The dashboard shell loads before the page can send the token; every data call it
+      // then makes carries it.
+      public: DASHBOARD_ASSETS.map((a) => a.path),
+    }),
+  );
   app.use("*", intake({ draining: () => draining }));
   app.use("*", bodyLimit({ maxBytes: maxBodyBytes }));
   for (const r of routes) {

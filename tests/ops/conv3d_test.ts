@@ -1,5 +1,5 @@
 import { throws } from "node:assert";
-import { conv3d } from "../../src/autograd/mod.ts";
+import { conv3d, conv3dAct } from "../../src/autograd/mod.ts";
 import * as ops from "../../src/ops/conv3d.ts";
 import { fromArray, initGpu, readTensors, scope, Tensor } from "../../src/gpu/mod.ts";
 import { Random } from "../../src/data/random.ts";
@@ -158,6 +158,31 @@ conv3dCase({
   path: "scalar rows, W 3: 4 voxels along x",
 });
 conv3dCase({ x: [2, 6, 3, 5, 8], co: 7, k: 1, bias: true, path: "k1 path, vec4 rows" });
+
+// Activations fused into the convolution's store; the gradient is taken from the output.
+const ACTS = {
+  relu: (v: number) => Math.max(v, 0),
+  leaky_relu: (v: number) => (v > 0 ? v : 0.1 * v),
+  elu: (v: number) => (v > 0 ? v : 1.3 * Math.expm1(v)),
+} as const;
+for (
+  const [kind, x, k] of [
+    ["relu", [2, 3, 5, 7, 9], 3],
+    ["leaky_relu", [1, 5, 4, 6, 16], 3],
+    ["elu", [2, 3, 5, 7, 9], 3],
+    ["relu", [1, 6, 3, 5, 8], 1],
+  ] as const
+) {
+  const [ci, co] = [x[1], 5];
+  const conv = conv3dRef([...x], co, k, true);
+  const param = kind === "leaky_relu" ? 0.1 : kind === "elu" ? 1.3 : undefined;
+  opTest({
+    name: `conv3dAct ${kind} k${k} x [${x}] w [${co},${ci},${k},${k},${k}] (fused activation)`,
+    inputs: [{ shape: [...x] }, { shape: [co, ci, k, k, k] }, { shape: [co] }],
+    run: ([xt, wt, b]) => conv3dAct(xt, wt, b, { kind, param }),
+    reference: (xs) => conv(xs).map(ACTS[kind]),
+  });
+}
 
 // The register blocks a GPU gets (conv3d.ts CONV_TILES / WGRAD_TILES), forced on this adapter
 // for the forward and the backward pass.

@@ -18,7 +18,10 @@ function watchLines(stream: ReadableStream<Uint8Array>) {
   const waiters: { pattern: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
   const done = (async () => {
     let buffer = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    // (The cast: with @types/node in the graph, TextDecoderStream's writable side is typed
+    // as taking any BufferSource.)
+    const decoder = new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>;
+    for await (const chunk of stream.pipeThrough(decoder)) {
       buffer += chunk;
       let cut;
       while ((cut = buffer.indexOf("\n")) >= 0) {

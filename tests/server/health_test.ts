@@ -149,14 +149,12 @@ Deno.test("GET /openapi.json describes every route of the table", testOpts, asyn
   assert.ok(doc.components.schemas.Error);
 });
 
-Deno.test("GET / lists models and jobs; unknown routes are JSON 404s", testOpts, async () => {
+Deno.test("GET / is the dashboard page; unknown routes are JSON 404s", testOpts, async () => {
   const { app } = await newServer();
   const res = await app.request("/");
   assert.equal(res.status, 200);
   assert.match(res.headers.get("content-type")!, /text\/html/);
-  const html = await res.text();
-  assert.match(html, /href="\/v1\/models\/tiny"/);
-  assert.match(html, /<h2>Jobs<\/h2>/);
+  assert.match(await res.text(), /<h2>Models<\/h2>[\s\S]*<h2>Jobs<\/h2>/);
   assert.match(await assertError(await app.request("/v2/nothing"), 404, "not_found"), /openapi/);
 });
 
@@ -164,8 +162,15 @@ Deno.test("--auth all: every route needs the token", testOpts, async () => {
   const { app } = await newServer({ token: "s3cret", auth: "all" });
   await assertError(await app.request("/v1/models"), 401, "unauthorized");
   await assertError(await app.request("/metrics"), 401, "unauthorized");
+  await assertError(await app.request("/dashboard/jobs/x/image"), 401, "unauthorized");
   const ok = await app.request("/v1/models", { headers: { authorization: "Bearer s3cret" } });
   assert.equal(ok.status, 200);
+  // The dashboard's static shell loads without it (it holds no data; its calls send the token).
+  for (const path of ["/", "/dashboard/app.js", "/dashboard/app.css"]) {
+    const page = await app.request(path);
+    assert.equal(page.status, 200, path);
+    await page.body?.cancel();
+  }
 });
 
 Deno.test("job state folder defaults to <data-root>/.voxseg/jobs", testOpts, async () => {

@@ -64,19 +64,12 @@ export function loaderCases(): LoaderCase[] {
 
 /**
  * Generates the benchmark dataset (12 synthetic CTs of 128×256×256, zstd, 64³ chunks, half
- * train, half val) unless it is already there (~20 s once); returns its folder.
+ * train, half val) unless it is already there (~20 s once; a dataset from an older generator is
+ * replaced); returns its folder.
  */
 export async function ensureBenchDataset(dir = BENCH_DATASET): Promise<string> {
   const options = { cases: BENCH_CASES, shape: BENCH_SHAPE, seed: 0, val: 0.5, test: 0 };
-  if (await ensureSynthDataset(dir, options)) return dir;
-  const dataset = await readDataset(dir);
-  const fits = dataset.cases.length === BENCH_CASES &&
-    dataset.cases.filter((c) => c.split === "train").length === BENCH_CASES / 2 &&
-    dataset.cases.every((c) => c.shape.every((s, i) => s === BENCH_SHAPE[i]));
-  if (!fits) {
-    await Deno.remove(dir, { recursive: true });
-    await ensureSynthDataset(dir, options);
-  }
+  await ensureSynthDataset(dir, options);
   return dir;
 }
 

@@ -1,56 +1,156 @@
-/** GET /: a plain page listing jobs and models (a placeholder for the dashboard). */
+/**
+ * The dashboard: its page at `/` and its script and stylesheet (embedded, see
+ * src/server/dashboard/), and the two NIfTI files a finished prediction job's view needs —
+ * the input CT and the label map, both under the data root — which the JSON API names by path
+ * but does not serve.
+ */
 
-import type { Job } from "../jobs/job.ts";
-import type { ModelSummary } from "../models.ts";
+import type { Context } from "hono";
+import {
+  CONTENT_SECURITY_POLICY,
+  DASHBOARD_PAGE,
+  DASHBOARD_SCRIPT,
+  DASHBOARD_STYLE,
+  type DashboardAsset,
+} from "../dashboard/assets.ts";
+import { ApiError } from "../errors.ts";
+import type { PredictJobRequest } from "../jobs/job.ts";
+import { errorResponse } from "./schemas.ts";
 import type { RouteSpec, ServerContext } from "./table.ts";
 
-const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+/** Headers on every dashboard response: no sniffing, no framing, no referrer leaks. */
+const SECURITY_HEADERS = {
+  "x-content-type-options": "nosniff",
+  "x-frame-options": "DENY",
+  "referrer-policy": "no-referrer",
+};
 
-function jobRow(j: Job): string {
-  const progress = typeof j.progress?.fraction === "number"
-    ? `${Math.round(j.progress.fraction * 100)} %`
-    : "";
-  const loss = typeof j.progress?.loss === "number" ? j.progress.loss.toFixed(4) : "";
-  return `<tr><td><a href="/v1/jobs/${escapeHtml(j.id)}">${escapeHtml(j.id)}</a></td>` +
-    `<td>${j.kind}</td><td>${escapeHtml(j.name)}</td><td>${j.state}</td><td>${progress}</td>` +
-    `<td>${loss}</td><td>${escapeHtml(j.createdAt)}</td></tr>`;
+const etags = new Map<string, Promise<string>>();
+
+/** A strong ETag from the content's SHA-256 (computed once per asset). */
+function etagOf(asset: DashboardAsset): Promise<string> {
+  let tag = etags.get(asset.path);
+  if (!tag) {
+    tag = crypto.subtle.digest("SHA-256", new TextEncoder().encode(asset.body)).then((d) =>
+      `"${
+        Array.from(new Uint8Array(d).subarray(0, 12), (b) => b.toString(16).padStart(2, "0")).join(
+          "",
+        )
+      }"`
+    );
+    etags.set(asset.path, tag);
+  }
+  return tag;
 }
 
-function modelRow(m: ModelSummary): string {
-  return `<tr><td><a href="/v1/models/${encodeURIComponent(m.name)}">${escapeHtml(m.name)}</a>` +
-    `</td><td>${m.source}</td><td>${escapeHtml((m.classes ?? []).join(", "))}</td>` +
-    `<td>${escapeHtml(m.error ?? "")}</td></tr>`;
+/** Serves an embedded asset; revalidated by ETag on each load (304 when unchanged). */
+async function serveAsset(c: Context, asset: DashboardAsset): Promise<Response> {
+  const etag = await etagOf(asset);
+  const headers: Record<string, string> = {
+    ...SECURITY_HEADERS,
+    "content-type": asset.type,
+    "cache-control": "no-cache",
+    etag,
+  };
+  if (asset === DASHBOARD_PAGE) headers["content-security-policy"] = CONTENT_SECURITY_POLICY;
+  const match = c.req.header("if-none-match");
+  if (match && match.split(",").some((t) => t.trim() === etag || t.trim() === "*")) {
+    return c.body(null, 304, headers);
+  }
+  return c.body(asset.body, 200, headers);
+}
+
+type VolumeKind = "image" | "labels";
+
+/** Streams a prediction job's input volume or label map. */
+async function servePredictionVolume(
+  ctx: ServerContext,
+  c: Context,
+  which: VolumeKind,
+): Promise<Response> {
+  const job = ctx.runner.get(c.req.param("id")!);
+  if (job.kind !== "predict") {
+    throw new ApiError(
+      409,
+      "not_a_prediction",
+      `job ${job.id} is a ${job.kind} job; only prediction jobs have volumes to show`,
+    );
+  }
+  let path: unknown;
+  if (which === "image") {
+    path = (job.request as PredictJobRequest).input;
+  } else {
+    path = job.result?.output;
+    if (job.state !== "succeeded" || typeof path !== "string") {
+      throw new ApiError(409, "no_result", `job ${job.id} is ${job.state} and has no label map`);
+    }
+  }
+  const what = which === "image" ? "input" : "label map";
+  let file: string;
+  try {
+    file = await ctx.root.resolve(path, { what, mustExist: true });
+  } catch (e) {
+    // Gone since the job ran: for a GET that is a 404, not a bad request.
+    if (e instanceof ApiError && e.code === "not_found") {
+      throw new ApiError(404, "file_not_found", e.message);
+    }
+    throw e;
+  }
+  const handle = await Deno.open(file, { read: true });
+  let size: number;
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile) throw new ApiError(404, "file_not_found", `${what} is not a file`);
+    size = stat.size;
+  } catch (e) {
+    handle.close();
+    throw e;
+  }
+  const gz = /\.gz$/i.test(file);
+  return c.body(handle.readable, 200, {
+    ...SECURITY_HEADERS,
+    "content-type": gz ? "application/gzip" : "application/octet-stream",
+    "content-length": String(size),
+    "content-disposition": `attachment; filename="${which}.nii${gz ? ".gz" : ""}"`,
+    "cache-control": "no-store",
+  });
 }
 
 export function dashboardRoutes(ctx: ServerContext): RouteSpec[] {
-  return [{
+  const assetRoute = (asset: DashboardAsset, summary: string): RouteSpec => ({
     method: "GET",
-    path: "/",
+    path: asset.path,
     tag: "dashboard",
-    summary: "A page listing jobs and models",
-    responses: { 200: { description: "HTML", types: ["text/html"] } },
-    handler: async (c) => {
-      // A model removed while listing is left out.
-      const models = (await Promise.all(
-        (await ctx.models.entries()).map((e) => ctx.models.summary(e).catch(() => undefined)),
-      )).filter((m) => m !== undefined);
-      const jobs = ctx.store.list().slice(0, 100);
-      const gpu = ctx.gpu();
-      const html = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>voxseg</title>
-<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}
-td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}</style></head>
-<body><h1>voxseg ${escapeHtml(ctx.version)}</h1>
-<p>GPU: ${escapeHtml(gpu ? gpu.description : ctx.gpuError() ?? "acquiring…")} · queue
-${ctx.scheduler.queueDepth}/${ctx.scheduler.maxQueue} ·
-<a href="/openapi.json">API</a> · <a href="/metrics">metrics</a></p>
-<h2>Models</h2><table><tr><th>name</th><th>source</th><th>classes</th><th></th></tr>
-${models.map(modelRow).join("\n")}</table>
-<h2>Jobs</h2><table><tr><th>id</th><th>kind</th><th>name</th><th>state</th><th>progress</th>
-<th>loss</th><th>created</th></tr>
-${jobs.map(jobRow).join("\n")}</table></body></html>
-`;
-      return c.html(html);
+    summary,
+    responses: {
+      200: { description: summary, types: [asset.type.split(";")[0]] },
+      304: { description: "unchanged since the ETag in If-None-Match", types: [] },
     },
-  }];
+    handler: (c) => serveAsset(c, asset),
+  });
+  const volumeRoute = (which: VolumeKind, summary: string): RouteSpec => ({
+    method: "GET",
+    path: `/dashboard/jobs/:id/${which}`,
+    tag: "dashboard",
+    summary,
+    responses: {
+      200: {
+        description: "the NIfTI file as written (gzipped when its name ends in .gz)",
+        types: ["application/octet-stream", "application/gzip"],
+      },
+      404: errorResponse("no such job, or the file is gone"),
+      409: errorResponse("not a prediction job, or (labels) it has not succeeded"),
+    },
+    handler: (c) => servePredictionVolume(ctx, c, which),
+  });
+  return [
+    assetRoute(
+      DASHBOARD_PAGE,
+      "The dashboard: models, jobs, live training curves, slices with the segmentation",
+    ),
+    assetRoute(DASHBOARD_SCRIPT, "The dashboard's script (Niivue and uPlot bundled in)"),
+    assetRoute(DASHBOARD_STYLE, "The dashboard's stylesheet"),
+    volumeRoute("image", "A prediction job's input volume, for the dashboard's slice view"),
+    volumeRoute("labels", "A succeeded prediction job's label map, for the slice view"),
+  ];
 }

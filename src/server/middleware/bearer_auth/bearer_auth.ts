@@ -16,6 +16,11 @@ export interface BearerAuthOptions {
   token?: string;
   /** Which requests need the token. Default "mutating". */
   scope?: AuthScope;
+  /**
+   * GET/HEAD paths that never need the token, even with scope "all": static files a browser
+   * loads before it can send a header (the dashboard page and its assets; they hold no data).
+   */
+  public?: readonly string[];
 }
 
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
@@ -40,8 +45,10 @@ export async function tokensEqual(given: string, expected: string): Promise<bool
  */
 export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
   const { token, scope = "mutating" } = options;
+  const open = new Set(options.public ?? []);
   return async function bearerAuth(c, next) {
-    if (!token || (scope === "mutating" && SAFE_METHODS.has(c.req.method))) return await next();
+    const safe = SAFE_METHODS.has(c.req.method);
+    if (!token || (safe && (scope === "mutating" || open.has(c.req.path)))) return await next();
     const challenge = { "www-authenticate": 'Bearer realm="voxseg"' };
     const header = c.req.header("authorization");
     if (!header) {

@@ -47,3 +47,10 @@ Deno.test("tokensEqual compares whole tokens of any length", async () => {
   assert.equal(await tokensEqual("", "abc"), false);
   assert.equal(await tokensEqual("abc".repeat(100), "abc"), false);
 });
+
+Deno.test("bearerAuth all: public paths are open to GET only", async () => {
+  const a = app({ token: "s3cret", scope: "all", public: ["/r", "/w"] });
+  assert.equal((await a.request("/r")).status, 200);
+  assert.equal((await a.request("/w", { method: "POST" })).status, 401);
+  assert.equal((await app({ token: "s3cret", scope: "all" }).request("/r")).status, 401);
+});
