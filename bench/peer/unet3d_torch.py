@@ -7,8 +7,20 @@ between levels, ConvTranspose3d(2, stride 2) up, concatenation [skip, up] in tha
 load as they are. The loss is voxseg's default: Tversky (alpha 0.3, beta 0.7, per sample,
 background excluded) on the softmax plus cross-entropy on the logits. Plain Adam.
 
-Prints one JSON line: {"median_ms", "losses" (one per step, before its update), "torch",
-"threads", "steps", "warmup"}.
+Modes (`--mode`, default `train`), each printing one JSON line:
+
+- `train`: warm-up + timed Adam steps on one batch (`--batch`: image, labels) →
+  {"median_ms", "losses" (one per step, before its update), "torch", "threads", "steps",
+  "warmup"}.
+- `forward`: warm-up + timed forward passes under `torch.inference_mode()` → {"median_ms",
+  "torch", "threads", "steps", "warmup"}; `--logits-out F` writes the logits as raw float32.
+- `train-short`: one Adam step per batch of `--batches` (train_image [S, B, C, D, H, W],
+  train_labels [S, B, D, H, W]), then the arg-max labels of every held-out patch (val_image
+  [V, C, D, H, W]) written to `--pred-out` as raw uint8 → {"losses", "seconds" (steps 2…S),
+  "torch", "threads"}. bench/peer/parity.ts drives it.
+
+`--device cuda` runs on a CUDA GPU in plain fp32 (TF32 off; `--tf32` turns it on), timed to
+completion.
 
   /usr/bin/python3 bench/peer/unet3d_torch.py --weights w.safetensors --batch b.safetensors
 """
@@ -109,10 +121,76 @@ def tversky_ce(logits, labels, alpha, beta, smooth):
     return tversky + F.cross_entropy(logits, labels)
 
 
+def sync(device):
+    """Waits for queued GPU work, so a step is timed to completion."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_train(model, x, labels, a):
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    losses, times = [], []
+    for i in range(a.warmup + a.steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = tversky_ce(model(x), labels, a.alpha, a.beta, a.smooth)
+        loss.backward()
+        opt.step()
+        sync(x.device)
+        ms = (time.perf_counter() - t0) * 1e3
+        losses.append(loss.item())
+        if i >= a.warmup:
+            times.append(ms)
+    return {"median_ms": statistics.median(times), "losses": losses}
+
+
+def timed_forward(model, x, a):
+    times = []
+    with torch.inference_mode():
+        for i in range(a.warmup + a.steps):
+            t0 = time.perf_counter()
+            logits = model(x)
+            sync(x.device)
+            ms = (time.perf_counter() - t0) * 1e3
+            if i == 0 and a.logits_out:
+                logits.cpu().contiguous().numpy().astype("<f4").tofile(a.logits_out)
+            if i >= a.warmup:
+                times.append(ms)
+    return {"median_ms": statistics.median(times)}
+
+
+def train_short(model, batches, a):
+    """One Adam step per stored batch, then arg-max labels of the held-out patches."""
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    images, targets = batches["train_image"].float(), batches["train_labels"].long()
+    losses = []
+    t0 = time.perf_counter()
+    for step in range(images.shape[0]):
+        if step == 1:  # the first step warms up; voxseg's side times the same steps
+            sync(images.device)
+            t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = tversky_ce(model(images[step]), targets[step], a.alpha, a.beta, a.smooth)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    sync(images.device)
+    seconds = time.perf_counter() - t0
+    val = batches["val_image"].float()
+    with torch.inference_mode():
+        pred = torch.cat([model(val[i:i + 1]).argmax(1) for i in range(val.shape[0])])
+    pred.to(torch.uint8).cpu().numpy().tofile(a.pred_out)
+    return {"losses": losses, "seconds": seconds}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mode", choices=["train", "forward", "train-short"], default="train")
     p.add_argument("--weights", required=True)
-    p.add_argument("--batch", required=True)
+    p.add_argument("--batch", help="train, forward: safetensors with image (and labels)")
+    p.add_argument("--batches", help="train-short: safetensors with train_*/val_* tensors")
+    p.add_argument("--logits-out", help="forward: write the logits here (raw float32)")
+    p.add_argument("--pred-out", help="train-short: write held-out labels here (raw uint8)")
     p.add_argument("--in-channels", type=int, default=1)
     p.add_argument("--classes", type=int, default=3)
     p.add_argument("--base", type=int, default=16)
@@ -124,35 +202,36 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda")
+    p.add_argument("--tf32", action="store_true", help="cuda: allow TF32 convolutions/matmuls")
     a = p.parse_args()
+    if a.mode == "train-short" and not (a.batches and a.pred_out):
+        p.error("--mode train-short needs --batches and --pred-out")
+    if a.mode != "train-short" and not a.batch:
+        p.error(f"--mode {a.mode} needs --batch")
 
     torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    if dev.type == "cuda":  # plain fp32 as voxseg computes, unless --tf32
+        torch.backends.cudnn.allow_tf32 = a.tf32
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32
     model = UNet3D(a.in_channels, a.classes, a.base, a.depth)
     model.load_state_dict(load_safetensors(a.weights), strict=True)
-    batch = load_safetensors(a.batch)
-    x = batch["image"].float()
-    labels = batch["labels"].long()
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
-
-    losses, times = [], []
-    for i in range(a.warmup + a.steps):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = tversky_ce(model(x), labels, a.alpha, a.beta, a.smooth)
-        loss.backward()
-        opt.step()
-        ms = (time.perf_counter() - t0) * 1e3
-        losses.append(loss.item())
-        if i >= a.warmup:
-            times.append(ms)
-    print(json.dumps({
-        "median_ms": statistics.median(times),
-        "losses": losses,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "warmup": a.warmup,
-        "steps": a.steps,
-    }))
+    model.to(dev)
+    if a.mode == "train-short":
+        batches = {k: v.to(dev) for k, v in load_safetensors(a.batches).items()}
+        out = train_short(model, batches, a)
+    else:
+        batch = load_safetensors(a.batch)
+        x = batch["image"].float().to(dev)
+        if a.mode == "train":
+            out = timed_train(model, x, batch["labels"].long().to(dev), a)
+        else:
+            out = timed_forward(model, x, a)
+        out.update({"warmup": a.warmup, "steps": a.steps})
+    out.update({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                "device": a.device, "tf32": a.tf32 and dev.type == "cuda"})
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

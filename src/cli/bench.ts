@@ -35,6 +35,10 @@ const suites: Record<string, { summary: string; load: () => Promise<{ suite: Ben
     summary: "sliding-window inference (base 16, depth 4, 64³): voxels/s, RSS vs PyTorch; memory",
     load: () => import("./bench/infer.ts"),
   },
+  peers: {
+    summary: "side-by-side peers: PyTorch, onnxruntime-node, TF.js WebGPU",
+    load: () => import("./bench/peers.ts"),
+  },
 };
 
 const HELP = `voxseg bench <suite> [--json] [--quick]

@@ -9,7 +9,7 @@ import { parseFlags } from "./args.ts";
 import { UsageError } from "./main.ts";
 import { writeFileAtomic } from "../data/atomic.ts";
 import { ONNX_OPSET, unet3dToOnnx } from "../nn/onnx.ts";
-import { type Checkpoint, CHECKPOINT_KEYS, decodeCheckpoint } from "../train/checkpoint.ts";
+import { type Checkpoint, decodeCheckpoint, metadataStrings } from "../train/checkpoint.ts";
 
 const HELP = `voxseg export-onnx --model M.safetensors --out m.onnx [--logits]
 
@@ -33,19 +33,10 @@ export function checkpointToOnnx(
   { weights, meta }: Checkpoint,
   { logits = false } = {},
 ): Uint8Array {
-  const K = CHECKPOINT_KEYS;
   return unet3dToOnnx(meta.model, weights, {
     logits,
     producerVersion: denoJson.version,
-    metadata: {
-      [K.model]: JSON.stringify(meta.model),
-      [K.classNames]: JSON.stringify(meta.classNames),
-      [K.normalisation]: JSON.stringify(meta.normalisation),
-      [K.patchSize]: JSON.stringify(meta.patchSize),
-      [K.spacingMm]: JSON.stringify(meta.spacingMm),
-      [K.training]: JSON.stringify(meta.training),
-      [ONNX_VERSION_KEY]: denoJson.version,
-    },
+    metadata: { ...metadataStrings(meta), [ONNX_VERSION_KEY]: denoJson.version },
   });
 }
 

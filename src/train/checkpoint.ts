@@ -219,16 +219,23 @@ function voxsegHeader(kind: "model" | "optimizer"): Record<string, string> {
 export function encodeCheckpoint({ weights, meta }: Checkpoint, source = "checkpoint"): Uint8Array {
   const safe = validateMeta(jsonSafe(meta) as unknown as Record<string, unknown>, source);
   assertFinite(weights, source);
+  return encodeSafetensors(weights, { ...voxsegHeader("model"), ...metadataStrings(safe) });
+}
+
+/**
+ * A checkpoint's metadata as the string entries it is stored under (JSON values under
+ * `voxseg.*` keys): the safetensors `__metadata__`, and the ONNX export's metadata_props.
+ */
+export function metadataStrings(meta: CheckpointMeta): Record<string, string> {
   const K = CHECKPOINT_KEYS;
-  return encodeSafetensors(weights, {
-    ...voxsegHeader("model"),
-    [K.model]: JSON.stringify(safe.model),
-    [K.classNames]: JSON.stringify(safe.classNames),
-    [K.normalisation]: JSON.stringify(safe.normalisation),
-    [K.patchSize]: JSON.stringify(safe.patchSize),
-    [K.spacingMm]: JSON.stringify(safe.spacingMm),
-    [K.training]: JSON.stringify(safe.training),
-  });
+  return {
+    [K.model]: JSON.stringify(meta.model),
+    [K.classNames]: JSON.stringify(meta.classNames),
+    [K.normalisation]: JSON.stringify(meta.normalisation),
+    [K.patchSize]: JSON.stringify(meta.patchSize),
+    [K.spacingMm]: JSON.stringify(meta.spacingMm),
+    [K.training]: JSON.stringify(meta.training),
+  };
 }
 
 /** Parses safetensors bytes and checks the voxseg header of the given kind; returns both. */

@@ -1,6 +1,13 @@
-import { deepStrictEqual, notDeepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
+import {
+  deepStrictEqual,
+  notDeepStrictEqual,
+  ok,
+  rejects,
+  strictEqual,
+  throws,
+} from "node:assert/strict";
 import { join } from "node:path";
-import { ensureSynthDataset } from "../../src/cli/synth.ts";
+import { ensureSynthDataset, SYNTH_GENERATOR } from "../../src/cli/synth.ts";
 import { readDataset } from "../../src/data/dataset.ts";
 import { openCase } from "../../src/data/ome_zarr.ts";
 import { Random } from "../../src/data/random.ts";
@@ -193,4 +200,35 @@ Deno.test("ensureSynthDataset generates only when dataset.json is missing", asyn
     deepStrictEqual((await Deno.stat(join(dir, "dataset.json"))).mtime, stat.mtime);
     strictEqual((await readDataset(dir)).cases.length, 2);
   });
+});
+
+Deno.test("ensureSynthDataset replaces an older or different synthetic dataset, not others", async () => {
+  await withTempDir(async (dir) => {
+    const opts = { cases: 2, shape: [12, 24, 24] as [number, number, number] };
+    strictEqual(await ensureSynthDataset(dir, opts), true);
+    const manifest = JSON.parse(await Deno.readTextFile(join(dir, "dataset.json")));
+    strictEqual(manifest.source.generator, SYNTH_GENERATOR);
+    // Other options (here a third case) regenerate it.
+    strictEqual(await ensureSynthDataset(dir, { ...opts, cases: 3 }), true);
+    strictEqual((await readDataset(dir)).cases.length, 3);
+    // A manifest from an older generator (no stamp) is replaced too.
+    delete manifest.source;
+    await Deno.writeTextFile(join(dir, "dataset.json"), JSON.stringify(manifest));
+    strictEqual(await ensureSynthDataset(dir, opts), true);
+    strictEqual((await readDataset(dir)).cases.length, 2);
+    // Someone else's dataset in the folder is an error, and stays.
+    manifest.name = "mine";
+    await Deno.writeTextFile(join(dir, "dataset.json"), JSON.stringify(manifest));
+    await rejects(ensureSynthDataset(dir, opts), /holds dataset "mine"/);
+    strictEqual(JSON.parse(await Deno.readTextFile(join(dir, "dataset.json"))).name, "mine");
+  });
+});
+
+Deno.test("synthCase cohort: positive gives every case lesions; mixed keeps its negatives", () => {
+  const seeds = Array.from({ length: 24 }, (_, i) => i);
+  const count = (cohort: "positive" | "mixed") =>
+    seeds.map((s) => synthCase(s, { shape: [12, 24, 24], cohort }).lesions.length);
+  const positive = count("positive"), mixed = count("mixed");
+  ok(positive.every((n) => n >= 2 && n <= 8), `positive: ${positive}`);
+  ok(mixed.some((n) => n === 0), `mixed has cases without infection: ${mixed}`);
 });

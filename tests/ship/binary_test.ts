@@ -143,3 +143,19 @@ Deno.test({
     }
   },
 });
+
+Deno.test("the binary's module graph leaves out the benchmark peers and their npm packages", async () => {
+  // What `deno compile` embeds: the entry point's static and analysable dynamic imports. The
+  // peers (TF.js, onnxruntime-node: hundreds of MB) are imported by a run-time specifier.
+  const { code, stdout, stderr } = await run(Deno.execPath(), ["info", "--json", "mod.ts"], root);
+  assert.equal(code, 0, stderr);
+  const specifiers: string[] = JSON.parse(stdout).modules.map((m: { specifier: string }) =>
+    m.specifier
+  );
+  assert.ok(specifiers.some((s) => s.endsWith("/src/cli/bench/peers.ts")), "peers suite embedded");
+  assert.deepEqual(specifiers.filter((s) => s.includes("/bench/peer/")), []);
+  const npm = new Set(
+    specifiers.filter((s) => s.startsWith("npm:")).map((s) => s.match(/^npm:\/?(@?[^@/]+)/)![1]),
+  );
+  assert.deepEqual([...npm].sort(), ["@zarrita", "hono", "numcodecs", "zarrita"]);
+});

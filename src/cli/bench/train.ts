@@ -20,8 +20,11 @@ import { encodeSafetensors } from "../../train/safetensors.ts";
 import { readWeights, trainStep } from "../../train/trainer.ts";
 import { type BenchResult, type BenchSuite, median } from "../bench.ts";
 
-/** The interpreter with Debian's `python3-torch` (the first python3 on PATH may lack it). */
-export const TORCH_PYTHON = "/usr/bin/python3";
+/**
+ * The interpreter with PyTorch: `VOXSEG_TORCH_PYTHON`, else Debian's `/usr/bin/python3` with
+ * `python3-torch` (the first python3 on PATH may lack it).
+ */
+export const TORCH_PYTHON = Deno.env.get("VOXSEG_TORCH_PYTHON") || "/usr/bin/python3";
 const PEER_SCRIPT = new URL("../../../bench/peer/unet3d_torch.py", import.meta.url);
 
 /** The reference network and step, as a resolved training config (flags as on the CLI). */
@@ -134,20 +137,17 @@ export class TrainStepBench {
   }
 }
 
-/** What the PyTorch peer prints (one JSON line), or why it did not run. */
-export type PeerResult =
-  | { ok: true; ms: number; losses: number[]; torch: string; threads: number }
+/** What bench/peer/unet3d_torch.py printed (its JSON line), or why it did not run. */
+export type TorchRun =
+  | { ok: true; out: Record<string, unknown> }
   | { ok: false; reason: string };
 
 /**
- * Runs bench/peer/unet3d_torch.py on the given weights and batch files: `warmup` + `steps`
- * Adam steps, median ms of the timed ones, the loss of every step.
+ * Runs bench/peer/unet3d_torch.py with `args` plus the network and loss flags of `config`
+ * (2 threads) and parses its JSON line. `VOXSEG_TORCH_DEVICE` picks the torch device (default
+ * cpu); on CUDA, `VOXSEG_TORCH_TF32=1` lets convolutions use TF32 (plain fp32 otherwise).
  */
-export async function runTorchPeer(
-  dir: string,
-  config: TrainConfig,
-  { warmup, steps }: { warmup: number; steps: number },
-): Promise<PeerResult> {
+export async function runUnetTorch(config: TrainConfig, args: string[]): Promise<TorchRun> {
   if (PEER_SCRIPT.protocol !== "file:") {
     return { ok: false, reason: "the peer script exists only in the source tree" };
   }
@@ -157,18 +157,22 @@ export async function runTorchPeer(
   } catch {
     return { ok: false, reason: `${script} not found (run from the source tree)` };
   }
-  const m = config.model;
-  const args = [
+  const m = config.model, l = config.loss;
+  if (m.norm !== "none" || m.convsPerLevel !== 2 || m.activation !== "relu") {
+    return { ok: false, reason: "the PyTorch peer implements norm none, 2 convs, relu only" };
+  }
+  const all = [
     script,
-    ...["--weights", join(dir, "weights.safetensors"), "--batch", join(dir, "batch.safetensors")],
+    ...args,
     ...["--in-channels", m.inChannels, "--classes", m.classes, "--base", m.baseChannels],
-    ...["--depth", m.depth, "--lr", config.optimizer.lr, "--alpha", config.loss.alpha],
-    ...["--beta", config.loss.beta, "--smooth", config.loss.smooth],
-    ...["--warmup", warmup, "--steps", steps, "--threads", 2],
+    ...["--depth", m.depth, "--lr", config.optimizer.lr, "--alpha", l.alpha, "--beta", l.beta],
+    ...["--smooth", l.smooth, "--threads", 2],
+    ...["--device", Deno.env.get("VOXSEG_TORCH_DEVICE") ?? "cpu"],
+    ...(Deno.env.get("VOXSEG_TORCH_TF32") === "1" ? ["--tf32"] : []),
   ].map(String);
   let out: Deno.CommandOutput;
   try {
-    out = await new Deno.Command(TORCH_PYTHON, { args, stdout: "piped", stderr: "piped" })
+    out = await new Deno.Command(TORCH_PYTHON, { args: all, stdout: "piped", stderr: "piped" })
       .output();
   } catch (e) {
     return {
@@ -182,11 +186,18 @@ export async function runTorchPeer(
     return { ok: false, reason: `peer exited ${out.code}: ${stderr.at(-1) ?? ""}` };
   }
   try {
-    const r = JSON.parse(stdout.split("\n").at(-1)!);
-    return { ok: true, ms: r.median_ms, losses: r.losses, torch: r.torch, threads: r.threads };
+    return { ok: true, out: JSON.parse(stdout.split("\n").at(-1)!) };
   } catch {
     return { ok: false, reason: `peer printed no JSON: ${stdout.slice(-200)}` };
   }
+}
+
+/** "pytorch 1.13, 2 threads" on the CPU, "pytorch 2.11, cuda, tf32 off" on a GPU. */
+export function torchLabel(out: Record<string, unknown>): string {
+  const where = out.device && out.device !== "cpu"
+    ? `${out.device}, tf32 ${out.tf32 ? "on" : "off"}`
+    : `${out.threads} threads`;
+  return `pytorch ${out.torch}, ${where}`;
 }
 
 export const suite: BenchSuite = {
@@ -207,22 +218,27 @@ export const suite: BenchSuite = {
       for (let i = 0; i < steps; i++) times.push(await bench.step());
       const losses = await bench.losses();
       const ms = median(times);
-      const peer = await runTorchPeer(dir, config, { warmup, steps });
+      const peer = await runUnetTorch(config, [
+        ...["--weights", join(dir, "weights.safetensors")],
+        ...["--batch", join(dir, "batch.safetensors")],
+        ...["--warmup", String(warmup), "--steps", String(steps)],
+      ]);
+      const peerLosses = peer.ok ? peer.out.losses as number[] : [];
       const [D, H, W] = config.data.patchSize;
       yield {
         name: `train step unet3d base16 depth4 ${D}×${H}×${W} batch1`,
         ms,
-        torch_ms: peer.ok ? peer.ms : null,
+        torch_ms: peer.ok ? peer.out.median_ms as number : null,
         // > 1: voxseg is faster.
-        speedup_vs_torch: peer.ok ? peer.ms / ms : null,
+        speedup_vs_torch: peer.ok ? peer.out.median_ms as number / ms : null,
         first_loss: losses[0],
-        torch_first_loss: peer.ok ? peer.losses[0] : null,
+        torch_first_loss: peer.ok ? peerLosses[0] : null,
         last_loss: losses.at(-1)!,
-        torch_last_loss: peer.ok ? peer.losses.at(-1)! : null,
+        torch_last_loss: peer.ok ? peerLosses.at(-1)! : null,
         steps: warmup + steps,
         params: bench.model.trainable().reduce((a, p) => a + p.tensor.size, 0),
         adapter: gpu.info.description,
-        peer: peer.ok ? `pytorch ${peer.torch}, ${peer.threads} threads` : "skipped",
+        peer: peer.ok ? torchLabel(peer.out) : "skipped",
         ...(peer.ok ? {} : { peer_skipped: peer.reason }),
       };
     } finally {

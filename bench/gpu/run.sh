@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU machine's one prepared run (issue: speed on real hardware). From the project root,
+# after `../shared/tools/gpu-pack` has written .device/:
+#
+#   run carry=[".device"]: bash .device/boot.sh bash bench/gpu/run.sh
+#
+# Writes under $OUT (or ./gpu-results): the adapter, every op's correctness tests, the op and
+# training-step benchmarks, and the same U-Net step in the machine's PyTorch on CUDA with TF32
+# off and on. Each part is time-boxed and runs even when an earlier one failed; exit status is
+# the number of failed parts.
+set -uo pipefail
+out=${OUT:-gpu-results}
+mkdir -p "$out"
+failed=0
+part() { # part NAME SECONDS CMD...: runs CMD with a time limit, output to $out/NAME.{log,json}
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (≤ ${limit}s)"
+  local t0=$SECONDS
+  if timeout "$limit" "$@" >"$out/$name.out" 2>"$out/$name.err"; then
+    echo "   ok in $((SECONDS - t0)) s"
+  else
+    echo "   FAILED ($?) in $((SECONDS - t0)) s; last lines:"
+    tail -5 "$out/$name.err" | sed 's/^/   /'
+    failed=$((failed + 1))
+  fi
+}
+
+# The machine's PyTorch, when it has one with CUDA.
+torch_python=${VOXSEG_TORCH_PYTHON:-}
+if [ -z "$torch_python" ]; then
+  for py in python3 /usr/bin/python3; do
+    if "$py" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+      torch_python=$(command -v "$py")
+      break
+    fi
+  done
+fi
+
+part info 60 deno task voxseg info --json
+part ops_tests 180 deno test -A tests/ops/
+part bench_ops 150 deno task voxseg bench ops --json
+if [ -n "$torch_python" ]; then
+  export VOXSEG_TORCH_PYTHON=$torch_python VOXSEG_TORCH_DEVICE=cuda
+  part bench_train_tf32_off 120 deno task voxseg bench train --json
+  VOXSEG_TORCH_TF32=1 part bench_train_tf32_on 120 deno task voxseg bench train --json
+else
+  echo "no PyTorch with CUDA here: the training step runs without its peer"
+  part bench_train 120 deno task voxseg bench train --json
+fi
+echo "$failed part(s) failed; results in $out/"
+exit "$failed"
