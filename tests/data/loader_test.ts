@@ -149,7 +149,11 @@ const loader = await createLoader({ dataset: ${JSON.stringify(dir)}, patchSize: 
 await loader.next();
 const running = threads();
 loader.close();
-await new Promise((r) => setTimeout(r, 200));
+// Threads end asynchronously after terminate(): wait for them (a loaded machine is slow), up
+// to 10 s; leaked workers never end.
+for (let t = 0; t < 200 && threads() > before + 1; t++) {
+  await new Promise((r) => setTimeout(r, 50));
+}
 console.log(JSON.stringify({ before, running, after: threads() }));`,
     );
     const config = new URL("../../deno.json", import.meta.url).pathname;
