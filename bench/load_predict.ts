@@ -15,9 +15,7 @@ import { parseArgs } from "node:util";
 import { decodeNifti, encodeNifti } from "../src/data/nifti.ts";
 import type { Shape3, Volume } from "../src/data/volume.ts";
 import { initGpu } from "../src/gpu/mod.ts";
-import { UNet3D } from "../src/nn/unet3d.ts";
-import { saveCheckpoint } from "../src/train/checkpoint.ts";
-import { readWeights } from "../src/train/trainer.ts";
+import { saveTinyCheckpoint, SPACING } from "../tests/server/helpers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -35,26 +33,6 @@ const requests = Number(values.requests);
 const concurrency = Number(values.concurrency);
 const burst = Number(values.burst);
 const shape = values.shape.split(",").map(Number) as Shape3;
-const PATCH: Shape3 = [16, 16, 16];
-const SPACING: Shape3 = [2.5, 0.8, 0.8];
-
-/** A tiny U-Net (base 4, depth 2) with random weights, as a checkpoint under `dir`. */
-async function tinyModel(dir: string): Promise<void> {
-  await initGpu();
-  const model = new UNet3D({ baseChannels: 4, depth: 2, classes: 3 }, 0);
-  await saveCheckpoint(join(dir, "tiny.safetensors"), {
-    weights: await readWeights(model),
-    meta: {
-      model: model.config,
-      classNames: ["background", "lung", "infection"],
-      normalisation: { kind: "ct-window", lo: -1000, hi: 400 },
-      patchSize: PATCH,
-      spacingMm: SPACING,
-      training: { epoch: 0, step: 0, monitor: "dice", bestMetric: null, metrics: {} },
-    },
-  });
-  model.dispose();
-}
 
 function ctVolume(): Volume {
   const [D, H, W] = shape;
@@ -180,7 +158,9 @@ function report(phase: string, samples: Sample[], seconds: number) {
 }
 
 const root = await Deno.makeTempDir({ prefix: "voxseg_load_" });
-await tinyModel(join(root, "models"));
+await initGpu();
+// The server tests' tiny U-Net (base 4, depth 2, random weights) as the model to serve.
+await saveTinyCheckpoint(join(root, "models", "tiny.safetensors"));
 const volume = ctVolume();
 const body = encodeNifti(volume) as Uint8Array<ArrayBuffer>;
 const { child, base } = await startServer(root);
