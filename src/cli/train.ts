@@ -204,13 +204,11 @@ function report(e: TrainEvent, config: TrainConfig, progress: Progress): void {
         `step ${e.step} skipped: ${e.reason}; learning rate now ${e.lr.toExponential(2)}`,
       );
       break;
-    case "validation": {
-      const parts = Object.entries(e.metrics).map(([k, v]) =>
-        `${k} ${Number.isFinite(v) ? v.toFixed(3) : "n/a"}`
+    case "validation":
+      progress.log(
+        `epoch ${e.epoch} validation: ${formatMetrics(e.metrics)}${e.best ? " (best)" : ""}`,
       );
-      progress.log(`epoch ${e.epoch} validation: ${parts.join(", ")}${e.best ? " (best)" : ""}`);
       break;
-    }
     case "checkpoint":
       break;
     case "stop":
