@@ -26,6 +26,13 @@
 // and barriers make every load slower still. On a GPU the same kernel runs with a smaller
 // block (conv3d.ts picks the tiles) and relies on its caches.
 //
+// F16 = 1 (K = 3, MODE 0, VEC = 1, VX = 8, CG = 2, W % 8 == 0) reads the input and the
+// weights as IEEE binary16 pairs packed by half_pack.wgsl and accumulates in f32: `xh` holds
+// 8 values of a row per vec4<u32> (`xhs` the same words one by one, for the halo), `pwh` the
+// 8 channels of a tap per vec4<u32>. That is 6 loaded words per input row instead of 10 and
+// half the weight words: on a CPU adapter, where every load is a per-lane loop, the kernel's
+// main cost; on a GPU, half the bytes.
+//
 // VEC = 1 (W % 4 == 0) reads rows as aligned vec4s through `srcv`, the same buffer as `src`,
 // plus two scalar halo values (MODE 2: up-sampled rows, see loadTaps), and writes whole vec4s;
 // VEC = 0 reads and writes single checked floats. `dst` is an array of vec4s, written by
@@ -42,6 +49,7 @@ override WG: u32 = 64u;
 // params.actP), 3 ELU (alpha params.actP). Saves a pass over the output and the
 // pre-activation tensor. The parameter is a uniform, so a new slope compiles nothing.
 override ACT: u32 = 0u;
+override F16: u32 = 0u;
 
 override KT: u32 = K * K * K;
 // Input channels per step of the main loop.
@@ -88,6 +96,17 @@ struct W3 {
   k0: Wz,
   k1: Wz,
   k2: Wz,
+}
+
+// Both channel groups' weights of one input channel, or of one kernel plane (F16 = 1).
+struct W3Pair {
+  g0: W3,
+  g1: W3,
+}
+
+struct WzPair {
+  g0: Wz,
+  g1: Wz,
 }
 
 // 6 input rows of one plane; row r holds inputs x - P .. x + 5 - P in (p{r}.xyzw, q{r}.xy).
@@ -149,9 +168,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     // vec4 index of tap 0 of channel group 0; taps step by CG.
     let wb = (tc * params.ciPad + ci) * KT * CG;
-    let w0 = loadW3(wb);
+    var w0: W3;
     var w1: W3;
-    if (CG == 2u) { w1 = loadW3(wb + 1u); }
+    if (F16 == 1u) {
+      let both = loadW3Half(wb / 2u);
+      w0 = both.g0;
+      w1 = both.g1;
+    } else {
+      w0 = loadW3(wb);
+      if (CG == 2u) { w1 = loadW3(wb + 1u); }
+    }
     // The VZ + 2 input planes of the window, unrolled by hand: lavapipe would run a loop over
     // register blocks as a loop over memory.
     let zp = i32(z0) - 1;
@@ -281,6 +307,39 @@ fn loadWz(b: u32) -> Wz {
   );
 }
 
+// F16 = 1: the 27 taps of both channel groups from vec4<u32> index b (one per tap).
+fn loadW3Half(b: u32) -> W3Pair {
+  let k0 = loadWzHalf(b);
+  let k1 = loadWzHalf(b + 9u);
+  let k2 = loadWzHalf(b + 18u);
+  return W3Pair(W3(k0.g0, k1.g0, k2.g0), W3(k0.g1, k1.g1, k2.g1));
+}
+
+fn loadWzHalf(b: u32) -> WzPair {
+  let t0 = halfTap(b);
+  let t1 = halfTap(b + 1u);
+  let t2 = halfTap(b + 2u);
+  let t3 = halfTap(b + 3u);
+  let t4 = halfTap(b + 4u);
+  let t5 = halfTap(b + 5u);
+  let t6 = halfTap(b + 6u);
+  let t7 = halfTap(b + 7u);
+  let t8 = halfTap(b + 8u);
+  return WzPair(
+    Wz(mat3x4<f32>(t0[0], t1[0], t2[0]), mat3x4<f32>(t3[0], t4[0], t5[0]),
+       mat3x4<f32>(t6[0], t7[0], t8[0])),
+    Wz(mat3x4<f32>(t0[1], t1[1], t2[1]), mat3x4<f32>(t3[1], t4[1], t5[1]),
+       mat3x4<f32>(t6[1], t7[1], t8[1])),
+  );
+}
+
+// The 8 channels of one tap: group 0 in column 0, group 1 in column 1.
+fn halfTap(i: u32) -> mat2x4<f32> {
+  let v = pwh[i];
+  return mat2x4<f32>(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)),
+                     vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
+}
+
 // Rows y0 - P .. y0 + 3 + P of input channel ci at grid plane z (zero outside the volume).
 fn loadPlane(n: u32, ci: u32, z: i32, y0: u32, x0: u32) -> Plane {
   let y = i32(y0) - i32(PAD);
@@ -309,6 +368,19 @@ fn loadRow(n: u32, ci: u32, z: i32, y: i32, x0: u32) -> array<vec4<f32>, 4> {
                  min(u32(y), params.h - 1u));
   var a: vec4<f32>; // x0 .. x0 + 3
   var b: vec4<f32>; // x0 + 4 .. x0 + 7 (VX = 8)
+  if (F16 == 1u) {
+    // Words of value pairs: x0 is a multiple of 8, so x0 - 1 is the high half of its word and
+    // x0 + 8 the low half of its own. Indices are clamped into the row; masks zero the rest.
+    let v = select(vec4<u32>(), xh[(row + x0) / 8u], ok && x0 < params.w);
+    let lw = select(0u, xhs[(row + max(x0, 1u) - 1u) / 2u], ok && x0 > 0u);
+    let rw = select(0u, xhs[(row + min(x0 + 8u, params.w - 1u)) / 2u], ok && x0 + 8u < params.w);
+    a = vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+    b = vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
+    let l = unpack2x16float(lw).y;
+    let r = unpack2x16float(rw).x;
+    return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, b.x, 0.0, 0.0),
+                               vec4<f32>(a.w, b.xyz), vec4<f32>(b.w, r, 0.0, 0.0));
+  }
   if (VEC == 1u) {
     // W % 4 == 0: a vec4 starting in the row lies wholly inside it.
     a = select(vec4<f32>(), srcv[(row + x0) / 4u], ok && x0 < params.w);

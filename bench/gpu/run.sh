@@ -4,8 +4,9 @@
 #
 #   run carry=[".device"]: bash .device/boot.sh bash bench/gpu/run.sh
 #
-# Writes under $OUT (or ./gpu-results): the adapter, every op's correctness tests, the op and
-# training-step benchmarks, and the same U-Net step in the machine's PyTorch on CUDA with TF32
+# Writes under $OUT (or ./gpu-results): the adapter, every op's correctness tests, the op
+# benchmarks with the built-in blocks, `voxseg tune` and the op benchmarks again with the tuned
+# blocks, the per-kernel profile of a training step, the training-step benchmark, and the same U-Net step in the machine's PyTorch on CUDA with TF32
 # off and on. Each part is time-boxed and runs even when an earlier one failed; exit status is
 # the number of failed parts.
 set -uo pipefail
@@ -39,7 +40,12 @@ fi
 
 part info 60 deno task voxseg info --json
 part ops_tests 180 deno test -A tests/ops/
+part bench_ops_builtin 150 deno task voxseg bench ops --json
+# Measure this GPU's register blocks (cached under $OUT), then the same kernels with them.
+export VOXSEG_CACHE_DIR=$out/cache
+part tune 120 deno task voxseg tune --json
 part bench_ops 150 deno task voxseg bench ops --json
+part bench_profile 90 deno task voxseg bench profile --json
 if [ -n "$torch_python" ]; then
   export VOXSEG_TORCH_PYTHON=$torch_python VOXSEG_TORCH_DEVICE=cuda
   part bench_train_tf32_off 120 deno task voxseg bench train --json

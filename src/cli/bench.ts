@@ -35,6 +35,10 @@ const suites: Record<string, { summary: string; load: () => Promise<{ suite: Ben
     summary: "sliding-window inference (base 16, depth 4, 64³): voxels/s, RSS vs PyTorch; memory",
     load: () => import("./bench/infer.ts"),
   },
+  profile: {
+    summary: "GPU time per kernel of one training step (train preset, reference)",
+    load: () => import("./bench/profile.ts"),
+  },
   peers: {
     summary: "side-by-side peers: PyTorch, onnxruntime-node, TF.js WebGPU",
     load: () => import("./bench/peers.ts"),

@@ -46,6 +46,10 @@ export const commandTable: Record<string, Command> = {
     summary: "HTTP API: predict, training and prediction jobs with live events, metrics",
     load: () => import("./serve.ts"),
   },
+  tune: {
+    summary: "measure convolution register blocks on this adapter and cache the fastest",
+    load: () => import("./tune.ts"),
+  },
   bench: {
     summary: "benchmarks: ops, loader, train (--json for one object per line)",
     load: () => import("./bench.ts"),

@@ -18,7 +18,10 @@ export type StorageType =
   | "atomic<u32>"
   | "atomic<i32>"
   /** Four floats per element; the bound buffer's size must be a multiple of 16 bytes. */
-  | "vec4<f32>";
+  | "vec4<f32>"
+  /** Two or four words per element, e.g. pairs of packed f16 values (`unpack2x16float`). */
+  | "vec2<u32>"
+  | "vec4<u32>";
 
 export interface Binding {
   name: string;

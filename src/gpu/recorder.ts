@@ -5,12 +5,35 @@
  * (explicit, before an upload, or at readback). A whole training step therefore becomes one or
  * a few command buffers. Uniform values for every dispatch of a batch live in one arena buffer,
  * each dispatch in its own aligned slot; the arena is written once, just before submission.
+ *
+ * With the adapter's `timestamp-query`, {@link Recorder.startProfile} gives every dispatch its
+ * own compute pass with begin/end timestamps, and {@link Recorder.stopProfile} sums the GPU
+ * time per pipeline: where a training step spends its time, without host round-trips.
  */
 
 import { gpu, throwIfDeviceError } from "./device.ts";
 import type { Kernel } from "./kernel.ts";
 
 const ARENA_BYTES = 1 << 20;
+
+/** Timestamps per query set: WebGPU's limit is 4096, two per profiled dispatch. */
+const PROFILE_QUERIES = 4096;
+
+/** GPU time spent in one pipeline while profiling. */
+export interface KernelTime {
+  /** Kernel name and its override constants, e.g. `conv3d[ACT=1,CG=2,…]`. */
+  kernel: string;
+  dispatches: number;
+  /** Sum of the dispatches' GPU times, milliseconds. */
+  ms: number;
+}
+
+/** Profiling state: the open query set, its labels, and the batches submitted. */
+interface Profile {
+  querySet: GPUQuerySet;
+  labels: string[];
+  submitted: { querySet: GPUQuerySet; staging: GPUBuffer; labels: string[] }[];
+}
 
 export class Recorder {
   #device: GPUDevice;
@@ -26,6 +49,7 @@ export class Recorder {
   /** Dispatches recorded since creation; useful in benchmarks and tests. */
   dispatchCount = 0;
   submitCount = 0;
+  #profile: Profile | undefined;
 
   constructor(device: GPUDevice) {
     this.#device = device;
@@ -62,7 +86,8 @@ export class Recorder {
       throw new Error(`kernel ${kernel.spec.name}: invalid workgroup grid ${groups.join("×")}`);
     }
     if (groups[0] * groups[1] * groups[2] === 0) return;
-    if (this.#offset + kernel.uniformBytes > ARENA_BYTES) this.flush();
+    const queriesFull = 2 * (this.#profile?.labels.length ?? 0) === PROFILE_QUERIES;
+    if (this.#offset + kernel.uniformBytes > ARENA_BYTES || queriesFull) this.flush();
     const offset = this.#offset;
     kernel.packUniforms(this.#view, offset, uniforms);
     this.#offset = Math.ceil((offset + kernel.uniformBytes) / this.#align) * this.#align;
@@ -80,7 +105,7 @@ export class Recorder {
         })),
       ],
     });
-    const pass = this.#computePass();
+    const pass = this.#profile ? this.#profiledPass(kernel, constants) : this.#computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
@@ -102,10 +127,12 @@ export class Recorder {
     if (!this.#encoder) return;
     this.#pass?.end();
     this.#pass = undefined;
+    const resolved = this.#profile?.labels.length ? this.#resolveProfile(this.#profile) : null;
     if (this.#offset > 0) {
       this.#device.queue.writeBuffer(this.#arenaBuffer, 0, this.#arena, 0, this.#offset);
     }
     this.#device.queue.submit([this.#encoder.finish()]);
+    resolved?.destroy();
     this.#encoder = undefined;
     this.#offset = 0;
     this.submitCount++;
@@ -138,6 +165,90 @@ export class Recorder {
     this.flush();
     await this.#device.queue.onSubmittedWorkDone();
     throwIfDeviceError();
+  }
+
+  /**
+   * Starts timing every dispatch (one compute pass each, so batches run slower than
+   * unprofiled ones; compare kernels within a profile, not against unprofiled timings).
+   */
+  startProfile(): void {
+    if (!this.#device.features.has("timestamp-query")) {
+      throw new Error(
+        "profiling needs the adapter feature timestamp-query, which this adapter lacks",
+      );
+    }
+    this.flush();
+    this.#profile = { querySet: this.#newQuerySet(), labels: [], submitted: [] };
+  }
+
+  /** Stops profiling and returns GPU time per pipeline, largest first. */
+  async stopProfile(): Promise<KernelTime[]> {
+    const profile = this.#profile;
+    if (!profile) throw new Error("stopProfile: no profile was started");
+    this.flush();
+    this.#profile = undefined;
+    profile.querySet.destroy();
+    const totals = new Map<string, KernelTime>();
+    for (const { querySet, staging, labels } of profile.submitted) {
+      await staging.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(staging.getMappedRange());
+      labels.forEach((kernel, i) => {
+        const entry = totals.get(kernel) ?? { kernel, dispatches: 0, ms: 0 };
+        // Timestamps may be 0 or out of order on some drivers; such a pass counts as 0.
+        const ns = t[2 * i + 1] > t[2 * i] ? Number(t[2 * i + 1] - t[2 * i]) : 0;
+        entry.dispatches++;
+        entry.ms += ns / 1e6;
+        totals.set(kernel, entry);
+      });
+      staging.destroy();
+      querySet.destroy();
+    }
+    throwIfDeviceError();
+    return [...totals.values()].sort((a, b) => b.ms - a.ms);
+  }
+
+  #newQuerySet(): GPUQuerySet {
+    return this.#device.createQuerySet({ type: "timestamp", count: PROFILE_QUERIES });
+  }
+
+  #profiledPass(kernel: Kernel, constants?: Record<string, number>): GPUComputePassEncoder {
+    const profile = this.#profile!;
+    this.#pass?.end();
+    this.#encoder ??= this.#device.createCommandEncoder();
+    const at = 2 * profile.labels.length;
+    const merged = { ...kernel.spec.constants, ...constants };
+    const shown = Object.keys(merged).sort().map((k) => `${k}=${merged[k]}`).join(",");
+    profile.labels.push(shown ? `${kernel.spec.name}[${shown}]` : kernel.spec.name);
+    this.#pass = this.#encoder.beginComputePass({
+      timestampWrites: {
+        querySet: profile.querySet,
+        beginningOfPassWriteIndex: at,
+        endOfPassWriteIndex: at + 1,
+      },
+    });
+    return this.#pass;
+  }
+
+  /**
+   * Records the resolve of the open query set into a buffer read by stopProfile; returns the
+   * resolve target, to be destroyed once submitted.
+   */
+  #resolveProfile(profile: Profile): GPUBuffer {
+    const bytes = 16 * profile.labels.length;
+    const resolved = this.#device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const staging = this.#device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    this.#encoder!.resolveQuerySet(profile.querySet, 0, 2 * profile.labels.length, resolved, 0);
+    this.#encoder!.copyBufferToBuffer(resolved, 0, staging, 0, bytes);
+    profile.submitted.push({ querySet: profile.querySet, staging, labels: profile.labels });
+    profile.querySet = this.#newQuerySet();
+    profile.labels = [];
+    return resolved;
   }
 
   #computePass(): GPUComputePassEncoder {

@@ -20,6 +20,7 @@
  * more than one input channel is refused (a volume is one channel).
  */
 
+import { type Precision, withPrecision } from "../ops/precision.ts";
 import { join } from "node:path";
 import { type CaseReader, openCase } from "../data/ome_zarr.ts";
 import { normalizeValue, padIntensity } from "../data/normalize.ts";
@@ -76,6 +77,11 @@ export interface PredictOptions {
    * spacing differs at all, Infinity never resamples.
    */
   spacingTolerance?: number;
+  /**
+   * Convolution operand precision: "f16" reads the 3×3×3 convolutions' inputs and weights as
+   * binary16 with f32 sums (mixed precision, as autocast), "f32" (default) everything in f32.
+   */
+  precision?: Precision;
 }
 
 /** Per-class totals of a prediction. */
@@ -238,7 +244,7 @@ async function run(
   const flips = flipSets(tta);
   let windows = 0;
   const slabs = slidingWindowSlabs(
-    (x) => model.forward(x, { training: false }),
+    (x) => withPrecision(opts.precision ?? "f32", () => model.forward(x, { training: false })),
     source,
     classes,
     {

@@ -22,6 +22,10 @@ import packWgsl from "../../shaders/conv3d_pack.wgsl" with { type: "text" };
 import { commands, defineKernel, gpu, grid1d, Tensor } from "../gpu/mod.ts";
 import { activationCode, type FusedActivation } from "./elementwise.ts";
 import { assertRank } from "./shape.ts";
+import { packHalf, type Precision, precision } from "./precision.ts";
+import { type ConvTiles, tileOverride, type TunedKernel } from "./tuning.ts";
+
+export type { ConvTiles };
 
 export const conv3dKernel = defineKernel({
   name: "conv3d",
@@ -49,8 +53,12 @@ export const conv3dKernel = defineKernel({
     { name: "pw", access: "read", type: "vec4<f32>" },
     { name: "bias", access: "read" },
     { name: "dst", access: "read_write", type: "vec4<f32>" },
+    // F16 = 1: the packed weights and the input as binary16 pairs (other runs bind src here).
+    { name: "pwh", access: "read", type: "vec4<u32>" },
+    { name: "xh", access: "read", type: "vec4<u32>" },
+    { name: "xhs", access: "read", type: "u32" },
   ],
-  constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, WG: 64, ACT: 0 },
+  constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, WG: 64, ACT: 0, F16: 0 },
 });
 
 export const packWeightsKernel = defineKernel({
@@ -127,7 +135,8 @@ export const channelSumsKernel = defineKernel({
 
 /**
  * Convolution y = x ⊛ w (+ b), stride 1, "same" padding. `w.shape[2]` selects kernel 3
- * (padding 1) or kernel 1 (padding 0).
+ * (padding 1) or kernel 1 (padding 0). Under `withPrecision("f16", …)` (precision.ts) the
+ * operands are read as binary16 where the kernel supports it (see {@link halfEligible}).
  *
  * @example
  * const y = conv3d(x, w, b); // x [1,4,32,32,32], w [8,4,3,3,3], b [8] → y [1,8,32,32,32]
@@ -158,6 +167,7 @@ export function conv3d(
     strides: { wO: ci * kt, wI: kt, wT: 1, wBase: 0 },
     outShape: [n, co, d, h, wd],
     act,
+    precision: precision(),
   });
 }
 
@@ -290,6 +300,16 @@ export interface ConvRun {
   outShape: number[];
   /** Activation applied to the output (MODE 0 only). */
   act?: FusedActivation | null;
+  /** Operand precision; f16 applies where {@link halfEligible} allows, f32 elsewhere. */
+  precision?: Precision;
+}
+
+/**
+ * Whether conv3d.wgsl reads a run's operands as binary16: K = 3 in MODE 0 with whole vec4<u32>
+ * rows (W % 8 == 0) and the 2-group register block (Co > 4). Other runs stay f32.
+ */
+export function halfEligible(r: Pick<ConvRun, "k" | "mode" | "grid">, t: ConvTiles): boolean {
+  return r.k === 3 && r.mode === 0 && r.grid[2] % 8 === 0 && t.vx === 8 && t.cg === 2;
 }
 
 /** Records the convolution kernel; shared with the transposed convolution. */
@@ -302,6 +322,9 @@ export function runConv(r: ConvRun): Tensor {
   // K = 1 steps through input channels 4 at a time.
   const ciPad = r.k === 1 ? Math.ceil(r.ci / 4) * 4 : r.ci;
   const pw = packWeights(r, tilesC, gw, ciPad);
+  const half = r.precision === "f16" && halfEligible(r, t);
+  const pwh = half ? packHalf(pw) : null;
+  const xh = half ? packHalf(r.src) : null;
   const tilesX = Math.ceil(w / t.vx);
   const tilesY = Math.ceil(h / 4);
   const tilesZ = r.k === 1 ? d : Math.ceil(d / t.vz);
@@ -329,11 +352,22 @@ export function runConv(r: ConvRun): Tensor {
       hasBias: r.bias ? 1 : 0,
       actP,
     },
-    [r.src.buffer, r.src.buffer, pw.buffer, (r.bias ?? r.src).buffer, y.buffer],
+    [
+      r.src.buffer,
+      r.src.buffer,
+      pw.buffer,
+      (r.bias ?? r.src).buffer,
+      y.buffer,
+      (pwh ?? r.src).buffer,
+      (xh ?? r.src).buffer,
+      (xh ?? r.src).buffer,
+    ],
     grid1d(Math.ceil(groups / t.wg)),
-    { K: r.k, MODE: r.mode, CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg, ACT },
+    { K: r.k, MODE: r.mode, CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg, ACT, F16: +half },
   );
   pw.dispose();
+  pwh?.dispose();
+  xh?.dispose();
   return y;
 }
 
@@ -350,17 +384,6 @@ function packWeights(r: ConvRun, tilesC: number, gw: number, ciPad: number): Ten
   return pw;
 }
 
-/** A thread's register block in conv3d.wgsl or conv3d_wgrad.wgsl, and the workgroup size. */
-export interface ConvTiles {
-  /** Groups of 4 output channels (1 or 2). */
-  cg: number;
-  /** Output planes (1–4); for K = 1 in conv3d.wgsl, channel-group slots of one plane. */
-  vz: number;
-  /** Voxels along x (4 or 8); rows are always 4. */
-  vx: number;
-  wg: number;
-}
-
 /**
  * conv3d.wgsl register blocks by adapter kind and kernel size. Software (llvmpipe/lavapipe):
  * every load is a per-lane loop costing ten or more multiply-adds, so the block is as large
@@ -368,7 +391,9 @@ export interface ConvTiles {
  * 2×4×4 and 2×2×8: 48; 1×4×8: 46. K = 1 (32 channels × 32 voxels per thread): see
  * conv3d.wgsl. GPUs: 4 channels × 1×4×4 voxels (64 accumulators) leave registers for
  * occupancy, 128 threads per workgroup, and reuse comes from the caches. No GPU was available
- * to tune them; they are a conventional starting point.
+ * to tune them; they are a conventional starting point, and `voxseg tune` measures better ones
+ * per adapter (tuning.ts; on a 2-vCPU Intel Xeon with AVX-512 the software entry was still the
+ * fastest of its candidates, 43 GFLOP/s, and lavapipe at 512-bit lanes slower, 39).
  */
 export const CONV_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = {
   software: { 3: { cg: 2, vz: 4, vx: 8, wg: 64 }, 1: { cg: 2, vz: 4, vx: 8, wg: 64 } },
@@ -376,20 +401,26 @@ export const CONV_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = 
 };
 
 /**
- * The block for one convolution: the adapter's, with fewer channels for small Co and 4
+ * The block for one convolution: the adapter's (tuned, else the table's), with fewer channels for small Co and 4
  * voxels along x for W ≤ 4. Planes are not shrunk to D, so shapes share pipelines (a
  * pipeline variant costs seconds of LLVM time on a CPU adapter).
  */
 export function convTiles(k: 1 | 3, co: number, w: number): ConvTiles {
-  const base = CONV_TILES[adapterKind()][k];
+  const base = (k === 3 ? tileOverride("conv3") : undefined) ?? CONV_TILES[adapterKind()][k];
   const cg = Math.min(base.cg, Math.ceil(co / 4));
   // K = 1: plane slots carry channels, so drop the slots Co cannot fill.
   const vz = k === 1 ? Math.min(base.vz, Math.ceil(co / (4 * cg))) : base.vz;
   return { ...base, cg, vz, vx: w <= 4 ? 4 : base.vx };
 }
 
-function adapterKind(): "software" | "gpu" {
+/** Whether the adapter is a CPU (software) one: it picks the built-in tables' rows. */
+export function adapterKind(): "software" | "gpu" {
   return gpu().info.isFallbackAdapter ? "software" : "gpu";
+}
+
+/** The built-in K = 3 block of a tuned kernel on this adapter (what tuning starts from). */
+export function builtinTiles(kernel: TunedKernel): ConvTiles {
+  return (kernel === "conv3" ? CONV_TILES : WGRAD_TILES)[adapterKind()][3];
 }
 
 /** One run of the weight-gradient kernel; G(o, i, t) lands at o·gO + i·gI + t. */
@@ -483,7 +514,8 @@ export const WGRAD_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> =
 
 /** The weight-gradient block for one run, as {@link convTiles} shrinks it. */
 export function weightGradTiles(k: 1 | 3, co: number, w: number): ConvTiles {
-  const base = WGRAD_TILES[adapterKind()][k];
+  const base = (k === 3 ? tileOverride("wgrad3") : undefined) ??
+    WGRAD_TILES[adapterKind()][k];
   return { ...base, cg: Math.min(base.cg, Math.ceil(co / 4)), vx: w <= 4 ? 4 : base.vx };
 }
 

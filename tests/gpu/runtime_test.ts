@@ -142,3 +142,28 @@ Deno.test("shape errors name the shapes", opts, async () => {
   a.dispose();
   b.dispose();
 });
+
+Deno.test("the profiler times every dispatch per pipeline, past one query set", opts, async () => {
+  await initGpu();
+  await assert.rejects(commands().stopProfile(), /no profile was started/);
+  const a = fromArray([1000], Array.from({ length: 1000 }, (_, i) => i - 500));
+  const before = await readTensors([scope(() => relu(add(a, a)))]);
+  commands().startProfile();
+  // 2 · 1100 timestamps: more than one 4096-query set.
+  let y = a;
+  for (let i = 0; i < 1100; i++) {
+    const next = i % 2 ? relu(y) : add(y, a);
+    if (y !== a) y.dispose();
+    y = next;
+  }
+  const profiled = await readTensors([scope(() => relu(add(a, a)))]);
+  const times = await commands().stopProfile();
+  y.dispose();
+  a.dispose();
+  assert.deepEqual(profiled, before, "profiling changed a result");
+  const total = times.reduce((s, t) => s + t.dispatches, 0);
+  assert.equal(total, 1102);
+  assert.ok(times.every((t) => t.ms >= 0 && t.kernel.startsWith("elementwise[")), String(times));
+  assert.ok(times.some((t) => t.ms > 0), "no time was measured");
+  assert.equal(times.length, 2, "add and relu are two pipelines");
+});

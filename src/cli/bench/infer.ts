@@ -6,7 +6,8 @@
  *   batches of 2 — voxels per second end to end (sliding window, blending, arg-max) and the
  *   process's peak resident memory; then, in the same run, the identical network and sliding
  *   window in PyTorch (bench/peer/sliding_window_torch.py, 2 threads), with the share of
- *   voxels whose labels agree.
+ *   voxels whose labels agree; and the same prediction with binary16 convolution operands
+ *   (`precision: "f16"`): its time and its label agreement with f32.
  * - `hd95`: HD95 and the other metrics between two lung-like masks of 128×256×256.
  * - `memory`: `voxseg infer` in a fresh process on OME-Zarr cases of 150×512×512 and
  *   600×512×512 int16 (`--quick`: 64 and 128 slices) with a tiny U-Net and the default memory
@@ -204,6 +205,16 @@ async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> 
     const rssPeak = peakReset ? procStatusMb("VmHWM") : undefined;
     const voxels = shape[0] * shape[1] * shape[2];
 
+    // The same prediction with binary16 convolution operands, right after (own warm-up).
+    await predictVolume(loaded, phantomCt(patch, [1, 1, 1]).image, { precision: "f16" });
+    const half = await predictVolume(loaded, image, {
+      overlap: 0.5,
+      batchSize: 2,
+      precision: "f16",
+    });
+    let halfSame = 0;
+    for (let i = 0; i < voxels; i++) if (half.labels.data[i] === labels.data[i]) halfSame++;
+
     // The peer gets the same weights and the normalised volume (the window clips and scales).
     const normalised = Float32Array.from(
       image.data,
@@ -237,6 +248,10 @@ async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> 
       // > 1: voxseg is faster.
       speedup_vs_torch: peer.ok ? peer.seconds / summary.seconds : null,
       label_agreement_vs_torch: agree,
+      f16_seconds: half.summary.seconds,
+      // > 1: binary16 operands are faster than f32.
+      f16_speedup: summary.seconds / half.summary.seconds,
+      f16_label_agreement: halfSame / voxels,
       adapter,
       peer: peer.ok ? `pytorch ${peer.torch}, ${peer.threads} threads` : "skipped",
       ...(peer.ok ? {} : { peer_skipped: peer.reason }),

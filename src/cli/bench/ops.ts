@@ -3,7 +3,7 @@
  * C=K=16, 64³; the U-Net's first layer (Ci=1 → Co=16 at 64³); conv_transpose3d forward and
  * backward up to those grids; and the bias gradient. Each sample times a batch of calls (about
  * a quarter second) up to a GPU sync, divided by the batch size; the median sample is
- * reported. GFLOP/s counts a multiply-add as 2; the bias gradient counts one addition per
+ * reported; the forward also with binary16 operands (`withPrecision("f16")`). GFLOP/s counts a multiply-add as 2; the bias gradient counts one addition per
  * value of gy.
  *
  * The cases are defined once, here; bench/ops_bench.ts runs the same ones under `deno bench`.
@@ -17,6 +17,7 @@ import {
   convTranspose3dBackwardWeight,
 } from "../../ops/conv_transpose3d.ts";
 import { Random } from "../../data/random.ts";
+import { withPrecision } from "../../ops/precision.ts";
 import { type BenchResult, type BenchSuite, median } from "../bench.ts";
 
 /** One benchmarked kernel call on prepared inputs. */
@@ -36,6 +37,12 @@ export function opCases(): OpCase[] {
     const x = [1, c, s, s, s];
     const tag = `C=K=${c} ${s}³`;
     cases.push(...convCases(tag, x, c, true));
+    cases.push({
+      name: `conv3d forward f16 operands ${tag}`,
+      flop: 2 * c * c * 27 * s ** 3,
+      inputs: [x, [c, c, 3, 3, 3]],
+      call: ([a, b]) => withPrecision("f16", () => conv3d(a, b, null)),
+    });
     // Transposed convolution producing the s³ grid from (s/2)³, as in the U-Net's decoder.
     const h = s / 2;
     const xt = [1, c, h, h, h];

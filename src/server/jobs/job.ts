@@ -51,6 +51,8 @@ export interface PredictJobRequest {
   output: string;
   overlap?: number;
   tta?: boolean;
+  /** Convolution operand precision (default f32). */
+  precision?: "f32" | "f16";
 }
 
 export interface JobError {

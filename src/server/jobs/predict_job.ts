@@ -31,6 +31,7 @@ export async function runPredictJob(
     prediction = await predictRequest(loaded, volume, {
       overlap: request.overlap,
       tta: request.tta,
+      precision: request.precision,
       signal,
       onProgress: (done, total) => {
         job.progress = { phase: "predict", done, total, fraction: done / total };

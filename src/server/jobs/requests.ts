@@ -4,6 +4,7 @@
  * problem is a 400 {@link ApiError} saying which field and why.
  */
 
+import { type Precision, PRECISIONS } from "../../ops/precision.ts";
 import { type Dataset, readDataset } from "../../data/dataset.ts";
 import { configAliases, ConfigError, resolveConfig, type TrainConfig } from "../../train/config.ts";
 import { ApiError } from "../errors.ts";
@@ -55,7 +56,7 @@ export function parseTrainRequest(body: unknown): TrainJobRequest {
 /** A predict request's shape, checked; paths and the model are checked by the runner. */
 export function parsePredictRequest(body: unknown): PredictJobRequest {
   if (!isObject(body)) invalid("the body must be a JSON object");
-  checkKeys(body, ["model", "input", "output", "overlap", "tta"], "predict");
+  checkKeys(body, ["model", "input", "output", "overlap", "tta", "precision"], "predict");
   const model = checkName(body.model, "model");
   if (typeof body.input !== "string") {
     invalid('"input" (a NIfTI file under the data root) is required');
@@ -70,7 +71,16 @@ export function parsePredictRequest(body: unknown): PredictJobRequest {
     output: body.output,
     ...(body.overlap !== undefined ? { overlap: checkOverlap(body.overlap) } : {}),
     ...(body.tta !== undefined ? { tta: checkBoolean(body.tta, "tta") } : {}),
+    ...(body.precision !== undefined ? { precision: checkPrecision(body.precision) } : {}),
   };
+}
+
+/** Convolution operand precision, "f32" or "f16". */
+export function checkPrecision(value: unknown): Precision {
+  if (!PRECISIONS.includes(value as Precision)) {
+    invalid(`precision must be one of ${PRECISIONS.join(", ")}, got ${JSON.stringify(value)}`);
+  }
+  return value as Precision;
 }
 
 /** Sliding-window overlap in [0, 0.95]. */

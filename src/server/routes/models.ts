@@ -4,7 +4,7 @@ import { decodeNifti, encodeNifti, gzip, isGzip, type NiftiVolume } from "../../
 import { ApiError } from "../errors.ts";
 import type { ModelSummary } from "../models.ts";
 import { predictRequest } from "../inference.ts";
-import { checkBoolean, checkOverlap } from "../jobs/requests.ts";
+import { checkBoolean, checkOverlap, checkPrecision } from "../jobs/requests.ts";
 import { errorResponse, queueFull, ref } from "./schemas.ts";
 import { GUNZIP_FACTOR, requireGpu, type RouteSpec, type ServerContext } from "./table.ts";
 import { formatBytes } from "../middleware/body_limit/body_limit.ts";
@@ -86,6 +86,11 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
           description: "test-time flips (true/false)",
           schema: { type: "boolean" },
         },
+        {
+          name: "precision",
+          description: "f32 (default) or f16: convolution operands in binary16, sums in f32",
+          schema: { type: "string" },
+        },
       ],
       responses: {
         200: {
@@ -112,13 +117,20 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
         const ttaText = c.req.query("tta");
         const overlap = overlapText === undefined ? undefined : checkOverlap(overlapText);
         const tta = ttaText === undefined ? undefined : checkBoolean(ttaText, "tta");
+        const precisionText = c.req.query("precision");
+        const precision = precisionText === undefined ? undefined : checkPrecision(precisionText);
         const bytes = new Uint8Array(await c.req.arrayBuffer());
         const volume = await decodeBody(bytes, ctx.maxBodyBytes * GUNZIP_FACTOR);
         const signal = c.req.raw.signal;
         const prediction = await ctx.scheduler.run(
           `predict ${name}`,
           async () =>
-            predictRequest(await ctx.models.load(entry), volume, { overlap, tta, signal }),
+            predictRequest(await ctx.models.load(entry), volume, {
+              overlap,
+              tta,
+              precision,
+              signal,
+            }),
           { signal },
         );
         const wantsJson = (c.req.header("accept") ?? "").toLowerCase().includes("application/json");

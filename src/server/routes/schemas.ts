@@ -97,6 +97,11 @@ export const schemas: Record<string, JsonSchema> = {
       output: { type: "string", description: ".nii or .nii.gz path under the data root" },
       overlap: { type: "number", minimum: 0, maximum: 0.95 },
       tta: { type: "boolean" },
+      precision: {
+        type: "string",
+        enum: ["f32", "f16"],
+        description: "convolution operands in binary16 with f32 sums (f16), or f32 (default)",
+      },
     },
   },
 };
