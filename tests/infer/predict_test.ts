@@ -265,5 +265,10 @@ Deno.test(
     );
     const usage = await runCliCaptured(["infer", "--model", model, "--in", text]);
     assert.equal(usage.code, 1);
+    const precision = await runCliCaptured([
+      ...["infer", "--model", model, "--in", text, "--precision", "f8"],
+    ]);
+    assert.equal(precision.code, 2, precision.stderr);
+    assert.match(precision.stderr, /--precision takes f32 or f16, got "f8"/);
   },
 );

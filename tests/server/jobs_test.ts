@@ -173,7 +173,12 @@ Deno.test(
     await writeNifti(join(root, "inputs", "ct.nii.gz"), volume);
     const res = await app.request(
       "/v1/jobs/predict",
-      jsonPost({ model: "tiny", input: "inputs/ct.nii.gz", output: "outputs/a/ct_seg.nii.gz" }),
+      jsonPost({
+        model: "tiny",
+        input: "inputs/ct.nii.gz",
+        output: "outputs/a/ct_seg.nii.gz",
+        precision: "f16",
+      }),
     );
     assert.equal(res.status, 202);
     const job = (await res.json()) as Job;
@@ -195,6 +200,7 @@ Deno.test(
     await assertError(await post({ ...ok, output: "../b.nii" }), 400, "invalid_path");
     await assertError(await post({ ...ok, input: "/etc/hosts" }), 400, "invalid_path");
     await assertError(await post({ ...ok, overlap: 3 }), 400, "invalid_request");
+    await assertError(await post({ ...ok, precision: "f64" }), 400, "invalid_request");
     // A file that is not NIfTI fails the job with the reason.
     await Deno.writeTextFile(join(root, "inputs", "junk.nii"), "junk");
     const bad = (await (await post({ ...ok, input: "inputs/junk.nii" })).json()) as Job;

@@ -97,7 +97,7 @@ Deno.test(
     const volume = ctVolume([16, 16, 16]);
     const gz = await niftiBytes(volume, true);
     const res = await app.request(
-      "/v1/models/tiny/predict?overlap=0.25",
+      "/v1/models/tiny/predict?overlap=0.25&precision=f16",
       { method: "POST", body: gz, headers: { "content-type": "application/gzip" } },
     );
     assert.equal(res.status, 200);
@@ -156,6 +156,11 @@ Deno.test(
     await assertError(await app.request(r.url, r.init), 400, "invalid_request");
     r = predict(good, octet, "?tta=maybe");
     await assertError(await app.request(r.url, r.init), 400, "invalid_request");
+    r = predict(good, octet, "?precision=bf16");
+    assert.match(
+      await assertError(await app.request(r.url, r.init), 400, "invalid_request"),
+      /precision must be one of f32, f16/,
+    );
     // NaN voxels are the input's fault: 400 with the voxel named.
     const nan = { ...ctVolume(), data: new Float32Array(12 * 20 * 24).fill(NaN) };
     r = predict(encodeNifti(nan) as Uint8Array<ArrayBuffer>);
