@@ -21,7 +21,7 @@ const PROFILE_QUERIES = 4096;
 
 /** GPU time spent in one pipeline while profiling. */
 export interface KernelTime {
-  /** Kernel name and its override constants, e.g. `conv3d[ACT=1,CG=2,…]`. */
+  /** Kernel name and its override constants, e.g. `conv3d[CG=2,F16=0,K=3,…]`. */
   kernel: string;
   dispatches: number;
   /** Sum of the dispatches' GPU times, milliseconds. */

@@ -44,6 +44,7 @@ export const conv3dKernel = defineKernel({
     tilesC: "u32",
     ciPad: "u32",
     hasBias: "u32",
+    act: "u32",
     actP: "f32",
   },
   bindings: [
@@ -58,7 +59,7 @@ export const conv3dKernel = defineKernel({
     { name: "xh", access: "read", type: "vec4<u32>" },
     { name: "xhs", access: "read", type: "u32" },
   ],
-  constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, WG: 64, ACT: 0, F16: 0 },
+  constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, WG: 64, F16: 0 },
 });
 
 export const packWeightsKernel = defineKernel({
@@ -331,7 +332,7 @@ export function runConv(r: ConvRun): Tensor {
   const groups = r.n * tilesC * tilesZ * tilesY * tilesX;
   const y = new Tensor(r.outShape);
   if (r.act && r.mode !== 0) throw new Error("runConv: a fused activation needs MODE 0");
-  const [ACT, actP] = activationCode(r.act);
+  const [act, actP] = activationCode(r.act);
   // Aligned vec4 rows (and, in MODE 2, up-sampled rows) need W % 4 == 0.
   const vec = w % 4 === 0 ? 1 : 0;
   commands().dispatch(
@@ -350,6 +351,7 @@ export function runConv(r: ConvRun): Tensor {
       tilesC,
       ciPad,
       hasBias: r.bias ? 1 : 0,
+      act,
       actP,
     },
     [
@@ -363,7 +365,7 @@ export function runConv(r: ConvRun): Tensor {
       (xh ?? r.src).buffer,
     ],
     grid1d(Math.ceil(groups / t.wg)),
-    { K: r.k, MODE: r.mode, CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg, ACT, F16: +half },
+    { K: r.k, MODE: r.mode, CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg, F16: +half },
   );
   pw.dispose();
   pwh?.dispose();
