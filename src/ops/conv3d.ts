@@ -390,21 +390,23 @@ function packWeights(r: ConvRun, tilesC: number, gw: number, ciPad: number): Ten
  * conv3d.wgsl register blocks by adapter kind and kernel size. Software (llvmpipe/lavapipe):
  * every load is a per-lane loop costing ten or more multiply-adds, so the block is as large
  * as spilling allows. Measured at C=K=32 on 32³ (GFLOP/s, CG×VZ×VX): K = 3, 2×4×8: 54;
- * 2×4×4 and 2×2×8: 48; 1×4×8: 46. K = 1 (32 channels × 32 voxels per thread): see
- * conv3d.wgsl. GPUs: 4 channels × 1×4×4 voxels (64 accumulators) leave registers for
+ * 2×4×4 and 2×2×8: 48; 1×4×8: 46. K = 1 (the transposed convolution and 1×1×1 heads):
+ * 8 channels × 2 plane slots (16 channels) × 32 voxels per thread; 4 slots ran no faster
+ * (conv_transpose3d at C=K=32, 32³: 8.5–9.3 GFLOP/s forward against 10.6–11.5 with 2) and
+ * cost 24 s of LLVM compilation per variant against 9 s. GPUs: 4 channels × 1×4×4 voxels (64 accumulators) leave registers for
  * occupancy, 128 threads per workgroup, and reuse comes from the caches. No GPU was available
  * to tune them; they are a conventional starting point, and `voxseg tune` measures better ones
  * per adapter (tuning.ts; on a 2-vCPU Intel Xeon with AVX-512 the software entry was still the
  * fastest of its candidates, 43 GFLOP/s, and lavapipe at 512-bit lanes slower, 39).
  */
 export const CONV_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = {
-  software: { 3: { cg: 2, vz: 4, vx: 8, wg: 64 }, 1: { cg: 2, vz: 4, vx: 8, wg: 64 } },
+  software: { 3: { cg: 2, vz: 4, vx: 8, wg: 64 }, 1: { cg: 2, vz: 2, vx: 8, wg: 64 } },
   gpu: { 3: { cg: 1, vz: 1, vx: 4, wg: 128 }, 1: { cg: 1, vz: 2, vx: 4, wg: 128 } },
 };
 
 /**
- * The block for one convolution: the adapter's (tuned, else the table's), with fewer channels for small Co and 4
- * voxels along x for W ≤ 4. Planes are not shrunk to D, so shapes share pipelines (a
+ * The block for one convolution: the adapter's (tuned, else the table's), with fewer channels
+ * for small Co and 4 voxels along x for W ≤ 4. Planes are not shrunk to D, so shapes share pipelines (a
  * pipeline variant costs seconds of LLVM time on a CPU adapter).
  */
 export function convTiles(k: 1 | 3, co: number, w: number): ConvTiles {
