@@ -6,6 +6,7 @@
  * which drives parsing, validation, "did you mean" suggestions and the help text alike.
  */
 
+import type { Precision } from "../ops/precision.ts";
 import type { NormalizationKind } from "../data/normalize.ts";
 import { defaultUNetConfig, type UNet3DConfig } from "../nn/unet3d.ts";
 
@@ -140,6 +141,12 @@ export interface TrainConfig {
   out: string;
   /** Read the loss back to the host every this many steps (each readback costs ~10 ms). */
   lossReadbackEvery: number;
+  /**
+   * Operand precision of the 3×3×3 convolutions in the training forward pass: "f32", or "f16"
+   * (binary16 inputs and weights, f32 sums — mixed precision as under `torch.autocast`).
+   * Gradients, master weights, optimizer state and validation stay f32.
+   */
+  precision: Precision;
 }
 
 /** The defaults every config starts from (frozen: resolveConfig returns fresh copies). */
@@ -196,6 +203,7 @@ export const defaultTrainConfig: TrainConfig = deepFreeze({
   seed: 0,
   out: "runs/train",
   lossReadbackEvery: 10,
+  precision: "f32",
 });
 
 function deepFreeze<T>(value: T): T {
@@ -305,6 +313,7 @@ export const configFields: readonly ConfigField[] = [
   field("seed", int(0, 2 ** 31 - 1), "random seed"),
   field("out", { kind: "string" }, "output folder"),
   field("lossReadbackEvery", int(1), "steps between loss readbacks"),
+  field("precision", oneOf("f32", "f16"), "forward conv operands: f32, or f16 with f32 sums"),
 ];
 
 /**

@@ -8,6 +8,7 @@
  * `last.safetensors` + `last.optim.safetensors`, `best.safetensors`, `summary.json`.
  */
 
+import { withPrecision } from "../ops/precision.ts";
 import { join } from "node:path";
 import * as F from "../autograd/functional.ts";
 import { Tape } from "../autograd/mod.ts";
@@ -358,7 +359,13 @@ export function trainStep(
   const tape = new Tape().watch(...optimizer.params.map((p) => p.tensor));
   try {
     const { loss, control } = scope(() => {
-      const loss = tape.record(() => lossFor(model.forward(x, { training: true }), labels, config));
+      // Forward under the configured precision; the backward pass runs in f32 (precision.ts).
+      const loss = tape.record(() =>
+        withPrecision(
+          config.precision,
+          () => lossFor(model.forward(x, { training: true }), labels, config),
+        )
+      );
       const grads = tape.backward(loss);
       const control = optimizer.apply(grads, lr);
       return { loss: keep(loss), control: keep(control) };

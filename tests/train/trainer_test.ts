@@ -125,6 +125,26 @@ Deno.test(
 );
 
 Deno.test(
+  "trainer: precision f16 runs binary16 forward convolutions and tracks the f32 losses",
+  opts,
+  async () => {
+    await initGpu();
+    // Base 8 and W 16: the 3×3×3 convolutions take the binary16 path (conv3d.ts halfEligible).
+    const flags = { epochs: "1", itersPerEpoch: "6", "model.baseChannels": "8" };
+    const f32 = await trainLosses(await tinyConfig("prec_f32", flags));
+    const f16 = await trainLosses(await tinyConfig("prec_f16", { ...flags, precision: "f16" }));
+    assert.equal(f16.length, 6);
+    assert.notEqual(f16[0], f32[0], "the first f16 loss is exactly the f32 one");
+    assert.ok(Math.abs(f16[0] - f32[0]) < 2e-3 * f32[0], `first losses ${f32[0]} vs ${f16[0]}`);
+    f16.forEach((l, i) =>
+      assert.ok(Math.abs(l - f32[i]) < 0.05 * f32[i], `step ${i + 1}: ${f32[i]} vs ${l}`)
+    );
+    const saved = JSON.parse(await Deno.readTextFile(join(root, "prec_f16", "config.json")));
+    assert.equal(saved.precision, "f16");
+  },
+);
+
+Deno.test(
   "trainer: 1 epoch, then --resume to 2 epochs, equals 2 epochs straight (plateau schedule, validation)",
   opts,
   async () => {

@@ -6,7 +6,9 @@
  * weights and the same batch, so their first losses must agree.
  *
  * Gradient clipping is off on both sides (PyTorch's plain `Adam`); the batch is uploaded once,
- * outside the timed step. A step is timed up to GPU completion; the median is reported.
+ * outside the timed step. A step is timed up to GPU completion; the median is reported. The
+ * same step with `precision: "f16"` (binary16 forward convolution operands) runs in the same
+ * suite, from the same weights.
  */
 
 import { join } from "node:path";
@@ -218,6 +220,17 @@ export const suite: BenchSuite = {
       for (let i = 0; i < steps; i++) times.push(await bench.step());
       const losses = await bench.losses();
       const ms = median(times);
+      // The same step with binary16 forward convolution operands, from the same weights.
+      const half = new TrainStepBench(referenceConfig({ precision: "f16" }));
+      const halfTimes: number[] = [];
+      let halfLosses: number[];
+      try {
+        for (let i = 0; i < warmup; i++) await half.step();
+        for (let i = 0; i < steps; i++) halfTimes.push(await half.step());
+        halfLosses = await half.losses();
+      } finally {
+        half.dispose();
+      }
       const peer = await runUnetTorch(config, [
         ...["--weights", join(dir, "weights.safetensors")],
         ...["--batch", join(dir, "batch.safetensors")],
@@ -235,6 +248,11 @@ export const suite: BenchSuite = {
         torch_first_loss: peer.ok ? peerLosses[0] : null,
         last_loss: losses.at(-1)!,
         torch_last_loss: peer.ok ? peerLosses.at(-1)! : null,
+        f16_ms: median(halfTimes),
+        // > 1: binary16 forward operands are faster than f32.
+        f16_speedup: median(halfTimes) > 0 ? ms / median(halfTimes) : null,
+        f16_first_loss: halfLosses[0],
+        f16_last_loss: halfLosses.at(-1)!,
         steps: warmup + steps,
         params: bench.model.trainable().reduce((a, p) => a + p.tensor.size, 0),
         adapter: gpu.info.description,
