@@ -3,7 +3,7 @@
  * by the kernels, survives bad files, and tuning stores a block whose results match.
  */
 
-import { deepStrictEqual, equal, ok } from "node:assert";
+import assert, { deepStrictEqual, equal, ok } from "node:assert";
 import { join } from "node:path";
 import { fromArray, gpu, initGpu, readTensors } from "../../src/gpu/mod.ts";
 import { builtinTiles, conv3d, convTiles, weightGradTiles } from "../../src/ops/conv3d.ts";
@@ -21,6 +21,7 @@ import {
 import { tune } from "../../src/cli/tune.ts";
 import { Random } from "../../src/data/random.ts";
 import { conv3dRef } from "./conv3d_ref.ts";
+import { runCliCaptured } from "../data/helpers.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -171,5 +172,25 @@ Deno.test("tune measures the candidates, checks them, and caches the fastest", o
     deepStrictEqual(result.wgrad3, builtinTiles("wgrad3"));
     deepStrictEqual(tunedTiles()?.conv3, result.conv3);
     ok(result.measured.conv3.tuned >= result.measured.conv3.builtin);
+  });
+});
+
+Deno.test("voxseg info names the blocks in use; tune --forget removes them", opts, async () => {
+  await initGpu();
+  await withCacheDir(async () => {
+    let r = await runCliCaptured(["info"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /conv blocks\s+built-in \(voxseg tune measures/);
+    await saveTunedTiles(entry(OTHER, builtinTiles("wgrad3")));
+    r = await runCliCaptured(["info"]);
+    assert.match(r.stdout, /conv blocks\s+tuned 2026-12-03: conv CG 1 VZ 4 VX 8 WG 64, wgrad CG 2/);
+    const json = JSON.parse((await runCliCaptured(["info", "--json"])).stdout);
+    deepStrictEqual(json.tunedTiles.conv3, OTHER);
+    r = await runCliCaptured(["tune", "--forget"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /removed the tuned blocks of .* from .*tiles\.json/);
+    r = await runCliCaptured(["tune", "--forget"]);
+    assert.match(r.stdout, /has no tuned blocks for/);
+    equal(tunedTiles(), null);
   });
 });
