@@ -26,12 +26,12 @@
 // and barriers make every load slower still. On a GPU the same kernel runs with a smaller
 // block (conv3d.ts picks the tiles) and relies on its caches.
 //
-// F16 = 1 (K = 3, MODE 0, VEC = 1, VX = 8, CG = 2, W % 8 == 0) reads the input and the
-// weights as IEEE binary16 pairs packed by half_pack.wgsl and accumulates in f32: `xh` holds
-// 8 values of a row per vec4<u32> (`xhs` the same words one by one, for the halo), `pwh` the
-// 8 channels of a tap per vec4<u32>. That is 6 loaded words per input row instead of 10 and
-// half the weight words: on a CPU adapter, where every load is a per-lane loop, the kernel's
-// main cost; on a GPU, half the bytes.
+// F16 = 1 (K = 3, MODE 0, W % 8 == 0) reads the input and the weights as IEEE binary16 pairs
+// packed by half_pack.wgsl and accumulates in f32: `xh` holds 8 values of a row per
+// vec4<u32> (VX = 4 uses one half; `xhs` the same words one by one, for the halo), `pwh` the
+// 4·CG channels of a tap per vec4<u32> (CG = 1: two taps per vec4<u32>). With VX = 8 that is
+// 6 loaded words per input row instead of 10 and half the weight words: on a CPU adapter,
+// where every load is a per-lane loop, a part of the kernel's cost; on a GPU, half the bytes.
 //
 // VEC = 1 (W % 4 == 0) reads rows as aligned vec4s through `srcv`, the same buffer as `src`,
 // plus two scalar halo values (MODE 2: up-sampled rows, see loadTaps), and writes whole vec4s;
@@ -169,11 +169,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       continue;
     }
     // vec4 index of tap 0 of channel group 0; taps step by CG.
-    let wb = (tc * params.ciPad + ci) * KT * CG;
+    let taps = (tc * params.ciPad + ci) * KT;
+    let wb = taps * CG;
     var w0: W3;
     var w1: W3;
     if (F16 == 1u) {
-      let both = loadW3Half(wb / 2u);
+      let both = loadW3Half(taps);
       w0 = both.g0;
       w1 = both.g1;
     } else {
@@ -309,7 +310,7 @@ fn loadWz(b: u32) -> Wz {
   );
 }
 
-// F16 = 1: the 27 taps of both channel groups from vec4<u32> index b (one per tap).
+// F16 = 1: the 27 taps of both channel groups from tap b on.
 fn loadW3Half(b: u32) -> W3Pair {
   let k0 = loadWzHalf(b);
   let k1 = loadWzHalf(b + 9u);
@@ -335,9 +336,14 @@ fn loadWzHalf(b: u32) -> WzPair {
   );
 }
 
-// The 8 channels of one tap: group 0 in column 0, group 1 in column 1.
-fn halfTap(i: u32) -> mat2x4<f32> {
-  let v = pwh[i];
+// The 4·CG channels of tap t: group 0 in column 0, group 1 (CG = 2) in column 1.
+fn halfTap(t: u32) -> mat2x4<f32> {
+  if (CG == 1u) {
+    let v = pwh[t / 2u];
+    let h = select(v.xy, v.zw, (t & 1u) == 1u);
+    return mat2x4<f32>(vec4<f32>(unpack2x16float(h.x), unpack2x16float(h.y)), vec4<f32>());
+  }
+  let v = pwh[t];
   return mat2x4<f32>(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)),
                      vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
 }
@@ -371,15 +377,22 @@ fn loadRow(n: u32, ci: u32, z: i32, y: i32, x0: u32) -> array<vec4<f32>, 4> {
   var a: vec4<f32>; // x0 .. x0 + 3
   var b: vec4<f32>; // x0 + 4 .. x0 + 7 (VX = 8)
   if (F16 == 1u) {
-    // Words of value pairs: x0 is a multiple of 8, so x0 - 1 is the high half of its word and
-    // x0 + 8 the low half of its own. Indices are clamped into the row; masks zero the rest.
-    let v = select(vec4<u32>(), xh[(row + x0) / 8u], ok && x0 < params.w);
+    // Words of value pairs; rows start at multiples of 8 (W % 8 == 0) and x0 is a multiple of
+    // VX, so x0 - 1 is the high half of its word and x0 + VX the low half of its own. VX = 4
+    // takes the half of the vec4<u32> its 4 values are in. Indices are clamped into the row;
+    // masks zero the rest.
+    var v = select(vec4<u32>(), xh[(row + x0) / 8u], ok && x0 < params.w);
+    if (VX == 4u && (x0 & 4u) != 0u) { v = vec4<u32>(v.zw, 0u, 0u); }
     let lw = select(0u, xhs[(row + max(x0, 1u) - 1u) / 2u], ok && x0 > 0u);
-    let rw = select(0u, xhs[(row + min(x0 + 8u, params.w - 1u)) / 2u], ok && x0 + 8u < params.w);
+    let rw = select(0u, xhs[(row + min(x0 + VX, params.w - 1u)) / 2u], ok && x0 + VX < params.w);
     a = vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
     b = vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
     let l = unpack2x16float(lw).y;
     let r = unpack2x16float(rw).x;
+    if (VX == 4u) {
+      return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, r, 0.0, 0.0), vec4<f32>(),
+                                 vec4<f32>());
+    }
     return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, b.x, 0.0, 0.0),
                                vec4<f32>(a.w, b.xyz), vec4<f32>(b.w, r, 0.0, 0.0));
   }

@@ -78,7 +78,7 @@ export interface TuneOptions {
   quick?: boolean;
   /** Replaces the candidate lists (tests). */
   candidates?: Partial<Record<TunedKernel, ConvTiles[]>>;
-  /** Timed input [N, C, D, H, W] with C output channels (default C=32, 32³; 2×32×64³ on GPUs). */
+  /** Timed input [N, C, D, H, W], C output channels (default C=32, 32³; 2×32×64³ on GPUs). */
   shape?: number[];
   onMeasurement?(m: TuneMeasurement): void;
 }

@@ -306,11 +306,11 @@ export interface ConvRun {
 }
 
 /**
- * Whether conv3d.wgsl reads a run's operands as binary16: K = 3 in MODE 0 with whole vec4<u32>
- * rows (W % 8 == 0) and the 2-group register block (Co > 4). Other runs stay f32.
+ * Whether conv3d.wgsl reads a run's operands as binary16: K = 3 in MODE 0 with rows of whole
+ * vec4<u32>s (W % 8 == 0), with any register block. Other runs stay f32.
  */
-export function halfEligible(r: Pick<ConvRun, "k" | "mode" | "grid">, t: ConvTiles): boolean {
-  return r.k === 3 && r.mode === 0 && r.grid[2] % 8 === 0 && t.vx === 8 && t.cg === 2;
+export function halfEligible(r: Pick<ConvRun, "k" | "mode" | "grid">): boolean {
+  return r.k === 3 && r.mode === 0 && r.grid[2] % 8 === 0;
 }
 
 /** Records the convolution kernel; shared with the transposed convolution. */
@@ -323,7 +323,7 @@ export function runConv(r: ConvRun): Tensor {
   // K = 1 steps through input channels 4 at a time.
   const ciPad = r.k === 1 ? Math.ceil(r.ci / 4) * 4 : r.ci;
   const pw = packWeights(r, tilesC, gw, ciPad);
-  const half = r.precision === "f16" && halfEligible(r, t);
+  const half = r.precision === "f16" && halfEligible(r);
   const pwh = half ? packHalf(pw) : null;
   const xh = half ? packHalf(r.src) : null;
   const tilesX = Math.ceil(w / t.vx);
@@ -393,11 +393,12 @@ function packWeights(r: ConvRun, tilesC: number, gw: number, ciPad: number): Ten
  * 2×4×4 and 2×2×8: 48; 1×4×8: 46. K = 1 (the transposed convolution and 1×1×1 heads):
  * 8 channels × 2 plane slots (16 channels) × 32 voxels per thread; 4 slots ran no faster
  * (conv_transpose3d at C=K=32, 32³: 8.5–9.3 GFLOP/s forward against 10.6–11.5 with 2) and
- * cost 24 s of LLVM compilation per variant against 9 s. GPUs: 4 channels × 1×4×4 voxels (64 accumulators) leave registers for
- * occupancy, 128 threads per workgroup, and reuse comes from the caches. No GPU was available
- * to tune them; they are a conventional starting point, and `voxseg tune` measures better ones
- * per adapter (tuning.ts; on a 2-vCPU Intel Xeon with AVX-512 the software entry was still the
- * fastest of its candidates, 43 GFLOP/s, and lavapipe at 512-bit lanes slower, 39).
+ * cost 24 s of LLVM compilation per variant against 9 s. GPUs: 4 channels × 1×4×4 voxels
+ * (64 accumulators) leave registers for occupancy, 128 threads per workgroup, and reuse
+ * comes from the caches. No GPU was available to tune them; they are a conventional starting
+ * point, and `voxseg tune` measures better ones per adapter (tuning.ts; on a 2-vCPU Intel
+ * Xeon with AVX-512 the software entry was still the fastest of its candidates, 43 GFLOP/s,
+ * and lavapipe at 512-bit lanes slower, 39).
  */
 export const CONV_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = {
   software: { 3: { cg: 2, vz: 4, vx: 8, wg: 64 }, 1: { cg: 2, vz: 2, vx: 8, wg: 64 } },
@@ -406,8 +407,8 @@ export const CONV_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = 
 
 /**
  * The block for one convolution: the adapter's (tuned, else the table's), with fewer channels
- * for small Co and 4 voxels along x for W ≤ 4. Planes are not shrunk to D, so shapes share pipelines (a
- * pipeline variant costs seconds of LLVM time on a CPU adapter).
+ * for small Co and 4 voxels along x for W ≤ 4. Planes are not shrunk to D, so shapes share
+ * pipelines (a pipeline variant costs seconds of LLVM time on a CPU adapter).
  */
 export function convTiles(k: 1 | 3, co: number, w: number): ConvTiles {
   const base = (k === 3 ? tileOverride("conv3") : undefined) ?? CONV_TILES[adapterKind()][k];

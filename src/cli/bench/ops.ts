@@ -3,8 +3,8 @@
  * C=K=16, 64³; the U-Net's first layer (Ci=1 → Co=16 at 64³); conv_transpose3d forward and
  * backward up to those grids; and the bias gradient. Each sample times a batch of calls (about
  * a quarter second) up to a GPU sync, divided by the batch size; the median sample is
- * reported; the forward also with binary16 operands (`withPrecision("f16")`). GFLOP/s counts a multiply-add as 2; the bias gradient counts one addition per
- * value of gy.
+ * reported. The forward also runs with binary16 operands (`withPrecision("f16")`). GFLOP/s
+ * counts a multiply-add as 2; the bias gradient counts one addition per value of gy.
  *
  * The cases are defined once, here; bench/ops_bench.ts runs the same ones under `deno bench`.
  */
