@@ -4,18 +4,29 @@
 #
 #   run carry=[".device"]: bash .device/boot.sh bash bench/gpu/run.sh
 #
-# Writes under $OUT (or ./gpu-results): the adapter, every op's correctness tests, the op
-# benchmarks with the built-in blocks, `voxseg tune` and the op benchmarks again with the tuned
-# blocks, the per-kernel profile of a training step, the training-step benchmark, and the same U-Net step in the machine's PyTorch on CUDA with TF32
-# off and on. Each part is time-boxed and runs even when an earlier one failed; exit status is
-# the number of failed parts.
+# Writes under $OUT (or ./gpu-results), in this order: the adapter, every op's correctness
+# tests, the op benchmarks with the built-in blocks, `voxseg tune` and the op benchmarks again
+# with the tuned blocks, the training-step benchmark against the same U-Net step in the
+# machine's PyTorch on CUDA with TF32 off and on, and the per-kernel profile of a training step.
+# Each part is time-boxed and runs even when an earlier one failed; exit status is the number
+# of failed parts.
 set -uo pipefail
 out=${OUT:-gpu-results}
 mkdir -p "$out"
 failed=0
-part() { # part NAME SECONDS CMD...: runs CMD with a time limit, output to $out/NAME.{log,json}
+# The whole script stays within VOXSEG_GPU_BUDGET seconds (default 540: the device runs one
+# command for at most 600 s): a part gets what is left of the budget at most, and parts that
+# would get under 15 s are skipped, so the most important parts run first.
+budget=${VOXSEG_GPU_BUDGET:-540}
+part() { # part NAME SECONDS CMD...: runs CMD with a time limit, output to $out/NAME.{out,err}
   local name=$1 limit=$2
   shift 2
+  local left=$((budget - SECONDS))
+  if [ "$left" -lt 15 ]; then
+    echo "== $name skipped: ${left}s of the ${budget}s budget left"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   echo "== $name (≤ ${limit}s)"
   local t0=$SECONDS
   if timeout "$limit" "$@" >"$out/$name.out" 2>"$out/$name.err"; then
@@ -45,7 +56,6 @@ part bench_ops_builtin 150 deno task voxseg bench ops --json
 export VOXSEG_CACHE_DIR=$out/cache
 part tune 120 deno task voxseg tune --json
 part bench_ops 150 deno task voxseg bench ops --json
-part bench_profile 90 deno task voxseg bench profile --json
 if [ -n "$torch_python" ]; then
   export VOXSEG_TORCH_PYTHON=$torch_python VOXSEG_TORCH_DEVICE=cuda
   part bench_train_tf32_off 120 deno task voxseg bench train --json
@@ -54,5 +64,6 @@ else
   echo "no PyTorch with CUDA here: the training step runs without its peer"
   part bench_train 120 deno task voxseg bench train --json
 fi
+part bench_profile 90 deno task voxseg bench profile --json
 echo "$failed part(s) failed; results in $out/"
 exit "$failed"
