@@ -52,6 +52,8 @@ export interface Kernel<U extends string = string> {
   /** Writes uniform values in struct order into `view` at `offset`. */
   packUniforms(view: DataView, offset: number, values: Record<U, number>): void;
   pipeline(constants?: Record<string, number>): GPUComputePipeline;
+  /** The pipeline's name: the kernel's with every constant, e.g. `conv3d[CG=2,…,WG=64]`. */
+  label(constants?: Record<string, number>): string;
   /** The bind group layout shared by every pipeline of this kernel. */
   bindGroupLayout(): GPUBindGroupLayout;
 }
@@ -112,9 +114,12 @@ export function defineKernel<U extends string>(spec: KernelSpec<U>): Kernel<U> {
     bindGroupLayout() {
       return getLayouts().group;
     },
+    label(constants) {
+      return `${spec.name}[${constantsKey({ ...spec.constants, ...constants })}]`;
+    },
     pipeline(constants) {
       const merged = { ...spec.constants, ...constants };
-      const key = Object.keys(merged).sort().map((k) => `${k}=${merged[k]}`).join(",");
+      const key = constantsKey(merged);
       let p = pipelines.get(key);
       if (!p) {
         const device = gpu().device;
@@ -129,6 +134,11 @@ export function defineKernel<U extends string>(spec: KernelSpec<U>): Kernel<U> {
       return p;
     },
   };
+}
+
+/** Every constant as `NAME=value`, sorted by name: the pipeline cache key. */
+function constantsKey(constants: Record<string, number>): string {
+  return Object.keys(constants).sort().map((k) => `${k}=${constants[k]}`).join(",");
 }
 
 /**

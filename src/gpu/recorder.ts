@@ -177,6 +177,7 @@ export class Recorder {
         "profiling needs the adapter feature timestamp-query, which this adapter lacks",
       );
     }
+    if (this.#profile) throw new Error("startProfile: a profile is already running");
     this.flush();
     this.#profile = { querySet: this.#newQuerySet(), labels: [], submitted: [] };
   }
@@ -216,9 +217,7 @@ export class Recorder {
     this.#pass?.end();
     this.#encoder ??= this.#device.createCommandEncoder();
     const at = 2 * profile.labels.length;
-    const merged = { ...kernel.spec.constants, ...constants };
-    const shown = Object.keys(merged).sort().map((k) => `${k}=${merged[k]}`).join(",");
-    profile.labels.push(shown ? `${kernel.spec.name}[${shown}]` : kernel.spec.name);
+    profile.labels.push(kernel.label(constants));
     this.#pass = this.#encoder.beginComputePass({
       timestampWrites: {
         querySet: profile.querySet,

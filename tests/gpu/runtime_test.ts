@@ -149,6 +149,7 @@ Deno.test("the profiler times every dispatch per pipeline, past one query set", 
   const a = fromArray([1000], Array.from({ length: 1000 }, (_, i) => i - 500));
   const before = await readTensors([scope(() => relu(add(a, a)))]);
   commands().startProfile();
+  assert.throws(() => commands().startProfile(), /already running/);
   // 2 · 1100 timestamps: more than one 4096-query set.
   let y = a;
   for (let i = 0; i < 1100; i++) {
