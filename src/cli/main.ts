@@ -51,7 +51,7 @@ export const commandTable: Record<string, Command> = {
     load: () => import("./tune.ts"),
   },
   bench: {
-    summary: "benchmarks: ops, loader, train (--json for one object per line)",
+    summary: "benchmarks: ops, loader, train, infer, profile, peers (--json: a line each)",
     load: () => import("./bench.ts"),
   },
 };
