@@ -40,8 +40,8 @@ flags:
   --json          machine-readable progress lines; the last one holds the means
   ${
   [
-    "--overlap F, --tta, --tta-axes A,B, --batch-size N, --memory-budget MIB,",
-    "  --spacing-tolerance F   as for voxseg infer",
+    "--overlap F, --tta, --tta-axes A,B, --precision P, --batch-size N,",
+    "  --memory-budget MIB, --spacing-tolerance F   as for voxseg infer",
   ].join("\n  ")
 }`;
 
