@@ -4,7 +4,7 @@
  * case — plus a JSON summary of per-class voxels and millilitres.
  */
 
-import { type Precision, PRECISIONS } from "../ops/precision.ts";
+import { isPrecision, PRECISIONS } from "../ops/precision.ts";
 import { writeFileAtomic } from "../data/atomic.ts";
 import { decodeNifti, type NiftiGeometry, type NiftiVolume, writeNifti } from "../data/nifti.ts";
 import { openCase } from "../data/ome_zarr.ts";
@@ -80,13 +80,13 @@ export function predictOptionsFromFlags(
     });
   }
   const precision = v.precision ?? "f32";
-  if (!PRECISIONS.includes(precision as Precision)) {
+  if (!isPrecision(precision)) {
     throw new UsageError(`--precision takes ${PRECISIONS.join(" or ")}, got "${precision}"`);
   }
   return {
     overlap: numberFlag(v.overlap, "overlap", 0.5, { min: 0, max: 0.99 }),
     tta,
-    precision: precision as Precision,
+    precision,
     batchSize: v["batch-size"] === undefined
       ? undefined
       : numberFlag(v["batch-size"], "batch-size", 2, { min: 1, max: 64, integer: true }),

@@ -5,7 +5,7 @@
  * reported and never chosen.
  */
 
-import { fromArray, initGpu, readTensors, scope, type Tensor } from "../gpu/mod.ts";
+import { initGpu, readTensors, scope } from "../gpu/mod.ts";
 import { adapterKind, builtinTiles, conv3d, conv3dBackwardWeight } from "../ops/conv3d.ts";
 import {
   type ConvTiles,
@@ -16,9 +16,8 @@ import {
   type TunedKernel,
   type TunedTiles,
 } from "../ops/tuning.ts";
-import { Random } from "../data/random.ts";
 import { parseFlags } from "./args.ts";
-import { type OpCase, timeCase } from "./bench/ops.ts";
+import { type OpCase, randomTensors, timeCase } from "./bench/ops.ts";
 
 const HELP = `voxseg tune [--quick] [--json] [--forget]
 
@@ -89,25 +88,12 @@ export async function tune(opts: TuneOptions = {}): Promise<TunedTiles & { path:
   const shape = opts.shape ?? (kind === "software" ? [1, 32, 32, 32, 32] : [2, 32, 64, 64, 64]);
   const [n, c, d, h, w] = shape;
   const flop = 2 * c * c * 27 * n * d * h * w;
-  const cases: Record<TunedKernel, OpCase> = {
-    conv3: {
-      name: "conv3",
-      flop,
-      inputs: [shape, [c, c, 3, 3, 3]],
-      call: ([x, wt]) => conv3d(x, wt, null),
-    },
-    wgrad3: {
-      name: "wgrad3",
-      flop,
-      inputs: [shape, shape],
-      call: ([x, gy]) => conv3dBackwardWeight(x, gy, 3),
-    },
-  };
   const chosen = {} as Record<TunedKernel, { tiles: ConvTiles; gflops: number; builtin: number }>;
   for (const kernel of ["conv3", "wgrad3"] as const) {
     const builtin = builtinTiles(kernel);
     const list = [builtin, ...(opts.candidates?.[kernel] ?? candidates(kind, kernel, !!opts.quick))]
       .filter((t, i, all) => all.findIndex((u) => sameTiles(t, u)) === i);
+    const timed = kernelCase(kernel, shape, c);
     const reference = await checkOutput(kernel, builtin);
     let best: { tiles: ConvTiles; gflops: number } | undefined;
     let builtinGflops = 0;
@@ -118,7 +104,7 @@ export async function tune(opts: TuneOptions = {}): Promise<TunedTiles & { path:
       if (error <= 1e-5) {
         forceTiles({ [kernel]: tiles });
         try {
-          const ms = await timeCase(cases[kernel], opts.quick ? { samples: 3, sampleMs: 100 } : {});
+          const ms = await timeCase(timed, opts.quick ? { samples: 3, sampleMs: 100 } : {});
           gflops = flop / ms / 1e6;
         } finally {
           forceTiles(null);
@@ -149,28 +135,30 @@ function sameTiles(a: ConvTiles, b: ConvTiles): boolean {
   return a.cg === b.cg && a.vz === b.vz && a.vx === b.vx && a.wg === b.wg;
 }
 
+/** One call of a tuned kernel on input x [N, C, D, H, W] with `co` output channels. */
+function kernelCase(kernel: TunedKernel, x: number[], co: number): OpCase {
+  const [n, ci, d, h, w] = x;
+  const flop = 2 * co * ci * 27 * n * d * h * w;
+  return kernel === "conv3"
+    ? { name: kernel, flop, inputs: [x, [co, ci, 3, 3, 3]], call: ([a, b]) => conv3d(a, b, null) }
+    : {
+      name: kernel,
+      flop,
+      inputs: [x, [n, co, d, h, w]],
+      call: ([a, gy]) => conv3dBackwardWeight(a, gy, 3),
+    };
+}
+
 /**
  * The kernel's output with `tiles` on an odd shape (partial tiles in every dimension, channel
  * counts not multiples of 4·CG, batch 2).
  */
 async function checkOutput(kernel: TunedKernel, tiles: ConvTiles): Promise<Float32Array> {
-  const rng = new Random(17);
-  const x = [2, 6, 7, 9, 20], co = 10;
-  const data = (shape: number[]) =>
-    fromArray(
-      shape,
-      Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()),
-    );
-  const inputs: Tensor[] = kernel === "conv3"
-    ? [data(x), data([co, x[1], 3, 3, 3])]
-    : [data(x), data([x[0], co, ...x.slice(2)])];
+  const check = kernelCase(kernel, [2, 6, 7, 9, 20], 10);
+  const inputs = randomTensors(check.inputs, 17);
   forceTiles({ [kernel]: tiles });
   try {
-    const y = scope(() =>
-      kernel === "conv3"
-        ? conv3d(inputs[0], inputs[1], null)
-        : conv3dBackwardWeight(inputs[0], inputs[1], 3)
-    );
+    const y = scope(() => check.call(inputs));
     const [out] = await readTensors([y]);
     y.dispose();
     return out;

@@ -17,6 +17,11 @@ export type Precision = "f32" | "f16";
 
 export const PRECISIONS: readonly Precision[] = ["f32", "f16"];
 
+/** Whether `value` names a {@link Precision}. */
+export function isPrecision(value: unknown): value is Precision {
+  return PRECISIONS.includes(value as Precision);
+}
+
 let current: Precision = "f32";
 
 /** The precision set by the innermost {@link withPrecision}; "f32" outside any. */
@@ -31,7 +36,7 @@ export function precision(): Precision {
  * const logits = withPrecision("f16", () => model.forward(x, { training: false }));
  */
 export function withPrecision<T>(p: Precision, fn: () => T): T {
-  if (!PRECISIONS.includes(p)) {
+  if (!isPrecision(p)) {
     throw new RangeError(`precision must be one of ${PRECISIONS.join(", ")}, got "${p}"`);
   }
   const before = current;

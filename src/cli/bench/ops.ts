@@ -108,6 +108,15 @@ function convCases(tag: string, x: number[], co: number, inputGrad: boolean): Op
   ];
 }
 
+/** Tensors of the given shapes filled with seeded standard-normal values. */
+export function randomTensors(shapes: readonly number[][], seed: number): Tensor[] {
+  const rng = new Random(seed);
+  return shapes.map((shape) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    return fromArray(shape, Float32Array.from({ length: n }, () => rng.normal()));
+  });
+}
+
 /**
  * Median milliseconds per call of `c`, with GPU completion included. A sample is a batch of
  * calls lasting about `sampleMs`: waiting for the GPU costs ~10 ms per round trip in Deno,
@@ -117,11 +126,7 @@ export async function timeCase(
   c: OpCase,
   { samples = 5, sampleMs = 250 } = {},
 ): Promise<number> {
-  const rng = new Random(1);
-  const inputs = c.inputs.map((shape) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    return fromArray(shape, Float32Array.from({ length: n }, () => rng.normal()));
-  });
+  const inputs = randomTensors(c.inputs, 1);
   // One call, everything it creates freed: a result left alive would make every call
   // allocate (and zero) a fresh buffer.
   const run = () =>

@@ -114,6 +114,14 @@ export class TrainStepBench {
     return ms;
   }
 
+  /** `warmup` untimed steps, then the milliseconds of each of `steps` timed ones. */
+  async timedSteps(warmup: number, steps: number): Promise<number[]> {
+    for (let i = 0; i < warmup; i++) await this.step();
+    const times: number[] = [];
+    for (let i = 0; i < steps; i++) times.push(await this.step());
+    return times;
+  }
+
   /** The loss of every step taken so far (each computed before that step's update). */
   async losses(): Promise<number[]> {
     return (await readTensors(this.#losses)).map((l) => l[0]);
@@ -215,18 +223,14 @@ export const suite: BenchSuite = {
       const files = await bench.peerFiles();
       await Deno.writeFile(join(dir, "weights.safetensors"), files.weights);
       await Deno.writeFile(join(dir, "batch.safetensors"), files.batch);
-      for (let i = 0; i < warmup; i++) await bench.step();
-      const times: number[] = [];
-      for (let i = 0; i < steps; i++) times.push(await bench.step());
+      const times = await bench.timedSteps(warmup, steps);
       const losses = await bench.losses();
       const ms = median(times);
       // The same step with binary16 forward convolution operands, from the same weights.
       const half = new TrainStepBench(referenceConfig({ precision: "f16" }));
-      const halfTimes: number[] = [];
-      let halfLosses: number[];
+      let halfTimes: number[], halfLosses: number[];
       try {
-        for (let i = 0; i < warmup; i++) await half.step();
-        for (let i = 0; i < steps; i++) halfTimes.push(await half.step());
+        halfTimes = await half.timedSteps(warmup, steps);
         halfLosses = await half.losses();
       } finally {
         half.dispose();

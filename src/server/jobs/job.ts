@@ -1,5 +1,6 @@
 /** What a job is: its request, its state, its progress and its result, as stored and served. */
 
+import type { Precision } from "../../ops/precision.ts";
 import type { ModelRegistry } from "../models.ts";
 import type { DataRoot } from "../paths.ts";
 import type { GpuScheduler } from "../scheduler.ts";
@@ -52,7 +53,7 @@ export interface PredictJobRequest {
   overlap?: number;
   tta?: boolean;
   /** Convolution operand precision (default f32). */
-  precision?: "f32" | "f16";
+  precision?: Precision;
 }
 
 export interface JobError {

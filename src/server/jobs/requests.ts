@@ -4,7 +4,7 @@
  * problem is a 400 {@link ApiError} saying which field and why.
  */
 
-import { type Precision, PRECISIONS } from "../../ops/precision.ts";
+import { isPrecision, type Precision, PRECISIONS } from "../../ops/precision.ts";
 import { type Dataset, readDataset } from "../../data/dataset.ts";
 import { configAliases, ConfigError, resolveConfig, type TrainConfig } from "../../train/config.ts";
 import { ApiError } from "../errors.ts";
@@ -77,10 +77,10 @@ export function parsePredictRequest(body: unknown): PredictJobRequest {
 
 /** Convolution operand precision, "f32" or "f16". */
 export function checkPrecision(value: unknown): Precision {
-  if (!PRECISIONS.includes(value as Precision)) {
+  if (!isPrecision(value)) {
     invalid(`precision must be one of ${PRECISIONS.join(", ")}, got ${JSON.stringify(value)}`);
   }
-  return value as Precision;
+  return value;
 }
 
 /** Sliding-window overlap in [0, 0.95]. */
