@@ -2,7 +2,11 @@
 #
 #   docker build -t voxseg .
 #   docker run --gpus all -e NVIDIA_DRIVER_CAPABILITIES=all -e VOXSEG_TOKEN=… \
-#     -p 8080:8080 -v voxseg-data:/data voxseg
+#     -e VOXSEG_ALLOWED_HOSTS=gpu-box.example.org -p 8080:8080 -v voxseg-data:/data voxseg
+#
+# VOXSEG_TOKEN (or VOXSEG_TOKEN_FILE, a mounted secret of "name:token" lines) guards every
+# data route; VOXSEG_ALLOWED_HOSTS lists the host names clients use (loopback names and IP
+# addresses are always answered, other names get 421: a guard against DNS rebinding).
 #
 # or `docker compose up` with compose.yaml. The build stage needs the npm registry and Deno's
 # release server (for the `denort` runtime `deno compile` embeds); the runtime stage needs
@@ -44,8 +48,10 @@ USER voxseg
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8080
+# /healthz answers any Host and needs no token.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
-# The token comes from the environment (VOXSEG_TOKEN); serve refuses 0.0.0.0 without one.
+# The token comes from the environment (VOXSEG_TOKEN or VOXSEG_TOKEN_FILE); serve refuses
+# 0.0.0.0 without one. The access log (JSON lines, no paths) goes to stderr: `docker logs`.
 ENTRYPOINT ["voxseg"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--data-root", "/data", "--models", "/data/models"]

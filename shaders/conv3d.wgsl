@@ -21,9 +21,11 @@
 // memory and there are no barriers. Per input channel it loads the CG·K³ weight vec4s once
 // and every input row of its window once (K = 3: VZ + 2 planes × 6 rows of VX + 2 values, the
 // x taps reusing a row by shifting it in registers). Why: on a CPU adapter (llvmpipe) every
-// load is a per-lane loop costing ~10–40 cycles per float and a multiply-add about one, so
-// the block is as large as spilling allows; staging through workgroup memory only adds loads,
-// and barriers make every load slower still. On a GPU the same kernel runs with a smaller
+// load is a per-lane loop costing ~10–40 cycles per float and a multiply-add about one (on
+// CPUs without AVX-512 more: each lane's word costs a failed store-to-load forward, see
+// CONV_TILES in conv3d.ts), so the block is as large as spilling allows; staging through
+// workgroup memory only adds loads (the same per-lane loop), and barriers make every load
+// slower still. On a GPU the same kernel runs with a smaller
 // block (conv3d.ts picks the tiles) and relies on its caches.
 //
 // F16 = 1 (K = 3, MODE 0, W % 8 == 0) reads the input and the weights as IEEE binary16 pairs

@@ -27,6 +27,7 @@ import { softmaxChannels } from "../../src/autograd/functional.ts";
 import type { BenchResult } from "../../src/cli/bench.ts";
 import { phantomCt } from "../../src/cli/bench/infer.ts";
 import { referenceConfig } from "../../src/cli/bench/train.ts";
+import { agreedRatio, labelsAgreement } from "../../src/cli/bench/agreement.ts";
 import { checkpointToOnnx } from "../../src/cli/export_onnx.ts";
 import { normalizeInPlace, normalizeValue, padIntensity } from "../../src/data/normalize.ts";
 import type { Shape3 } from "../../src/data/volume.ts";
@@ -226,9 +227,12 @@ export async function* ortPeer(options: { quick: boolean }): AsyncIterable<Bench
 
     let same = 0;
     for (let i = 0; i < voxels; i++) if (theirs[i] === mine.labels.data[i]) same++;
+    const agreement = labelsAgreement(mine.labels.data, theirs);
     const maxAbsDiff = await windowDifference(net, session, raw, shape, meta);
     const common = {
-      ratio: ortMs / voxsegMs,
+      // > 1: voxseg is faster; null when the labels disagree beyond the tolerance.
+      ratio: agreedRatio(ortMs, voxsegMs, agreement),
+      agreement: agreement.agreement,
       max_abs_diff: maxAbsDiff,
       label_agreement: same / voxels,
       windows,

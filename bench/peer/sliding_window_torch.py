@@ -7,23 +7,30 @@ step at most floor(patch * (1 - overlap))), several per batch, softmax, a Gaussi
 map with sigma = patch / 8 per axis, blended over the whole volume like MONAI's
 sliding_window_inference (full-volume float accumulators), then arg-max.
 
-Prints one JSON line: {"seconds", "voxels_per_s", "windows", "rss_peak_mb", "torch",
-"threads"}; writes the labels (uint8, z-y-x C order) to --labels-out when given.
+Measured as voxseg's side is (src/cli/bench/infer.ts): `--warmup` batches of windows run
+untimed first; the timer covers the CT window (`--window lo,hi`: clip and scale to [0, 1], as
+voxseg's normalisation does inside its prediction), the sliding window, blending and arg-max;
+the peak resident memory is reset (/proc/self/clear_refs) right before the timed part and read
+(VmHWM) right after it, as on voxseg's side.
+
+Prints one JSON line: {"seconds", "voxels_per_s", "windows", "rss_before_mb", "rss_peak_mb",
+"torch", "threads", "warmup"}; writes the labels (uint8, z-y-x C order) to --labels-out when
+given.
 
   /usr/bin/python3 bench/peer/sliding_window_torch.py --weights w.safetensors \
-      --volume v.safetensors --patch 64,64,64 --overlap 0.5 --batch 2
+      --volume v.safetensors --patch 64,64,64 --overlap 0.5 --batch 2 --window=-1000,400
 """
 
 import argparse
 import json
 import math
 import os
-import resource
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from unet3d_torch import UNet3D, load_safetensors, torch  # noqa: E402
+from unet3d_torch import (  # noqa: E402
+    UNet3D, load_safetensors, proc_status_mb, reset_peak_rss, torch)
 
 
 def window_starts(size, patch, overlap):
@@ -58,6 +65,8 @@ def main():
     p.add_argument("--pad-value", type=float, default=0.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--labels-out")
+    p.add_argument("--window", help="lo,hi: clip to [lo, hi] and scale to [0, 1] (timed)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed batches of windows first")
     a = p.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -67,7 +76,16 @@ def main():
     pd, ph, pw = (int(s) for s in a.patch.split(","))
     D, H, W = image.shape
 
+    with torch.inference_mode():  # warm-up: first-call allocations and kernel selection
+        for _ in range(a.warmup):
+            model(torch.zeros((a.batch, a.in_channels, pd, ph, pw), dtype=torch.float32))
+
+    rss_before = proc_status_mb("VmRSS")
+    peak_reset = reset_peak_rss()
     t0 = time.perf_counter()
+    if a.window:
+        lo, hi = (float(v) for v in a.window.split(","))
+        image = ((image - lo) / (hi - lo)).clamp_(0, 1)
     PD, PH, PW = max(D, pd), max(H, ph), max(W, pw)
     padded = torch.full((PD, PH, PW), a.pad_value, dtype=torch.float32)
     padded[:D, :H, :W] = image
@@ -88,6 +106,7 @@ def main():
                 wsum[z:z + pd, y:y + ph, x:x + pw] += weights
         labels = torch.argmax(acc[:, :D, :H, :W] / wsum[:D, :H, :W], dim=0).to(torch.uint8)
     seconds = time.perf_counter() - t0
+    rss_peak = proc_status_mb("VmHWM") if peak_reset else None
 
     if a.labels_out:
         with open(a.labels_out, "wb") as f:
@@ -96,10 +115,11 @@ def main():
         "seconds": seconds,
         "voxels_per_s": D * H * W / seconds,
         "windows": len(starts),
-        # Linux reports ru_maxrss in KiB.
-        "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6,
+        "rss_before_mb": rss_before,
+        "rss_peak_mb": rss_peak,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "warmup": a.warmup,
     }))
 
 

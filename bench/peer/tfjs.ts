@@ -31,6 +31,7 @@ import type { HostTensor } from "../../src/train/safetensors.ts";
 import { readWeights } from "../../src/train/trainer.ts";
 import { type BenchResult, median } from "../../src/cli/bench.ts";
 import { referenceBatch, referenceConfig, TrainStepBench } from "../../src/cli/bench/train.ts";
+import { agreedRatio, lossAgreement } from "../../src/cli/bench/agreement.ts";
 
 /** The network both sides train with `quick`: base 8, depth 3, 32³. */
 export const SMALL_OVERRIDES: Record<string, string> = {
@@ -369,10 +370,10 @@ export class TfjsTrainStep {
 
 /**
  * voxseg vs TF.js WebGPU, one training step each, same network, weights and batch, in this
- * process. Full run: the reference U-Net (base 16, depth 4, 64³); voxseg 1 warm-up + 2 timed
- * steps, TF.js 2 timed steps and no warm-up — a step takes minutes on a software adapter, its
- * first step's shader compilation a fraction of a second. `quick`: base 8, depth 3, 32³, 1
- * warm-up + 2 timed steps on both sides. `ratio` = TF.js ms / voxseg ms (median steps).
+ * process. Full run: the reference U-Net (base 16, depth 4, 64³); `quick`: base 8, depth 3,
+ * 32³. Both sides take 1 untimed warm-up step (pipeline compilation, buffer pools) and 2 timed
+ * ones. `ratio` = TF.js ms / voxseg ms (median steps), given only when the first losses agree
+ * (agreement.ts); otherwise null and `agreement` says why.
  */
 export async function* tfjsPeer(options: { quick: boolean }): AsyncIterable<BenchResult> {
   const config = referenceConfig(options.quick ? SMALL_OVERRIDES : {});
@@ -380,7 +381,7 @@ export async function* tfjsPeer(options: { quick: boolean }): AsyncIterable<Benc
   const [D, H, W] = config.data.patchSize;
   const name = `tfjs-webgpu train step unet3d base${m.baseChannels} depth${m.depth} ${D}×${H}×${W}`;
   const warmup = 1, steps = 2;
-  const peerWarmup = options.quick ? 1 : 0;
+  const peerWarmup = warmup;
   const gpu = await initGpu();
   const bench = new TrainStepBench(config);
   let weights: Map<string, HostTensor>;
@@ -410,12 +411,14 @@ export async function* tfjsPeer(options: { quick: boolean }): AsyncIterable<Benc
       if (i >= peerWarmup) tfjsTimes.push(ms);
     }
     const peerMs = median(tfjsTimes);
+    const agreement = lossAgreement(losses[0], tfjsLosses[0]);
     yield {
       name,
       ms,
       peer_ms: peerMs,
-      // > 1: voxseg is faster.
-      ratio: peerMs / ms,
+      // > 1: voxseg is faster; null when the first losses disagree.
+      ratio: agreedRatio(peerMs, ms, agreement),
+      agreement: agreement.agreement,
       first_loss: losses[0],
       peer_first_loss: tfjsLosses[0],
       first_loss_rel_diff: Math.abs(tfjsLosses[0] - losses[0]) / Math.abs(losses[0]),

@@ -9,9 +9,10 @@ background excluded) on the softmax plus cross-entropy on the logits. Plain Adam
 
 Modes (`--mode`, default `train`), each printing one JSON line:
 
-- `train`: warm-up + timed Adam steps on one batch (`--batch`: image, labels) →
-  {"median_ms", "losses" (one per step, before its update), "torch", "threads", "steps",
-  "warmup"}.
+- `train`: warm-up + timed Adam steps on one batch (`--batch`: image, labels; batch size from
+  its shape) → {"median_ms", "losses" (one per step, before its update), "rss_peak_mb" (peak
+  resident memory of the timed steps: reset after the warm-up, VmHWM after the last step, as
+  voxseg's side measures it), "torch", "threads", "steps", "warmup"}.
 - `forward`: warm-up + timed forward passes under `torch.inference_mode()` → {"median_ms",
   "torch", "threads", "steps", "warmup"}; `--logits-out F` writes the logits as raw float32.
 - `train-short`: one Adam step per batch of `--batches` (train_image [S, B, C, D, H, W],
@@ -121,6 +122,28 @@ def tversky_ce(logits, labels, alpha, beta, smooth):
     return tversky + F.cross_entropy(logits, labels)
 
 
+def proc_status_mb(field):
+    """A field of /proc/self/status in MB (None off Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss():
+    """Resets VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def sync(device):
     """Waits for queued GPU work, so a step is timed to completion."""
     if device.type == "cuda":
@@ -130,7 +153,10 @@ def sync(device):
 def timed_train(model, x, labels, a):
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     losses, times = [], []
+    peak_reset = False
     for i in range(a.warmup + a.steps):
+        if i == a.warmup:  # peak memory of the timed steps, measured as voxseg's side is
+            peak_reset = reset_peak_rss()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = tversky_ce(model(x), labels, a.alpha, a.beta, a.smooth)
@@ -141,7 +167,8 @@ def timed_train(model, x, labels, a):
         losses.append(loss.item())
         if i >= a.warmup:
             times.append(ms)
-    return {"median_ms": statistics.median(times), "losses": losses}
+    return {"median_ms": statistics.median(times), "losses": losses,
+            "rss_peak_mb": proc_status_mb("VmHWM") if peak_reset else None}
 
 
 def timed_forward(model, x, a):

@@ -1,33 +1,55 @@
 /**
  * `voxseg serve`: the HTTP API (src/server/) on `Deno.serve`. Loopback by default; a
- * non-loopback address needs a bearer token. SIGTERM or Ctrl-C stops gracefully: no new work,
+ * non-loopback address needs a bearer token, which then guards every data route. Answers only
+ * the Host names it serves (DNS-rebinding guard), optionally over TLS, with a JSON-lines
+ * access log. SIGTERM or Ctrl-C stops gracefully: no new work,
  * the GPU work in progress finishes, a running training job writes its last checkpoint and is
  * left `interrupted` (POST /v1/jobs/{id}/resume continues it after a restart), then exit.
  */
 
 import { join } from "node:path";
 import { createApp, DEFAULT_MAX_QUEUE } from "../server/app.ts";
-import { errorResponse } from "../server/errors.ts";
+import { internalError } from "../server/errors.ts";
+import { AccessLog } from "../server/middleware/access_log/access_log.ts";
+import { parseTokenFile, TOKEN_CHARS } from "../server/middleware/bearer_auth/bearer_auth.ts";
+import { allowedHostName, isFixedHost } from "../server/middleware/host_check/host_check.ts";
 import { formatBytes, parseBytes } from "../server/middleware/body_limit/body_limit.ts";
 import { numberFlag, parseFlags } from "./args.ts";
 import { UsageError } from "./main.ts";
 
 const HELP = `voxseg serve [--host 127.0.0.1] [--port 8080] [--data-root DIR] [--models DIR]
-             [--token T] [--auth mutating|all] [--max-body 1GiB] [--queue 16] [--state DIR]
+             [--token-file F] [--allowed-host NAME]… [--tls-cert F --tls-key F]
+             [--access-log stderr|-|off|FILE] [--max-body 1GiB] [--memory-budget 2GiB]
+             [--queue 16] [--state DIR]
 
 Serves the HTTP API: synchronous prediction, training and prediction jobs with live events,
 models, health, Prometheus /metrics and /openapi.json.
 
-  --host ADDR        address to listen on (default 127.0.0.1; any other needs a token)
-  --port N           port (default 8080; 0 picks a free one)
-  --data-root DIR    every path a client names stays inside DIR (default data)
-  --models DIR       checkpoints to serve: NAME.safetensors or NAME/best.safetensors
-                     (default <data-root>/models)
-  --token T          bearer token for mutating routes (or set VOXSEG_TOKEN)
-  --auth SCOPE       mutating (default): POST/DELETE need the token; all: every route
-  --max-body SIZE    request body limit (default 1GiB)
-  --queue N          GPU tasks and queued jobs that may wait (default ${DEFAULT_MAX_QUEUE}); more → 503
-  --state DIR        job records and training runs (default <data-root>/.voxseg/jobs)`;
+  --host ADDR          address to listen on (default 127.0.0.1; any other needs a token)
+  --port N             port (default 8080; 0 picks a free one)
+  --data-root DIR      every path a client names stays inside DIR (default data)
+  --models DIR         checkpoints to serve: NAME.safetensors or NAME/best.safetensors
+                       (default <data-root>/models)
+  --token-file F       bearer tokens, one per line: "name:token" (the name goes to the access
+                       log) or a bare token; # comments (or VOXSEG_TOKEN_FILE)
+                       Or one token in VOXSEG_TOKEN. With a token every route but /healthz,
+                       /readyz and the dashboard page needs it.
+  --token T            the token on the command line (every user sees it in ps; prefer the two
+                       above)
+  --auth SCOPE         all (default): every data route needs the token; mutating: only
+                       POST/DELETE (reads open to anyone who can connect; warns at start)
+  --allowed-host NAME  a host name clients use to reach the server (repeatable; or
+                       VOXSEG_ALLOWED_HOSTS=a,b). Loopback names and IP addresses are always
+                       answered; other Host headers get 421 (a guard against DNS rebinding)
+  --tls-cert F         PEM certificate chain: serve HTTPS (with --tls-key)
+  --tls-key F          PEM private key
+  --access-log DEST    one JSON line per request (client, token name, route, status, job or
+                       model, bytes; never paths): stderr (default), - (stdout), off, or a file
+  --max-body SIZE      request body limit of NIfTI uploads (default 1GiB; JSON bodies: 1MiB)
+  --memory-budget SIZE host memory the synchronous predictions may hold at once (default
+                       2GiB): each reserves its share before its body is read, else 503
+  --queue N            GPU tasks and queued jobs that may wait (default ${DEFAULT_MAX_QUEUE}); more → 503
+  --state DIR          job records and training runs (default <data-root>/.voxseg/jobs)`;
 
 /** True for addresses only this machine can reach. */
 export function isLoopback(host: string): boolean {
@@ -43,8 +65,14 @@ export async function main(argv: string[]): Promise<number> {
     "data-root": { type: "string" },
     models: { type: "string" },
     token: { type: "string" },
+    "token-file": { type: "string" },
     auth: { type: "string" },
+    "allowed-host": { type: "string", multiple: true },
+    "tls-cert": { type: "string" },
+    "tls-key": { type: "string" },
+    "access-log": { type: "string" },
     "max-body": { type: "string" },
+    "memory-budget": { type: "string" },
     queue: { type: "string" },
     state: { type: "string" },
   }, HELP);
@@ -53,16 +81,33 @@ export async function main(argv: string[]): Promise<number> {
   }
   const host = (values.host as string | undefined) ?? "127.0.0.1";
   const port = numberFlag(values.port, "port", 8080, { min: 0, max: 65535, integer: true });
-  const token = (values.token as string | undefined) || Deno.env.get("VOXSEG_TOKEN") || undefined;
-  const auth = (values.auth as string | undefined) ?? "mutating";
+  const tokens = await readTokens(
+    values.token as string | undefined,
+    values["token-file"] as string | undefined,
+  );
+  const auth = (values.auth as string | undefined) ?? "all";
   if (auth !== "mutating" && auth !== "all") {
-    throw new UsageError(`--auth must be mutating or all, got "${auth}"`);
+    throw new UsageError(`--auth must be all or mutating, got "${auth}"`);
   }
-  if (auth === "all" && !token) throw new UsageError("--auth all needs --token or VOXSEG_TOKEN");
+  if (values.auth !== undefined && !tokens.size) {
+    throw new UsageError(`--auth ${auth} needs a token: set VOXSEG_TOKEN or --token-file`);
+  }
+  const allowedHosts = allowedHostsOf(values["allowed-host"] as string[] | undefined, host);
+  const tls = await readTls(
+    values["tls-cert"] as string | undefined,
+    values["tls-key"] as string | undefined,
+  );
   const maxBodyBytes = parseBytes((values["max-body"] as string | undefined) ?? "1GiB");
   if (maxBodyBytes === null) {
     throw new UsageError(
       `--max-body must be a size such as 1GiB or 500MB, got "${values["max-body"]}"`,
+    );
+  }
+  const memoryBudgetBytes = parseBytes((values["memory-budget"] as string | undefined) ?? "2GiB");
+  if (memoryBudgetBytes === null || memoryBudgetBytes < 2 ** 20) {
+    throw new UsageError(
+      `--memory-budget must be a size such as 2GiB or 512MiB (at least 1MiB; a bare number ` +
+        `counts bytes), got "${values["memory-budget"]}"`,
     );
   }
   const maxQueue = numberFlag(values.queue, "queue", DEFAULT_MAX_QUEUE, {
@@ -70,48 +115,80 @@ export async function main(argv: string[]): Promise<number> {
     max: 100_000,
     integer: true,
   });
-  if (!isLoopback(host) && !token) {
+  if (!isLoopback(host) && !tokens.size) {
     throw new UsageError(
-      `refusing to listen on ${host} without a token: anyone who can reach it could train, ` +
-        "write files and use the GPU. Set --token or VOXSEG_TOKEN (or use --host 127.0.0.1).",
+      `refusing to listen on ${host} without a token: anyone who can reach it could read ` +
+        "scans, train, write files and use the GPU. Set VOXSEG_TOKEN or --token-file " +
+        "(or use --host 127.0.0.1).",
     );
   }
   const dataRoot = (values["data-root"] as string | undefined) ?? "data";
+  const log = (message: string) => console.error(`voxseg serve: ${message}`);
+  if (values.token !== undefined) {
+    log(
+      "warning: --token shows the token to every user of this machine (ps, /proc); " +
+        "use VOXSEG_TOKEN or --token-file",
+    );
+  }
+  if (auth === "mutating") {
+    log(
+      "warning: --auth mutating leaves every read open to anyone who can connect: job lists " +
+        "naming input files, scans and label maps, events, metrics",
+    );
+  }
+  const accessLog = await openAccessLog((values["access-log"] as string | undefined) ?? "stderr");
 
   const server = await createApp({
     dataRoot,
     modelsDir: values.models as string | undefined,
     stateDir: values.state as string | undefined,
-    token,
+    tokens,
     auth,
+    allowedHosts,
+    accessLog,
     maxBodyBytes,
+    memoryBudgetBytes,
     maxQueue,
   });
-  const log = (message: string) => console.error(`voxseg serve: ${message}`);
   server.gpuReady.then(
     () => log(`GPU: ${server.context.gpu()!.description} (${server.context.gpu()!.backend})`),
     (e) => log(`no GPU — predictions and training will fail: ${(e as Error).message}`),
   );
 
-  const http = Deno.serve({
-    hostname: host,
-    port,
-    onListen: ({ hostname, port }) => {
-      const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
-      log(
-        `listening on http://${shown}:${port}/ (data root ${server.context.root.real}, ` +
-          `models ${values.models ?? join(server.context.root.real, "models")}, body limit ` +
-          `${formatBytes(maxBodyBytes)}, ` +
-          (token
-            ? `token required for ${auth === "all" ? "every route" : "mutating routes"})`
-            : "no token)"),
+  let http: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    http = Deno.serve({
+      hostname: host,
+      port,
+      ...tls,
+      onListen: ({ hostname, port }) => {
+        const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
+        log(
+          `listening on ${tls ? "https" : "http"}://${shown}:${port}/ (data root ` +
+            `${server.context.root.real}, models ${
+              values.models ?? join(server.context.root.real, "models")
+            }, body limit ${formatBytes(maxBodyBytes)}, memory budget ` +
+            `${formatBytes(memoryBudgetBytes)}, ` +
+            (tokens.size
+              ? `${tokens.size} token(s) required for ${
+                auth === "all" ? "every data route" : "mutating routes"
+              }`
+              : "no token") +
+            (allowedHosts.length ? `, also answering ${allowedHosts.join(", ")}` : "") + ")",
+        );
+      },
+      onError: (e) => internalError(e, "the HTTP server"),
+    }, server.app.fetch);
+  } catch (e) {
+    await server.shutdown();
+    if (tls && !(e instanceof Deno.errors.AddrInUse)) {
+      throw new UsageError(
+        `--tls-cert/--tls-key: cannot serve TLS with them (${(e as Error).name}); they must be ` +
+          "a PEM certificate chain and its PEM private key",
       );
-    },
-    onError: (e) => {
-      log(`unhandled error: ${(e as Error).message}`);
-      return errorResponse(500, "internal", (e as Error).message);
-    },
-  }, server.app.fetch);
+    }
+    throw e;
+  }
 
   let stopping = false;
   const stop = async () => {
@@ -128,6 +205,113 @@ export async function main(argv: string[]): Promise<number> {
   for (const s of signals) Deno.addSignalListener(s, stop);
   await http.finished;
   for (const s of signals) Deno.removeSignalListener(s, stop);
+  await accessLog?.close();
   log("stopped");
   return 0;
+}
+
+/** Bearer tokens by name: from the token file, or one named `default` from the flag or env. */
+async function readTokens(flag?: string, fileFlag?: string): Promise<Map<string, string>> {
+  const envFile = Deno.env.get("VOXSEG_TOKEN_FILE") || undefined;
+  const file = fileFlag ?? envFile;
+  const single = flag || Deno.env.get("VOXSEG_TOKEN") || undefined;
+  if (file && single) {
+    throw new UsageError(
+      "give the token one way: --token-file (or VOXSEG_TOKEN_FILE), VOXSEG_TOKEN or --token",
+    );
+  }
+  if (!file) {
+    if (single !== undefined && !TOKEN_CHARS.test(single)) {
+      throw new UsageError(
+        `${flag ? "--token" : "VOXSEG_TOKEN"} holds spaces, a line break or non-ASCII ` +
+          "characters, which no Authorization header can carry; use visible ASCII only",
+      );
+    }
+    return new Map(single ? [["default", single]] : []);
+  }
+  const what = `${fileFlag ? "--token-file" : "VOXSEG_TOKEN_FILE"} ${file}`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    throw new UsageError(`${what}: cannot read it (${(e as Error).name})`);
+  }
+  try {
+    const tokens = parseTokenFile(text, what);
+    const mode = (await Deno.stat(file)).mode;
+    if (mode !== null && (mode & 0o077) !== 0 && Deno.build.os !== "windows") {
+      console.error(`voxseg serve: warning: ${what} is readable by other users; chmod 600 it`);
+    }
+    return tokens;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** Host names from --allowed-host and VOXSEG_ALLOWED_HOSTS, plus a bound host name. */
+function allowedHostsOf(flags: string[] = [], bound: string): string[] {
+  const env = (Deno.env.get("VOXSEG_ALLOWED_HOSTS") ?? "").split(",").map((h) => h.trim())
+    .filter(Boolean);
+  const names = new Set<string>();
+  try {
+    for (const h of flags) names.add(allowedHostName(h));
+    for (const h of env) names.add(allowedHostName(h, "VOXSEG_ALLOWED_HOSTS"));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  // Listening on a name means clients use it.
+  const b = bound.toLowerCase();
+  if (!isFixedHost(b) && !b.includes(":") && b !== "0.0.0.0") names.add(b);
+  return [...names];
+}
+
+/** The PEM certificate and key for Deno.serve, or undefined without TLS. */
+async function readTls(
+  certFile?: string,
+  keyFile?: string,
+): Promise<{ cert: string; key: string } | undefined> {
+  if (certFile === undefined && keyFile === undefined) return undefined;
+  if (certFile === undefined || keyFile === undefined) {
+    throw new UsageError("--tls-cert and --tls-key go together: give both PEM files");
+  }
+  const read = async (file: string, flag: string, marker: RegExp, what: string) => {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(file);
+    } catch (e) {
+      throw new UsageError(`${flag} ${file}: cannot read it (${(e as Error).name})`);
+    }
+    if (!marker.test(text)) {
+      throw new UsageError(`${flag} ${file}: not a PEM file holding ${what}`);
+    }
+    return text;
+  };
+  return {
+    cert: await read(certFile, "--tls-cert", /-----BEGIN CERTIFICATE-----/, "a certificate"),
+    key: await read(keyFile, "--tls-key", /-----BEGIN [A-Z ]*PRIVATE KEY-----/, "a private key"),
+  };
+}
+
+/** The access log for `dest`: stderr, "-" (stdout), "off", or a file appended to. */
+async function openAccessLog(dest: string): Promise<AccessLog | undefined> {
+  if (dest === "off") return undefined;
+  if (dest === "stderr") return AccessLog.stream(Deno.stderr);
+  if (dest === "-") return AccessLog.stream(Deno.stdout);
+  let log: AccessLog;
+  try {
+    log = await AccessLog.file(dest);
+  } catch (e) {
+    throw new UsageError(
+      `--access-log ${dest}: cannot open it for appending (${(e as Error).name})`,
+    );
+  }
+  // A new file is created 0600; one that already existed keeps its mode.
+  const mode = (await Deno.stat(dest)).mode;
+  if (mode !== null && (mode & 0o077) !== 0 && Deno.build.os !== "windows") {
+    console.error(
+      `voxseg serve: warning: --access-log ${dest} is readable by other users (it names ` +
+        "clients and jobs); chmod 600 it",
+    );
+  }
+  return log;
 }

@@ -5,8 +5,14 @@
  */
 
 import { join } from "node:path";
-import { ConfigError, parseDottedFlags, resolveConfig, type TrainConfig } from "../train/config.ts";
-import { RUN_FILES, train, type TrainEvent } from "../train/trainer.ts";
+import {
+  ConfigError,
+  parseDottedFlags,
+  resolveConfig,
+  resumedConfig,
+  type TrainConfig,
+} from "../train/config.ts";
+import { readRunRecord, RUN_FILES, train, type TrainEvent } from "../train/trainer.ts";
 import { SUMMARY_FILE, writeSummary } from "../train/metrics_log.ts";
 import { readDataset } from "../data/dataset.ts";
 import { evaluateDataset, type MeanMetrics, meanMetrics } from "../infer/evaluate.ts";
@@ -28,7 +34,9 @@ missing) with a small preset that finishes in minutes on a CPU-only machine.
   --data DIR|URL     dataset (alias of --data.dataset)
   --out DIR          run folder (default runs/<timestamp>)
   --config FILE      JSON config; flags override it
-  --resume           continue from --out/last.safetensors
+  --resume           continue the run in --out from its newest complete checkpoint, with
+                     the config stored in its run.json (flags may change only --epochs,
+                     --data.workers, --lossReadbackEvery, --checkpointEvery)
   --json             machine-readable progress lines
   --<field> VALUE    any config field in dotted form, e.g. --optimizer.lr 3e-4,
                      --model.norm instance, --data.patchSize 32,64,64, --lr, --epochs, --patch`;
@@ -68,7 +76,15 @@ export async function main(argv: string[]): Promise<number> {
     throw new UsageError(`unexpected argument "${positionals[0]}"\n\n${HELP}`);
   }
   const { config: configPath, resume, json, data, out, ...rest } = flags;
-  const useSynth = data === undefined && rest["data.dataset"] === undefined && !configPath;
+  // A resumed run continues with what its first start resolved (run.json); the flags given
+  // now are checked against it, not layered on the defaults again.
+  const stored = resume && typeof out === "string"
+    ? (await readRunRecord(out).catch((e) => {
+      throw new UsageError((e as Error).message);
+    }))?.config
+    : undefined;
+  const useSynth = data === undefined && rest["data.dataset"] === undefined && !configPath &&
+    !stored;
 
   let fileJson: unknown;
   if (typeof configPath === "string") {
@@ -88,7 +104,8 @@ export async function main(argv: string[]): Promise<number> {
   };
   let config: TrainConfig;
   try {
-    config = resolveConfig(fileJson, overrides);
+    config = resolveConfig(fileJson, overrides, stored);
+    if (stored) config = resumedConfig(stored, config);
   } catch (e) {
     if (e instanceof ConfigError) throw new UsageError(e.message);
     throw e;
@@ -210,6 +227,9 @@ function report(e: TrainEvent, config: TrainConfig, progress: Progress): void {
       );
       break;
     case "checkpoint":
+      break;
+    case "notice":
+      progress.log(e.message);
       break;
     case "stop":
       progress.log(`stopped: ${e.reason}`);

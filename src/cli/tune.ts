@@ -38,7 +38,10 @@ const block = (cg: number, vz: number, vx: number, wg: number): ConvTiles => ({ 
 /** Candidate blocks per adapter kind and kernel; the built-in block is always added. */
 export function candidates(kind: "software" | "gpu", kernel: TunedKernel, quick: boolean) {
   if (kind === "software") {
-    // Large blocks (lavapipe's loads are per-lane loops); workgroup size moves little.
+    // Large blocks (lavapipe's loads are per-lane loops, dearer still without AVX-512: see
+    // CONV_TILES in conv3d.ts); workgroup size moves little. Smaller blocks for CPUs with 16
+    // vector registers (AVX2) were measured and do not help there: the cost follows the words
+    // loaded per multiply-add, not register pressure.
     const all = kernel === "conv3"
       ? [
         block(2, 4, 8, 64),

@@ -48,6 +48,41 @@ export async function writeFileAtomic(
 }
 
 /**
+ * Writes `data` to a new file at `path`, atomically and never replacing a file: a temporary
+ * sibling is written and fsynced, `beforeCommit` runs (a last check, may throw), then the file
+ * is hard-linked into place — which fails with `Deno.errors.AlreadyExists` when `path` exists,
+ * whoever created it meanwhile. Returns the new file's info.
+ *
+ * @example
+ * await writeFileNew("out/case_seg.nii.gz", bytes); // AlreadyExists if it is there
+ */
+export async function writeFileNew(
+  path: string,
+  data: Uint8Array,
+  { beforeCommit }: { beforeCommit?: () => Promise<void> } = {},
+): Promise<Deno.FileInfo> {
+  const tmp = tempSibling(path);
+  let info: Deno.FileInfo;
+  try {
+    const file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
+    try {
+      let written = 0;
+      while (written < data.length) written += await file.write(data.subarray(written));
+      await file.sync();
+      info = await file.stat();
+    } finally {
+      file.close();
+    }
+    await beforeCommit?.();
+    await Deno.link(tmp, path);
+  } finally {
+    await Deno.remove(tmp).catch(() => {});
+  }
+  await syncFolder(dirname(path));
+  return info;
+}
+
+/**
  * Moves a fully written folder `tmp` to `path`, replacing what was there. The swap of an
  * existing folder is two renames (old aside, new in), so a crash in between leaves the old
  * copy next to the target as `.NAME.old-…` rather than losing it.

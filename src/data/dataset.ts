@@ -18,7 +18,7 @@
  * intensities sampled from every labelled case; the target spacing is the per-axis median.
  */
 
-import { isAbsolute, join, resolve } from "node:path";
+import { isAbsolute, join, relative, resolve } from "node:path";
 import { writeFileAtomic } from "./atomic.ts";
 import { Random } from "./random.ts";
 import type { Shape3, Volume } from "./volume.ts";
@@ -356,12 +356,31 @@ export async function writeDataset(dir: string, manifest: DatasetManifest): Prom
   await writeFileAtomic(join(dir, DATASET_FILE), text);
 }
 
+export interface ReadDatasetOptions {
+  /**
+   * A folder (symbolic links resolved) that the dataset and every case must stay inside: the
+   * manifest must be local and each case path relative, without a URL, an absolute path, a
+   * `..` leaving the folder, or a symbolic link resolving outside it. A server sets it to its
+   * data root; the CLI reads any dataset its user names.
+   */
+  confineTo?: string;
+}
+
 /**
  * Reads and validates a dataset manifest from a folder, a `dataset.json` path, or an http(s)
  * URL of either.
+ *
+ * @example
+ * const dataset = await readDataset(join(root, "lungs"), { confineTo: root });
  */
-export async function readDataset(location: string): Promise<Dataset> {
+export async function readDataset(
+  location: string,
+  { confineTo }: ReadDatasetOptions = {},
+): Promise<Dataset> {
   const isUrl = /^https?:\/\//i.test(location);
+  if (isUrl && confineTo !== undefined) {
+    throw new Error("the dataset must be a folder inside the data root, not a URL");
+  }
   let file: string, root: string, text: string;
   if (isUrl) {
     const url = new URL(location);
@@ -400,10 +419,51 @@ export async function readDataset(location: string): Promise<Dataset> {
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new Error(`${file} is not valid JSON: ${(e as Error).message}`);
+    // The parser quotes the text it choked on: keep only where, never the content.
+    const at = /at position \d+(?: \(line \d+ column \d+\))?/.exec((e as Error).message);
+    throw new Error(
+      `${file} is not valid JSON${at ? ` (${at[0]})` : ""}; it must hold a dataset manifest ` +
+        "(`voxseg convert --raw` or `voxseg synth` write one)",
+    );
   }
   validateManifest(json, file);
+  if (confineTo !== undefined) await checkConfined(json, root, confineTo, file);
   return { ...json, root };
+}
+
+/** Throws unless every case of the manifest lies inside `folder` (see `confineTo`). */
+async function checkConfined(
+  manifest: DatasetManifest,
+  root: string,
+  folder: string,
+  file: string,
+): Promise<void> {
+  const inside = (path: string) => {
+    const rel = relative(folder, path);
+    return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
+  };
+  if (!inside(root)) throw new Error(`${file}: the dataset is outside the data root`);
+  for (const [i, c] of manifest.cases.entries()) {
+    const fail = (why: string): never => {
+      throw new Error(
+        `${file}: cases[${i}].path ${why}; case paths must be relative to the ` +
+          "dataset folder and stay inside the data root",
+      );
+    };
+    if (/^[a-z][a-z0-9+.-]*:/i.test(c.path)) fail("is a URL");
+    if (isAbsolute(c.path) || /^[\\/]/.test(c.path)) fail("is an absolute path");
+    const lexical = resolve(root, c.path);
+    if (!inside(lexical)) fail("leaves the data root");
+    let real: string | undefined;
+    try {
+      real = await Deno.realPath(lexical);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e; // a missing case fails when opened
+    }
+    if (real !== undefined && !inside(real)) {
+      fail("resolves (through a symbolic link) outside the data root");
+    }
+  }
 }
 
 /**

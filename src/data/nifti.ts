@@ -162,7 +162,11 @@ export async function readNifti(path: string): Promise<NiftiVolume> {
 
 /** Decodes NIfTI bytes (gzipped or not) into a volume and its header. */
 export async function decodeNifti(bytes: Uint8Array): Promise<NiftiVolume> {
-  const raw = isGzip(bytes) ? await gunzip(bytes) : bytes;
+  if (isGzip(bytes)) {
+    // Inflated straight into one voxel buffer sized from the header: no whole-file copy.
+    return (await readNiftiStream(bytesStream(bytes), { trailing: "ignore" })).volume;
+  }
+  const raw = bytes;
   const header = parseNiftiHeader(raw);
   const shape = niftiShape(header);
   const dtype = DATATYPES[header.datatype];
@@ -182,6 +186,305 @@ export async function decodeNifti(bytes: Uint8Array): Promise<NiftiVolume> {
     data: applyScaling(data, header.sclSlope, header.sclInter),
     header,
   };
+}
+
+/** A NIfTI body that cannot be read as one 3D volume; the message says why and what to do. */
+export class InvalidNiftiError extends Error {
+  override name = "InvalidNiftiError";
+}
+
+/** What a header asks for, in voxels and bytes. */
+export interface NiftiSizes {
+  /** Voxels of the 3D volume (x·y·z). */
+  voxels: number;
+  /** Bytes of the voxel data as stored (voxels × bytes per voxel). */
+  voxelBytes: number;
+  /** Bytes of the whole uncompressed file: vox_offset + voxelBytes. */
+  fileBytes: number;
+  /** Host bytes the decoded volume takes: the voxel data, plus a float32 copy when scaled. */
+  decodedBytes: number;
+}
+
+/** Largest file a header may describe (1 TiB): anything above is a corrupt or hostile header. */
+export const MAX_NIFTI_FILE_BYTES = 2 ** 40;
+
+/**
+ * The sizes a (checked) header describes, without trusting it: each product is checked so a
+ * hostile header (dims of 32767, a vox_offset of 1e30) is refused naming the field, instead of
+ * overflowing or allocating. Throws {@link InvalidNiftiError}.
+ */
+export function niftiSizes(h: NiftiHeader): NiftiSizes {
+  const dtype = DATATYPES[h.datatype];
+  if (!dtype) throw new InvalidNiftiError(`unsupported NIfTI datatype ${h.datatype}`);
+  const [nz, ny, nx] = niftiShape(h);
+  const voxels = nx * ny * nz;
+  const voxelBytes = voxels * BYTES[dtype];
+  const fileBytes = h.voxOffset + voxelBytes;
+  const tib = (n: number) => `${(n / 2 ** 40).toPrecision(3)} TiB`;
+  if (!Number.isSafeInteger(voxelBytes) || voxelBytes > MAX_NIFTI_FILE_BYTES) {
+    throw new InvalidNiftiError(
+      `corrupt NIfTI header: dim[1..3] = ${nx}×${ny}×${nz} ${dtype} voxels would take ` +
+        `${tib(voxelBytes)}, over the 1 TiB any volume may take`,
+    );
+  }
+  if (!Number.isSafeInteger(fileBytes) || fileBytes > MAX_NIFTI_FILE_BYTES) {
+    throw new InvalidNiftiError(
+      `corrupt NIfTI header: vox_offset ${h.voxOffset} puts the voxel data past 1 TiB`,
+    );
+  }
+  const scaled = Number.isFinite(h.sclSlope) && h.sclSlope !== 0 &&
+    !(h.sclSlope === 1 && (!Number.isFinite(h.sclInter) || h.sclInter === 0));
+  const copy = scaled && dtype !== "float32" ? 4 * voxels : 0;
+  return { voxels, voxelBytes, fileBytes, decodedBytes: voxelBytes + copy };
+}
+
+export interface NiftiStreamOptions {
+  /**
+   * Called once the header is read, before the voxel buffer is allocated or more of the body
+   * is read (or inflated): throw to refuse a volume too large for the caller's memory.
+   */
+  onHeader?: (header: NiftiHeader, sizes: NiftiSizes, gzipped: boolean) => void | Promise<void>;
+  /**
+   * Bytes after the voxel data: "error" (default) stops with {@link InvalidNiftiError} at the
+   * first one, so a gzip bomb behind a small header is inflated no further; "ignore" reads on
+   * (checking a gzip stream's integrity) and drops them.
+   */
+  trailing?: "error" | "ignore";
+  /** Cancels the read; the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** A volume decoded from a stream, and whether the stream was gzipped. */
+export interface NiftiStreamResult {
+  volume: NiftiVolume;
+  gzipped: boolean;
+}
+
+/**
+ * Compressed bytes handed to the inflater at a time. Deno's DecompressionStream inflates a
+ * whole written chunk at once, and deflate expands up to 1032:1, so a 64 KiB chunk of a gzip
+ * bomb would come out as one 64 MiB chunk; 4 KiB bounds each output chunk to about 4 MiB.
+ */
+export const GZIP_SLICE_BYTES = 4096;
+
+/**
+ * Decodes a `.nii` or `.nii.gz` byte stream (gzip detected by its magic bytes) into one volume,
+ * holding at most one copy of the voxels: the header is read first, sized with
+ * {@link niftiSizes}, offered to `onHeader`, and the voxels are then read (or inflated) straight
+ * into one buffer of exactly that size. A stream shorter than the header says is refused, and
+ * by default one longer too. Format problems throw {@link InvalidNiftiError}; errors of the
+ * source stream and of `onHeader` pass through unchanged.
+ *
+ * @example
+ * const { volume } = await readNiftiStream((await Deno.open("ct.nii.gz")).readable, {
+ *   onHeader: (_h, sizes) => { if (sizes.decodedBytes > 2 ** 30) throw new Error("too big"); },
+ * });
+ */
+export async function readNiftiStream(
+  stream: ReadableStream<Uint8Array>,
+  options: NiftiStreamOptions = {},
+): Promise<NiftiStreamResult> {
+  const { signal } = options;
+  const source = new ChunkReader(stream.getReader());
+  let input = source;
+  let sourceError: { error: unknown } | undefined;
+  const onAbort = () => {
+    source.cancel(signal!.reason);
+    input.cancel(signal!.reason);
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    signal?.throwIfAborted();
+    const gzipped = isGzip(await source.peek(2));
+    if (gzipped) {
+      const sliced = new ReadableStream<Uint8Array<ArrayBuffer>>({
+        async pull(controller) {
+          let piece: Uint8Array | null;
+          try {
+            piece = await source.next(GZIP_SLICE_BYTES);
+          } catch (error) {
+            sourceError = { error };
+            throw error;
+          }
+          // Views of the source's own chunks, which are ArrayBuffer-backed.
+          if (piece) controller.enqueue(piece as Uint8Array<ArrayBuffer>);
+          else controller.close();
+        },
+        cancel: (reason) => source.cancel(reason),
+      }, { highWaterMark: 0 });
+      input = new ChunkReader(sliced.pipeThrough(new DecompressionStream("gzip")).getReader());
+    }
+    const read = async (dst: Uint8Array) => {
+      try {
+        const n = await input.fill(dst);
+        signal?.throwIfAborted(); // an abort cancels the reader, which then looks ended
+        return n;
+      } catch (error) {
+        signal?.throwIfAborted();
+        if (sourceError) throw sourceError.error;
+        if (!gzipped) throw error;
+        throw new InvalidNiftiError(
+          `corrupt gzip data: ${(error as Error).message} (re-download or re-compress it)`,
+        );
+      }
+    };
+    const volume = await readVolume(read, gzipped, options);
+    signal?.throwIfAborted();
+    return { volume, gzipped };
+  } catch (e) {
+    source.cancel(e);
+    input.cancel(e);
+    throw e;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Header, then skipped extensions, then the voxels into one buffer, then the end check. */
+async function readVolume(
+  read: (dst: Uint8Array) => Promise<number>,
+  gzipped: boolean,
+  options: NiftiStreamOptions,
+): Promise<NiftiVolume> {
+  const first = new Uint8Array(4);
+  const got = await read(first);
+  if (got === 0) throw new InvalidNiftiError("the body is empty; send a .nii or .nii.gz volume");
+  if (got < 4) throw new InvalidNiftiError(`not a NIfTI file: only ${got} bytes`);
+  const view = new DataView(first.buffer);
+  const le = view.getInt32(0, true);
+  const size = [NIFTI1_HEADER, NIFTI2_HEADER].includes(le) ? le : view.getInt32(0, false);
+  if (size !== NIFTI1_HEADER && size !== NIFTI2_HEADER) {
+    throw new InvalidNiftiError(`not a NIfTI file: header size ${le} (expected 348 or 540)`);
+  }
+  const headerBytes = new Uint8Array(size);
+  headerBytes.set(first);
+  const headerGot = 4 + await read(headerBytes.subarray(4));
+  if (headerGot < size) {
+    throw new InvalidNiftiError(
+      `truncated NIfTI: header needs ${size} bytes, the ${gzipped ? "inflated " : ""}file has ` +
+        headerGot,
+    );
+  }
+  let header: NiftiHeader;
+  try {
+    header = parseNiftiHeader(headerBytes);
+  } catch (e) {
+    throw new InvalidNiftiError((e as Error).message);
+  }
+  const sizes = niftiSizes(header);
+  await options.onHeader?.(header, sizes, gzipped);
+  const dtype = DATATYPES[header.datatype];
+  const truncated = (have: number) =>
+    new InvalidNiftiError(
+      `truncated NIfTI: ${sizes.voxels} ${dtype} voxels need ${sizes.fileBytes} bytes from ` +
+        `vox_offset ${header.voxOffset}, but the file has ${have} (is the download complete?)`,
+    );
+  // Extensions between the header and vox_offset: read through a small scratch buffer.
+  let skip = header.voxOffset - size;
+  const scratch = new Uint8Array(Math.min(skip, 65536));
+  while (skip > 0) {
+    const n = await read(scratch.subarray(0, Math.min(skip, scratch.length)));
+    if (n === 0) throw truncated(header.voxOffset - skip);
+    skip -= n;
+  }
+  const voxels = new Uint8Array(sizes.voxelBytes);
+  const n = await read(voxels);
+  if (n < voxels.length) throw truncated(header.voxOffset + n);
+  const extra = new Uint8Array(options.trailing === "ignore" ? 65536 : 1);
+  while (await read(extra) > 0) {
+    if (options.trailing !== "ignore") {
+      throw new InvalidNiftiError(
+        `the ${gzipped ? "inflated " : ""}body continues past the ${sizes.fileBytes} bytes its ` +
+          `header describes (vox_offset ${header.voxOffset} + ${sizes.voxels} ${dtype} voxels); ` +
+          "send one complete .nii or .nii.gz file",
+      );
+    }
+  }
+  if (header.littleEndian !== HOST_LITTLE_ENDIAN) swapBytes(voxels, BYTES[dtype]);
+  const out = voxelArrayOf(dtype, 0);
+  const Ctor = out.constructor as new (b: ArrayBuffer, o: number, n: number) => typeof out;
+  const data = new Ctor(voxels.buffer, 0, sizes.voxels);
+  return {
+    shape: niftiShape(header),
+    spacingMm: niftiSpacing(header),
+    affine: niftiAffine(header),
+    data: applyScaling(data, header.sclSlope, header.sclInter, true),
+    header,
+  };
+}
+
+/**
+ * Reads a byte stream in pieces of the caller's choosing, holding only the chunk in hand.
+ * `cancel` is idempotent and never throws.
+ */
+class ChunkReader {
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #rest: Uint8Array = new Uint8Array(0);
+  #cancelled = false;
+
+  constructor(reader: ReadableStreamDefaultReader<Uint8Array>) {
+    this.#reader = reader;
+  }
+
+  /** At least `n` bytes from the front without consuming them (fewer at the end). */
+  async peek(n: number): Promise<Uint8Array> {
+    while (this.#rest.length < n) {
+      const { done, value } = await this.#reader.read();
+      if (done) break;
+      if (this.#rest.length === 0) {
+        this.#rest = value;
+      } else {
+        const joined = new Uint8Array(this.#rest.length + value.length);
+        joined.set(this.#rest);
+        joined.set(value, this.#rest.length);
+        this.#rest = joined;
+      }
+    }
+    return this.#rest.subarray(0, n);
+  }
+
+  /** The next at most `max` bytes (a view of the chunk in hand); null at the end. */
+  async next(max: number): Promise<Uint8Array | null> {
+    while (this.#rest.length === 0) {
+      const { done, value } = await this.#reader.read();
+      if (done) return null;
+      this.#rest = value;
+    }
+    const out = this.#rest.subarray(0, max);
+    this.#rest = this.#rest.subarray(out.length);
+    return out;
+  }
+
+  /** Fills `dst` from the stream; returns the bytes written (fewer than its length at the end). */
+  async fill(dst: Uint8Array): Promise<number> {
+    let at = 0;
+    while (at < dst.length) {
+      const piece = await this.next(dst.length - at);
+      if (!piece) break;
+      dst.set(piece, at);
+      at += piece.length;
+    }
+    return at;
+  }
+
+  cancel(reason?: unknown): void {
+    if (this.#cancelled) return;
+    this.#cancelled = true;
+    this.#rest = new Uint8Array(0);
+    this.#reader.cancel(reason).catch(() => {});
+  }
+}
+
+/** A stream over bytes already in memory, in views (no copy). */
+function bytesStream(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  let at = 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (at >= bytes.length) return controller.close();
+      controller.enqueue(bytes.subarray(at, at + 65536));
+      at += 65536;
+    },
+  }, { highWaterMark: 0 });
 }
 
 /** Parses a NIfTI-1 or NIfTI-2 header of uncompressed bytes, detecting the byte order. */
@@ -419,12 +722,20 @@ function swapBytes(bytes: Uint8Array, size: number): void {
   }
 }
 
-/** Applies `value·slope + inter` when it changes anything; float32 out in that case. */
-function applyScaling(data: Volume["data"], slope: number, inter: number): Volume["data"] {
+/**
+ * Applies `value·slope + inter` when it changes anything; float32 out in that case (in place
+ * when the data is float32 already and `owned`).
+ */
+function applyScaling(
+  data: Volume["data"],
+  slope: number,
+  inter: number,
+  owned = false,
+): Volume["data"] {
   if (!Number.isFinite(slope) || slope === 0) return data; // NIfTI: slope 0 means "no scaling"
   const b = Number.isFinite(inter) ? inter : 0;
   if (slope === 1 && b === 0) return data;
-  const out = new Float32Array(data.length);
+  const out = owned && data instanceof Float32Array ? data : new Float32Array(data.length);
   for (let i = 0; i < data.length; i++) out[i] = data[i] * slope + b;
   return out;
 }

@@ -23,6 +23,25 @@ export const LATENCY_BUCKETS = [
   300,
 ] as const;
 
+/** The HTTP methods counted by name; any other is counted as `other`. */
+export const KNOWN_METHODS: ReadonlySet<string> = new Set([
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "PATCH",
+  "DELETE",
+  "OPTIONS",
+]);
+
+/**
+ * A request method as a label: the known ones by name, anything else `other`, so a client
+ * inventing methods cannot grow the label set.
+ */
+export function metricMethod(method: string): string {
+  return KNOWN_METHODS.has(method) ? method : "other";
+}
+
 /** Values read from the rest of the server when /metrics is scraped. */
 export interface MetricsSnapshot {
   /** GPU tasks waiting for their turn (synchronous predictions). */
@@ -60,8 +79,12 @@ export class Metrics {
     this.#snapshot = snapshot;
   }
 
-  /** Counts one finished request; `route` is the route pattern, not the raw path. */
-  observeRequest(method: string, route: string, status: number, seconds: number): void {
+  /**
+   * Counts one finished request; `route` is the route pattern, not the raw path. Methods
+   * outside {@link KNOWN_METHODS} count as `other`.
+   */
+  observeRequest(httpMethod: string, route: string, status: number, seconds: number): void {
+    const method = metricMethod(httpMethod);
     const key = `${method} ${route} ${status}`;
     const entry = this.#requests.get(key) ??
       { labels: { method, route, status: String(status) }, count: 0 };

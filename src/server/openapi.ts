@@ -7,6 +7,8 @@ export interface OpenApiOptions {
   version: string;
   /** Which routes need the bearer token. */
   auth: "none" | "mutating" | "all";
+  /** GET paths open without the token whatever `auth` says. */
+  public?: readonly string[];
 }
 
 /** `/v1/jobs/:id` → `/v1/jobs/{id}`. */
@@ -19,7 +21,9 @@ export function openApiDocument(routes: readonly RouteSpec[], options: OpenApiOp
   const paths: Record<string, Record<string, JsonSchema>> = {};
   for (const r of routes) {
     const path = openApiPath(r.path);
-    const secured = options.auth === "all" || (options.auth === "mutating" && r.method !== "GET");
+    const open = r.method === "GET" && (options.public ?? []).includes(r.path);
+    const secured = !open &&
+      (options.auth === "all" || (options.auth === "mutating" && r.method !== "GET"));
     const parameters = [
       ...[...r.path.matchAll(/:([A-Za-z_]\w*)/g)].map((m) => ({
         name: m[1],

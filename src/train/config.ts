@@ -142,6 +142,11 @@ export interface TrainConfig {
   /** Read the loss back to the host every this many steps (each readback costs ~10 ms). */
   lossReadbackEvery: number;
   /**
+   * Also write the resumable training state every this many optimizer steps within an epoch
+   * (0: only at the end of each epoch). A crash loses at most this many steps.
+   */
+  checkpointEvery: number;
+  /**
    * Operand precision of the 3×3×3 convolutions in the training forward pass: "f32", or "f16"
    * (binary16 inputs and weights, f32 sums — mixed precision as under `torch.autocast`).
    * Gradients, master weights, optimizer state and validation stay f32.
@@ -203,6 +208,7 @@ export const defaultTrainConfig: TrainConfig = deepFreeze({
   seed: 0,
   out: "runs/train",
   lossReadbackEvery: 10,
+  checkpointEvery: 0,
   precision: "f32",
 });
 
@@ -313,6 +319,7 @@ export const configFields: readonly ConfigField[] = [
   field("seed", int(0, 2 ** 31 - 1), "random seed"),
   field("out", { kind: "string" }, "output folder"),
   field("lossReadbackEvery", int(1), "steps between loss readbacks"),
+  field("checkpointEvery", int(0), "steps between mid-epoch checkpoints (0: epoch ends)"),
   field("precision", oneOf("f32", "f16"), "forward conv operands: f32, or f16 with f32 sums"),
 ];
 
@@ -572,7 +579,8 @@ function validateTogether(c: TrainConfig): void {
 }
 
 /**
- * Builds the training config: {@link defaultTrainConfig} ← `fileJson` (a parsed JSON config file,
+ * Builds the training config: `base` ({@link defaultTrainConfig}, or a resumed run's stored
+ * config) ← `fileJson` (a parsed JSON config file,
  * nested like {@link TrainConfig}, any subset of fields) ← `flags` (dotted paths or
  * {@link configAliases}, values as typed on the command line; `undefined` entries are ignored).
  * Throws {@link ConfigError} for unknown keys (with a suggestion), bad values (naming the
@@ -587,8 +595,9 @@ function validateTogether(c: TrainConfig): void {
 export function resolveConfig(
   fileJson: unknown,
   flags: Record<string, string | boolean | undefined> = {},
+  base: TrainConfig = defaultTrainConfig,
 ): TrainConfig {
-  const tree = structuredClone(defaultTrainConfig) as unknown as Tree;
+  const tree = structuredClone(base) as unknown as Tree;
   if (fileJson !== undefined) mergeFile(tree, fileJson, "");
   const setBy = new Map<string, string>();
   for (const [name, text] of Object.entries(flags)) {
@@ -712,4 +721,48 @@ export function describeConfigFields(config: TrainConfig = defaultTrainConfig): 
   });
   const width = Math.max(...rows.map(([flag]) => flag.length));
   return rows.map(([flag, text]) => `  ${flag.padEnd(width)}  ${text}`).join("\n");
+}
+
+/**
+ * Fields a resumed run may change: how it runs, not what it computes. `epochs` extends (or
+ * shortens) a run; poly and cosine schedules then span the new length. Every other field is
+ * the run's identity, fixed at its first start.
+ */
+export const RESUME_MAY_CHANGE: readonly string[] = [
+  "out",
+  "data.workers",
+  "lossReadbackEvery",
+  "checkpointEvery",
+  "epochs",
+];
+
+/**
+ * The config a resumed run continues with: `stored` (what its first start resolved) with the
+ * {@link RESUME_MAY_CHANGE} fields taken from `requested`. Throws {@link ConfigError} naming
+ * the first other field where the two differ.
+ *
+ * @example
+ * const config = resumedConfig(record.config, resolveConfig(file, flags, record.config));
+ */
+export function resumedConfig(stored: TrainConfig, requested: TrainConfig): TrainConfig {
+  const result = structuredClone(stored) as unknown as Tree;
+  for (const f of configFields) {
+    const want = getPath(requested as unknown as Tree, f.path);
+    if (RESUME_MAY_CHANGE.includes(f.path)) {
+      setPath(result, f.path, want);
+      continue;
+    }
+    const had = getPath(stored as unknown as Tree, f.path);
+    if (JSON.stringify(want) !== JSON.stringify(had)) {
+      // String values (the dataset) may be paths: named, never shown.
+      const shown = (v: unknown) => (f.type.kind === "string" ? "" : ` ${JSON.stringify(v)}`);
+      throw new ConfigError(
+        `--${f.path}${shown(want)} conflicts with the run being resumed, which was started ` +
+          `with ${f.path}${shown(had) || " set otherwise"} (stored in its run.json): a resumed ` +
+          `run keeps its configuration; drop --${f.path}, or start a new run in another folder ` +
+          `(only ${RESUME_MAY_CHANGE.filter((p) => p !== "out").join(", ")} may change)`,
+      );
+    }
+  }
+  return result as unknown as TrainConfig;
 }

@@ -4,8 +4,15 @@
  * read back every `lossReadbackEvery` steps, validation by a caller-supplied validator, and
  * atomic checkpoints (`last`, `best`) with optimizer state for exact resume.
  *
- * Run folder (`config.out`): `config.json` (resolved config), `metrics.jsonl`,
- * `last.safetensors` + `last.optim.safetensors`, `best.safetensors`, `summary.json`.
+ * Run folder (`config.out`): `run.json` (what the first start decided: resolved config,
+ * normalisation, classes, spacing; reused by every resume), `metrics.jsonl`,
+ * `last.safetensors` + `last.optim.safetensors` (one generation, see saveTrainingState),
+ * `best.safetensors`, `summary.json`.
+ *
+ * Resume is exact: the weights, optimizer slots, schedule, early-stopping counters and the
+ * position in the loader's batch stream (which is a pure function of seed and batch index) are
+ * restored, so a run killed at any moment and resumed ends with the bytes of an uninterrupted
+ * one.
  */
 
 import { withPrecision } from "../ops/precision.ts";
@@ -15,17 +22,23 @@ import { Tape } from "../autograd/mod.ts";
 import { keep, readTensors, scope, type Tensor, upload, zeros } from "../gpu/mod.ts";
 import { createLoader, type Loader } from "../data/loader.ts";
 import { augmentationFromFlags } from "../data/sampler.ts";
-import { type Normalization, normalizationFromDataset } from "../data/normalize.ts";
+import {
+  type Normalization,
+  normalizationFromDataset,
+  parseNormalization,
+} from "../data/normalize.ts";
 import { type Dataset, readDataset } from "../data/dataset.ts";
 import { writeFileAtomic } from "../data/atomic.ts";
 import { UNet3D } from "../nn/unet3d.ts";
-import type { TrainConfig } from "./config.ts";
+import { resolveConfig, resumedConfig, type TrainConfig } from "./config.ts";
 import {
   type CheckpointMeta,
-  loadCheckpoint,
-  loadOptimizerState,
+  latestGeneration,
+  loadTrainingState,
+  removeStaleTempFiles,
+  removeTrainingState,
   saveCheckpoint,
-  saveOptimizerState,
+  saveTrainingState,
 } from "./checkpoint.ts";
 import type { HostTensor } from "./safetensors.ts";
 import { createSchedule, type ScheduleState } from "./schedules.ts";
@@ -68,11 +81,17 @@ export type TrainEvent =
     best: boolean;
   }
   | { type: "checkpoint"; path: string; epoch: number }
+  /** Something worth a line in the log (a file passed over on resume, …); names no folder. */
+  | { type: "notice"; message: string }
   | { type: "stop"; reason: string };
 
 export interface TrainOptions {
   config: TrainConfig;
-  /** Continue from `config.out/last.safetensors` if present. */
+  /**
+   * Continue from the newest complete training state in `config.out` if there is one, with
+   * the config stored in its `run.json` (see {@link resumedConfig} for what `config` may
+   * still change); without it a run starts over, replacing any state in the folder.
+   */
   resume?: boolean;
   validate?: Validator;
   onEvent?: (event: TrainEvent) => void;
@@ -98,10 +117,90 @@ export interface TrainResult {
 
 /** Names of the files in a run folder. */
 export const RUN_FILES = {
-  config: "config.json",
+  run: "run.json",
   last: "last.safetensors",
   best: "best.safetensors",
 } as const;
+
+/** What a run decided at its first start, stored in `run.json` and reused by every resume. */
+export interface RunRecord {
+  format: "voxseg-run";
+  version: 1;
+  config: TrainConfig;
+  normalisation: Normalization;
+  classNames: string[];
+  spacingMm: [number, number, number];
+}
+
+/** Reads a run folder's `run.json`; undefined when there is none. Throws when it is invalid. */
+export async function readRunRecord(runDir: string): Promise<RunRecord | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(join(runDir, RUN_FILES.run));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  const bad = (why: string): never => {
+    throw new Error(`${RUN_FILES.run} in the run folder is invalid: ${why}`);
+  };
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return bad("not JSON");
+  }
+  if (json?.format !== "voxseg-run" || json.version !== 1) bad("not a voxseg run record");
+  let config: TrainConfig;
+  try {
+    config = resolveConfig(json.config);
+  } catch (e) {
+    return bad((e as Error).message);
+  }
+  const { classNames, spacingMm } = json;
+  if (!Array.isArray(classNames) || !classNames.every((c) => typeof c === "string")) {
+    bad("classNames must be a list of names");
+  }
+  if (!Array.isArray(spacingMm) || spacingMm.length !== 3) bad("spacingMm must be [z, y, x]");
+  let normalisation: Normalization;
+  try {
+    normalisation = parseNormalization(json.normalisation);
+  } catch (e) {
+    return bad((e as Error).message);
+  }
+  return {
+    format: "voxseg-run",
+    version: 1,
+    config,
+    normalisation,
+    classNames: classNames as string[],
+    spacingMm: spacingMm as [number, number, number],
+  };
+}
+
+/**
+ * The config to train with and what the run decided at its first start: on resume the stored
+ * record (its config overridden only where {@link resumedConfig} allows; a conflict throws
+ * naming the field), otherwise a fresh record from `config` and the dataset.
+ */
+async function runRecordFor(
+  requested: TrainConfig,
+  dataset: Dataset,
+  resume: boolean,
+): Promise<RunRecord> {
+  const stored = resume ? await readRunRecord(requested.out) : undefined;
+  if (stored) {
+    return { ...stored, config: resumedConfig(stored.config, requested) };
+  }
+  return {
+    format: "voxseg-run",
+    version: 1,
+    config: requested,
+    normalisation: resolveNormalization(requested, dataset),
+    classNames: dataset.classes.slice(0, requested.model.classes),
+    spacingMm: dataset.targetSpacingMm,
+  };
+}
 
 /**
  * Trains a UNet3D as configured; returns when done, early-stopped or aborted.
@@ -111,14 +210,24 @@ export const RUN_FILES = {
  */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const t0 = performance.now();
-  const { config } = opts;
   const emit = opts.onEvent ?? (() => {});
-  await Deno.mkdir(config.out, { recursive: true });
-  await writeFileAtomic(join(config.out, RUN_FILES.config), JSON.stringify(config, null, 2) + "\n");
+  const notice = (message: string) => emit({ type: "notice", message });
+  const out = opts.config.out;
+  await Deno.mkdir(out, { recursive: true });
+  const removed = await removeStaleTempFiles(out);
+  if (removed > 0) notice(`removed ${removed} unfinished temp file(s) of an interrupted write`);
 
-  const dataset = await readDataset(config.data.dataset);
+  const dataset = await readDataset(opts.config.data.dataset);
+  const record = await runRecordFor(opts.config, dataset, Boolean(opts.resume));
+  const { config } = record;
   checkCompatible(config, dataset);
-  const norm = resolveNormalization(config, dataset);
+  const norm = record.normalisation;
+  const state = opts.resume ? await loadTrainingState(out, notice) : undefined;
+  if (!opts.resume) await removeTrainingState(out);
+  await writeFileAtomic(join(out, RUN_FILES.run), JSON.stringify(record, null, 2) + "\n");
+  /** The generation the next training-state write gets. */
+  let generation = (state?.generation ?? 0) + 1;
+  if (state) generation = Math.max(generation, (await latestGeneration(out)) + 1);
   const model = new UNet3D(config.model, config.seed);
   const optimizer = new Optimizer(
     model.trainable().map((p) => ({ name: p.name, tensor: p.tensor })),
@@ -134,22 +243,19 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let lrScale = 1;
   /** Steps of epoch `startEpoch` already taken (a run aborted mid-epoch). */
   let startIter = 0;
-  const lastPath = join(config.out, RUN_FILES.last);
-  if (opts.resume && await exists(lastPath)) {
-    const ckpt = await loadCheckpoint(lastPath);
+  let lastMetrics: Record<string, number> = {};
+  const lastPath = join(out, RUN_FILES.last);
+  if (state) {
+    const { checkpoint: ckpt, optimizer: saved } = state;
     loadWeights(model, ckpt.weights);
-    const state = await loadOptimizerState(lastPath);
-    if (state.step !== ckpt.meta.training.step) {
-      throw new Error(
-        `${lastPath} (step ${ckpt.meta.training.step}) and its optimizer state (step ${state.step}) ` +
-          `disagree, probably from a crash between the two writes; delete both to start over`,
-      );
-    }
-    optimizer.restore(state);
-    if (state.schedule) schedule.restore(resizedSchedule(state.schedule, config));
-    const extra = (state.extra ?? {}) as Record<string, number | null>;
+    optimizer.restore(saved);
+    if (saved.schedule) schedule.restore(resizedSchedule(saved.schedule, config));
+    const extra = (saved.extra ?? {}) as Record<string, number | null>;
     startEpoch = ckpt.meta.training.epoch;
     bestScore = ckpt.meta.training.bestMetric;
+    lastMetrics = Object.fromEntries(
+      Object.entries(ckpt.meta.training.metrics).map(([k, v]) => [k, v ?? NaN]),
+    );
     bestEpoch = (extra.bestEpoch as number | null) ?? null;
     badEpochs = (extra.badEpochs as number) ?? 0;
     lrScale = (extra.lrScale as number) ?? 1;
@@ -179,32 +285,30 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   });
   const log = MetricsLog.open(join(config.out, METRICS_FILE));
   let stoppedBy: TrainResult["stoppedBy"] = "completed";
-  let lastMetrics: Record<string, number> = {};
   let epoch = startEpoch;
-  /** Writes `last` (and `best` when asked) with the optimizer state for exact resume. */
+  /**
+   * Writes the training state (and `best` when asked) for exact resume. `best` goes first: a
+   * kill between the two leaves the previous state, whose resume redoes the same steps and
+   * writes the same `best` again.
+   */
   const saveCheckpoints = async (epochsDone: number, stepsIntoEpoch: number, best: boolean) => {
-    const meta = checkpointMeta(
-      config,
-      dataset,
-      norm,
-      epochsDone,
-      optimizer.step,
-      bestScore,
-      lastMetrics,
-    );
+    const meta = checkpointMeta(record, epochsDone, optimizer.step, bestScore, lastMetrics);
     const weights = await readWeights(model);
-    await saveCheckpoint(lastPath, { weights, meta });
-    await saveOptimizerState(lastPath, {
-      ...(await optimizer.state()),
-      schedule: schedule.state(),
-      extra: { bestEpoch, badEpochs, lrScale, stepsIntoEpoch },
-    });
-    emit({ type: "checkpoint", path: lastPath, epoch: epochsDone });
     if (best) {
-      const bestPath = join(config.out, RUN_FILES.best);
+      const bestPath = join(out, RUN_FILES.best);
       await saveCheckpoint(bestPath, { weights, meta });
       emit({ type: "checkpoint", path: bestPath, epoch: epochsDone });
     }
+    await saveTrainingState(out, {
+      checkpoint: { weights, meta },
+      optimizer: {
+        ...(await optimizer.state()),
+        schedule: schedule.state(),
+        extra: { bestEpoch, badEpochs, lrScale, stepsIntoEpoch },
+      },
+      generation: generation++,
+    });
+    emit({ type: "checkpoint", path: lastPath, epoch: epochsDone });
   };
   try {
     for (; epoch < config.epochs; epoch++) {
@@ -229,7 +333,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         pending.push({ loss, control, step: optimizer.step, stepInEpoch: it + 1, lr });
         if (perStepSchedule) schedule.step();
         const last = it === config.itersPerEpoch - 1;
-        if (pending.length >= config.lossReadbackEvery || last || opts.signal?.aborted) {
+        // The epoch's end writes a checkpoint of its own.
+        const checkpointNow = config.checkpointEvery > 0 && !last &&
+          optimizer.step % config.checkpointEvery === 0;
+        // Readbacks fall on global step numbers and before every checkpoint, so the host state
+        // they change (lrScale after a non-finite loss) is the same whether or not the run was
+        // interrupted and resumed in between.
+        if (
+          optimizer.step % config.lossReadbackEvery === 0 || last || checkpointNow ||
+          opts.signal?.aborted
+        ) {
           const host = await readTensors(pending.flatMap((p) => [p.loss, p.control]));
           const elapsed = (performance.now() - windowStart) / 1000;
           windowStart = performance.now();
@@ -272,6 +385,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           });
           pending.length = 0;
         }
+        if (checkpointNow) await saveCheckpoints(epoch, it + 1, false);
       }
       if (opts.signal?.aborted) {
         // Mid-epoch: the checkpoint counts only whole epochs and remembers the steps taken,
@@ -436,9 +550,7 @@ export function loadWeights(model: UNet3D, weights: Map<string, HostTensor>): vo
 }
 
 function checkpointMeta(
-  config: TrainConfig,
-  dataset: Dataset,
-  norm: Normalization,
+  { config, classNames, normalisation, spacingMm }: RunRecord,
   epoch: number,
   step: number,
   bestMetric: number | null,
@@ -446,10 +558,10 @@ function checkpointMeta(
 ): CheckpointMeta {
   return {
     model: config.model,
-    classNames: dataset.classes.slice(0, config.model.classes),
-    normalisation: norm,
+    classNames,
+    normalisation,
     patchSize: config.data.patchSize,
-    spacingMm: dataset.targetSpacingMm,
+    spacingMm,
     training: {
       epoch,
       step,
@@ -500,14 +612,5 @@ function checkCompatible(config: TrainConfig, dataset: Dataset): void {
           config.data.patchSize.map((s) => Math.max(m, Math.round(s / m) * m)).join(",")
         }`,
     );
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -192,6 +192,63 @@ Deno.test("dataset.json validation errors name the field", async () => {
   });
 });
 
+Deno.test("dataset.json parse errors say where, never what the file holds", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(join(dir, "dataset.json"), "name,mrn,diagnosis\nJane Roe,0042,C34\n");
+    await rejects(readDataset(dir), (e: Error) => {
+      ok(/dataset\.json is not valid JSON/.test(e.message), e.message);
+      ok(!/name,mrn|Jane|0042/.test(e.message), e.message);
+      return true;
+    });
+    await Deno.writeTextFile(join(dir, "dataset.json"), '{"name": "x",, }');
+    await rejects(readDataset(dir), /not valid JSON \(at position \d+/);
+  });
+});
+
+Deno.test("confineTo: case paths must stay inside the folder; without it they may go anywhere", async () => {
+  await withTempDir(async (base) => {
+    const root = join(base, "root");
+    const outside = join(base, "outside");
+    await Deno.mkdir(join(root, "ds", "cases", "a.zarr"), { recursive: true });
+    await Deno.mkdir(join(outside, "b.zarr"), { recursive: true });
+    await Deno.symlink(outside, join(root, "ds", "escape"));
+    await Deno.mkdir(join(root, "shared", "c.zarr"), { recursive: true });
+    const withPath = async (path: string) => {
+      const m = manifest();
+      m.cases[1].path = path;
+      await writeDataset(join(root, "ds"), m);
+    };
+    const confined = () => readDataset(join(root, "ds"), { confineTo: root });
+    for (
+      const [path, why] of [
+        ["http://169.254.169.254/latest/meta-data/", /cases\[1\]\.path is a URL/],
+        ["https://example.org/b.zarr", /is a URL/],
+        ["file:///etc/b.zarr", /is a URL/],
+        [join(outside, "b.zarr"), /is an absolute path/],
+        ["/etc/passwd", /is an absolute path/],
+        ["../../outside/b.zarr", /leaves the data root/],
+        ["escape/b.zarr", /resolves \(through a symbolic link\) outside the data root/],
+      ] as const
+    ) {
+      await withPath(path);
+      await rejects(confined(), why, path);
+      // The CLI keeps its freedom: the same manifest reads without confinement.
+      strictEqual((await readDataset(join(root, "ds"))).cases[1].path, path);
+    }
+    // Relative paths inside the root, "../" within it included, are fine.
+    await withPath("../shared/c.zarr");
+    const ds = await confined();
+    strictEqual(resolveCase(ds, "b"), join(root, "shared", "c.zarr"));
+    // A dataset outside the folder, or given as a URL, is refused as a whole.
+    await writeDataset(outside, manifest());
+    await rejects(readDataset(outside, { confineTo: root }), /outside the data root/);
+    await rejects(
+      readDataset("http://127.0.0.1:9/ds", { confineTo: root }),
+      /not a URL/,
+    );
+  });
+});
+
 Deno.test("defaultSplit: reproducible, proportional, order-independent, keeps one train case", () => {
   const ids = Array.from({ length: 20 }, (_, i) => `case_${String(i).padStart(3, "0")}`);
   const split = defaultSplit(ids, { val: 0.2, test: 0.1, seed: 7 });

@@ -1,12 +1,16 @@
-import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import { join } from "node:path";
 import {
   decodeNifti,
   encodeNifti,
   gzip,
+  InvalidNiftiError,
   niftiAffine,
   type NiftiGeometry,
+  niftiSizes,
+  parseNiftiHeader as parseHeader,
   readNifti,
+  readNiftiStream,
   writeNifti,
 } from "../../src/data/nifti.ts";
 import type { Shape3, Volume, VoxelArray } from "../../src/data/volume.ts";
@@ -284,3 +288,191 @@ Deno.test("nifti errors say what is wrong and what to do", () =>
     await Deno.writeFile(path, junk);
     await rejects(readNifti(path), /bad\.nii: not a NIfTI file/);
   }));
+
+/** A stream of `bytes` in pieces of `piece` bytes; `pulled()` says how many were taken. */
+function trickle(bytes: Uint8Array, piece: number) {
+  let at = 0;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (at >= bytes.length) return controller.close();
+      controller.enqueue(bytes.slice(at, at + piece));
+      at += piece;
+    },
+  }, { highWaterMark: 0 });
+  return { stream, pulled: () => at };
+}
+
+/** gzip of `head` followed by `zeros` zero bytes, compressed as it streams (never whole). */
+async function gzipWithZeros(head: Uint8Array, zeros: number): Promise<Uint8Array> {
+  const block = new Uint8Array(1 << 20);
+  let left = zeros;
+  let sentHead = false;
+  const source = new ReadableStream<Uint8Array<ArrayBuffer>>({
+    pull(controller) {
+      if (!sentHead) {
+        sentHead = true;
+        return controller.enqueue(head.slice());
+      }
+      if (left <= 0) return controller.close();
+      const n = Math.min(left, block.length);
+      left -= n;
+      controller.enqueue(block.subarray(0, n));
+    },
+  });
+  return new Uint8Array(
+    await new Response(source.pipeThrough(new CompressionStream("gzip"))).arrayBuffer(),
+  );
+}
+
+const INT16 = { dim: [3, 5, 4, 3, 1, 1, 1, 1], datatype: 4, bitpix: 16 };
+
+Deno.test("readNiftiStream: the same volume as decodeNifti, plain and gzipped, in 7-byte pieces", async () => {
+  const values = Array.from({ length: N }, (_, i) => i * 300 - 9000);
+  const variants = {
+    "big-endian int16": buildNifti({
+      ...INT16,
+      littleEndian: false,
+      data: int16Bytes(values, false),
+    }),
+    "scaled int16": buildNifti({
+      ...INT16,
+      sclSlope: 0.5,
+      sclInter: -3,
+      data: int16Bytes(values, true),
+    }),
+    "scaled float32": buildNifti({
+      ...INT16,
+      datatype: 16,
+      bitpix: 32,
+      sclSlope: 2,
+      data: float32Bytes(values, true),
+    }),
+    "extension": buildNifti({
+      ...INT16,
+      extension: new Uint8Array(96).fill(0xab),
+      data: int16Bytes(values, true),
+    }),
+    "nifti-2 big-endian": buildNifti({
+      ...INT16,
+      version: 2,
+      littleEndian: false,
+      data: int16Bytes(values, false),
+    }),
+  };
+  for (const [name, plain] of Object.entries(variants)) {
+    const expected = await decodeNifti(plain);
+    for (const bytes of [plain, await gzip(plain)]) {
+      const { volume, gzipped } = await readNiftiStream(trickle(bytes, 7).stream);
+      strictEqual(gzipped, bytes !== plain, name);
+      strictEqual(volume.data.constructor, expected.data.constructor, name);
+      deepStrictEqual(Array.from(volume.data), Array.from(expected.data), name);
+      deepStrictEqual(volume.header, expected.header, name);
+      deepStrictEqual(volume.affine, expected.affine, name);
+    }
+  }
+});
+
+Deno.test("readNiftiStream: onHeader sees the sizes first; a refusal stops the read there", async () => {
+  // A 4-byte-body lie: the header claims 256³ float64 (128 MiB) of voxels.
+  const claim = buildNifti({
+    dim: [3, 256, 256, 256, 1, 1, 1, 1],
+    datatype: 64,
+    bitpix: 64,
+    data: new Uint8Array(0),
+  });
+  for (const bytes of [claim, await gzipWithZeros(claim, 4 << 20)]) {
+    const { stream, pulled } = trickle(bytes, 1024);
+    let seen = 0;
+    const refused = new Error("over budget");
+    await rejects(
+      readNiftiStream(stream, {
+        onHeader: (_h, sizes) => {
+          seen = sizes.decodedBytes;
+          throw refused;
+        },
+      }),
+      (e) => e === refused,
+    );
+    strictEqual(seen, 256 ** 3 * 8);
+    ok(pulled() <= 2048, `read ${pulled()} of ${bytes.length} bytes before refusing`);
+  }
+});
+
+Deno.test("readNiftiStream: a gzip bomb behind a small header stops at the first extra byte", async () => {
+  const small = buildNifti({ ...INT16, data: new Uint8Array(2 * N) });
+  const bomb = await gzipWithZeros(small, 64 << 20); // 64 MiB of zeros after the volume
+  const { stream, pulled } = trickle(bomb, 65536);
+  await rejects(
+    readNiftiStream(stream),
+    (e) =>
+      e instanceof InvalidNiftiError &&
+      /continues past the 472 bytes its header describes/.test(e.message),
+  );
+  ok(pulled() <= 65536, `pulled ${pulled()} of ${bomb.length} compressed bytes`);
+  // "ignore" reads a longer file whole (as decodeNifti does) and keeps the volume.
+  const { volume } = await readNiftiStream(trickle(bomb, 65536).stream, { trailing: "ignore" });
+  deepStrictEqual(volume.shape, SHAPE);
+});
+
+Deno.test("readNiftiStream: empty, short, truncated, corrupt gzip, and source errors", async () => {
+  const stream = (bytes: Uint8Array) => trickle(bytes, 100).stream;
+  const invalid = (re: RegExp) => (e: unknown) =>
+    e instanceof InvalidNiftiError && re.test((e as Error).message);
+  await rejects(readNiftiStream(stream(new Uint8Array(0))), invalid(/the body is empty/));
+  await rejects(readNiftiStream(stream(new Uint8Array(3))), invalid(/only 3 bytes/));
+  const good = buildNifti({ ...INT16, data: new Uint8Array(2 * N) });
+  await rejects(
+    readNiftiStream(stream(good.subarray(0, 200))),
+    invalid(/header needs 348 bytes, the file has 200/),
+  );
+  await rejects(
+    readNiftiStream(stream(good.subarray(0, 400))),
+    invalid(
+      /truncated NIfTI: 60 int16 voxels need 472 bytes from vox_offset 352, but the file has 400/,
+    ),
+  );
+  const gz = await gzip(good);
+  await rejects(
+    readNiftiStream(stream(gz.subarray(0, gz.length - 6))),
+    invalid(/corrupt gzip data/),
+  );
+  const broken = new Error("connection reset");
+  const failing = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(gz.subarray(0, 30));
+      controller.error(broken);
+    },
+  });
+  await rejects(readNiftiStream(failing), (e) => e === broken);
+  const aborted = new AbortController();
+  const hanging = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(good.subarray(0, 100));
+    },
+  });
+  const read = readNiftiStream(hanging, { signal: aborted.signal });
+  aborted.abort(new Error("client went away"));
+  await rejects(read, /client went away/);
+});
+
+Deno.test("niftiSizes: absurd dims and vox_offset are refused naming the field", () => {
+  const header = (over: Record<string, unknown>) => ({
+    ...parseHeader(buildNifti({ ...INT16, data: new Uint8Array(2 * N) })),
+    ...over,
+  });
+  deepStrictEqual(niftiSizes(header({})), {
+    voxels: 60,
+    voxelBytes: 120,
+    fileBytes: 472,
+    decodedBytes: 120,
+  });
+  strictEqual(niftiSizes(header({ sclSlope: 2 })).decodedBytes, 120 + 240);
+  throws(
+    () => niftiSizes(header({ dim: [3, 2 ** 20, 2 ** 20, 2 ** 20, 1, 1, 1, 1] })),
+    /dim\[1\.\.3\] = 1048576×1048576×1048576 int16 voxels would take/,
+  );
+  throws(
+    () => niftiSizes(header({ voxOffset: 1e30 })),
+    /vox_offset 1e\+30 puts the voxel data past 1 TiB/,
+  );
+});

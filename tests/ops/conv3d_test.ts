@@ -3,8 +3,15 @@ import { conv3d, conv3dAct } from "../../src/autograd/mod.ts";
 import * as ops from "../../src/ops/conv3d.ts";
 import { fromArray, initGpu, readTensors, scope, Tensor } from "../../src/gpu/mod.ts";
 import { Random } from "../../src/data/random.ts";
-import { checkOp, type OpCase, opTest } from "./check_op.ts";
+import { checkOp, type OpCase } from "./check_op.ts";
+import { type ConvTiles, forceTiles, type TunedKernel } from "../../src/ops/tuning.ts";
 import { conv3dRef } from "./conv3d_ref.ts";
+
+/** The software adapter's built-in K = 3 blocks (conv3d.ts), whatever the adapter. */
+const SOFTWARE_TILES = {
+  conv3: { ...ops.CONV_TILES.software[3] },
+  wgrad3: { ...ops.WGRAD_TILES.software[3] },
+};
 
 interface Case {
   x: number[];
@@ -19,7 +26,7 @@ interface Case {
 function conv3dCase(c: Case): void {
   const ci = c.x[1];
   const w = [c.co, ci, c.k, c.k, c.k];
-  opTest({
+  tiledTest(SOFTWARE_TILES, {
     name: `conv3d k${c.k} ${c.bias ? "bias" : "no bias"} x [${c.x}] w [${w}] (${c.path})`,
     inputs: [
       { shape: c.x, grad: c.inputGrad ?? true },
@@ -136,7 +143,7 @@ for (
   const [ci, co] = [x[1], 5];
   const conv = conv3dRef([...x], co, k, true);
   const param = kind === "leaky_relu" ? 0.1 : kind === "elu" ? 1.3 : undefined;
-  opTest({
+  tiledTest(SOFTWARE_TILES, {
     name: `conv3dAct ${kind} k${k} x [${x}] w [${co},${ci},${k},${k},${k}] (fused activation)`,
     inputs: [{ shape: [...x] }, { shape: [co, ci, k, k, k] }, { shape: [co] }],
     run: ([xt, wt, b]) => conv3dAct(xt, wt, b, { kind, param }),
@@ -163,7 +170,31 @@ for (const [x, co, k] of [[[2, 5, 3, 6, 9], 6, 3], [[1, 6, 3, 5, 8], 7, 1]] as c
   });
 }
 
-/** Runs `fn` with the software adapter's tile tables set to the GPU's. */
+/**
+ * Like opTest, with the K = 3 register blocks forced for the whole check (forward and
+ * backward), so that a block tuned and cached on this machine (`voxseg tune`) cannot change
+ * the path a case covers. The cases' comments describe these blocks.
+ */
+function tiledTest(tiles: Partial<Record<TunedKernel, ConvTiles>>, c: OpCase): void {
+  Deno.test({
+    name: c.name,
+    fn: async () => {
+      forceTiles(tiles);
+      try {
+        await checkOp(c);
+      } finally {
+        forceTiles(null);
+      }
+    },
+    sanitizeResources: false,
+    sanitizeOps: false,
+  });
+}
+
+/**
+ * Runs `fn` with the software adapter's tile tables set to the GPU's, and the GPU's K = 3
+ * blocks forced (a cached tuned block would otherwise take precedence over the table).
+ */
 async function withGpuTiles(fn: () => Promise<void>): Promise<void> {
   const tables = [
     [ops.CONV_TILES.software[1], ops.CONV_TILES.gpu[1]],
@@ -173,9 +204,11 @@ async function withGpuTiles(fn: () => Promise<void>): Promise<void> {
   ] as const;
   const saved = tables.map(([sw]) => ({ ...sw }));
   for (const [sw, gpu] of tables) Object.assign(sw, gpu);
+  forceTiles({ conv3: ops.CONV_TILES.gpu[3], wgrad3: ops.WGRAD_TILES.gpu[3] });
   try {
     await fn();
   } finally {
+    forceTiles(null);
     tables.forEach(([sw], i) => Object.assign(sw, saved[i]));
   }
 }

@@ -163,19 +163,30 @@ Deno.test({
       context.setDefaultTimeout(60_000);
       page = await context.newPage();
       const problems: string[] = [];
+      // Until the token is in, the page's reads are refused (401) as they should be; the
+      // browser logs each as a failed resource load.
+      let tokenIn = false;
       page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
       page.on("console", (m) => {
-        if (m.type() === "error") problems.push(`console: ${m.text()}`);
+        if (m.type() !== "error") return;
+        if (!tokenIn && /status of 401/.test(m.text())) return;
+        problems.push(`console: ${m.text()}`);
       });
       const decoder = await context.newPage();
 
       await page.goto(`${base}/`);
       await page.waitForSelector("html[data-ready]");
+      // Without the token the page lists nothing and says what to do.
+      await page.waitForFunction(() =>
+        /enter it under Token/.test(document.getElementById("status")?.textContent ?? "")
+      );
+      assert.equal(await page.locator("#jobs button[data-job]").count(), 0);
       await page.fill("#token", TOKEN);
       await page.click("#token-form button[type=submit]");
       assert.equal(await page.evaluate(() => sessionStorage.getItem("voxseg.token")), TOKEN);
       await page.waitForSelector(`#jobs button[data-job="${trained.id}"]`);
       await page.waitForSelector('#models a[href="/v1/models/tiny"]');
+      tokenIn = true;
 
       // Training curves: the job's event stream drawn into two uPlot charts.
       await page.click(`#jobs button[data-job="${trained.id}"]`);
@@ -194,7 +205,9 @@ Deno.test({
       assert.ok(lossStats.near[0] > 100, `loss line pixels: ${JSON.stringify(lossStats)}`);
       const diceLegend = await page.locator("#chart-dice .u-legend .u-label").allTextContents();
       assert.ok(diceLegend.includes("lung") && diceLegend.includes("infection"), `${diceLegend}`);
-      const metrics = (await (await server.app.request(`/v1/jobs/${trained.id}`)).json()).metrics;
+      const metrics =
+        (await (await server.app.request(`/v1/jobs/${trained.id}`, { headers: AUTH })).json())
+          .metrics;
       const diceStats = await pixelStats(
         decoder,
         await shot(page, "#chart-dice canvas", "chart_dice"),

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { decodeNifti, writeNifti } from "../../src/data/nifti.ts";
 import { buildDashboard, DIST_DIR } from "../../src/server/dashboard/build.ts";
 import type { Job } from "../../src/server/jobs/job.ts";
+import { stampOf } from "../../src/server/paths.ts";
 import { assertError, ctVolume, dataRoot, newServer, testOpts } from "./helpers.ts";
 
 Deno.test(
@@ -127,6 +128,7 @@ function jobRecord(id: string, fields: Partial<Job>): Job {
     createdAt: new Date().toISOString(),
     request: { model: "tiny", input: "dash_in.nii.gz", output: "out/dash_seg.nii.gz" },
     attempts: 1,
+    inputChecked: true,
     ...fields,
   };
 }
@@ -146,9 +148,11 @@ Deno.test(
       ...volume,
       data: new Uint8Array(8 * 16 * 16).fill(2),
     });
+    const written = stampOf(await Deno.stat(join(root, "out", "dash_seg.nii")));
     await context.store.create(jobRecord("jdone", {
       request: { model: "tiny", input: "dash_in.nii.gz", output: "out/dash_seg.nii" },
       result: { model: "tiny", output: "out/dash_seg.nii", summary: {} },
+      wrote: { path: "out/dash_seg.nii", ...written },
     }));
     await context.store.create(jobRecord("jrunning", { state: "running" }));
     await context.store.create(
@@ -181,5 +185,63 @@ Deno.test(
     await assertError(await app.request("/dashboard/jobs/jescape/image"), 400, "invalid_path");
     await Deno.remove(join(root, "out", "dash_seg.nii"));
     await assertError(await app.request("/dashboard/jobs/jdone/labels"), 404, "file_not_found");
+  },
+);
+
+Deno.test(
+  "the volume routes serve only a checked NIfTI input and the very label map the job wrote",
+  testOpts,
+  async () => {
+    const { root } = await dataRoot();
+    const { app, context } = await newServer();
+    await Deno.mkdir(join(root, "secret"), { recursive: true });
+    const csv = "name,mrn,diagnosis\nJane Roe,0042,C34\n";
+    await Deno.writeTextFile(join(root, "secret", "patients.csv"), csv);
+    const volume = ctVolume([8, 16, 16]);
+    await writeNifti(join(root, "secret", "ct.nii"), volume);
+    await writeNifti(join(root, "secret", "seg.nii"), volume);
+    const seg = stampOf(await Deno.stat(join(root, "secret", "seg.nii")));
+    const noLeak = async (res: Response, status: number, code: string) => {
+      const message = await assertError(res, status, code);
+      assert.doesNotMatch(message, /Jane|mrn|0042/);
+    };
+
+    // A failed job whose input was never checked (a record from before the check), or a
+    // record claiming a check for a file that is not NIfTI: neither is served.
+    await context.store.create(jobRecord("jcsv", {
+      state: "failed",
+      inputChecked: undefined,
+      request: { model: "tiny", input: "secret/patients.csv", output: "x.nii" },
+    }));
+    await noLeak(await app.request("/dashboard/jobs/jcsv/image"), 409, "input_not_checked");
+    await context.store.create(jobRecord("jcsv2", {
+      state: "failed",
+      request: { model: "tiny", input: "secret/patients.csv", output: "x.nii" },
+    }));
+    await noLeak(await app.request("/dashboard/jobs/jcsv2/image"), 409, "input_not_nifti");
+    // A checked input that was replaced by something else since.
+    await context.store.create(jobRecord("jswap", {
+      state: "failed",
+      request: { model: "tiny", input: "secret/ct.nii", output: "x.nii" },
+    }));
+    assert.equal((await app.request("/dashboard/jobs/jswap/image")).status, 200);
+    await Deno.writeTextFile(join(root, "secret", "ct.nii"), csv);
+    await noLeak(await app.request("/dashboard/jobs/jswap/image"), 409, "input_not_nifti");
+
+    // Labels: a result naming another file, or the written file replaced, are refused.
+    await context.store.create(jobRecord("jother", {
+      request: { model: "tiny", input: "secret/ct.nii", output: "secret/seg.nii" },
+      result: { model: "tiny", output: "secret/patients.csv", summary: {} },
+    }));
+    await noLeak(await app.request("/dashboard/jobs/jother/labels"), 409, "no_result");
+    await context.store.create(jobRecord("jseg", {
+      request: { model: "tiny", input: "secret/ct.nii", output: "secret/seg.nii" },
+      result: { model: "tiny", output: "secret/seg.nii", summary: {} },
+      wrote: { path: "secret/seg.nii", ...seg },
+    }));
+    assert.equal((await app.request("/dashboard/jobs/jseg/labels")).status, 200);
+    await Deno.remove(join(root, "secret", "seg.nii"));
+    await Deno.writeTextFile(join(root, "secret", "seg.nii"), csv);
+    await noLeak(await app.request("/dashboard/jobs/jseg/labels"), 409, "output_changed");
   },
 );

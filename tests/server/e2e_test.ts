@@ -88,6 +88,10 @@ Deno.test(
       const refused = await fetch(`${base}/v1/jobs/train`, { method: "POST", body: "{}" });
       assert.equal(refused.status, 401);
       await refused.body?.cancel();
+      // So are reads: job lists name input files.
+      const unread = await fetch(`${base}/v1/jobs`);
+      assert.equal(unread.status, 401);
+      await unread.body?.cancel();
 
       const submitted = await fetch(`${base}/v1/jobs/train`, {
         method: "POST",
@@ -105,13 +109,15 @@ Deno.test(
       let stateAtFirstProgress: string | undefined;
       let pending: Promise<void> | undefined;
       const events = await readEvents(
-        await fetch(`${base}/v1/jobs/${id}/events`),
+        await fetch(`${base}/v1/jobs/${id}/events`, { headers: auth }),
         () => false,
         (e) => {
           if (e.event === "progress" && !pending) {
-            pending = fetch(`${base}/v1/jobs/${id}`).then((r) => r.json()).then((j) => {
-              stateAtFirstProgress = j.state;
-            });
+            pending = fetch(`${base}/v1/jobs/${id}`, { headers: auth })
+              .then((r) => r.json())
+              .then((j) => {
+                stateAtFirstProgress = j.state;
+              });
           }
         },
       );
@@ -139,7 +145,7 @@ Deno.test(
       labels.spacingMm.forEach((s, i) => assert.ok(Math.abs(s - volume.spacingMm[i]) < 1e-5));
       labels.affine.forEach((v, i) => assert.ok(Math.abs(v - volume.affine[i]) < 1e-4));
 
-      const metrics = await (await fetch(`${base}/metrics`)).text();
+      const metrics = await (await fetch(`${base}/metrics`, { headers: auth })).text();
       assert.match(
         metrics,
         /voxseg_http_requests_total\{method="POST",route="\/v1\/models\/:name\/predict",status="200"\} 1/,
@@ -151,7 +157,7 @@ Deno.test(
         body: JSON.stringify({ dataset: "synth", config: { ...TINY_TRAIN, itersPerEpoch: 500 } }),
       })).json();
       await readEvents(
-        await fetch(`${base}/v1/jobs/${long.id}/events`),
+        await fetch(`${base}/v1/jobs/${long.id}/events`, { headers: auth }),
         (e) => e.event === "progress",
       );
       child.kill("SIGTERM");

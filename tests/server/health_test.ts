@@ -105,7 +105,9 @@ Deno.test(
 
 Deno.test("GET /openapi.json describes every route of the table", testOpts, async () => {
   const server = await newServer({ token: "t" });
-  const doc = await (await server.app.request("/openapi.json")).json();
+  const doc = await (await server.app.request("/openapi.json", {
+    headers: { authorization: "Bearer t" },
+  })).json();
   assert.equal(doc.openapi, "3.1.0");
   const described = Object.entries(doc.paths as Record<string, Record<string, unknown>>)
     .flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`)).sort();
@@ -145,7 +147,11 @@ Deno.test("GET /openapi.json describes every route of the table", testOpts, asyn
     "503",
   ]);
   assert.deepEqual(predict.security, [{ bearer: [] }]);
-  assert.deepEqual(doc.paths["/v1/models"].get.security, []);
+  // With a token every data route needs it, reads included; probes and the page stay open.
+  assert.deepEqual(doc.paths["/v1/models"].get.security, [{ bearer: [] }]);
+  assert.ok(doc.paths["/v1/models"].get.responses["401"]);
+  assert.deepEqual(doc.paths["/healthz"].get.security, []);
+  assert.deepEqual(doc.paths["/"].get.security, []);
   assert.ok(doc.components.schemas.Error);
 });
 
@@ -158,8 +164,8 @@ Deno.test("GET / is the dashboard page; unknown routes are JSON 404s", testOpts,
   assert.match(await assertError(await app.request("/v2/nothing"), 404, "not_found"), /openapi/);
 });
 
-Deno.test("--auth all: every route needs the token", testOpts, async () => {
-  const { app } = await newServer({ token: "s3cret", auth: "all" });
+Deno.test("with a token, data routes need it by default", testOpts, async () => {
+  const { app } = await newServer({ token: "s3cret" });
   await assertError(await app.request("/v1/models"), 401, "unauthorized");
   await assertError(await app.request("/metrics"), 401, "unauthorized");
   await assertError(await app.request("/dashboard/jobs/x/image"), 401, "unauthorized");

@@ -201,14 +201,22 @@ Deno.test(
     await assertError(await post({ ...ok, input: "/etc/hosts" }), 400, "invalid_path");
     await assertError(await post({ ...ok, overlap: 3 }), 400, "invalid_request");
     await assertError(await post({ ...ok, precision: "f64" }), 400, "invalid_request");
-    // A file that is not NIfTI fails the job with the reason.
+    // A file that is not NIfTI is refused before the job is queued.
     await Deno.writeTextFile(join(root, "inputs", "junk.nii"), "junk");
-    const bad = (await (await post({ ...ok, input: "inputs/junk.nii" })).json()) as Job;
-    const failed = await (await app.request(`/v1/jobs/${bad.id}/events`)).text();
-    assert.match(failed, /"state":"failed".*"code":"invalid_nifti"/);
     assert.match(
-      await assertError(await app.request(`/v1/jobs/${bad.id}/result`), 409, "no_result"),
-      /failed/,
+      await assertError(await post({ ...ok, input: "inputs/junk.nii" }), 400, "invalid_nifti"),
+      /"input" "inputs\/junk\.nii" is not a NIfTI volume/,
+    );
+    // The label map written above is never replaced, nor is the input.
+    await assertError(
+      await post({ ...ok, output: "outputs/a/ct_seg.nii.gz" }),
+      409,
+      "output_exists",
+    );
+    await assertError(
+      await post({ ...ok, output: "inputs/ct.nii.gz" }),
+      400,
+      "invalid_request",
     );
   },
 );

@@ -208,15 +208,28 @@ Deno.test(
       duplex: "half",
     } as RequestInit);
     await assertError(streamed, 413, "payload_too_large");
-    // A small gzip body that would expand past 4 × the limit is refused before it does.
-    const bomb = await gzip(new Uint8Array(1 << 20));
+    // A small gzip body whose header describes more than 4 × the limit is refused from the
+    // header, before the voxels are inflated.
+    const claim = encodeNifti({ ...ctVolume([64, 64, 64]), data: new Int16Array(64 ** 3) });
+    const bomb = await gzip(claim);
     assert.ok(bomb.length < 4096);
     const res = await app.request("/v1/models/tiny/predict", {
       method: "POST",
       body: bomb as Uint8Array<ArrayBuffer>,
       headers: { ...auth, "content-type": "application/gzip" },
     });
-    assert.match(await assertError(res, 413, "payload_too_large"), /expands past 16 KiB/);
+    assert.match(
+      await assertError(res, 413, "payload_too_large"),
+      /header describes a 64×64×64 volume of 0\.5 MiB, over the 16 KiB a gzipped body may expand to/,
+    );
+    // Zeros with no header at all: 400 from the first bytes.
+    const zeros = await gzip(new Uint8Array(1 << 20));
+    const junk = await app.request("/v1/models/tiny/predict", {
+      method: "POST",
+      body: zeros as Uint8Array<ArrayBuffer>,
+      headers: { ...auth, "content-type": "application/gzip" },
+    });
+    assert.match(await assertError(junk, 400, "invalid_nifti"), /header size 0/);
   },
 );
 

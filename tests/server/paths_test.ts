@@ -54,4 +54,81 @@ Deno.test("DataRoot: '..', absolute paths elsewhere, symlinks out and hidden nam
   await refused(42, "invalid_path", /non-empty string/);
   await refused("cases/a\0.nii", "invalid_path", /NUL/);
   await refused("cases/missing.nii", "not_found", /does not exist/, true);
+  await refused("cases/a.nii/seg.nii", "invalid_path", /goes through a file as a folder/);
+});
+
+Deno.test("DataRoot.openRead: a folder swapped for a symbolic link after resolution is refused", async () => {
+  await Deno.mkdir(join(rootDir, "swap"), { recursive: true });
+  await Deno.writeTextFile(join(rootDir, "swap", "ct.nii"), "inside");
+  await Deno.writeTextFile(join(outside, "ct.nii"), "outside");
+  const resolved = await root.resolve("swap/ct.nii", { what: "input", mustExist: true });
+  const file = await root.openRead(resolved, "input");
+  assert.equal(new TextDecoder().decode(await new Response(file.readable).bytes()), "inside");
+  // Between resolution and use, the folder becomes a link to a folder outside the root.
+  await Deno.rename(join(rootDir, "swap"), join(rootDir, "swap-moved"));
+  await Deno.symlink(outside, join(rootDir, "swap"));
+  try {
+    await assert.rejects(root.openRead(resolved, "input"), (e) => {
+      assert.ok(e instanceof ApiError);
+      assert.equal(e.code, "path_changed");
+      assert.match(e.message, /"swap\/ct\.nii" changed since it was checked/);
+      assert.ok(!e.message.includes(base), e.message);
+      return true;
+    });
+  } finally {
+    await Deno.remove(join(rootDir, "swap"));
+    await Deno.rename(join(rootDir, "swap-moved"), join(rootDir, "swap"));
+  }
+});
+
+Deno.test("DataRoot.writeNew: never replaces a file; refuses a folder swapped for a link", async () => {
+  const bytes = new TextEncoder().encode("labels");
+  const target = await root.resolve("made/new/seg.nii", { what: "output" });
+  const info = await root.writeNew(target, bytes, "output");
+  assert.equal(await Deno.readTextFile(target), "labels");
+  assert.equal(info.ino, (await Deno.stat(target)).ino);
+  // A second write to the same name is refused and leaves the first file as it was.
+  await assert.rejects(root.writeNew(target, new TextEncoder().encode("other"), "output"), (e) => {
+    assert.ok(e instanceof ApiError);
+    assert.equal(e.status, 409);
+    assert.equal(e.code, "output_exists");
+    return true;
+  });
+  assert.equal(await Deno.readTextFile(target), "labels");
+  // The existing input is not replaced either (output == an existing file).
+  const input = join(rootDir, "cases", "a.nii");
+  await assert.rejects(root.writeNew(input, bytes, "output"), /exists/);
+  assert.equal(await Deno.readTextFile(input), "x");
+
+  // Resolved, then its folder becomes a link to outside: nothing is written there.
+  await Deno.mkdir(join(rootDir, "outs", "p"), { recursive: true });
+  const later = await root.resolve("outs/p/seg.nii", { what: "output" });
+  await Deno.rename(join(rootDir, "outs", "p"), join(rootDir, "outs", "p-moved"));
+  await Deno.symlink(outside, join(rootDir, "outs", "p"));
+  await assert.rejects(root.writeNew(later, bytes, "output"), (e) => {
+    assert.ok(e instanceof ApiError);
+    assert.equal(e.code, "path_changed");
+    return true;
+  });
+  assert.deepEqual(
+    [...Deno.readDirSync(outside)].map((e) => e.name).filter((n) => n.includes("seg")),
+    [],
+  );
+  // The same for a missing folder below the swapped one.
+  const deeper = await root.resolve("outs/q/r/seg.nii", { what: "output" });
+  await Deno.symlink(outside, join(rootDir, "outs", "q"));
+  await assert.rejects(root.writeNew(deeper, bytes, "output"), /changed since it was checked/);
+  assert.ok(!(await Deno.stat(join(outside, "r")).then(() => true, () => false)));
+});
+
+Deno.test("DataRoot.redact: root paths shown relative, other absolute paths hidden", () => {
+  assert.equal(
+    root.redact(`cannot read ${join(rootDir, "cases", "a.nii")}: gone`),
+    "cannot read cases/a.nii: gone",
+  );
+  assert.equal(root.redact(`in ${rootDir}`), "in .");
+  const hidden = root.redact(`open '${join(outside, "secret.nii")}' failed (/etc/x)`);
+  assert.ok(!hidden.includes(outside) && !hidden.includes("/etc/x"), hidden);
+  assert.match(hidden, /<a path outside the data root>/);
+  assert.equal(root.redact("POST /v1/jobs/x/resume"), "POST /v1/jobs/x/resume");
 });

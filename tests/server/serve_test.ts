@@ -20,7 +20,8 @@ Deno.test("voxseg serve refuses a non-loopback address without a token, and bad 
       assert.match(e.message, /refusing to listen on 0\.0\.0\.0 without a token/);
       return true;
     });
-    await assert.rejects(main(["--auth", "all"]), /--auth all needs --token/);
+    await assert.rejects(main(["--auth", "all"]), /--auth all needs a token/);
+    await assert.rejects(main(["--auth", "mutating"]), /--auth mutating needs a token/);
     await assert.rejects(main(["--auth", "some", "--token", "t"]), /--auth must be/);
     await assert.rejects(main(["--max-body", "huge"]), /--max-body/);
     await assert.rejects(main(["--port", "99999"]), /--port/);

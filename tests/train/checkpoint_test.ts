@@ -9,12 +9,17 @@ import {
   decodeOptimizerState,
   encodeCheckpoint,
   encodeOptimizerState,
+  latestGeneration,
   loadCheckpoint,
   loadOptimizerState,
+  loadTrainingState,
   type OptimizerState,
   optimizerStatePath,
+  removeStaleTempFiles,
   saveCheckpoint,
   saveOptimizerState,
+  saveTrainingState,
+  type TrainingState,
 } from "../../src/train/checkpoint.ts";
 import { decodeSafetensors, encodeSafetensors } from "../../src/train/safetensors.ts";
 import { defaultTrainConfig } from "../../src/train/config.ts";
@@ -298,4 +303,130 @@ Deno.test("optimizerStatePath, and checkpoints may not take the optimizer's name
     CheckpointError,
     "names ending in .optim.safetensors are for optimizer state",
   );
+});
+
+/** Training state at `step`: weights and slots that say which step wrote them. */
+function stateAt(step: number, generation: number): TrainingState {
+  const m = meta();
+  m.training.step = step;
+  const w = weights();
+  w.get("head.weight")!.data[0] = step;
+  const o = optimizerState();
+  o.step = step;
+  o.slots.get("enc.0.conv1.bias.exp_avg")!.data[0] = step;
+  return { checkpoint: { weights: w, meta: m }, optimizer: o, generation };
+}
+
+/** The step a loaded state's weights and slots were written at; both must agree. */
+function stepOf(state: TrainingState): number {
+  const w = state.checkpoint.weights.get("head.weight")!.data[0];
+  const o = state.optimizer.slots.get("enc.0.conv1.bias.exp_avg")!.data[0];
+  assertEquals(o, w, "weights and optimizer state from different steps");
+  assertEquals(state.checkpoint.meta.training.step, w);
+  assertEquals(state.optimizer.step, w);
+  return w;
+}
+
+class Crash extends Error {}
+
+Deno.test("training state: a crash after any write or rename leaves a complete matching pair", async () => {
+  const commits = ["model", "optim", "rename-optim", "rename-model"];
+  for (let k = 0; k <= commits.length; k++) {
+    await inTempDir(async (dir) => {
+      await saveTrainingState(dir, stateAt(100, 1));
+      await saveTrainingState(dir, stateAt(200, 2));
+      // Generation 3 is cut off after its k-th durable step (k = 4: it completes).
+      const cut = k < commits.length ? commits[k] : undefined;
+      await saveTrainingState(dir, stateAt(300, 3), (done) => {
+        if (done === cut) throw new Crash(done);
+      }).catch((e) => {
+        if (!(e instanceof Crash)) throw e;
+      });
+      const notices: string[] = [];
+      const loaded = await loadTrainingState(dir, (line) => notices.push(line));
+      // The new generation counts from the moment both of its files exist, under any names.
+      const want = k >= 1 ? 300 : 200;
+      assertEquals(stepOf(loaded!), want, `crash after ${cut}`);
+      assertEquals(loaded!.generation, want / 100);
+      for (const line of notices) assertEquals(line.includes(dir), false, line);
+      // Only the newest pair and the crash's leftovers are there; generation 1 is gone.
+      const names = await listDir(dir);
+      assertEquals(names.includes("last.g1.safetensors"), false);
+      assertEquals(names.filter((n) => n.includes(".tmp-")), []);
+    });
+  }
+});
+
+Deno.test("training state: a complete write leaves exactly last + last.optim, stamped alike", async () => {
+  await inTempDir(async (dir) => {
+    await saveTrainingState(dir, stateAt(7, 1));
+    await saveTrainingState(dir, stateAt(8, 2));
+    assertEquals(await listDir(dir), ["last.optim.safetensors", "last.safetensors"]);
+    const model = decodeSafetensors(await Deno.readFile(join(dir, "last.safetensors")));
+    const optim = decodeSafetensors(await Deno.readFile(join(dir, "last.optim.safetensors")));
+    for (const md of [model.metadata, optim.metadata]) {
+      assertEquals(md[CHECKPOINT_KEYS.generation], "2");
+      assertEquals(md[CHECKPOINT_KEYS.step], "8");
+    }
+    // The weights file stays a plain checkpoint for inference.
+    assertEquals((await loadCheckpoint(join(dir, "last.safetensors"))).meta.training.step, 8);
+    assertEquals(await latestGeneration(dir), 2);
+    await assertRejects(
+      () => saveTrainingState(dir, { ...stateAt(9, 3), optimizer: stateAt(10, 3).optimizer }),
+      CheckpointError,
+      "weights are at step 9 but the optimizer state at step 10",
+    );
+  });
+});
+
+Deno.test("training state: torn and unmatched files are passed over with a one-line notice", async () => {
+  await inTempDir(async (dir) => {
+    await saveTrainingState(dir, stateAt(100, 1));
+    await saveTrainingState(dir, stateAt(200, 2), (done) => {
+      if (done === "rename-optim") throw new Crash(done);
+    }).catch(() => {});
+    // Now: last (gen 1), last.optim (gen 2), last.g2 (gen 2). Tear the generation-2 weights.
+    const g2 = join(dir, "last.g2.safetensors");
+    const bytes = await Deno.readFile(g2);
+    await Deno.writeFile(g2, bytes.subarray(0, bytes.length - 5));
+    const notices: string[] = [];
+    await assertRejects(
+      () => loadTrainingState(dir, (line) => notices.push(line)),
+      CheckpointError,
+      "no weights and optimizer files with matching steps",
+    );
+    assertEquals(notices.length, 3, notices.join("\n"));
+    assertEquals(notices[0].startsWith("ignoring last.g2.safetensors: unreadable or torn"), true);
+    // A complete pair beside them wins, and the rest is named.
+    await Deno.remove(g2);
+    await saveTrainingState(dir, stateAt(300, 3));
+    notices.length = 0;
+    assertEquals(stepOf((await loadTrainingState(dir, (l) => notices.push(l)))!), 300);
+    assertEquals(notices, []);
+  });
+});
+
+Deno.test("training state: a pair written by the old two-file scheme still loads", async () => {
+  await inTempDir(async (dir) => {
+    assertEquals(await loadTrainingState(dir), undefined);
+    const old = stateAt(50, 1);
+    await saveCheckpoint(join(dir, "last.safetensors"), old.checkpoint);
+    await saveOptimizerState(join(dir, "last.safetensors"), old.optimizer);
+    const loaded = await loadTrainingState(dir);
+    assertEquals(stepOf(loaded!), 50);
+    assertEquals(loaded!.generation, 0);
+    // Its steps disagreeing (a crash between its two writes) is refused, saying what to do.
+    await saveOptimizerState(join(dir, "last.safetensors"), stateAt(60, 1).optimizer);
+    await assertRejects(() => loadTrainingState(dir), CheckpointError, "start over");
+  });
+});
+
+Deno.test("removeStaleTempFiles: only the temp files of interrupted checkpoint writes", async () => {
+  await inTempDir(async (dir) => {
+    const keep = ["last.safetensors", ".hidden", "notes.tmp-1-a", "metrics.jsonl"];
+    const stale = [".last.g3.safetensors.tmp-4242-k2j", ".best.safetensors.tmp-17-zz9"];
+    for (const name of [...keep, ...stale]) await Deno.writeTextFile(join(dir, name), "x");
+    assertEquals(await removeStaleTempFiles(dir), 2);
+    assertEquals(await listDir(dir), keep.sort());
+  });
 });

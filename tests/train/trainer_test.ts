@@ -139,8 +139,8 @@ Deno.test(
     f16.forEach((l, i) =>
       assert.ok(Math.abs(l - f32[i]) < 0.05 * f32[i], `step ${i + 1}: ${f32[i]} vs ${l}`)
     );
-    const saved = JSON.parse(await Deno.readTextFile(join(root, "prec_f16", "config.json")));
-    assert.equal(saved.precision, "f16");
+    const saved = JSON.parse(await Deno.readTextFile(join(root, "prec_f16", "run.json")));
+    assert.equal(saved.config.precision, "f16");
   },
 );
 
@@ -198,6 +198,35 @@ Deno.test(
     assert.ok(dw <= 1e-6, `resumed weights differ by up to ${dw}`);
     assert.ok(maxAbsDiff(a.optim.slots, b.optim.slots) <= 1e-6, "Adam moments differ");
     assert.deepEqual(b.optim.schedule, a.optim.schedule);
+  },
+);
+
+Deno.test(
+  "trainer: resume keeps run.json's config; an identity flag that differs is refused by name",
+  opts,
+  async () => {
+    await initGpu();
+    const flags = { epochs: "1", itersPerEpoch: "5", checkpointEvery: "2" };
+    const steps: number[] = [];
+    await trainLosses(await tinyConfig("record", flags), {}, (e) => {
+      if (e.type === "checkpoint") steps.push(e.epoch);
+    });
+    // Mid-epoch states after steps 2 and 4 (epoch 0 not yet complete), then the epoch's end.
+    assert.deepEqual(steps, [0, 0, 1]);
+    const lr = await tinyConfig("record", { ...flags, "optimizer.lr": "0.5" });
+    await assert.rejects(
+      () => trainLosses(lr, { resume: true }),
+      /--optimizer\.lr 0\.5 conflicts with the run being resumed.*optimizer\.lr 0\.001/,
+    );
+    const seed = await tinyConfig("record", { ...flags, seed: "3" });
+    await assert.rejects(() => trainLosses(seed, { resume: true }), /--seed 3 conflicts/);
+    // Operational fields may change: more epochs, another worker count.
+    const more = await tinyConfig("record", { ...flags, epochs: "2", "data.workers": "0" });
+    assert.equal((await trainLosses(more, { resume: true })).length, 5);
+    const saved = JSON.parse(await Deno.readTextFile(join(root, "record", "run.json")));
+    assert.equal(saved.config.epochs, 2);
+    assert.equal(saved.config.seed, 0);
+    assert.deepEqual(saved.classNames, ["background", "lung", "infection"]);
   },
 );
 

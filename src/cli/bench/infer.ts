@@ -31,30 +31,11 @@ import { encodeSafetensors } from "../../train/safetensors.ts";
 import { readWeights } from "../../train/trainer.ts";
 import type { BenchResult, BenchSuite } from "../bench.ts";
 import { TORCH_PYTHON } from "./train.ts";
+import { procStatusMb, resetPeakRss } from "./memory.ts";
+import { agreedRatio, labelsAgreement } from "./agreement.ts";
 
 const PEER_SCRIPT = new URL("../../../bench/peer/sliding_window_torch.py", import.meta.url);
 const MB = 1e6;
-
-/** A field of /proc/self/status (or another pid's) in MB; undefined off Linux. */
-function procStatusMb(field: "VmHWM" | "VmRSS", pid: number | "self" = "self"): number | undefined {
-  try {
-    const text = Deno.readTextFileSync(`/proc/${pid}/status`);
-    const kb = text.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
-    return kb ? (Number(kb[1]) * 1024) / MB : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Resets this process's peak RSS (Linux ≥ 4.0); false where that is not possible. */
-function resetPeakRss(): boolean {
-  try {
-    Deno.writeTextFileSync("/proc/self/clear_refs", "5");
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function checkpointMeta(net: UNet3D, patchSize: Shape3, spacingMm: Shape3): CheckpointMeta {
   return {
@@ -152,6 +133,10 @@ async function runTorchPeer(
       2,
       "--labels-out",
       labelsPath,
+      // One argument: argparse would read a separate "-1000,400" as an option.
+      "--window=-1000,400",
+      "--warmup",
+      1,
     ],
   ].map(String);
   let out: Deno.CommandOutput;
@@ -215,25 +200,24 @@ async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> 
     let halfSame = 0;
     for (let i = 0; i < voxels; i++) if (half.labels.data[i] === labels.data[i]) halfSame++;
 
-    // The peer gets the same weights and the normalised volume (the window clips and scales).
-    const normalised = Float32Array.from(
-      image.data,
-      (v) => Math.min(1, Math.max(0, (v + 1000) / 1400)),
-    );
+    // The peer gets the same weights and the volume in HU; it applies the same CT window
+    // inside its timer, as predictVolume does inside voxseg's, after a warm-up batch.
     await Deno.writeFile(
       join(dir, "weights.safetensors"),
       encodeSafetensors(await readWeights(net)),
     );
     await Deno.writeFile(
       join(dir, "volume.safetensors"),
-      encodeSafetensors({ image: { shape: [...shape], data: normalised } }),
+      encodeSafetensors({ image: { shape: [...shape], data: Float32Array.from(image.data) } }),
     );
     const peer = await runTorchPeer(dir, net, shape, patch, 0);
     let agree: number | null = null;
+    let agreement = null;
     if (peer.ok) {
       let same = 0;
       for (let i = 0; i < voxels; i++) if (peer.labels[i] === labels.data[i]) same++;
       agree = same / voxels;
+      agreement = labelsAgreement(labels.data, peer.labels);
     }
     return {
       name: `infer unet3d base16 depth4 patch 64³ overlap 0.5 ${shape.join("×")}`,
@@ -245,9 +229,12 @@ async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> 
       torch_seconds: peer.ok ? peer.seconds : null,
       torch_voxels_per_s: peer.ok ? voxels / peer.seconds : null,
       torch_rss_peak_mb: peer.ok ? peer.rssPeakMb : null,
-      // > 1: voxseg is faster.
-      speedup_vs_torch: peer.ok ? peer.seconds / summary.seconds : null,
+      // > 1: voxseg is faster; null when the labels disagree beyond the tolerance.
+      speedup_vs_torch: peer.ok && agreement
+        ? agreedRatio(peer.seconds, summary.seconds, agreement)
+        : null,
       label_agreement_vs_torch: agree,
+      agreement: agreement?.agreement ?? null,
       f16_seconds: half.summary.seconds,
       // > 1: binary16 operands are faster than f32.
       f16_speedup: summary.seconds / half.summary.seconds,

@@ -1,6 +1,8 @@
 /**
  * `voxseg bench peers`: voxseg side by side with other frameworks, in one process and one run,
- * every figure a ratio `ratio` = peer time / voxseg time (> 1: voxseg is faster):
+ * every figure a ratio `ratio` = peer time / voxseg time (> 1: voxseg is faster), printed only
+ * when the two sides' results agree within agreement.ts's tolerances (else `agreement` says
+ * how they differ and the ratio is null):
  *
  * - PyTorch training step of the reference U-Net (the `train` suite, reused as it is);
  * - PyTorch forward pass of the same network and input (bench/peer/unet3d_torch.py
@@ -17,6 +19,7 @@
 import { join } from "node:path";
 import { commands, fromArray, initGpu, readTensors, scope } from "../../gpu/mod.ts";
 import { type BenchResult, type BenchSuite, median } from "../bench.ts";
+import { agreedRatio, logitsAgreement } from "./agreement.ts";
 import {
   referenceBatch,
   referenceConfig,
@@ -35,6 +38,7 @@ async function* torchTrain(quick: boolean): AsyncIterable<BenchResult> {
       ms: r.ms,
       peer_ms: r.torch_ms,
       ratio: r.speedup_vs_torch,
+      agreement: r.agreement ?? null,
       first_loss: r.first_loss,
       peer_first_loss: r.torch_first_loss,
       first_loss_rel_diff: ok
@@ -96,11 +100,14 @@ async function* torchForward(quick: boolean): AsyncIterable<BenchResult> {
       maxAbs = Math.max(maxAbs, Math.abs(theirs[i]));
     }
     const peerMs = peer.out.median_ms as number;
+    const agreement = logitsAgreement(logits!, theirs);
     yield {
       name,
       ms,
       peer_ms: peerMs,
-      ratio: peerMs / ms,
+      // > 1: voxseg is faster; null when the logits disagree beyond the tolerance.
+      ratio: agreedRatio(peerMs, ms, agreement),
+      agreement: agreement.agreement,
       max_logit_diff_rel: theirs.length === logits!.length ? maxDiff / maxAbs : null,
       steps: warmup + steps,
       peer: torchLabel(peer.out),

@@ -5,10 +5,16 @@
  * (bench/peer/unet3d_torch.py, `torch.set_num_threads(2)`), both starting from the same
  * weights and the same batch, so their first losses must agree.
  *
- * Gradient clipping is off on both sides (PyTorch's plain `Adam`); the batch is uploaded once,
- * outside the timed step. A step is timed up to GPU completion; the median is reported. The
- * same step with `precision: "f16"` (binary16 forward convolution operands) runs in the same
- * suite, from the same weights.
+ * Two rows: batch 1, and batch 2 (`…batch2`), where PyTorch's CPU convolutions run on oneDNN
+ * (at batch 1 most of this network's layers take its slower im2col fallback) — the batch-2
+ * row is the fair comparison. Both sides take the same warm-up steps, untimed; the batch is
+ * uploaded once, outside the timed steps, on both sides; peak resident memory is measured the
+ * same way on both (memory.ts). `speedup_vs_torch` is given only when the first losses agree
+ * (agreement.ts); otherwise it is null and `agreement` says how they differ.
+ *
+ * Gradient clipping is off on both sides (PyTorch's plain `Adam`). A step is timed up to GPU
+ * completion; the median is reported. The same batch-1 step with `precision: "f16"` (binary16
+ * forward convolution operands) runs in the same suite, from the same weights.
  */
 
 import { join } from "node:path";
@@ -21,6 +27,8 @@ import { Optimizer } from "../../train/optimizer.ts";
 import { encodeSafetensors } from "../../train/safetensors.ts";
 import { readWeights, trainStep } from "../../train/trainer.ts";
 import { type BenchResult, type BenchSuite, median } from "../bench.ts";
+import { agreedRatio, lossAgreement } from "./agreement.ts";
+import { procStatusMb, resetPeakRss } from "./memory.ts";
 
 /**
  * The interpreter with PyTorch: `VOXSEG_TORCH_PYTHON`, else Debian's `/usr/bin/python3` with
@@ -210,22 +218,74 @@ export function torchLabel(out: Record<string, unknown>): string {
   return `pytorch ${out.torch}, ${where}`;
 }
 
+/** One batch size of the reference step on both sides: voxseg's times, losses and peak memory. */
+async function sideBySide(
+  config: TrainConfig,
+  warmup: number,
+  steps: number,
+  dir: string,
+): Promise<BenchResult> {
+  const gpu = await initGpu();
+  const bench = new TrainStepBench(config);
+  try {
+    // The initial weights go to the peer before voxseg's steps change them.
+    const files = await bench.peerFiles();
+    const tag = `b${config.data.batchSize}`;
+    await Deno.writeFile(join(dir, `weights_${tag}.safetensors`), files.weights);
+    await Deno.writeFile(join(dir, `batch_${tag}.safetensors`), files.batch);
+    // Equal warm-ups on both sides; peak memory of the timed steps only, as the peer does.
+    await bench.timedSteps(warmup, 0);
+    const rssBefore = procStatusMb("VmRSS");
+    const peakReset = resetPeakRss();
+    const times = await bench.timedSteps(0, steps);
+    const rssPeak = peakReset ? procStatusMb("VmHWM") : undefined;
+    const losses = await bench.losses();
+    const ms = median(times);
+    const peer = await runUnetTorch(config, [
+      ...["--weights", join(dir, `weights_${tag}.safetensors`)],
+      ...["--batch", join(dir, `batch_${tag}.safetensors`)],
+      ...["--warmup", String(warmup), "--steps", String(steps)],
+    ]);
+    const peerLosses = peer.ok ? peer.out.losses as number[] : [];
+    const agreement = peer.ok ? lossAgreement(losses[0], peerLosses[0]) : null;
+    const [D, H, W] = config.data.patchSize;
+    const m = config.model;
+    return {
+      name: `train step unet3d base${m.baseChannels} depth${m.depth} ${D}×${H}×${W} ` +
+        `batch${config.data.batchSize}`,
+      ms,
+      torch_ms: peer.ok ? peer.out.median_ms as number : null,
+      // > 1: voxseg is faster; null when the first losses disagree (agreement.ts).
+      speedup_vs_torch: peer.ok && agreement
+        ? agreedRatio(peer.out.median_ms as number, ms, agreement)
+        : null,
+      agreement: agreement?.agreement ?? null,
+      first_loss: losses[0],
+      torch_first_loss: peer.ok ? peerLosses[0] : null,
+      last_loss: losses.at(-1)!,
+      torch_last_loss: peer.ok ? peerLosses.at(-1)! : null,
+      rss_before_mb: rssBefore ?? null,
+      rss_peak_mb: rssPeak ?? null,
+      torch_rss_peak_mb: peer.ok ? (peer.out.rss_peak_mb as number | null) ?? null : null,
+      warmup,
+      steps,
+      params: bench.model.trainable().reduce((a, p) => a + p.tensor.size, 0),
+      adapter: gpu.info.description,
+      peer: peer.ok ? torchLabel(peer.out) : "skipped",
+      ...(peer.ok ? {} : { peer_skipped: peer.reason }),
+    };
+  } finally {
+    bench.dispose();
+  }
+}
+
 export const suite: BenchSuite = {
-  summary: "one U-Net training step (base 16, depth 4, 64³): voxseg vs PyTorch",
+  summary: "one U-Net training step (base 16, depth 4, 64³), batch 1 and 2: voxseg vs PyTorch",
   async *run({ quick }): AsyncIterable<BenchResult> {
-    const gpu = await initGpu();
-    const config = referenceConfig();
     const warmup = quick ? 1 : 2, steps = quick ? 2 : 5;
     const dir = await Deno.makeTempDir({ prefix: "voxseg_bench_train_" });
-    const bench = new TrainStepBench(config);
     try {
-      // The initial weights go to the peer before voxseg's steps change them.
-      const files = await bench.peerFiles();
-      await Deno.writeFile(join(dir, "weights.safetensors"), files.weights);
-      await Deno.writeFile(join(dir, "batch.safetensors"), files.batch);
-      const times = await bench.timedSteps(warmup, steps);
-      const losses = await bench.losses();
-      const ms = median(times);
+      const batch1 = await sideBySide(referenceConfig(), warmup, steps, dir);
       // The same step with binary16 forward convolution operands, from the same weights.
       const half = new TrainStepBench(referenceConfig({ precision: "f16" }));
       let halfTimes: number[], halfLosses: number[];
@@ -235,36 +295,19 @@ export const suite: BenchSuite = {
       } finally {
         half.dispose();
       }
-      const peer = await runUnetTorch(config, [
-        ...["--weights", join(dir, "weights.safetensors")],
-        ...["--batch", join(dir, "batch.safetensors")],
-        ...["--warmup", String(warmup), "--steps", String(steps)],
-      ]);
-      const peerLosses = peer.ok ? peer.out.losses as number[] : [];
-      const [D, H, W] = config.data.patchSize;
+      const ms = batch1.ms as number;
       yield {
-        name: `train step unet3d base16 depth4 ${D}×${H}×${W} batch1`,
-        ms,
-        torch_ms: peer.ok ? peer.out.median_ms as number : null,
-        // > 1: voxseg is faster.
-        speedup_vs_torch: peer.ok ? peer.out.median_ms as number / ms : null,
-        first_loss: losses[0],
-        torch_first_loss: peer.ok ? peerLosses[0] : null,
-        last_loss: losses.at(-1)!,
-        torch_last_loss: peer.ok ? peerLosses.at(-1)! : null,
+        ...batch1,
         f16_ms: median(halfTimes),
         // > 1: binary16 forward operands are faster than f32.
         f16_speedup: median(halfTimes) > 0 ? ms / median(halfTimes) : null,
         f16_first_loss: halfLosses[0],
         f16_last_loss: halfLosses.at(-1)!,
-        steps: warmup + steps,
-        params: bench.model.trainable().reduce((a, p) => a + p.tensor.size, 0),
-        adapter: gpu.info.description,
-        peer: peer.ok ? torchLabel(peer.out) : "skipped",
-        ...(peer.ok ? {} : { peer_skipped: peer.reason }),
       };
+      // Batch 2: PyTorch's CPU convolutions take oneDNN above batch 1 (at batch 1 most of
+      // this network's layers fall back to its slower im2col path), so this is the fair row.
+      yield await sideBySide(referenceConfig({ "data.batchSize": "2" }), warmup, steps, dir);
     } finally {
-      bench.dispose();
       await Deno.remove(dir, { recursive: true });
     }
   },

@@ -2,7 +2,7 @@
 /**
  * The dashboard's calls to the voxseg API. The bearer token is the one the user typed into
  * the page; it lives in sessionStorage (this tab only, gone when the tab closes) and is sent
- * on every request, so the page also works with a server started with `--auth all`.
+ * on every request: with a token set, the server answers every data route only with it.
  */
 
 import type { Job } from "../jobs/job.ts";

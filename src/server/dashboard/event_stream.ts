@@ -1,6 +1,6 @@
 /**
  * Server-sent events read with `fetch` rather than `EventSource`: `EventSource` cannot send an
- * `Authorization` header, which a server started with `--auth all` requires on every route.
+ * `Authorization` header, which a server with a token requires on every data route.
  * {@link EventStreamParser} follows the WHATWG event-stream rules; {@link followEvents}
  * reconnects with `Last-Event-ID` the way `EventSource` does, until the server ends the stream
  * on purpose (a job reached a final state) or the caller aborts.

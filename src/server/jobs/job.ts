@@ -2,7 +2,7 @@
 
 import type { Precision } from "../../ops/precision.ts";
 import type { ModelRegistry } from "../models.ts";
-import type { DataRoot } from "../paths.ts";
+import type { DataRoot, FileStamp } from "../paths.ts";
 import type { GpuScheduler } from "../scheduler.ts";
 import type { JobStore } from "./store.ts";
 
@@ -79,6 +79,10 @@ export interface Job {
   metrics?: Record<string, number | null>;
   result?: Record<string, unknown>;
   error?: JobError;
+  /** Prediction: the input was read as a NIfTI header when the job was accepted. */
+  inputChecked?: boolean;
+  /** Prediction: the label map this job wrote, as it was written (the dashboard serves only it). */
+  wrote?: FileStamp & { path: string };
 }
 
 /** One entry of a job's event log (and of its server-sent event stream). */

@@ -113,9 +113,9 @@ export async function trainConfig(
   const datasetPath = await root.resolve(request.dataset, { what: "dataset", mustExist: true });
   let dataset: Dataset;
   try {
-    dataset = await readDataset(datasetPath);
+    dataset = await readDataset(datasetPath, { confineTo: root.real });
   } catch (e) {
-    throw new ApiError(400, "invalid_dataset", (e as Error).message);
+    throw new ApiError(400, "invalid_dataset", root.redact((e as Error).message));
   }
   const file: Record<string, unknown> = {};
   const flags: Record<string, string | boolean> = {};

@@ -10,11 +10,19 @@
  * queues the queued jobs again and marks jobs that were running `interrupted` (the process
  * died under them); POST /v1/jobs/{id}/resume queues an interrupted, cancelled or failed job
  * again, and a training job then continues from its last checkpoint.
+ *
+ * Every change of a job's state happens synchronously (a queue slot is reserved before a
+ * submission's checks await anything, a cancelled job leaves the queue before its record is
+ * written), so concurrent requests cannot overshoot the queue or run a cancelled job. Writing
+ * the state may fail (a full disk): the job then fails with a message saying so, the server
+ * keeps answering and the next job runs.
  */
 
+import { resolve } from "node:path";
 import { ApiError } from "../errors.ts";
 import type { ModelEntry } from "../models.ts";
 import { QueueFullError } from "../scheduler.ts";
+import { checkNiftiInput, freeName, pathExists } from "./files.ts";
 import {
   type Job,
   JOB_STATES,
@@ -26,12 +34,19 @@ import {
 } from "./job.ts";
 import { trainConfig } from "./requests.ts";
 import { runPredictJob } from "./predict_job.ts";
+import { StorageError } from "./store.ts";
 import { checkpointOf, runTrainJob } from "./train_job.ts";
 
 /** Why a running job was aborted. */
 class StopRequest extends Error {
-  constructor(readonly kind: "cancel" | "shutdown") {
-    super(kind === "cancel" ? "cancelled" : "the server is shutting down");
+  constructor(readonly kind: "cancel" | "shutdown" | "storage", readonly error?: StorageError) {
+    super(
+      kind === "cancel"
+        ? "cancelled"
+        : kind === "shutdown"
+        ? "the server is shutting down"
+        : error!.message,
+    );
   }
 }
 
@@ -42,15 +57,26 @@ export interface JobRunnerOptions extends JobDeps {
 
 const now = () => new Date().toISOString();
 
+/** An error of a write that found no space (or quota) left. */
+const isDiskFull = (e: unknown) => ["ENOSPC", "EDQUOT"].includes((e as { code?: string })?.code!);
+
 export class JobRunner {
   readonly #o: JobRunnerOptions;
   readonly #queue: string[] = [];
+  /** Queue slots held by submissions still being checked. */
+  #reserved = 0;
   #current?: { id: string; controller: AbortController; done: Promise<void> };
   readonly #training = new Map<string, { loss: number; step: number }>();
   #stopped = false;
 
   constructor(options: JobRunnerOptions) {
     this.#o = options;
+    // A failed write of the running job's state stops it (training checkpoints first).
+    options.store.onWriteFailure((id, error) => {
+      if (this.#current?.id === id && !this.#current.controller.signal.aborted) {
+        this.#current.controller.abort(new StopRequest("storage", error));
+      }
+    });
   }
 
   /** Latest loss and step of the running training job(s), for /metrics. */
@@ -94,31 +120,71 @@ export class JobRunner {
 
   /** Queues a training job; 400 for a bad dataset or config, 409 when the name is taken. */
   async submitTrain(request: TrainJobRequest): Promise<Job> {
-    this.#checkRoom();
-    const id = newJobId();
-    const name = request.name ?? id;
-    await trainConfig(request, this.#o.root, this.#o.store.runDir(id)); // 400 before queueing
-    if (
-      await this.#o.models.has(name) ||
-      this.#o.store.list().some((j) => j.kind === "train" && j.name === name)
-    ) {
-      throw new ApiError(
-        409,
-        "name_taken",
-        `a model or training job named ${JSON.stringify(name)} exists; choose another "name"`,
-      );
+    const release = this.#reserve();
+    try {
+      const id = newJobId();
+      const name = request.name ?? id;
+      await trainConfig(request, this.#o.root, this.#o.store.runDir(id)); // 400 before queueing
+      const taken = await this.#o.models.has(name);
+      // Checked again after the await, in the same synchronous run as the job's creation.
+      if (taken || this.#o.store.list().some((j) => j.kind === "train" && j.name === name)) {
+        throw new ApiError(
+          409,
+          "name_taken",
+          `a model or training job named ${JSON.stringify(name)} exists; choose another "name"`,
+        );
+      }
+      return await this.#create({ id, kind: "train", name, request }, release);
+    } finally {
+      release();
     }
-    return await this.#create({ id, kind: "train", name, request });
   }
 
-  /** Queues a prediction job; 400 for bad paths, 404 for an unknown model. */
+  /**
+   * Queues a prediction job: 404 for an unknown model; 400 for bad paths, an input that is not
+   * NIfTI, or an output naming the input; 409 `output_exists` when the output exists (or
+   * another queued or running job will write it): predictions never replace files.
+   */
   async submitPredict(request: PredictJobRequest): Promise<Job> {
-    this.#checkRoom();
-    await this.#o.models.entry(request.model);
-    await this.#o.root.resolve(request.input, { what: "input", mustExist: true });
-    await this.#o.root.resolve(request.output, { what: "output" });
-    const id = newJobId();
-    return await this.#create({ id, kind: "predict", name: request.model, request });
+    const release = this.#reserve();
+    try {
+      const { root } = this.#o;
+      await this.#o.models.entry(request.model);
+      const input = await root.resolve(request.input, { what: "input", mustExist: true });
+      const output = await root.resolve(request.output, { what: "output" });
+      if (input === output) {
+        throw new ApiError(
+          400,
+          "invalid_request",
+          '"output" names the input; the label map goes to a new file: choose another "output"',
+        );
+      }
+      await checkNiftiInput(root, input);
+      const exists = await pathExists(output);
+      if (exists || this.#outputTaken(output)) {
+        const other = await freeName(root, request.output);
+        const error = root.exists(output, "output");
+        if (!exists) {
+          error.message = `another queued or running job writes ${
+            JSON.stringify(root.display(output))
+          }; choose another "output" name`;
+        }
+        if (other) error.message += ` (e.g. ${JSON.stringify(other)})`;
+        throw error;
+      }
+      const init = { id: newJobId(), kind: "predict" as const, name: request.model, request };
+      return await this.#create({ ...init, inputChecked: true }, release);
+    } finally {
+      release();
+    }
+  }
+
+  /** True when a queued or running prediction job writes `output` (a resolved path). */
+  #outputTaken(output: string): boolean {
+    return this.#o.store.list().some((j) =>
+      j.kind === "predict" && (j.state === "queued" || j.state === "running") &&
+      resolve(this.#o.root.real, (j.request as PredictJobRequest).output) === output
+    );
   }
 
   /** The job `id`; 404 `job_not_found` when there is none. */
@@ -135,7 +201,9 @@ export class JobRunner {
   async cancel(id: string): Promise<Job> {
     const job = this.get(id);
     if (job.state === "queued") {
-      this.#queue.splice(this.#queue.indexOf(id), 1);
+      // Not in the queue while its record is still being created: it then is never queued.
+      const at = this.#queue.indexOf(id);
+      if (at >= 0) this.#queue.splice(at, 1);
       await this.#finish(job, "cancelled");
     } else if (job.state === "running" && this.#current?.id === id) {
       this.#current.controller.abort(new StopRequest("cancel"));
@@ -156,14 +224,15 @@ export class JobRunner {
       );
     }
     this.#checkRoom();
-    await this.#o.store.events(id);
+    // Queued before anything is awaited: a cancel from now on finds it in the queue.
     job.state = "queued";
     delete job.error;
     delete job.finishedAt;
     this.#o.store.append(id, "state", { state: "queued", resumed: true });
-    await this.#o.store.save(job);
     this.#queue.push(id);
+    const saved = this.#save(job);
     this.#kick();
+    await saved;
     return job;
   }
 
@@ -182,48 +251,78 @@ export class JobRunner {
   }
 
   #checkRoom(): void {
-    if (this.#queue.length >= this.#o.maxQueue) {
+    if (this.#queue.length + this.#reserved >= this.#o.maxQueue) {
       throw new QueueFullError(30, this.#o.maxQueue, "job queue");
     }
   }
 
+  /** Holds a queue slot while a submission is checked; the returned function frees it once. */
+  #reserve(): () => void {
+    this.#checkRoom();
+    this.#reserved++;
+    let held = true;
+    return () => {
+      if (held) this.#reserved--;
+      held = false;
+    };
+  }
+
+  /**
+   * Lists the job and queues it in one synchronous run (its reserved slot passes to it), then
+   * writes it; a failed write removes it again: 507 `insufficient_storage`.
+   */
   async #create(
-    init: Pick<Job, "id" | "kind" | "name" | "request">,
+    init: Pick<Job, "id" | "kind" | "name" | "request" | "inputChecked">,
+    release: () => void,
   ): Promise<Job> {
     const job: Job = { ...init, state: "queued", createdAt: now(), attempts: 0 };
-    await this.#o.store.create(job);
+    const written = this.#o.store.create(job);
     this.#o.store.append(job.id, "state", { state: "queued" });
+    try {
+      await written;
+    } catch (e) {
+      await this.#o.store.remove(job.id);
+      throw new ApiError(507, "insufficient_storage", (e as Error).message);
+    }
+    release();
+    if (job.state !== "queued") return job; // cancelled while it was written
     this.#queue.push(job.id);
     this.#kick();
     return job;
   }
 
   #kick(): void {
-    if (this.#current || this.#stopped) return;
-    const id = this.#queue.shift();
-    if (!id) return;
-    const job = this.#o.store.get(id)!;
-    const controller = new AbortController();
-    const done = this.#run(job, controller.signal).finally(() => {
-      this.#current = undefined;
-      this.#kick();
-    });
-    this.#current = { id, controller, done };
+    while (!this.#current && !this.#stopped) {
+      const id = this.#queue.shift();
+      if (!id) return;
+      const job = this.#o.store.get(id);
+      if (job?.state !== "queued") continue;
+      const controller = new AbortController();
+      const done = this.#run(job, controller.signal)
+        .catch((e) => {
+          // #run records its failures; this is the last guard that keeps the server up.
+          console.error(`voxseg serve: job ${id}: ${this.#o.root.redact(String(e))}`);
+        })
+        .finally(() => {
+          this.#current = undefined;
+          this.#kick();
+        });
+      this.#current = { id, controller, done };
+    }
   }
 
   async #run(job: Job, signal: AbortSignal): Promise<void> {
     const store = this.#o.store;
-    await store.events(job.id); // before any change: a stream sees the state and its event together
     job.state = "running";
     job.startedAt = now();
     job.attempts++;
     delete job.error;
     delete job.result;
     store.append(job.id, "state", { state: "running", attempt: job.attempts });
-    await store.save(job);
     let state: JobState = "succeeded";
     let error: Job["error"];
     try {
+      await store.save(job);
       job.result = job.kind === "train"
         ? await runTrainJob(job, signal, this.#o, (loss, step) => {
           this.#training.set(job.id, { loss, step });
@@ -232,19 +331,38 @@ export class JobRunner {
     } catch (e) {
       if (!signal.aborted) {
         state = "failed";
-        const err = e as Error;
-        error = { code: e instanceof ApiError ? e.code : "job_failed", message: err.message };
-        if (!(e instanceof ApiError)) console.error(`voxseg serve: job ${job.id} failed:`, err);
+        error = this.#errorOf(job, e);
       }
     }
     if (signal.aborted) {
-      state = (signal.reason as StopRequest).kind === "shutdown" ? "interrupted" : "cancelled";
+      const stop = signal.reason as StopRequest;
+      if (stop.kind === "storage") {
+        state = "failed";
+        error = { code: stop.error!.code, message: stop.error!.message };
+      } else {
+        state = stop.kind === "shutdown" ? "interrupted" : "cancelled";
+      }
     }
     await this.#finish(job, state, error);
   }
 
+  /** A job's error as clients see it: no absolute path, no file content. */
+  #errorOf(job: Job, e: unknown): Job["error"] {
+    const { root } = this.#o;
+    if (e instanceof ApiError) return { code: e.code, message: root.redact(e.message) };
+    if (e instanceof StorageError) return { code: e.code, message: e.message };
+    if (isDiskFull(e) || isDiskFull((e as Error)?.cause)) {
+      // A training checkpoint, say: where the job's files are, without the path.
+      const full = new StorageError(isDiskFull(e) ? e : (e as Error).cause, "the job's files");
+      return { code: full.code, message: full.message };
+    }
+    const message = root.redact((e as Error)?.message ?? String(e));
+    console.error(`voxseg serve: job ${job.id} failed: ${message}`);
+    return { code: "job_failed", message };
+  }
+
+  /** Records a final state; a failed write is logged and the state stays in memory. */
   async #finish(job: Job, state: JobState, error?: Job["error"]): Promise<void> {
-    await this.#o.store.events(job.id); // before any change, as in #run
     job.state = state;
     job.finishedAt = now();
     if (error) job.error = error;
@@ -254,6 +372,16 @@ export class JobRunner {
       ...(error ? { error } : {}),
       ...(job.result ? { result: job.result } : {}),
     });
-    await this.#o.store.save(job);
+    await this.#save(job);
+    this.#o.store.release(job.id);
+  }
+
+  /** Writes the job's record; a failure (already reported to the store's listeners) is logged. */
+  async #save(job: Job): Promise<void> {
+    try {
+      await this.#o.store.save(job);
+    } catch (e) {
+      console.error(`voxseg serve: job ${job.id}: ${(e as Error).message}`);
+    }
   }
 }

@@ -123,6 +123,9 @@ function reportTrainEvent(
     case "stop":
       store.append(job.id, "log", { message: `stopped: ${e.reason}` });
       break;
+    case "notice":
+      store.append(job.id, "log", { message: e.message });
+      break;
   }
 }
 

@@ -14,7 +14,9 @@ import {
   type DashboardAsset,
 } from "../dashboard/assets.ts";
 import { ApiError } from "../errors.ts";
+import { checkNiftiHead } from "../jobs/files.ts";
 import type { PredictJobRequest } from "../jobs/job.ts";
+import { sameFile, stampOf } from "../paths.ts";
 import { errorResponse } from "./schemas.ts";
 import type { RouteSpec, ServerContext } from "./table.ts";
 
@@ -62,7 +64,12 @@ async function serveAsset(c: Context, asset: DashboardAsset): Promise<Response> 
 
 type VolumeKind = "image" | "labels";
 
-/** Streams a prediction job's input volume or label map. */
+/**
+ * Streams a prediction job's input volume or label map. The input only when it was checked to
+ * be NIfTI when the job was accepted and still starts with a NIfTI header; the label map only
+ * while it is the very file the job wrote (same inode, size and time). Both are opened through
+ * `DataRoot.openRead`, so a folder swapped for a symbolic link is refused.
+ */
 async function servePredictionVolume(
   ctx: ServerContext,
   c: Context,
@@ -76,32 +83,61 @@ async function servePredictionVolume(
       `job ${job.id} is a ${job.kind} job; only prediction jobs have volumes to show`,
     );
   }
-  let path: unknown;
+  let path: string;
   if (which === "image") {
+    if (!job.inputChecked) {
+      throw new ApiError(
+        409,
+        "input_not_checked",
+        `job ${job.id}'s input was not checked to be a NIfTI volume when it was accepted, so ` +
+          "it is not shown; submit the prediction again",
+      );
+    }
     path = (job.request as PredictJobRequest).input;
   } else {
-    path = job.result?.output;
-    if (job.state !== "succeeded" || typeof path !== "string") {
+    if (job.state !== "succeeded" || !job.wrote) {
       throw new ApiError(409, "no_result", `job ${job.id} is ${job.state} and has no label map`);
     }
+    path = job.wrote.path;
   }
   const what = which === "image" ? "input" : "label map";
+  const gone = (message: string) => new ApiError(404, "file_not_found", message);
   let file: string;
   try {
     file = await ctx.root.resolve(path, { what, mustExist: true });
   } catch (e) {
     // Gone since the job ran: for a GET that is a 404, not a bad request.
-    if (e instanceof ApiError && e.code === "not_found") {
-      throw new ApiError(404, "file_not_found", e.message);
-    }
+    if (e instanceof ApiError && e.code === "not_found") throw gone(e.message);
     throw e;
   }
-  const handle = await Deno.open(file, { read: true });
+  let handle: Deno.FsFile;
+  try {
+    handle = await ctx.root.openRead(file, what);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw gone(`the ${what} of job ${job.id} is gone`);
+    throw e;
+  }
   let size: number;
   try {
     const stat = await handle.stat();
-    if (!stat.isFile) throw new ApiError(404, "file_not_found", `${what} is not a file`);
+    if (!stat.isFile) throw gone(`the ${what} of job ${job.id} is not a file`);
     size = stat.size;
+    if (which === "image") {
+      await checkNiftiHead(handle).catch(() => {
+        throw new ApiError(
+          409,
+          "input_not_nifti",
+          `the input of job ${job.id} is no longer a NIfTI volume; it is not shown`,
+        );
+      });
+    } else if (!sameFile(stampOf(stat), job.wrote!)) {
+      throw new ApiError(
+        409,
+        "output_changed",
+        `the label map of job ${job.id} was replaced or changed since the job wrote it; it is ` +
+          "not shown",
+      );
+    }
   } catch (e) {
     handle.close();
     throw e;
@@ -138,8 +174,12 @@ export function dashboardRoutes(ctx: ServerContext): RouteSpec[] {
         description: "the NIfTI file as written (gzipped when its name ends in .gz)",
         types: ["application/octet-stream", "application/gzip"],
       },
+      400: errorResponse("a folder on the file's path was moved or became a symbolic link"),
       404: errorResponse("no such job, or the file is gone"),
-      409: errorResponse("not a prediction job, or (labels) it has not succeeded"),
+      409: errorResponse(
+        "not a prediction job; (image) its input is not NIfTI; (labels) it has not succeeded " +
+          "or its label map changed since",
+      ),
     },
     handler: (c) => servePredictionVolume(ctx, c, which),
   });

@@ -13,7 +13,9 @@ async function jsonBody(c: Context): Promise<unknown> {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new ApiError(400, "invalid_json", `the body is not valid JSON: ${(e as Error).message}`);
+    // The parser quotes the text it choked on: say where, never echo the body.
+    const at = /at position \d+(?: \(line \d+ column \d+\))?/.exec((e as Error).message);
+    throw new ApiError(400, "invalid_json", `the body is not valid JSON${at ? ` (${at[0]})` : ""}`);
   }
 }
 
@@ -44,6 +46,7 @@ export function jobRoutes(ctx: ServerContext): RouteSpec[] {
         400: errorResponse("bad dataset path, dataset or config"),
         409: errorResponse("the name is taken"),
         503: queueFull,
+        507: errorResponse("no space left to record the job"),
       },
       handler: async (c) => {
         const request = parseTrainRequest(await jsonBody(c));
@@ -63,9 +66,13 @@ export function jobRoutes(ctx: ServerContext): RouteSpec[] {
       },
       responses: {
         202: { ...jobResponse, headers: { Location: "the job's URL" } },
-        400: errorResponse("bad path or field"),
+        400: errorResponse("bad path or field, an input that is not NIfTI, output = input"),
         404: errorResponse("no such model"),
+        409: errorResponse(
+          "the output exists (or another job writes it): files are never replaced",
+        ),
         503: queueFull,
+        507: errorResponse("no space left to record the job"),
       },
       handler: async (c) => {
         const request = parsePredictRequest(await jsonBody(c));

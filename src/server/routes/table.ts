@@ -5,6 +5,7 @@
  */
 
 import type { Handler } from "hono";
+import type { MemoryBudget } from "../admission.ts";
 import { ApiError } from "../errors.ts";
 import type { GpuInfo } from "../../gpu/device.ts";
 import type { JobRunner } from "../jobs/runner.ts";
@@ -32,8 +33,11 @@ export interface RouteSpec {
   summary: string;
   description?: string;
   tag: "health" | "models" | "jobs" | "dashboard";
-  /** Request body: the content types accepted (others → 415). */
-  body?: { types: readonly string[]; description: string; schema?: JsonSchema };
+  /**
+   * Request body: the content types accepted (others → 415) and its size limit (default
+   * JSON_BODY_LIMIT, 1 MiB; larger → 413).
+   */
+  body?: { types: readonly string[]; description: string; schema?: JsonSchema; maxBytes?: number };
   query?: { name: string; description: string; schema: JsonSchema }[];
   responses: Record<number, ResponseSpec>;
   handler: Handler;
@@ -57,6 +61,8 @@ export interface ServerContext {
   shutdownSignal: AbortSignal;
   /** Request body limit; a gzipped volume may expand to {@link GUNZIP_FACTOR} times it. */
   maxBodyBytes: number;
+  /** Host memory the synchronous predictions may hold at once (--memory-budget). */
+  admission: MemoryBudget;
   version: string;
 }
 

@@ -1,7 +1,9 @@
 /**
  * Request body size limit → 413. A declared `Content-Length` over the limit is refused before
  * any byte is read; a body without one (chunked) is counted as it streams and fails the read
- * that crosses the limit, so an oversized upload is never held in memory whole.
+ * that crosses the limit, so an oversized upload is never held in memory whole. The counting
+ * stream is lazy: it pulls from the client only when the handler reads, so a handler that
+ * refuses a request (admission, queue) does so with the body still unread.
  */
 
 import type { MiddlewareHandler } from "hono";
@@ -9,7 +11,12 @@ import { ApiError } from "../../errors.ts";
 
 export interface BodyLimitOptions {
   maxBytes: number;
+  /** Says where the limit comes from, in the 413 message. Default "voxseg serve --max-body". */
+  source?: string;
 }
+
+/** The body limit of routes that take JSON (job requests) or nothing: 1 MiB. */
+export const JSON_BODY_LIMIT = 2 ** 20;
 
 /** Bytes as "1 GiB", "512 MiB", "10 KiB", "42 B". */
 export function formatBytes(n: number): string {
@@ -40,12 +47,14 @@ export function parseBytes(text: string): number | null {
  * @example
  * app.use("*", bodyLimit({ maxBytes: 1024 ** 3 }));
  */
-export function bodyLimit({ maxBytes }: BodyLimitOptions): MiddlewareHandler {
+export function bodyLimit(
+  { maxBytes, source = "voxseg serve --max-body" }: BodyLimitOptions,
+): MiddlewareHandler {
   const tooLarge = () =>
     new ApiError(
       413,
       "payload_too_large",
-      `request body exceeds the ${formatBytes(maxBytes)} limit (voxseg serve --max-body)`,
+      `request body exceeds the ${formatBytes(maxBytes)} limit (${source})`,
     );
   return async function bodyLimit(c, next) {
     const body = c.req.raw.body;
@@ -53,17 +62,23 @@ export function bodyLimit({ maxBytes }: BodyLimitOptions): MiddlewareHandler {
     const declared = c.req.header("content-length");
     if (declared !== undefined && Number(declared) > maxBytes) throw tooLarge();
     let seen = 0;
-    const counter = new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, controller) {
-        seen += chunk.byteLength;
-        if (seen > maxBytes) controller.error(tooLarge());
-        else controller.enqueue(chunk);
+    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    const counted = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        reader ??= body.getReader();
+        const { done, value } = await reader.read();
+        if (done) return controller.close();
+        seen += value.byteLength;
+        if (seen > maxBytes) {
+          controller.error(tooLarge());
+          await reader.cancel().catch(() => {});
+        } else {
+          controller.enqueue(value);
+        }
       },
-    });
-    c.req.raw = new Request(c.req.raw, {
-      body: body.pipeThrough(counter),
-      duplex: "half",
-    } as RequestInit);
+      cancel: (reason) => (reader ?? body).cancel(reason),
+    }, { highWaterMark: 0 }); // pull only when the handler reads
+    c.req.raw = new Request(c.req.raw, { body: counted, duplex: "half" } as RequestInit);
     await next();
   };
 }

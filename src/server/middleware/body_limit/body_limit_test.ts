@@ -56,6 +56,32 @@ Deno.test("bodyLimit: a streamed body is cut off at the limit with 413", async (
   assert.equal((await res.json()).error.code, "payload_too_large");
 });
 
+Deno.test("bodyLimit: nothing is pulled from the client until the handler reads", async () => {
+  let pulls = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      pulls++;
+      controller.enqueue(new Uint8Array(4));
+    },
+  }, { highWaterMark: 0 }); // like a socket: bytes are read only when asked for
+  const a = new Hono();
+  a.use("*", bodyLimit({ maxBytes: 8, source: "JSON requests" }));
+  a.post("/refuse", (c) => c.text("refused unread", 503));
+  a.post("/read", async (c) => c.text(String((await c.req.arrayBuffer()).byteLength)));
+  a.onError(renderError);
+  const refused = await a.request(
+    "/refuse",
+    { method: "POST", body, duplex: "half" } as RequestInit,
+  );
+  assert.equal(refused.status, 503);
+  assert.equal(pulls, 0, "a handler that does not read leaves the body unread");
+  const read = await a.request(
+    "/read",
+    { method: "POST", body: chunked(12), duplex: "half" } as RequestInit,
+  );
+  assert.match((await read.json()).error.message, /8 B limit \(JSON requests\)/);
+});
+
 Deno.test("parseBytes and formatBytes", () => {
   assert.equal(parseBytes("1GiB"), 1024 ** 3);
   assert.equal(parseBytes("512 MiB"), 512 * 1024 ** 2);

@@ -14,7 +14,7 @@ Deno.test("requestMetrics: counts by route pattern and status, refusals and erro
   }));
   const app = new Hono();
   app.use("*", requestMetrics(metrics));
-  app.use("*", bearerAuth({ token: "t" }));
+  app.use("*", bearerAuth({ tokens: new Map([["default", "t"]]), scope: "mutating" }));
   app.get("/items/:id", (c) => {
     if (c.req.param("id") === "x") throw new ApiError(404, "not_found", "no x");
     return c.text("ok");
@@ -47,4 +47,31 @@ Deno.test("requestMetrics: counts by route pattern and status, refusals and erro
   );
   assert.match(text, /voxseg_gpu_queue_depth 2/);
   assert.match(text, /voxseg_gpu_busy_seconds_total 1.5/);
+});
+
+Deno.test("requestMetrics: invented methods and paths cannot grow the label set", async () => {
+  const metrics = new Metrics(() => ({
+    gpuQueueDepth: 0,
+    gpuBusySeconds: 0,
+    jobs: {},
+    training: {},
+  }));
+  const app = new Hono();
+  app.use("*", requestMetrics(metrics));
+  app.use("*", bearerAuth({ tokens: new Map([["default", "t"]]) }));
+  app.get("/items/:id", (c) => c.text("ok"));
+  app.onError(renderError);
+  const random = () => crypto.randomUUID().replace(/-/g, "").slice(0, 10).toUpperCase();
+  for (let i = 0; i < 50; i++) {
+    const method = `X${random()}`;
+    await app.request(`/p${random()}/${random()}`, { method });
+    await app.request(`/items/${random()}`, { method });
+  }
+  const text = metrics.render();
+  const series = text.split("\n").filter((l) => l.startsWith("voxseg_http_requests_total{"));
+  // No route takes these methods: one series for all 100 requests.
+  assert.deepEqual(series, [
+    'voxseg_http_requests_total{method="other",route="unmatched",status="401"} 100',
+  ]);
+  assert.doesNotMatch(text, /X[0-9A-F]{10}|\/p[0-9A-F]/);
 });

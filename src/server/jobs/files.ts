@@ -1,0 +1,103 @@
+/**
+ * The files a prediction job reads and writes under the data root: its input is checked to be
+ * NIfTI before the job is accepted (and again before the dashboard shows it), its output never
+ * replaces a file, and both are reopened at use through {@link DataRoot.openRead} and
+ * {@link DataRoot.writeNew}, so a folder swapped for a symbolic link meanwhile is refused.
+ */
+
+import { constants, gunzipSync } from "node:zlib";
+import { isGzip, parseNiftiHeader } from "../../data/nifti.ts";
+import { ApiError } from "../errors.ts";
+import type { DataRoot } from "../paths.ts";
+
+/** Compressed bytes read to find the header of a .nii.gz: far more than its 348 or 540 bytes need. */
+const GZIP_HEAD_BYTES = 4096;
+const RAW_HEAD_BYTES = 540;
+
+/**
+ * Throws unless the open file starts with a NIfTI-1 or NIfTI-2 header (gzipped or not); reads
+ * only its first bytes and leaves it positioned at the start.
+ */
+export async function checkNiftiHead(file: Deno.FsFile): Promise<void> {
+  const head = new Uint8Array(GZIP_HEAD_BYTES);
+  let n = 0;
+  while (n < head.length) {
+    const read = await file.read(head.subarray(n));
+    if (read === null) break;
+    n += read;
+  }
+  await file.seek(0, Deno.SeekMode.Start);
+  let bytes: Uint8Array = head.subarray(0, n);
+  if (isGzip(bytes)) {
+    try {
+      // The rest of the stream is not here: a sync flush returns what these bytes hold.
+      bytes = gunzipSync(bytes, { finishFlush: constants.Z_SYNC_FLUSH });
+    } catch {
+      throw new Error("not a NIfTI file: corrupt gzip data");
+    }
+  }
+  parseNiftiHeader(bytes.subarray(0, RAW_HEAD_BYTES));
+}
+
+/**
+ * Checks at submit that `resolved` (the job's input) is a NIfTI file; 400 `invalid_nifti`
+ * naming the field otherwise.
+ */
+export async function checkNiftiInput(root: DataRoot, resolved: string): Promise<void> {
+  const file = await root.openRead(resolved, "input");
+  try {
+    await checkNiftiHead(file);
+  } catch (e) {
+    if (e instanceof ApiError) throw e;
+    throw new ApiError(
+      400,
+      "invalid_nifti",
+      `"input" ${JSON.stringify(root.display(resolved))} is not a NIfTI volume ` +
+        `(${(e as Error).message}); name a .nii or .nii.gz file`,
+    );
+  } finally {
+    file.close();
+  }
+}
+
+/** The whole file at `resolved`, read through {@link DataRoot.openRead}. */
+export async function readVerified(
+  root: DataRoot,
+  resolved: string,
+  what: string,
+): Promise<Uint8Array> {
+  const file = await root.openRead(resolved, what);
+  try {
+    return new Uint8Array(await new Response(file.readable).arrayBuffer());
+  } catch (e) {
+    try {
+      file.close(); // the stream may have closed it already
+    } catch {
+      // closed
+    }
+    throw e;
+  }
+}
+
+/** True when `path` names something (a file, folder or link, even a dangling one). */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** `output` with `_2`, `_3`, … before its extension: the first that is free, for messages. */
+export async function freeName(root: DataRoot, output: string): Promise<string | undefined> {
+  const m = /^(.*?)(\.nii(?:\.gz)?)$/i.exec(output);
+  if (!m) return undefined;
+  for (let i = 2; i < 100; i++) {
+    const name = `${m[1]}_${i}${m[2]}`;
+    const path = await root.resolve(name, { what: "output" }).catch(() => undefined);
+    if (path && !(await pathExists(path))) return name;
+  }
+  return undefined;
+}
