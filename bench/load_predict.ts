@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import { decodeNifti, encodeNifti } from "../src/data/nifti.ts";
 import type { Shape3, Volume } from "../src/data/volume.ts";
 import { initGpu } from "../src/gpu/mod.ts";
-import { saveTinyCheckpoint, SPACING } from "../tests/server/helpers.ts";
+import { TINY_CT, writeTinyCheckpoint } from "../tests/fixtures/tiny_checkpoint.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -41,10 +41,10 @@ function ctVolume(): Volume {
     const x = i % W, y = Math.floor(i / W) % H;
     data[i] = Math.hypot(y - H / 2, x - W / 2) < Math.min(H, W) / 4 ? -800 : 40;
   }
-  const [sz, sy, sx] = SPACING;
+  const [sz, sy, sx] = TINY_CT.spacingMm;
   return {
     shape,
-    spacingMm: SPACING,
+    spacingMm: TINY_CT.spacingMm,
     affine: [-sx, 0, 0, 90, 0, -sy, 0, 110, 0, 0, sz, -40, 0, 0, 0, 1],
     data,
   };
@@ -160,7 +160,7 @@ function report(phase: string, samples: Sample[], seconds: number) {
 const root = await Deno.makeTempDir({ prefix: "voxseg_load_" });
 await initGpu();
 // The server tests' tiny U-Net (base 4, depth 2, random weights) as the model to serve.
-await saveTinyCheckpoint(join(root, "models", "tiny.safetensors"));
+await writeTinyCheckpoint(join(root, "models", "tiny.safetensors"), TINY_CT);
 const volume = ctVolume();
 const body = encodeNifti(volume) as Uint8Array<ArrayBuffer>;
 const { child, base } = await startServer(root);

@@ -5,7 +5,7 @@
 
 import { commands, fromArray, initGpu, scope } from "../src/gpu/mod.ts";
 import { opCases } from "../src/cli/bench/ops.ts";
-import { Random } from "../src/data/random.ts";
+import { Random } from "../src/base/random.ts";
 
 await initGpu();
 const rng = new Random(1);

@@ -24,7 +24,7 @@
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { softmaxChannels } from "../../src/autograd/functional.ts";
-import type { BenchResult } from "../../src/cli/bench.ts";
+import type { BenchResult } from "../../src/cli/bench/suite.ts";
 import { phantomCt } from "../../src/cli/bench/infer.ts";
 import { referenceConfig } from "../../src/cli/bench/train.ts";
 import { agreedRatio, labelsAgreement } from "../../src/cli/bench/agreement.ts";

@@ -32,7 +32,7 @@ import {
   scope,
   type Tensor,
 } from "../../src/gpu/mod.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import { synthCase } from "../../src/data/synth.ts";
 import type { Shape3 } from "../../src/data/volume.ts";
 import { DEFAULT_CT_WINDOW, normalizeInPlace } from "../../src/data/normalize.ts";
@@ -41,7 +41,7 @@ import type { TrainConfig } from "../../src/train/config.ts";
 import { Optimizer } from "../../src/train/optimizer.ts";
 import { encodeSafetensors, type HostTensor } from "../../src/train/safetensors.ts";
 import { loadWeights, readWeights, trainStep } from "../../src/train/trainer.ts";
-import type { BenchResult } from "../../src/cli/bench.ts";
+import type { BenchResult } from "../../src/cli/bench/suite.ts";
 import { referenceConfig, runUnetTorch, torchLabel } from "../../src/cli/bench/train.ts";
 
 /** Fixed patches: `steps` training batches and `val` held-out patches, channels-first. */

@@ -29,7 +29,7 @@ import type { UNet3DConfig } from "../../src/nn/unet3d.ts";
 import type { TrainConfig } from "../../src/train/config.ts";
 import type { HostTensor } from "../../src/train/safetensors.ts";
 import { readWeights } from "../../src/train/trainer.ts";
-import { type BenchResult, median } from "../../src/cli/bench.ts";
+import { type BenchResult, median } from "../../src/cli/bench/suite.ts";
 import { referenceBatch, referenceConfig, TrainStepBench } from "../../src/cli/bench/train.ts";
 import { agreedRatio, lossAgreement } from "../../src/cli/bench/agreement.ts";
 

@@ -5,7 +5,10 @@
 
 import type { Tensor } from "../gpu/mod.ts";
 import type { FusedActivation } from "../ops/elementwise.ts";
+import type { CrossEntropyOptions, DiceOptions, TverskyOptions } from "../ops/losses.ts";
 import { apply } from "./tape.ts";
+
+export type { CrossEntropyOptions, DiceOptions, TverskyOptions };
 
 export const add = (a: Tensor, b: Tensor): Tensor => apply("add", [a, b], {});
 export const sub = (a: Tensor, b: Tensor): Tensor => apply("sub", [a, b], {});
@@ -16,7 +19,6 @@ export const scale = (x: Tensor, s: number): Tensor => apply("scale", [x], { s }
 export const relu = (x: Tensor): Tensor => apply("relu", [x], {});
 export const leakyRelu = (x: Tensor, slope = 0.01): Tensor => apply("leakyRelu", [x], { slope });
 export const elu = (x: Tensor, alpha = 1): Tensor => apply("elu", [x], { alpha });
-// <functional:conv>
 /**
  * 3D convolution, stride 1: x [N,Ci,D,H,W], w [Co,Ci,k,k,k] with k = 3 (padding 1) or k = 1
  * (padding 0), optional bias [Co] → [N,Co,D,H,W].
@@ -47,8 +49,6 @@ export const conv3dAct = (
  */
 export const convTranspose3d = (x: Tensor, w: Tensor, b: Tensor | null): Tensor =>
   apply("convTranspose3d", [x, w, b], {});
-// </functional:conv>
-// <functional:layers>
 /** Max pooling, kernel 2 stride 2: [N,C,D,H,W] → [N,C,⌊D/2⌋,⌊H/2⌋,⌊W/2⌋]; ties: first max. */
 export const maxPool3d = (x: Tensor): Tensor => apply("maxPool3d", [x], {});
 
@@ -103,10 +103,6 @@ export const batchNorm = (
  * const mirrored = flip(x, [2, 3, 4]); // D, H and W of [N,C,D,H,W]
  */
 export const flip = (x: Tensor, axes: number[]): Tensor => apply("flip", [x], { axes: [...axes] });
-// </functional:layers>
-// <functional:losses>
-import type { CrossEntropyOptions, DiceOptions, TverskyOptions } from "../ops/losses.ts";
-export type { CrossEntropyOptions, DiceOptions, TverskyOptions };
 
 /** Σ x over all elements → [1]. */
 export const sum = (x: Tensor): Tensor => apply("sum", [x], {});
@@ -149,4 +145,3 @@ export const crossEntropy = (
   labels: Tensor,
   opts: CrossEntropyOptions = {},
 ): Tensor => apply("crossEntropy", [logits, labels], opts);
-// </functional:losses>

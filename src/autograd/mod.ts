@@ -6,4 +6,4 @@ export * from "./functional.ts";
 export { apply, Tape } from "./tape.ts";
 export { rules } from "./rules.ts";
 export type { RuleName } from "./rules.ts";
-export type { Rule, Saved } from "./rule.ts";
+export type { AttrsOf, Grads, Inputs, InputsOf, Rule, SavedOf } from "./rule.ts";

@@ -1,206 +1,206 @@
 /**
- * The backward rules, one table. Each entry runs its op forward, says what it saves, and maps
- * the output gradient to input gradients. Kernels live in `src/ops/`; this file only wires
- * them. Input order in `apply(name, inputs, attrs)` is the order of the gradients returned.
+ * The backward rules, one table. Each entry names its inputs, attributes and what it saves
+ * (`rule<Inputs, Attrs, Saved>`), runs its op forward and maps the output gradient to input
+ * gradients. Kernels live in `src/ops/`; this file only wires them. Input order in
+ * `apply(name, inputs, attrs)` is the order of the gradients returned.
  */
 
 import type { Tensor } from "../gpu/mod.ts";
-import * as ew from "../ops/elementwise.ts";
-import { rule } from "./rule.ts";
-// <imports:conv>
-import * as conv from "../ops/conv3d.ts";
-import * as convT from "../ops/conv_transpose3d.ts";
-// </imports:conv>
-// <imports:layers>
-import * as pool from "../ops/pool.ts";
-import * as concat from "../ops/concat.ts";
-import * as softmax from "../ops/softmax.ts";
-import * as norm from "../ops/norm.ts";
-import * as flipOp from "../ops/flip.ts";
-// </imports:layers>
-// <imports:losses>
-import * as losses from "../ops/losses.ts";
-import * as reduce from "../ops/reduce.ts";
-// </imports:losses>
+import * as ops from "../ops/mod.ts";
+import { type None, rule } from "./rule.ts";
 
-const t = (v: unknown) => v as Tensor;
+type Unary = [x: Tensor];
+type Binary = [a: Tensor, b: Tensor];
+/** Convolution inputs: the bias is optional. */
+type Conv = [x: Tensor, w: Tensor, b: Tensor | null];
+/** Norm inputs: no scale or no shift when gamma or beta is null. */
+type Norm = [x: Tensor, gamma: Tensor | null, beta: Tensor | null];
+/** Loss inputs: u32 labels get no gradient. */
+type Loss = [pred: Tensor, labels: Tensor];
+
+/** What a convolution keeps: its input and weight. */
+interface ConvSaved {
+  x: Tensor;
+  w: Tensor;
+}
+/** What a norm keeps: its input, scale and per-group (mean, invStd). */
+interface NormSaved {
+  x: Tensor;
+  gamma: Tensor | null;
+  stats: Tensor;
+}
+
+/** The side k of a convolution weight [Co,Ci,k,k,k] (forward accepted only 1 and 3). */
+function kernelSize(w: Tensor): 1 | 3 {
+  const k = w.shape[2];
+  if (k !== 1 && k !== 3) throw new Error(`conv3d backward: kernel size must be 1 or 3, got ${k}`);
+  return k;
+}
 
 export const rules = {
   // ---- elementwise: x, y saved where the derivative needs them --------------------------
-  add: rule<Record<never, never>>({
-    forward: ([a, b]) => ({ out: ew.add(a!, b!), saved: {} }),
+  add: rule<Binary, None, None>({
+    forward: ([a, b]) => ({ out: ops.add(a, b), saved: {} }),
     backward: (
       gy,
       _s,
       _a,
       needs,
-    ) => [needs[0] ? ew.scale(gy, 1) : null, needs[1] ? ew.scale(gy, 1) : null],
+    ) => [needs[0] ? ops.scale(gy, 1) : null, needs[1] ? ops.scale(gy, 1) : null],
   }),
-  sub: rule<Record<never, never>>({
-    forward: ([a, b]) => ({ out: ew.sub(a!, b!), saved: {} }),
+  sub: rule<Binary, None, None>({
+    forward: ([a, b]) => ({ out: ops.sub(a, b), saved: {} }),
     backward: (
       gy,
       _s,
       _a,
       needs,
-    ) => [needs[0] ? ew.scale(gy, 1) : null, needs[1] ? ew.scale(gy, -1) : null],
+    ) => [needs[0] ? ops.scale(gy, 1) : null, needs[1] ? ops.scale(gy, -1) : null],
   }),
-  mul: rule<Record<never, never>>({
-    forward: ([a, b]) => ({ out: ew.mul(a!, b!), saved: { a: a!, b: b! } }),
-    backward: (gy, s, _a, needs) => [
-      needs[0] ? ew.mul(gy, t(s.b)) : null,
-      needs[1] ? ew.mul(gy, t(s.a)) : null,
+  mul: rule<Binary, None, { a: Tensor; b: Tensor }>({
+    forward: ([a, b]) => ({ out: ops.mul(a, b), saved: { a, b } }),
+    backward: (gy, { a, b }, _a, needs) => [
+      needs[0] ? ops.mul(gy, b) : null,
+      needs[1] ? ops.mul(gy, a) : null,
     ],
   }),
-  axpby: rule<{ alpha: number; beta: number }>({
-    forward: ([a, b], { alpha, beta }) => ({ out: ew.axpby(alpha, a!, beta, b!), saved: {} }),
+  axpby: rule<Binary, { alpha: number; beta: number }, None>({
+    forward: ([a, b], { alpha, beta }) => ({ out: ops.axpby(alpha, a, beta, b), saved: {} }),
     backward: (gy, _s, { alpha, beta }, needs) => [
-      needs[0] ? ew.scale(gy, alpha) : null,
-      needs[1] ? ew.scale(gy, beta) : null,
+      needs[0] ? ops.scale(gy, alpha) : null,
+      needs[1] ? ops.scale(gy, beta) : null,
     ],
   }),
-  scale: rule<{ s: number }>({
-    forward: ([x], { s }) => ({ out: ew.scale(x!, s), saved: {} }),
-    backward: (gy, _s, { s }) => [ew.scale(gy, s)],
+  scale: rule<Unary, { s: number }, None>({
+    forward: ([x], { s }) => ({ out: ops.scale(x, s), saved: {} }),
+    backward: (gy, _s, { s }) => [ops.scale(gy, s)],
   }),
-  relu: rule<Record<never, never>>({
-    forward: ([x]) => ({ out: ew.relu(x!), saved: { x: x! } }),
-    backward: (gy, s) => [ew.reluBackward(gy, t(s.x))],
+  relu: rule<Unary, None, { x: Tensor }>({
+    forward: ([x]) => ({ out: ops.relu(x), saved: { x } }),
+    backward: (gy, { x }) => [ops.reluBackward(gy, x)],
   }),
-  leakyRelu: rule<{ slope: number }>({
-    forward: ([x], { slope }) => ({ out: ew.leakyRelu(x!, slope), saved: { x: x! } }),
-    backward: (gy, s, { slope }) => [ew.leakyReluBackward(gy, t(s.x), slope)],
+  leakyRelu: rule<Unary, { slope: number }, { x: Tensor }>({
+    forward: ([x], { slope }) => ({ out: ops.leakyRelu(x, slope), saved: { x } }),
+    backward: (gy, { x }, { slope }) => [ops.leakyReluBackward(gy, x, slope)],
   }),
-  elu: rule<{ alpha: number }>({
-    forward: ([x], { alpha }) => ({ out: ew.elu(x!, alpha), saved: { x: x! } }),
-    backward: (gy, s, { alpha }) => [ew.eluBackward(gy, t(s.x), alpha)],
+  elu: rule<Unary, { alpha: number }, { x: Tensor }>({
+    forward: ([x], { alpha }) => ({ out: ops.elu(x, alpha), saved: { x } }),
+    backward: (gy, { x }, { alpha }) => [ops.eluBackward(gy, x, alpha)],
   }),
-  // <rules:conv> conv3d, convTranspose3d
   // ---- convolutions: inputs [x, w, b]; x and w saved, bias gradient only for a real bias ----
-  conv3d: rule<Record<never, never>>({
-    forward: ([x, w, b]) => ({ out: conv.conv3d(x!, w!, b), saved: { x: x!, w: w! } }),
-    backward: (gy, s, _a, needs) => [
-      needs[0] ? conv.conv3dBackwardInput(gy, t(s.w)) : null,
-      needs[1] ? conv.conv3dBackwardWeight(t(s.x), gy, t(s.w).shape[2] as 1 | 3) : null,
-      needs[2] ? conv.biasGrad(gy) : null,
+  conv3d: rule<Conv, None, ConvSaved>({
+    forward: ([x, w, b]) => ({ out: ops.conv3d(x, w, b), saved: { x, w } }),
+    backward: (gy, { x, w }, _a, needs) => [
+      needs[0] ? ops.conv3dBackwardInput(gy, w) : null,
+      needs[1] ? ops.conv3dBackwardWeight(x, gy, kernelSize(w)) : null,
+      needs[2] ? ops.biasGrad(gy) : null,
     ],
   }),
   // Convolution with its activation fused into the kernel: the output is saved instead of the
   // pre-activation, and the activation's gradient is taken from it.
-  conv3dAct: rule<{ act: ew.FusedActivation }>({
+  conv3dAct: rule<Conv, { act: ops.FusedActivation }, ConvSaved & { y: Tensor }>({
     forward: ([x, w, b], { act }) => {
-      const y = conv.conv3d(x!, w!, b, act);
-      return { out: y, saved: { x: x!, w: w!, y } };
+      const y = ops.conv3d(x, w, b, act);
+      return { out: y, saved: { x, w, y } };
     },
-    backward: (gy, s, { act }, needs) => {
-      const g = ew.activationBackwardFromOutput(gy, t(s.y), act);
-      const grads = [
-        needs[0] ? conv.conv3dBackwardInput(g, t(s.w)) : null,
-        needs[1] ? conv.conv3dBackwardWeight(t(s.x), g, t(s.w).shape[2] as 1 | 3) : null,
-        needs[2] ? conv.biasGrad(g) : null,
+    backward: (gy, { x, w, y }, { act }, needs) => {
+      const g = ops.activationBackwardFromOutput(gy, y, act);
+      const grads: [Tensor | null, Tensor | null, Tensor | null] = [
+        needs[0] ? ops.conv3dBackwardInput(g, w) : null,
+        needs[1] ? ops.conv3dBackwardWeight(x, g, kernelSize(w)) : null,
+        needs[2] ? ops.biasGrad(g) : null,
       ];
       g.dispose();
       return grads;
     },
   }),
-  convTranspose3d: rule<Record<never, never>>({
-    forward: ([x, w, b]) => ({ out: convT.convTranspose3d(x!, w!, b), saved: { x: x!, w: w! } }),
-    backward: (gy, s, _a, needs) => [
-      needs[0] ? convT.convTranspose3dBackwardInput(gy, t(s.w)) : null,
-      needs[1] ? convT.convTranspose3dBackwardWeight(t(s.x), gy) : null,
-      needs[2] ? convT.convTranspose3dBackwardBias(gy) : null,
+  convTranspose3d: rule<Conv, None, ConvSaved>({
+    forward: ([x, w, b]) => ({ out: ops.convTranspose3d(x, w, b), saved: { x, w } }),
+    backward: (gy, { x, w }, _a, needs) => [
+      needs[0] ? ops.convTranspose3dBackwardInput(gy, w) : null,
+      needs[1] ? ops.convTranspose3dBackwardWeight(x, gy) : null,
+      needs[2] ? ops.convTranspose3dBackwardBias(gy) : null,
     ],
   }),
-  // </rules:conv>
-  // <rules:layers> maxPool3d, concatChannels, softmaxChannels, instanceNorm, batchNorm, flip
   // ---- layers: pooling saves argmax, norms save (mean, invStd), softmax its output -------
-  maxPool3d: rule<Record<never, never>>({
+  maxPool3d: rule<Unary, None, { argmax: Tensor; inShape: readonly number[] }>({
     forward: ([x]) => {
-      const { y, argmax } = pool.maxPool3d(x!);
-      return { out: y, saved: { argmax, inShape: x!.shape } };
+      const { y, argmax } = ops.maxPool3d(x);
+      return { out: y, saved: { argmax, inShape: x.shape } };
     },
-    backward: (gy, s) => [
-      pool.maxPool3dBackward(gy, t(s.argmax), s.inShape as readonly number[]),
-    ],
+    backward: (gy, { argmax, inShape }) => [ops.maxPool3dBackward(gy, argmax, inShape)],
   }),
-  concatChannels: rule<Record<never, never>>({
+  concatChannels: rule<Binary, None, { ca: number; cb: number }>({
     forward: ([a, b]) => ({
-      out: concat.concatChannels(a!, b!),
-      saved: { ca: a!.shape[1], cb: b!.shape[1] },
+      out: ops.concatChannels(a, b),
+      saved: { ca: a.shape[1], cb: b.shape[1] },
     }),
-    backward: (gy, s, _a, needs) => [
-      needs[0] ? concat.sliceChannels(gy, 0, s.ca as number) : null,
-      needs[1] ? concat.sliceChannels(gy, s.ca as number, s.cb as number) : null,
+    backward: (gy, { ca, cb }, _a, needs) => [
+      needs[0] ? ops.sliceChannels(gy, 0, ca) : null,
+      needs[1] ? ops.sliceChannels(gy, ca, cb) : null,
     ],
   }),
-  softmaxChannels: rule<Record<never, never>>({
+  softmaxChannels: rule<Unary, None, { y: Tensor }>({
     forward: ([x]) => {
-      const y = softmax.softmaxChannels(x!);
+      const y = ops.softmaxChannels(x);
       return { out: y, saved: { y } };
     },
-    backward: (gy, s) => [softmax.softmaxChannelsBackward(gy, t(s.y))],
+    backward: (gy, { y }) => [ops.softmaxChannelsBackward(gy, y)],
   }),
-  instanceNorm: rule<{ eps: number }>({
+  instanceNorm: rule<Norm, { eps: number }, NormSaved>({
     forward: ([x, gamma, beta], { eps }) => {
-      const { y, stats } = norm.instanceNorm(x!, gamma, beta, eps);
-      return { out: y, saved: { x: x!, gamma: gamma ?? undefined, stats } };
+      const { y, stats } = ops.instanceNorm(x, gamma, beta, eps);
+      return { out: y, saved: { x, gamma, stats } };
     },
-    backward: (gy, s, _a, needs) => {
-      const gamma = (s.gamma as Tensor | undefined) ?? null;
-      return norm.normBackward(gy, t(s.x), gamma, t(s.stats), "instance", true, needs);
-    },
+    backward: (gy, { x, gamma, stats }, _a, needs) =>
+      ops.normBackward(gy, x, gamma, stats, "instance", true, needs),
   }),
-  batchNorm: rule<norm.BatchNormOptions & { training: boolean }>({
+  batchNorm: rule<Norm, ops.BatchNormOptions & { training: boolean }, NormSaved>({
     forward: ([x, gamma, beta], opts) => {
-      const { y, stats } = norm.batchNorm(x!, gamma, beta, opts);
-      return { out: y, saved: { x: x!, gamma: gamma ?? undefined, stats } };
+      const { y, stats } = ops.batchNorm(x, gamma, beta, opts);
+      return { out: y, saved: { x, gamma, stats } };
     },
-    backward: (gy, s, { training }, needs) => {
-      const gamma = (s.gamma as Tensor | undefined) ?? null;
-      return norm.normBackward(gy, t(s.x), gamma, t(s.stats), "batch", training, needs);
-    },
+    backward: (gy, { x, gamma, stats }, { training }, needs) =>
+      ops.normBackward(gy, x, gamma, stats, "batch", training, needs),
   }),
-  flip: rule<{ axes: readonly number[] }>({
-    forward: ([x], { axes }) => ({ out: flipOp.flip(x!, axes), saved: {} }),
-    backward: (gy, _s, { axes }) => [flipOp.flip(gy, axes)],
+  flip: rule<Unary, { axes: readonly number[] }, None>({
+    forward: ([x], { axes }) => ({ out: ops.flip(x, axes), saved: {} }),
+    backward: (gy, _s, { axes }) => [ops.flip(gy, axes)],
   }),
-  // </rules:layers>
-  // <rules:losses> tversky, dice, crossEntropy, sum, mean
   // ---- reductions and losses: output [1]; labels (input 1) get no gradient ----------------
-  sum: rule<Record<never, never>>({
-    forward: ([x]) => ({ out: reduce.sum(x!), saved: { shape: x!.shape } }),
-    backward: (gy, s) => [reduce.broadcastScalar(gy, s.shape as readonly number[], 1)],
+  sum: rule<Unary, None, { shape: readonly number[] }>({
+    forward: ([x]) => ({ out: ops.sum(x), saved: { shape: x.shape } }),
+    backward: (gy, { shape }) => [ops.broadcastScalar(gy, shape, 1)],
   }),
-  mean: rule<Record<never, never>>({
-    forward: ([x]) => ({ out: reduce.mean(x!), saved: { shape: x!.shape, n: x!.size } }),
-    backward: (gy, s) => [
-      reduce.broadcastScalar(gy, s.shape as readonly number[], 1 / (s.n as number)),
-    ],
+  mean: rule<Unary, None, { shape: readonly number[]; n: number }>({
+    forward: ([x]) => ({ out: ops.mean(x), saved: { shape: x.shape, n: x.size } }),
+    backward: (gy, { shape, n }) => [ops.broadcastScalar(gy, shape, 1 / n)],
   }),
   // Dice is tversky with alpha = beta = 0.5 (see functional.ts).
-  tversky: rule<losses.TverskyOptions>({
+  tversky: rule<
+    Loss,
+    ops.TverskyOptions,
+    { coef: Tensor; labels: Tensor; shape: readonly number[] }
+  >({
     forward: ([p, labels], o) => {
-      const { loss, coef } = losses.tverskyForward(p!, labels!, o);
-      return { out: loss, saved: { coef, labels: labels!, shape: p!.shape } };
+      const { loss, coef } = ops.tverskyForward(p, labels, o);
+      return { out: loss, saved: { coef, labels, shape: p.shape } };
     },
-    backward: (gy, s, _o, needs) => [
-      needs[0]
-        ? losses.tverskyBackward(gy, t(s.coef), t(s.labels), s.shape as readonly number[])
-        : null,
+    backward: (gy, { coef, labels, shape }, _o, needs) => [
+      needs[0] ? ops.tverskyBackward(gy, coef, labels, shape) : null,
       null,
     ],
   }),
-  crossEntropy: rule<losses.CrossEntropyOptions>({
+  crossEntropy: rule<Loss, ops.CrossEntropyOptions, { x: Tensor; labels: Tensor; stats: Tensor }>({
     forward: ([x, labels], o) => {
-      const { loss, stats } = losses.crossEntropyForward(x!, labels!, o);
-      return { out: loss, saved: { x: x!, labels: labels!, stats } };
+      const { loss, stats } = ops.crossEntropyForward(x, labels, o);
+      return { out: loss, saved: { x, labels, stats } };
     },
-    backward: (gy, s, o, needs) => [
-      needs[0] ? losses.crossEntropyBackward(gy, t(s.x), t(s.labels), t(s.stats), o) : null,
+    backward: (gy, { x, labels, stats }, o, needs) => [
+      needs[0] ? ops.crossEntropyBackward(gy, x, labels, stats, o) : null,
       null,
     ],
   }),
-  // </rules:losses>
 };
 
 export type RuleName = keyof typeof rules;

@@ -7,18 +7,30 @@
  * `backward` walks the records in reverse, asking each rule for its input gradients.
  */
 
-import { add } from "../ops/elementwise.ts";
+import * as ops from "../ops/mod.ts";
 import { fromArray, Tensor } from "../gpu/mod.ts";
 import { type RuleName, rules } from "./rules.ts";
-import type { AttrsOf, Saved } from "./rule.ts";
+import type { AttrsOf, Inputs, InputsOf, Rule, SavedOf } from "./rule.ts";
 
+/**
+ * One recorded application: its inputs, its output, and its rule's backward bound to what
+ * forward saved and the attributes it ran with.
+ */
 interface Entry {
-  rule: RuleName;
-  inputs: (Tensor | null)[];
+  inputs: Inputs;
   out: Tensor;
-  saved: Saved;
-  attrs: unknown;
+  backward(gy: Tensor, needs: readonly boolean[]): readonly (Tensor | null)[];
 }
+
+type Rules = typeof rules;
+/**
+ * The table seen through each rule's own types, so {@link apply} can index it by a generic
+ * name without losing the link between a rule's inputs, attributes and saved state.
+ */
+type RuleTable = {
+  [N in RuleName]: Rule<InputsOf<Rules[N]>, AttrsOf<Rules[N]>, SavedOf<Rules[N]>>;
+};
+const table: RuleTable = rules;
 
 let active: Tape | undefined;
 
@@ -72,10 +84,7 @@ export class Tape {
       if (!gy) continue;
       grads.delete(e.out);
       const needs = e.inputs.map((x) => x !== null && this.#tracked.has(x));
-      const rule = rules[e.rule] as unknown as {
-        backward(gy: Tensor, saved: Saved, attrs: unknown, needs: boolean[]): (Tensor | null)[];
-      };
-      const gx = rule.backward(gy, e.saved, e.attrs, needs);
+      const gx = e.backward(gy, needs);
       if (gy !== seed) gy.dispose();
       e.inputs.forEach((x, j) => {
         const g = gx[j];
@@ -86,7 +95,7 @@ export class Tape {
         if (!produced.has(x)) leaves.add(x);
         const prev = grads.get(x);
         if (prev) {
-          grads.set(x, add(prev, g));
+          grads.set(x, ops.add(prev, g));
           prev.dispose();
           g.dispose();
         } else {
@@ -115,19 +124,27 @@ export class Tape {
  */
 export function apply<N extends RuleName>(
   name: N,
-  inputs: (Tensor | null)[],
-  attrs: AttrsOf<(typeof rules)[N]>,
+  inputs: InputsOf<Rules[N]>,
+  attrs: AttrsOf<Rules[N]>,
 ): Tensor {
-  const rule = rules[name] as unknown as {
-    forward(inputs: (Tensor | null)[], attrs: unknown): { out: Tensor; saved: Saved };
-  };
+  return run(table[name], inputs, attrs);
+}
+
+/** {@link apply} for one rule, with its types bound. */
+function run<I extends Inputs, A, S extends object>(
+  rule: Rule<I, A, S>,
+  inputs: I,
+  attrs: A,
+): Tensor {
   const { out, saved } = rule.forward(inputs, attrs);
   const owned = Object.values(saved).filter((v): v is Tensor =>
     v instanceof Tensor && v !== out && !inputs.includes(v)
   );
   const tape = active;
   if (tape && inputs.some((x) => x !== null && tape.isTracked(x))) {
-    tape.push({ rule: name, inputs, out, saved, attrs }, owned);
+    const backward = (gy: Tensor, needs: readonly boolean[]) =>
+      rule.backward(gy, saved, attrs, needs);
+    tape.push({ inputs, out, backward }, owned);
   } else {
     for (const t of owned) t.dispose();
   }

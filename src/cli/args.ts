@@ -1,7 +1,7 @@
 /** Flag parsing shared by the commands, on `node:util` parseArgs with voxseg's error style. */
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { UsageError } from "./main.ts";
+import { UsageError } from "./usage_error.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 

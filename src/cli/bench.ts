@@ -5,18 +5,8 @@
  */
 
 import { parseFlags } from "./args.ts";
-import { UsageError } from "./main.ts";
-
-/** One measurement. Suites add their own fields (gflops, patches_per_s, rss_mb, ratio…). */
-export interface BenchResult {
-  name: string;
-  [field: string]: string | number | boolean | null;
-}
-
-export interface BenchSuite {
-  summary: string;
-  run(options: { quick: boolean }): AsyncIterable<BenchResult>;
-}
+import type { BenchSuite } from "./bench/suite.ts";
+import { UsageError } from "./usage_error.ts";
 
 const suites: Record<string, { summary: string; load: () => Promise<{ suite: BenchSuite }> }> = {
   ops: {
@@ -71,11 +61,4 @@ export async function main(argv: string[]): Promise<number> {
     }
   }
   return 0;
-}
-
-/** Median of a list of numbers. */
-export function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }

@@ -5,7 +5,7 @@
 
 import { basename, isAbsolute, join, relative, resolve } from "node:path";
 import { numberFlag, parseFlags, shapeFlag } from "./args.ts";
-import { UsageError } from "./main.ts";
+import { UsageError } from "./usage_error.ts";
 import {
   buildManifest,
   caseStats,
@@ -15,16 +15,11 @@ import {
   type ManifestCase,
   writeDataset,
 } from "../data/dataset.ts";
-import { commitFolder, tempSibling } from "../data/atomic.ts";
+import { commitFolder, tempSibling } from "../base/atomic.ts";
 import { type NiftiVolume, readNifti } from "../data/nifti.ts";
-import {
-  CASE_CODECS,
-  type CaseCodec,
-  checkFiniteImage,
-  labelArray,
-  writeCase,
-} from "../data/ome_zarr.ts";
-import { Random } from "../data/random.ts";
+import { CASE_CODECS, type CaseCodec } from "../data/ome_zarr/metadata.ts";
+import { checkFiniteImage, labelArray, writeCase } from "../data/ome_zarr/writer.ts";
+import { Random } from "../base/random.ts";
 
 const HELP = `voxseg convert --image a.nii.gz [--label a_seg.nii.gz] --out DIR/a.zarr
 voxseg convert --raw DIR --out DIR [--val 0.2] [--test 0.1] [--seed 0] [--name NAME]

@@ -5,7 +5,7 @@
  */
 
 import { dirname, join } from "node:path";
-import { writeFileAtomic } from "../data/atomic.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
 import { readDataset, type Split, SPLITS } from "../data/dataset.ts";
 import {
   type CaseEvaluation,
@@ -17,7 +17,7 @@ import type { ClassMetrics } from "../infer/metrics.ts";
 import { loadModel } from "../infer/predict.ts";
 import { numberFlag, parseFlags } from "./args.ts";
 import { PREDICT_FLAGS, predictOptionsFromFlags } from "./infer.ts";
-import { UsageError } from "./main.ts";
+import { UsageError } from "./usage_error.ts";
 import { Progress } from "./progress.ts";
 
 const HELP = `voxseg eval --model M.safetensors --data DIR|URL [--split test] [--out PREFIX] [flags]

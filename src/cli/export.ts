@@ -1,9 +1,9 @@
 /** `voxseg export`: an OME-Zarr case back to NIfTI, with the source file's geometry. */
 
 import { parseFlags } from "./args.ts";
-import { UsageError } from "./main.ts";
+import { UsageError } from "./usage_error.ts";
 import { writeNifti } from "../data/nifti.ts";
-import { openCase } from "../data/ome_zarr.ts";
+import { openCase } from "../data/ome_zarr/reader.ts";
 
 const HELP = `voxseg export --case DIR/a.zarr [--labels] --out a.nii.gz
 

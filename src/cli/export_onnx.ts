@@ -6,8 +6,8 @@
 
 import denoJson from "../../deno.json" with { type: "json" };
 import { parseFlags } from "./args.ts";
-import { UsageError } from "./main.ts";
-import { writeFileAtomic } from "../data/atomic.ts";
+import { UsageError } from "./usage_error.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
 import { ONNX_OPSET, unet3dToOnnx } from "../nn/onnx.ts";
 import { type Checkpoint, decodeCheckpoint, metadataStrings } from "../train/checkpoint.ts";
 

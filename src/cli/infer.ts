@@ -5,9 +5,10 @@
  */
 
 import { isPrecision, PRECISIONS } from "../ops/precision.ts";
-import { writeFileAtomic } from "../data/atomic.ts";
-import { decodeNifti, type NiftiGeometry, type NiftiVolume, writeNifti } from "../data/nifti.ts";
-import { openCase } from "../data/ome_zarr.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
+import { decodeNifti, type NiftiVolume, writeNifti } from "../data/nifti.ts";
+import type { NiftiGeometry } from "../data/nifti_geometry.ts";
+import { openCase } from "../data/ome_zarr/reader.ts";
 import type { Volume } from "../data/volume.ts";
 import {
   DEFAULT_MEMORY_BUDGET,
@@ -20,7 +21,7 @@ import {
 } from "../infer/predict.ts";
 import { SPACING_TOLERANCE } from "../infer/resample.ts";
 import { numberFlag, parseFlags } from "./args.ts";
-import { UsageError } from "./main.ts";
+import { UsageError } from "./usage_error.ts";
 import { Progress } from "./progress.ts";
 
 const HELP = `voxseg infer --model M.safetensors --in X [--out Y] [flags]

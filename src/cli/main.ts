@@ -3,6 +3,8 @@
  * only when used, and exports `main(argv)`; a command returns its exit code.
  */
 
+import { UsageError } from "./usage_error.ts";
+
 export interface Command {
   summary: string;
   load: () => Promise<{ main(argv: string[]): Promise<number> }>;
@@ -55,11 +57,6 @@ export const commandTable: Record<string, Command> = {
     load: () => import("./bench.ts"),
   },
 };
-
-/** A usage error: printed without a stack trace, exit code 2. */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
 
 function usage(): string {
   const width = Math.max(...Object.keys(commandTable).map((k) => k.length));

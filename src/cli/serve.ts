@@ -15,7 +15,7 @@ import { parseTokenFile, TOKEN_CHARS } from "../server/middleware/bearer_auth/be
 import { allowedHostName, isFixedHost } from "../server/middleware/host_check/host_check.ts";
 import { formatBytes, parseBytes } from "../server/middleware/body_limit/body_limit.ts";
 import { numberFlag, parseFlags } from "./args.ts";
-import { UsageError } from "./main.ts";
+import { UsageError } from "./usage_error.ts";
 
 const HELP = `voxseg serve [--host 127.0.0.1] [--port 8080] [--data-root DIR] [--models DIR]
              [--token-file F] [--allowed-host NAME]… [--tls-cert F --tls-key F]

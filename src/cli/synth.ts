@@ -6,7 +6,7 @@
 
 import { join } from "node:path";
 import { numberFlag, parseFlags, shapeFlag } from "./args.ts";
-import { UsageError } from "./main.ts";
+import { UsageError } from "./usage_error.ts";
 import {
   buildManifest,
   caseStats,
@@ -15,8 +15,9 @@ import {
   type ManifestCase,
   writeDataset,
 } from "../data/dataset.ts";
-import { CASE_CODECS, type CaseCodec, writeCase } from "../data/ome_zarr.ts";
-import { Random } from "../data/random.ts";
+import { CASE_CODECS, type CaseCodec } from "../data/ome_zarr/metadata.ts";
+import { writeCase } from "../data/ome_zarr/writer.ts";
+import { Random } from "../base/random.ts";
 import {
   DEFAULT_SYNTH_SHAPE,
   SYNTH_CLASSES,

@@ -21,7 +21,7 @@ import { datasetValidator } from "../infer/validate.ts";
 import { initGpu } from "../gpu/mod.ts";
 import { Progress } from "./progress.ts";
 import { ensureSynthDataset } from "./synth.ts";
-import { UsageError } from "./main.ts";
+import { UsageError } from "./usage_error.ts";
 
 const HELP = `voxseg train [--data DIR|URL] [--out DIR] [--config FILE] [--resume] [--json] [flags]
 

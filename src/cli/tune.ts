@@ -6,7 +6,8 @@
  */
 
 import { initGpu, readTensors, scope } from "../gpu/mod.ts";
-import { adapterKind, builtinTiles, conv3d, conv3dBackwardWeight } from "../ops/conv3d.ts";
+import { adapterKind, builtinTiles, conv3dBackwardWeight } from "../ops/conv3d.ts";
+import * as ops from "../ops/mod.ts";
 import {
   type ConvTiles,
   forceTiles,
@@ -143,7 +144,12 @@ function kernelCase(kernel: TunedKernel, x: number[], co: number): OpCase {
   const [n, ci, d, h, w] = x;
   const flop = 2 * co * ci * 27 * n * d * h * w;
   return kernel === "conv3"
-    ? { name: kernel, flop, inputs: [x, [co, ci, 3, 3, 3]], call: ([a, b]) => conv3d(a, b, null) }
+    ? {
+      name: kernel,
+      flop,
+      inputs: [x, [co, ci, 3, 3, 3]],
+      call: ([a, b]) => ops.conv3d(a, b, null),
+    }
     : {
       name: kernel,
       flop,

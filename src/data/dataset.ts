@@ -19,8 +19,8 @@
  */
 
 import { isAbsolute, join, relative, resolve } from "node:path";
-import { writeFileAtomic } from "./atomic.ts";
-import { Random } from "./random.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
+import { Random } from "../base/random.ts";
 import type { Shape3, Volume } from "./volume.ts";
 
 export type Split = "train" | "val" | "test";

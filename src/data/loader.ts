@@ -17,7 +17,7 @@
 import { type Dataset, readDataset, resolveCase, type Split } from "./dataset.ts";
 import { type Normalization, normalizationFromDataset } from "./normalize.ts";
 import { ChunkCache } from "./chunk_cache.ts";
-import { type CaseReader, openCase } from "./ome_zarr.ts";
+import { type CaseReader, openCase } from "./ome_zarr/reader.ts";
 import { type Augmentation, type PatchRequest, patchSampler, readPatch } from "./sampler.ts";
 import type { Shape3 } from "./volume.ts";
 

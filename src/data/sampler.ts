@@ -8,8 +8,8 @@
 
 import type { CaseEntry, DatasetManifest, Split } from "./dataset.ts";
 import { type Normalization, normalizeInPlace, padIntensity } from "./normalize.ts";
-import type { CaseReader } from "./ome_zarr.ts";
-import { Random } from "./random.ts";
+import type { CaseReader } from "./ome_zarr/reader.ts";
+import { Random } from "../base/random.ts";
 import type { Shape3 } from "./volume.ts";
 
 /** One patch to read: the box `start`..`start + patchSize` (z, y, x) of case `caseId`. */

@@ -13,7 +13,7 @@
  * terms are hoisted out of the voxel loop.
  */
 
-import { Random } from "./random.ts";
+import { Random } from "../base/random.ts";
 import type { Volume } from "./volume.ts";
 
 /** Class names of the synthetic labels, indexed by label value. */
@@ -189,9 +189,238 @@ function lungScale(an: Anatomy, t: number): number {
   return Math.pow(Math.min(1, tau / 0.45), 0.55);
 }
 
+/** Per-volume constants of {@link drawAnatomy}: landmark positions in mm, column coordinates. */
+interface AnatomyFrame {
+  /** Normalised (−1…1) and millimetre x of each column's centre. */
+  ux: Float32Array;
+  xmm: Float32Array;
+  /** Spine midline x, vertebral body centre y, body and canal radii, canal centre y (mm). */
+  midX: number;
+  spineY: number;
+  rv: number;
+  rc: number;
+  canalY: number;
+  /** Aorta and trachea centres (mm) and the trachea's radius. */
+  aoX: number;
+  aoY: number;
+  trX: number;
+  trY: number;
+  rt: number;
+  /** Outline angle bins per radian. */
+  binScale: number;
+  /** Normalised radius past which no lung is drawn (inside the ribs). */
+  lungMaxRho: number;
+}
+
+function anatomyFrame(
+  an: Anatomy,
+  shape: [number, number, number],
+  spacing: [number, number, number],
+): AnatomyFrame {
+  const [, H, W] = shape;
+  const [, sy, sx] = spacing;
+  const lx = W * sx, ly = H * sy;
+  const ux = new Float32Array(W), xmm = new Float32Array(W);
+  for (let x = 0; x < W; x++) {
+    ux[x] = ((x + 0.5) / W) * 2 - 1;
+    xmm[x] = (x + 0.5) * sx;
+  }
+  const spineY = (an.bodyCv + an.spine.vC) * ly / 2 + ly / 2;
+  const rv = an.spine.rMm, rc = 0.4 * rv;
+  return {
+    ux,
+    xmm,
+    midX: lx / 2 + an.trachea.cu * lx / 2,
+    spineY,
+    rv,
+    rc,
+    canalY: spineY + rv + rc + 2,
+    aoX: lx / 2 + an.aorta.du * lx / 2,
+    aoY: spineY - rv - an.aorta.rMm - 3,
+    trX: lx / 2 + an.trachea.cu * lx / 2,
+    trY: (an.trachea.cv + 1) * ly / 2,
+    rt: an.trachea.rMm,
+    binScale: ANGLE_BINS / (2 * Math.PI),
+    lungMaxRho: an.ribInner - 0.015,
+  };
+}
+
+/** What one axial slice at height t crosses: body radii, lung outlines, heart, flags. */
+interface AnatomySlice {
+  /** Height (0 bottom … 1 top) and z in mm. */
+  t: number;
+  zmm: number;
+  /** Body half-axes. */
+  A: number;
+  B: number;
+  lungOn: boolean;
+  /** Per lung: centre, inverse half-axes (0 when absent), squareness. */
+  lcu: Float32Array;
+  lcv: Float32Array;
+  linvU: Float32Array;
+  linvV: Float32Array;
+  lsq: Float32Array;
+  /** Per lung: outline radius per angle bin, [2 · ANGLE_BINS]. */
+  table: Float32Array;
+  /** Heart inverse half-axes (0 when the slice misses it). */
+  hInvU: number;
+  hInvV: number;
+  tracheaOn: boolean;
+  aortaOn: boolean;
+  ribOn: boolean;
+  /** The slice cuts an intervertebral disc. */
+  disc: boolean;
+}
+
+function newSlice(): AnatomySlice {
+  return {
+    t: 0,
+    zmm: 0,
+    A: 0,
+    B: 0,
+    lungOn: false,
+    lcu: new Float32Array(2),
+    lcv: new Float32Array(2),
+    linvU: new Float32Array(2),
+    linvV: new Float32Array(2),
+    lsq: new Float32Array(2),
+    table: new Float32Array(2 * ANGLE_BINS),
+    hInvU: 0,
+    hInvV: 0,
+    tracheaOn: false,
+    aortaOn: false,
+    ribOn: false,
+    disc: false,
+  };
+}
+
+/** Fills `s` for slice z of D (its buffers are reused from slice to slice). */
+function setSlice(an: Anatomy, f: AnatomyFrame, s: AnatomySlice, z: number, D: number, sz: number) {
+  const t = (z + 0.5) / D, zmm = (z + 0.5) * sz;
+  s.t = t;
+  s.zmm = zmm;
+  s.A = an.bodyA * (1 + 0.06 * (t - 0.5));
+  s.B = an.bodyB * (1 + 0.03 * (t - 0.5));
+  s.lungOn = false;
+  for (let k = 0; k < 2; k++) {
+    const p = an.lungs[k], sc = lungScale(an, t);
+    s.lungOn ||= sc > 0.02;
+    s.lcu[k] = p.cu * (0.8 + 0.2 * sc);
+    s.lcv[k] = p.cv + 0.08 * (1 - sc);
+    s.linvU[k] = sc > 0.02 ? 1 / (p.au * sc) : 0;
+    s.linvV[k] = sc > 0.02 ? 1 / (p.av * sc) : 0;
+    s.lsq[k] = p.square;
+    for (let b = 0; b < ANGLE_BINS; b++) {
+      const theta = (b + 0.5) / f.binScale - Math.PI;
+      let r = 1;
+      for (let j = 0; j < 3; j++) {
+        const [amp, ph, drift] = p.harmonics[j];
+        r += amp * Math.cos((j + 2) * theta + ph + drift * t);
+      }
+      s.table[k * ANGLE_BINS + b] = r;
+    }
+  }
+  const h = an.heart;
+  const hs = t > h.t0 && t < h.t1 ? Math.sqrt(1 - ((2 * (t - h.t0)) / (h.t1 - h.t0) - 1) ** 2) : 0;
+  s.hInvU = hs > 0.05 ? 1 / (h.au * hs) : 0;
+  s.hInvV = hs > 0.05 ? 1 / (h.av * hs) : 0;
+  s.tracheaOn = t > an.trachea.tCarina;
+  s.aortaOn = t > an.tBase - 0.05 && t < an.trachea.tCarina + 0.05;
+  s.ribOn = t > an.tBase - 0.1 && t < an.tApex + 0.03;
+  const sp = zmm / an.spine.pitchMm + an.spine.phase;
+  s.disc = sp - Math.floor(sp) < an.spine.discFrac;
+}
+
 /**
- * Draws the tissue map and the lung label (1) slice by slice. `ux`, `xmm` hold each column's
- * normalised and millimetre coordinate.
+ * Spine tissue at (dxs, dys, dyc) mm from the midline, the vertebral body centre and the
+ * canal centre: body (discs between), canal, arch and spinous process; −1 outside.
+ */
+function spineTissue(f: AnatomyFrame, disc: boolean, dxs: number, dys: number, dyc: number) {
+  const { rv, rc } = f;
+  if (!(dxs > -1.3 * rv && dxs < 1.3 * rv && dys > -1.1 * rv && dys < 3.6 * rv)) return -1;
+  const dBody = Math.sqrt(dxs * dxs + dys * dys) / rv;
+  const dCanal = Math.sqrt(dxs * dxs + dyc * dyc) / rc;
+  if (dBody < 1) return disc ? DISC : dBody > 0.85 ? CORTEX : MARROW;
+  if (dCanal < 1) return CSF;
+  if (dCanal < 1.8 && dyc > -0.3 * rc) return CORTEX;
+  if (dyc > 0 && dyc < 3.2 * rc && dxs > -0.35 * rc && dxs < 0.35 * rc) return CORTEX;
+  return -1;
+}
+
+/** Chest wall at normalised radius rho (past the ribs' inner edge): muscle, with the ribs. */
+function chestWallTissue(
+  an: Anatomy,
+  s: AnatomySlice,
+  rho: number,
+  du: number,
+  dv: number,
+): number {
+  const dr = (rho - an.ribR) / an.ribW;
+  if (!(s.ribOn && dr > -1 && dr < 1)) return MUSCLE;
+  // Angle from the posterior midline: ribs run from the spine round to the
+  // costal cartilages, dropping as they go forward.
+  let phi = Math.abs(Math.atan2(dv, du) - Math.PI / 2);
+  if (phi > Math.PI) phi = 2 * Math.PI - phi;
+  if (!(phi > 0.3 && phi < Math.PI - 0.5)) return MUSCLE;
+  const ph = (s.zmm + an.ribs.dropMm * phi / Math.PI) / an.ribs.pitchMm + an.ribs.phase;
+  const dz = (ph - Math.floor(ph) - 0.5) / an.ribs.halfFrac;
+  const e = dr * dr + dz * dz;
+  return e < 1 ? (e > 0.45 ? CORTEX : MARROW) : MUSCLE;
+}
+
+/** Whether (u, v) lies inside one of the slice's lung outlines. */
+function inLung(f: AnatomyFrame, s: AnatomySlice, u: number, v: number): boolean {
+  for (let k = 0; k < 2; k++) {
+    if (s.linvU[k] === 0) continue;
+    const a = (u - s.lcu[k]) * s.linvU[k], b = (v - s.lcv[k]) * s.linvV[k];
+    if (a > 1.3 || a < -1.3 || b > 1.3 || b < -1.3) continue;
+    const a2 = a * a, b2 = b * b, sq = s.lsq[k];
+    const r2 = (1 - sq) * (a2 + b2) + sq * Math.sqrt(a2 * a2 + b2 * b2);
+    const bin = Math.min(ANGLE_BINS - 1, Math.floor((Math.atan2(b, a) + Math.PI) * f.binScale));
+    const rr = s.table[k * ANGLE_BINS + bin];
+    if (r2 < rr * rr) return true;
+  }
+  return false;
+}
+
+/**
+ * Thoracic cavity at normalised (u, v), body radius rho (rho2 squared), dv the body-relative
+ * v / B, and (xmm, ymm) in mm: abdomen below the diaphragm dome, aorta, trachea, heart,
+ * lungs, else mediastinum (muscle near the ribs).
+ */
+function cavityTissue(
+  an: Anatomy,
+  f: AnatomyFrame,
+  s: AnatomySlice,
+  p: { u: number; v: number; rho: number; rho2: number; dv: number; xmm: number; ymm: number },
+): number {
+  const { u, v, rho, rho2, dv, xmm, ymm } = p;
+  // Below the diaphragm dome (higher centrally and on the right, lower posteriorly) lies the
+  // abdomen.
+  const dome = an.tBase + an.domeH * (1 - rho2 / (an.ribInner * an.ribInner)) -
+    0.06 * (dv > 0 ? dv : 0) + (u < 0 ? 0.2 * an.domeH : 0);
+  if (s.t < dome) return ABDOMEN;
+  if (s.aortaOn) {
+    const ax = xmm - f.aoX, ay = ymm - f.aoY;
+    if (ax * ax + ay * ay < an.aorta.rMm * an.aorta.rMm) return BLOOD;
+  }
+  if (s.tracheaOn) {
+    const rt = f.rt, tx = xmm - f.trX, ty = ymm - f.trY, d2 = tx * tx + ty * ty;
+    if (d2 < (rt + 2.5) * (rt + 2.5)) return d2 < rt * rt ? AIRWAY : MUSCLE;
+  }
+  if (s.hInvU > 0) {
+    const h = an.heart;
+    const hu = (u - h.cu) * s.hInvU, hv = (v - h.cv) * s.hInvV, hr2 = hu * hu + hv * hv;
+    if (hr2 < 1) return hr2 > 0.82 ? FAT : BLOOD;
+  }
+  if (rho > f.lungMaxRho) return MUSCLE;
+  if (s.lungOn && inLung(f, s, u, v)) return LUNG;
+  return MEDIASTINUM;
+}
+
+/**
+ * Draws the tissue map and the lung label (1) slice by slice: outside the body stays AIR,
+ * then from the outside in: fat, spine, chest wall and ribs, the thoracic cavity.
  */
 function drawAnatomy(
   an: Anatomy,
@@ -201,66 +430,18 @@ function drawAnatomy(
   label: Uint8Array,
 ) {
   const [D, H, W] = shape;
-  const [sz, sy, sx] = spacing;
-  const lx = W * sx, ly = H * sy;
-  const ux = new Float32Array(W), xmm = new Float32Array(W);
-  for (let x = 0; x < W; x++) {
-    ux[x] = ((x + 0.5) / W) * 2 - 1;
-    xmm[x] = (x + 0.5) * sx;
-  }
-  const midX = lx / 2 + an.trachea.cu * lx / 2;
-  const spineY = (an.bodyCv + an.spine.vC) * ly / 2 + ly / 2;
-  const rv = an.spine.rMm, rc = 0.4 * rv;
-  const canalY = spineY + rv + rc + 2;
-  const aoX = lx / 2 + an.aorta.du * lx / 2, aoY = spineY - rv - an.aorta.rMm - 3;
-  const trX = lx / 2 + an.trachea.cu * lx / 2, trY = (an.trachea.cv + 1) * ly / 2;
-  const rt = an.trachea.rMm;
-  const table = new Float32Array(2 * ANGLE_BINS);
-  const lcu = new Float32Array(2), lcv = new Float32Array(2);
-  const linvU = new Float32Array(2), linvV = new Float32Array(2), lsq = new Float32Array(2);
-  const binScale = ANGLE_BINS / (2 * Math.PI);
-  const lungMaxRho = an.ribInner - 0.015;
-
+  const [sz, sy] = spacing;
+  const f = anatomyFrame(an, shape, spacing);
+  const s = newSlice();
   for (let z = 0; z < D; z++) {
-    const t = (z + 0.5) / D, zmm = (z + 0.5) * sz;
-    const A = an.bodyA * (1 + 0.06 * (t - 0.5)), B = an.bodyB * (1 + 0.03 * (t - 0.5));
-    let lungOn = false;
-    for (let k = 0; k < 2; k++) {
-      const p = an.lungs[k], s = lungScale(an, t);
-      lungOn ||= s > 0.02;
-      lcu[k] = p.cu * (0.8 + 0.2 * s);
-      lcv[k] = p.cv + 0.08 * (1 - s);
-      linvU[k] = s > 0.02 ? 1 / (p.au * s) : 0;
-      linvV[k] = s > 0.02 ? 1 / (p.av * s) : 0;
-      lsq[k] = p.square;
-      for (let b = 0; b < ANGLE_BINS; b++) {
-        const theta = (b + 0.5) / binScale - Math.PI;
-        let r = 1;
-        for (let j = 0; j < 3; j++) {
-          const [amp, ph, drift] = p.harmonics[j];
-          r += amp * Math.cos((j + 2) * theta + ph + drift * t);
-        }
-        table[k * ANGLE_BINS + b] = r;
-      }
-    }
-    const h = an.heart;
-    const hs = t > h.t0 && t < h.t1
-      ? Math.sqrt(1 - ((2 * (t - h.t0)) / (h.t1 - h.t0) - 1) ** 2)
-      : 0;
-    const hInvU = hs > 0.05 ? 1 / (h.au * hs) : 0, hInvV = hs > 0.05 ? 1 / (h.av * hs) : 0;
-    const tracheaOn = t > an.trachea.tCarina;
-    const aortaOn = t > an.tBase - 0.05 && t < an.trachea.tCarina + 0.05;
-    const ribOn = t > an.tBase - 0.1 && t < an.tApex + 0.03;
-    const sp = zmm / an.spine.pitchMm + an.spine.phase;
-    const disc = sp - Math.floor(sp) < an.spine.discFrac;
-
+    setSlice(an, f, s, z, D, sz);
     for (let y = 0; y < H; y++) {
       const v = ((y + 0.5) / H) * 2 - 1, ymm = (y + 0.5) * sy;
-      const vb = v - an.bodyCv, dv = vb / B, dv2 = dv * dv, flat = vb > 0 ? an.flat : 0;
-      const dys = ymm - spineY, dyc = ymm - canalY;
+      const vb = v - an.bodyCv, dv = vb / s.B, dv2 = dv * dv, flat = vb > 0 ? an.flat : 0;
+      const dys = ymm - f.spineY, dyc = ymm - f.canalY;
       const row = W * (y + H * z);
       for (let x = 0; x < W; x++) {
-        const u = ux[x], du = u / A, du2 = du * du;
+        const u = f.ux[x], du = u / s.A, du2 = du * du;
         const rho2 = (1 - flat) * (du2 + dv2) + flat * Math.sqrt(du2 * du2 + dv2 * dv2);
         if (rho2 >= 1) continue; // air: tissue stays AIR, label 0
         const i = row + x, rho = Math.sqrt(rho2);
@@ -268,83 +449,18 @@ function drawAnatomy(
           tissue[i] = FAT;
           continue;
         }
-        // Spine: vertebral body (discs between), canal, arch and spinous process.
-        const dxs = xmm[x] - midX;
-        if (dxs > -1.3 * rv && dxs < 1.3 * rv && dys > -1.1 * rv && dys < 3.6 * rv) {
-          const dBody = Math.sqrt(dxs * dxs + dys * dys) / rv;
-          const dCanal = Math.sqrt(dxs * dxs + dyc * dyc) / rc;
-          let code = -1;
-          if (dBody < 1) code = disc ? DISC : dBody > 0.85 ? CORTEX : MARROW;
-          else if (dCanal < 1) code = CSF;
-          else if (dCanal < 1.8 && dyc > -0.3 * rc) code = CORTEX;
-          else if (dyc > 0 && dyc < 3.2 * rc && dxs > -0.35 * rc && dxs < 0.35 * rc) code = CORTEX;
-          if (code >= 0) {
-            tissue[i] = code;
-            continue;
-          }
+        const spine = spineTissue(f, s.disc, f.xmm[x] - f.midX, dys, dyc);
+        if (spine >= 0) {
+          tissue[i] = spine;
+          continue;
         }
         if (rho > an.ribInner) {
-          tissue[i] = MUSCLE;
-          const dr = (rho - an.ribR) / an.ribW;
-          if (ribOn && dr > -1 && dr < 1) {
-            // Angle from the posterior midline: ribs run from the spine round to the
-            // costal cartilages, dropping as they go forward.
-            let phi = Math.abs(Math.atan2(dv, du) - Math.PI / 2);
-            if (phi > Math.PI) phi = 2 * Math.PI - phi;
-            if (phi > 0.3 && phi < Math.PI - 0.5) {
-              const ph = (zmm + an.ribs.dropMm * phi / Math.PI) / an.ribs.pitchMm + an.ribs.phase;
-              const dz = (ph - Math.floor(ph) - 0.5) / an.ribs.halfFrac;
-              const e = dr * dr + dz * dz;
-              if (e < 1) tissue[i] = e > 0.45 ? CORTEX : MARROW;
-            }
-          }
+          tissue[i] = chestWallTissue(an, s, rho, du, dv);
           continue;
         }
-        // Thoracic cavity. Below the diaphragm dome (higher centrally and on the right,
-        // lower posteriorly) lies the abdomen.
-        const dome = an.tBase + an.domeH * (1 - rho2 / (an.ribInner * an.ribInner)) -
-          0.06 * (dv > 0 ? dv : 0) + (u < 0 ? 0.2 * an.domeH : 0);
-        if (t < dome) {
-          tissue[i] = ABDOMEN;
-          continue;
-        }
-        if (aortaOn) {
-          const ax = xmm[x] - aoX, ay = ymm - aoY;
-          if (ax * ax + ay * ay < an.aorta.rMm * an.aorta.rMm) {
-            tissue[i] = BLOOD;
-            continue;
-          }
-        }
-        if (tracheaOn) {
-          const tx = xmm[x] - trX, ty = ymm - trY, d2 = tx * tx + ty * ty;
-          if (d2 < (rt + 2.5) * (rt + 2.5)) {
-            tissue[i] = d2 < rt * rt ? AIRWAY : MUSCLE;
-            continue;
-          }
-        }
-        if (hInvU > 0) {
-          const hu = (u - h.cu) * hInvU, hv = (v - h.cv) * hInvV, hr2 = hu * hu + hv * hv;
-          if (hr2 < 1) {
-            tissue[i] = hr2 > 0.82 ? FAT : BLOOD;
-            continue;
-          }
-        }
-        tissue[i] = rho > lungMaxRho ? MUSCLE : MEDIASTINUM;
-        if (!lungOn || rho > lungMaxRho) continue;
-        for (let k = 0; k < 2; k++) {
-          if (linvU[k] === 0) continue;
-          const a = (u - lcu[k]) * linvU[k], b = (v - lcv[k]) * linvV[k];
-          if (a > 1.3 || a < -1.3 || b > 1.3 || b < -1.3) continue;
-          const a2 = a * a, b2 = b * b, sq = lsq[k];
-          const r2 = (1 - sq) * (a2 + b2) + sq * Math.sqrt(a2 * a2 + b2 * b2);
-          const bin = Math.min(ANGLE_BINS - 1, Math.floor((Math.atan2(b, a) + Math.PI) * binScale));
-          const rr = table[k * ANGLE_BINS + bin];
-          if (r2 < rr * rr) {
-            tissue[i] = LUNG;
-            label[i] = 1;
-            break;
-          }
-        }
+        const code = cavityTissue(an, f, s, { u, v, rho, rho2, dv, xmm: f.xmm[x], ymm });
+        tissue[i] = code;
+        if (code === LUNG) label[i] = 1;
       }
     }
   }

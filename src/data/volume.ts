@@ -37,11 +37,6 @@ export function voxelCount(shape: Shape3): number {
   return shape[0] * shape[1] * shape[2];
 }
 
-/** Flat index of voxel (z, y, x): `x + W·(y + H·z)`. */
-export function voxelIndex(shape: Shape3, z: number, y: number, x: number): number {
-  return x + shape[2] * (y + shape[1] * z);
-}
-
 /** The dtype name of a voxel array. */
 export function dtypeOf(data: VoxelArray): VoxelDtype {
   if (data instanceof Uint8Array) return "uint8";

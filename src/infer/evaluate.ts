@@ -5,7 +5,7 @@
  * (one of the two masks empty) is left out of the HD95 mean and counted in `hd95Infinite`.
  */
 
-import { openCase } from "../data/ome_zarr.ts";
+import { openCase } from "../data/ome_zarr/reader.ts";
 import { type Dataset, resolveCase, type Split } from "../data/dataset.ts";
 import type { Shape3 } from "../data/volume.ts";
 import { type ClassMetrics, nanMean, segmentationMetrics } from "./metrics.ts";

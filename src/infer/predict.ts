@@ -22,7 +22,7 @@
 
 import { type Precision, withPrecision } from "../ops/precision.ts";
 import { join } from "node:path";
-import { type CaseReader, openCase } from "../data/ome_zarr.ts";
+import { type CaseReader, openCase } from "../data/ome_zarr/reader.ts";
 import { normalizeValue, padIntensity } from "../data/normalize.ts";
 import { checkVolume, type Shape3, type Volume } from "../data/volume.ts";
 import { gpu } from "../gpu/mod.ts";

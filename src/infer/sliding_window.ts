@@ -109,7 +109,7 @@ function checkOptions(opts: SlidingWindowOptions, classes: number): void {
   }
 }
 
-interface Batch {
+export interface Batch {
   row: number;
   /** (y0, x0) of the windows run, padded to the batch size by repeating the last one. */
   windows: [number, number][];
@@ -120,54 +120,82 @@ interface Batch {
 }
 
 /**
- * Blended class probabilities of `source`, slab by slab in z order; see the module comment.
- *
- * @example
- * for await (const slab of slidingWindowSlabs(predict, source, 3, { patchSize: [64, 64, 64] })) {
- *   slab.argmax(labels.subarray(slab.z0 * H * W, (slab.z0 + slab.depth) * H * W));
- * }
+ * Where the windows of a volume go: the padded grid (at least one patch per axis), the window
+ * starts, the importance map and its per-axis sums over all windows, and the batches in run
+ * order (row by row along z).
  */
-export async function* slidingWindowSlabs(
-  predict: Predictor,
-  source: SlabSource,
-  classes: number,
-  opts: SlidingWindowOptions,
-): AsyncGenerator<ProbabilitySlab, void, void> {
-  checkOptions(opts, classes);
-  const { patchSize: patch, overlap = 0.5, batchSize = 1, padValue = 0, flips = [] } = opts;
-  const [D, H, W] = source.shape;
+export interface WindowPlan {
+  /** D, H, W of the volume. */
+  shape: Shape3;
+  patch: Shape3;
+  /** D, H, W of the padded grid: max(volume, patch) per axis. */
+  padded: Shape3;
+  /** z of each row's windows, ascending. */
+  zStarts: number[];
+  /** Σ over windows of the Gaussian along z, y and x: the weight sum is their product. */
+  coverage: [Float64Array, Float64Array, Float64Array];
+  /** Importance map [pd, ph, pw] with the 1/views of the flip average folded in. */
+  weights: Float32Array;
+  batches: Batch[];
+  /** Real windows in the volume (padding windows of a batch not counted). */
+  total: number;
+}
+
+/** The window plan of a volume of `shape` under `opts`; see {@link WindowPlan}. */
+export function planWindows(shape: Shape3, opts: SlidingWindowOptions): WindowPlan {
+  const { patchSize: patch, overlap = 0.5, batchSize = 1, flips = [] } = opts;
+  const [D, H, W] = shape;
   const [pd, ph, pw] = patch;
-  // The padded grid: at least one patch per axis.
-  const PD = Math.max(D, pd), PH = Math.max(H, ph), PW = Math.max(W, pw);
-  const zStarts = windowStarts(PD, pd, overlap);
-  const yStarts = windowStarts(PH, ph, overlap);
-  const xStarts = windowStarts(PW, pw, overlap);
-  const gz = gaussianAxis(pd), gy = gaussianAxis(ph), gx = gaussianAxis(pw);
-  const sz = axisCoverage(PD, zStarts, gz), sy = axisCoverage(PH, yStarts, gy);
-  const sx = axisCoverage(PW, xStarts, gx);
-  const views = 1 + flips.length;
-  const patchVox = pd * ph * pw;
-  // Importance map with the 1/views of the flip average folded in.
-  const weights = new Float32Array(patchVox);
-  for (let z = 0, i = 0; z < pd; z++) {
-    for (let y = 0; y < ph; y++) {
+  const padded: Shape3 = [Math.max(D, pd), Math.max(H, ph), Math.max(W, pw)];
+  const starts = padded.map((n, a) => windowStarts(n, patch[a], overlap));
+  const axes = patch.map((n) => gaussianAxis(n));
+  const coverage: WindowPlan["coverage"] = [
+    axisCoverage(padded[0], starts[0], axes[0]),
+    axisCoverage(padded[1], starts[1], axes[1]),
+    axisCoverage(padded[2], starts[2], axes[2]),
+  ];
+  const rowWindows: [number, number][] = [];
+  for (const y0 of starts[1]) for (const x0 of starts[2]) rowWindows.push([y0, x0]);
+  return {
+    shape,
+    patch,
+    padded,
+    zStarts: starts[0],
+    coverage,
+    weights: importanceMap(axes[0], axes[1], axes[2], 1 + flips.length),
+    batches: rowBatches(starts[0].length, rowWindows, batchSize),
+    total: starts[0].length * rowWindows.length,
+  };
+}
+
+/** The separable importance map gz ⊗ gy ⊗ gx / views, flat [z, y, x]. */
+function importanceMap(
+  gz: Float64Array,
+  gy: Float64Array,
+  gx: Float64Array,
+  views: number,
+): Float32Array {
+  const weights = new Float32Array(gz.length * gy.length * gx.length);
+  for (let z = 0, i = 0; z < gz.length; z++) {
+    for (let y = 0; y < gy.length; y++) {
       const zy = (gz[z] * gy[y]) / views;
-      for (let x = 0; x < pw; x++, i++) weights[i] = zy * gx[x];
+      for (let x = 0; x < gx.length; x++, i++) weights[i] = zy * gx[x];
     }
   }
+  return weights;
+}
 
-  const plane = PH * PW;
-  const classStride = pd * plane;
-  /** acc[c, z, y, x] (padded grid) for planes zStarts[row] … zStarts[row] + pd. */
-  const acc = new Float32Array(classes * classStride);
+/**
+ * Splits each of `rows` rows of windows into batches of `batchSize`. Every batch has the same
+ * shape (the last of a row repeats its last window), so one set of pooled GPU buffers serves
+ * them all — unless a row has fewer windows than a batch.
+ */
+function rowBatches(rows: number, rowWindows: [number, number][], batchSize: number): Batch[] {
   const batches: Batch[] = [];
-  const rowWindows: [number, number][] = [];
-  for (const y0 of yStarts) for (const x0 of xStarts) rowWindows.push([y0, x0]);
-  zStarts.forEach((_, row) => {
+  for (let row = 0; row < rows; row++) {
     for (let i = 0; i < rowWindows.length; i += batchSize) {
       const windows = rowWindows.slice(i, i + batchSize);
       const count = windows.length;
-      // Every batch has the same shape, so one set of pooled GPU buffers serves them all.
       if (rowWindows.length >= batchSize) {
         while (windows.length < batchSize) windows.push(windows[count - 1]);
       }
@@ -179,59 +207,137 @@ export async function* slidingWindowSlabs(
         lastOfRow: i + batchSize >= rowWindows.length,
       });
     }
-  });
-  const total = zStarts.length * rowWindows.length;
-  const input = new Float32Array(batchSize * patchVox);
-  let image: Float32Array = new Float32Array(0);
-  let imageDepth = 0;
+  }
+  return batches;
+}
 
-  /** Copies a batch's windows out of the image slab, padding outside the volume. */
-  const gather = (b: Batch): Float32Array => {
-    const x = input.subarray(0, b.windows.length * patchVox);
-    b.windows.forEach(([y0, x0], w) => {
-      for (let z = 0; z < pd; z++) {
-        for (let y = 0; y < ph; y++) {
-          const dst = w * patchVox + pw * (y + ph * z);
-          const sy0 = y0 + y;
-          if (z >= imageDepth || sy0 >= H) {
-            x.fill(padValue, dst, dst + pw);
-            continue;
-          }
-          const src = W * (sy0 + H * z) + x0;
-          const inside = Math.max(0, Math.min(pw, W - x0));
-          x.set(image.subarray(src, src + inside), dst);
-          if (inside < pw) x.fill(padValue, dst + inside, dst + pw);
+/** The planes of the image a row's windows read: `depth` planes from `z0`, x fastest. */
+export interface ImageSlab {
+  data: Float32Array;
+  depth: number;
+}
+
+/** Reads the image planes under row `row`'s windows (fewer than pd at the volume's end). */
+async function readRowImage(
+  source: SlabSource,
+  plan: WindowPlan,
+  row: number,
+): Promise<ImageSlab> {
+  const [D, H, W] = plan.shape;
+  const z0 = plan.zStarts[row];
+  const depth = Math.max(0, Math.min(plan.patch[0], D - z0));
+  const data = depth ? await source.read(z0, z0 + depth) : new Float32Array(0);
+  if (data.length !== depth * H * W) {
+    throw new Error(
+      `slab source returned ${data.length} voxels for ${depth} planes of ${H}×${W}`,
+    );
+  }
+  return { data, depth };
+}
+
+/**
+ * Copies a batch's windows out of the image slab into `input` ([windows, pd, ph, pw]),
+ * padding outside the volume with `padValue`. Returns the filled part of `input`.
+ */
+export function gatherWindows(
+  plan: WindowPlan,
+  image: ImageSlab,
+  b: Batch,
+  input: Float32Array,
+  padValue: number,
+): Float32Array {
+  const [, H, W] = plan.shape;
+  const [pd, ph, pw] = plan.patch;
+  const patchVox = pd * ph * pw;
+  const x = input.subarray(0, b.windows.length * patchVox);
+  b.windows.forEach(([y0, x0], w) => {
+    for (let z = 0; z < pd; z++) {
+      for (let y = 0; y < ph; y++) {
+        const dst = w * patchVox + pw * (y + ph * z);
+        const sy0 = y0 + y;
+        if (z >= image.depth || sy0 >= H) {
+          x.fill(padValue, dst, dst + pw);
+          continue;
         }
+        const src = W * (sy0 + H * z) + x0;
+        const inside = Math.max(0, Math.min(pw, W - x0));
+        x.set(image.data.subarray(src, src + inside), dst);
+        if (inside < pw) x.fill(padValue, dst + inside, dst + pw);
       }
-    });
-    return x;
-  };
+    }
+  });
+  return x;
+}
 
-  /** Records the batch's forward passes (with flips) and starts reading the mean back. */
-  const launch = (b: Batch) => {
-    const data = gather(b);
-    const probs = scope(() => {
-      const x = fromArray([b.windows.length, 1, pd, ph, pw], data);
-      let sum: Tensor | undefined;
-      for (const axes of [[], ...flips]) {
-        // One scope per view: its activations go back to the pool before the next view runs.
-        const p = scope(() => {
-          const spatial = axes.map((a) => a + 2);
-          const xin = spatial.length ? flip(x, spatial) : x;
-          const p = softmaxChannels(predict(xin));
-          return spatial.length ? flip(p, spatial) : p;
-        });
-        sum = sum ? add(sum, p) : p;
-      }
-      return sum!;
-    });
-    const host = readTensors([probs]).then(([h]) => h);
-    // A rejection is handled where the batch is awaited; this keeps it from going unhandled.
-    host.catch(() => {});
-    return { batch: b, probs, host };
-  };
+/** A batch on the GPU: its mean probabilities and their read-back under way. */
+interface InFlight {
+  batch: Batch;
+  probs: Tensor;
+  host: Promise<Float32Array>;
+}
 
-  const accumulate = (b: Batch, host: Float32Array) => {
+/**
+ * Records the batch's forward passes (each flip view flipped in, softmaxed and flipped back,
+ * summed) and starts reading the sum back. The 1/views of the mean is in the weights.
+ */
+function launchBatch(
+  predict: Predictor,
+  batch: Batch,
+  data: Float32Array,
+  patch: Shape3,
+  flips: number[][],
+): InFlight {
+  const probs = scope(() => {
+    const x = fromArray([batch.windows.length, 1, ...patch], data);
+    let sum = viewProbabilities(predict, x, []);
+    for (const axes of flips) {
+      // One scope per view: its activations go back to the pool before the next view runs.
+      sum = add(sum, viewProbabilities(predict, x, axes));
+    }
+    return sum;
+  });
+  const host = readTensors([probs]).then(([h]) => h);
+  // A rejection is handled where the batch is awaited; this keeps it from going unhandled.
+  host.catch(() => {});
+  return { batch, probs, host };
+}
+
+/** Softmax of the prediction of x flipped along spatial `axes`, flipped back, in one scope. */
+function viewProbabilities(predict: Predictor, x: Tensor, axes: readonly number[]): Tensor {
+  return scope(() => {
+    const spatial = axes.map((a) => a + 2);
+    const xin = spatial.length ? flip(x, spatial) : x;
+    const p = softmaxChannels(predict(xin));
+    return spatial.length ? flip(p, spatial) : p;
+  });
+}
+
+/**
+ * The host accumulator: weighted class probabilities `acc[c, z, y, x]` of the padded grid
+ * for the pd planes from the current row's start. Rows advance it; finished planes are
+ * handed out as {@link ProbabilitySlab}s viewing it.
+ */
+export class BlendAccumulator {
+  readonly #plan: WindowPlan;
+  readonly #classes: number;
+  readonly #plane: number;
+  readonly #classStride: number;
+  readonly #acc: Float32Array;
+
+  constructor(plan: WindowPlan, classes: number) {
+    this.#plan = plan;
+    this.#classes = classes;
+    this.#plane = plan.padded[1] * plan.padded[2];
+    this.#classStride = plan.patch[0] * this.#plane;
+    this.#acc = new Float32Array(classes * this.#classStride);
+  }
+
+  /** Adds the real windows of batch `b` (probabilities [B, C, pd, ph, pw]) times the weights. */
+  add(b: Batch, host: Float32Array): void {
+    const acc = this.#acc, weights = this.#plan.weights, classes = this.#classes;
+    const [pd, ph, pw] = this.#plan.patch;
+    const PW = this.#plan.padded[2];
+    const patchVox = pd * ph * pw;
     b.windows.slice(0, b.count).forEach(([y0, x0], w) => {
       for (let c = 0; c < classes; c++) {
         const base = (w * classes + c) * patchVox;
@@ -239,17 +345,21 @@ export async function* slidingWindowSlabs(
           for (let y = 0; y < ph; y++) {
             const src = base + pw * (y + ph * z);
             const wi = pw * (y + ph * z);
-            const dst = c * classStride + z * plane + (y0 + y) * PW + x0;
+            const dst = c * this.#classStride + z * this.#plane + (y0 + y) * PW + x0;
             for (let x = 0; x < pw; x++) acc[dst + x] += host[src + x] * weights[wi + x];
           }
         }
       }
     });
-  };
+  }
 
-  const slab = (row: number): ProbabilitySlab => {
+  /** The planes row `row` finished: from its start to the next row's (or the volume's end). */
+  slab(row: number): ProbabilitySlab {
+    const { zStarts, shape: [D, H, W], padded, coverage: [sz, sy, sx] } = this.#plan;
+    const acc = this.#acc, classes = this.#classes;
+    const plane = this.#plane, classStride = this.#classStride, PW = padded[2];
     const z0 = zStarts[row];
-    const end = row + 1 < zStarts.length ? zStarts[row + 1] : PD;
+    const end = row + 1 < zStarts.length ? zStarts[row + 1] : padded[0];
     const depth = Math.min(end, D) - z0;
     return {
       z0,
@@ -290,50 +400,72 @@ export async function* slidingWindowSlabs(
         }
       },
     };
-  };
+  }
 
   /** Moves the accumulator to the next row's start, zeroing the planes that enter it. */
-  const advance = (row: number) => {
+  advance(row: number): void {
+    const zStarts = this.#plan.zStarts;
     if (row + 1 >= zStarts.length) return;
-    const shift = (zStarts[row + 1] - zStarts[row]) * plane;
-    for (let c = 0; c < classes; c++) {
+    const shift = (zStarts[row + 1] - zStarts[row]) * this.#plane;
+    const classStride = this.#classStride;
+    for (let c = 0; c < this.#classes; c++) {
       const o = c * classStride;
-      acc.copyWithin(o, o + shift, o + classStride);
-      acc.fill(0, o + classStride - shift, o + classStride);
+      this.#acc.copyWithin(o, o + shift, o + classStride);
+      this.#acc.fill(0, o + classStride - shift, o + classStride);
     }
-  };
+  }
+}
 
-  let inflight: ReturnType<typeof launch> | undefined;
+/**
+ * Blended class probabilities of `source`, slab by slab in z order; see the module comment.
+ * While the host blends one batch, the GPU runs the next.
+ *
+ * @example
+ * for await (const slab of slidingWindowSlabs(predict, source, 3, { patchSize: [64, 64, 64] })) {
+ *   slab.argmax(labels.subarray(slab.z0 * H * W, (slab.z0 + slab.depth) * H * W));
+ * }
+ */
+export async function* slidingWindowSlabs(
+  predict: Predictor,
+  source: SlabSource,
+  classes: number,
+  opts: SlidingWindowOptions,
+): AsyncGenerator<ProbabilitySlab, void, void> {
+  checkOptions(opts, classes);
+  const { patchSize: patch, batchSize = 1, padValue = 0, flips = [] } = opts;
+  const plan = planWindows(source.shape, opts);
+  const { batches, total } = plan;
+  const acc = new BlendAccumulator(plan, classes);
+  const input = new Float32Array(batchSize * patch[0] * patch[1] * patch[2]);
+  let image: ImageSlab = { data: new Float32Array(0), depth: 0 };
+  let inflight: InFlight | undefined;
   let done = 0;
   try {
     for (let i = 0; i <= batches.length; i++) {
-      let next: ReturnType<typeof launch> | undefined;
+      let next: InFlight | undefined;
       if (i < batches.length) {
         opts.signal?.throwIfAborted();
         const b = batches[i];
-        if (b.firstOfRow) {
-          const z0 = zStarts[b.row];
-          imageDepth = Math.max(0, Math.min(pd, D - z0));
-          image = imageDepth ? await source.read(z0, z0 + imageDepth) : new Float32Array(0);
-          if (image.length !== imageDepth * H * W) {
-            throw new Error(
-              `slab source returned ${image.length} voxels for ${imageDepth} planes of ${H}×${W}`,
-            );
-          }
-        }
-        next = launch(b);
+        if (b.firstOfRow) image = await readRowImage(source, plan, b.row);
+        next = launchBatch(
+          predict,
+          b,
+          gatherWindows(plan, image, b, input, padValue),
+          patch,
+          flips,
+        );
       }
       if (inflight) {
         const { batch, probs } = inflight;
         const host = await inflight.host;
         probs.dispose();
         inflight = undefined;
-        accumulate(batch, host);
+        acc.add(batch, host);
         done += batch.count;
         opts.onProgress?.(done, total);
         if (batch.lastOfRow) {
-          yield slab(batch.row);
-          advance(batch.row);
+          yield acc.slab(batch.row);
+          acc.advance(batch.row);
         }
       }
       inflight = next;

@@ -4,7 +4,7 @@
  * differs from the training spacing, resampled to the network's grid — a slab at a time.
  */
 
-import type { CaseReader } from "../data/ome_zarr.ts";
+import type { CaseReader } from "../data/ome_zarr/reader.ts";
 import { type Normalization, normalizeInPlace } from "../data/normalize.ts";
 import type { Shape3, Volume } from "../data/volume.ts";
 import { axisMap, bilinearPlane } from "./resample.ts";

@@ -4,7 +4,7 @@
  * (classes 1…C−1, each averaged over the cases where it is defined).
  */
 
-import { openCase } from "../data/ome_zarr.ts";
+import { openCase } from "../data/ome_zarr/reader.ts";
 import { resolveCase, type Split } from "../data/dataset.ts";
 import { normalizeInPlace, padIntensity } from "../data/normalize.ts";
 import type { Validator } from "../train/trainer.ts";

@@ -15,7 +15,7 @@
 
 import { dirname, join } from "node:path";
 import Zstd from "numcodecs/zstd";
-import { commitFolder, tempSibling, writeFileAtomic } from "../data/atomic.ts";
+import { commitFolder, tempSibling, writeFileAtomic } from "../base/atomic.ts";
 import type { Shape3 } from "../data/volume.ts";
 
 const OME_VERSION = "0.5";

@@ -3,7 +3,7 @@
  * Glorot (Xavier uniform) is Keras' default and offered for comparison. Biases start at zero.
  */
 
-import { Random } from "../data/random.ts";
+import { Random } from "../base/random.ts";
 
 export type InitKind = "he" | "glorot";
 

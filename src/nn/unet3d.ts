@@ -15,7 +15,7 @@
 
 import * as F from "../autograd/functional.ts";
 import { fromArray, type Tensor } from "../gpu/mod.ts";
-import { Random } from "../data/random.ts";
+import { Random } from "../base/random.ts";
 import { type InitKind, initWeights } from "./init.ts";
 
 export type Activation = "relu" | "elu" | "leaky_relu";

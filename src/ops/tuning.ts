@@ -12,7 +12,7 @@
 
 import { join } from "node:path";
 import { gpu, type GpuInfo } from "../gpu/mod.ts";
-import { writeFileAtomic } from "../data/atomic.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
 
 /** A thread's register block in conv3d.wgsl or conv3d_wgrad.wgsl, and the workgroup size. */
 export interface ConvTiles {

@@ -1,7 +1,7 @@
 /**
  * The HTTP server as a Hono app: routes from one table (src/server/routes/), middleware in
  * order — HEAD bodies ended, request metrics, access log, Host allow-list, cross-origin
- * refusal, bearer auth, intake gate, body limit, event-stream caps — and one `onError` that
+ * refusal, bearer auth, drain gate, body limit, event-stream caps — and one `onError` that
  * turns every failure into a JSON error. {@link createApp} builds it without a socket, so
  * tests call `app.request()`; src/cli/serve.ts puts it on `Deno.serve`.
  */
@@ -28,7 +28,7 @@ import { DASHBOARD_ASSETS } from "./dashboard/assets.ts";
 import { bodyLimit, JSON_BODY_LIMIT } from "./middleware/body_limit/body_limit.ts";
 import { DEFAULT_MEMORY_BUDGET, MemoryBudget } from "./admission.ts";
 import { requireContentType } from "./middleware/content_type/content_type.ts";
-import { intake } from "./middleware/intake/intake.ts";
+import { drainGate } from "./middleware/drain_gate/drain_gate.ts";
 import { requestMetrics } from "./middleware/request_metrics/request_metrics.ts";
 import { type ModelEntry, ModelRegistry } from "./models.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -37,7 +37,8 @@ import { dashboardRoutes } from "./routes/dashboard.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { modelRoutes } from "./routes/models.ts";
-import type { RouteSpec, ServerContext } from "./routes/table.ts";
+import type { ServerContext } from "./context.ts";
+import type { RouteSpec } from "./routes/table.ts";
 import { GpuScheduler, QueueFullError } from "./scheduler.ts";
 
 export interface ServerOptions {
@@ -189,7 +190,7 @@ export async function createApp(options: ServerOptions): Promise<VoxsegServer> {
   app.use("*", hostCheck({ allowed: options.allowedHosts, anyHost: PROBE_PATHS }));
   app.use("*", originCheck());
   app.use("*", bearerAuth({ tokens, scope: options.auth ?? "all", public: OPEN_PATHS }));
-  app.use("*", intake({ draining: () => draining }));
+  app.use("*", drainGate({ draining: () => draining }));
   const streams = new StreamSlots(options.streamLimits);
   app.use("/v1/jobs/:id/events", streamLimit(streams, (c) => c.req.param("id") ?? ""));
   for (const r of routes) {

@@ -134,7 +134,13 @@ export class ModelRegistry {
    * while holding the GPU lane. Throws a 422 `invalid_model` when the checkpoint is unusable.
    */
   async load(entry: ModelEntry): Promise<LoadedModel> {
-    const mtime = (await Deno.stat(entry.path)).mtime?.getTime() ?? 0;
+    let mtime: number;
+    try {
+      mtime = (await Deno.stat(entry.path)).mtime?.getTime() ?? 0;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      throw new ApiError(404, "model_not_found", `model ${JSON.stringify(entry.name)} was removed`);
+    }
     const key = `${entry.path}@${mtime}`;
     const hit = this.#loaded.get(key);
     if (hit) {
@@ -149,7 +155,8 @@ export class ModelRegistry {
       throw new ApiError(
         422,
         "invalid_model",
-        `model ${JSON.stringify(entry.name)} cannot be loaded: ${(e as Error).message}`,
+        `model ${JSON.stringify(entry.name)} cannot be loaded: ` +
+          hidePaths((e as Error).message, entry.path),
       );
     }
     loaded.name = entry.name;
@@ -241,7 +248,7 @@ export async function readCheckpointMeta(
       },
     };
   } catch (e) {
-    return { error: `unreadable checkpoint: ${(e as Error).message}` };
+    return { error: `unreadable checkpoint: ${hidePaths((e as Error).message, path)}` };
   } finally {
     file?.close();
   }
@@ -256,4 +263,14 @@ async function readExactly(file: Deno.FsFile, n: number): Promise<Uint8Array> {
     got += r;
   }
   return buf;
+}
+
+/**
+ * A checkpoint reader's message fit for a client: the checkpoint's own path becomes "the
+ * checkpoint", any other absolute path a placeholder (where files live is not the client's
+ * business).
+ */
+export function hidePaths(message: string, path: string): string {
+  return message.split(path).join("the checkpoint")
+    .replace(/(^|[\s'"(=:`])\/[^\s'"),`]+/g, "$1<path>");
 }

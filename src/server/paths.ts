@@ -11,7 +11,7 @@
  */
 
 import { dirname, isAbsolute, join, normalize, relative, resolve, sep } from "node:path";
-import { writeFileNew } from "../data/atomic.ts";
+import { writeFileNew } from "../base/atomic.ts";
 import { ApiError } from "./errors.ts";
 
 export interface ResolveOptions {

@@ -13,7 +13,7 @@
  */
 
 import { basename, join } from "node:path";
-import { writeFileAtomic } from "../data/atomic.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
 import { type Normalization, parseNormalization } from "../data/normalize.ts";
 import { ConfigError, type ModelConfig, validateModelConfig } from "./config.ts";
 import type { ScheduleState } from "./schedules.ts";
@@ -573,8 +573,9 @@ async function readStamped(runDir: string, name: string, optim: boolean): Promis
  * highest generation whose stamps (generation and step) match; pairs written before
  * generations existed (`last` + `last.optim`, no stamp) count as generation 0 when their steps
  * agree. Unreadable, torn or unmatched files are passed over with a one-line `notice` naming
- * the file (never its folder). Returns undefined when the folder holds no training state;
- * throws {@link CheckpointError} when it holds state files but no complete pair.
+ * the file (never its folder). Returns undefined when the folder holds no training state, or
+ * only the unfinished files of its first write; throws {@link CheckpointError} when it holds
+ * state files but no complete pair.
  */
 export async function loadTrainingState(
   runDir: string,
@@ -611,6 +612,11 @@ export async function loadTrainingState(
           (chosen ? "not part of the newest complete pair" : "it has no matching partner"),
       );
     }
+  }
+  if (!chosen && names.every((n) => STATE_FILE.exec(n)![1] === "1")) {
+    // Only the first generation's files, and they are incomplete: nothing was ever committed.
+    notice("the first checkpoint was never completed; starting from the beginning");
+    return undefined;
   }
   if (!chosen) {
     throw new CheckpointError(

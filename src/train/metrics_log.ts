@@ -9,7 +9,7 @@
  */
 
 import { dirname } from "node:path";
-import { writeFileAtomic } from "../data/atomic.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
 
 /** The metrics file's name inside a run's output folder. */
 export const METRICS_FILE = "metrics.jsonl";

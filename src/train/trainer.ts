@@ -28,7 +28,7 @@ import {
   parseNormalization,
 } from "../data/normalize.ts";
 import { type Dataset, readDataset } from "../data/dataset.ts";
-import { writeFileAtomic } from "../data/atomic.ts";
+import { writeFileAtomic } from "../base/atomic.ts";
 import { UNet3D } from "../nn/unet3d.ts";
 import { resolveConfig, resumedConfig, type TrainConfig } from "./config.ts";
 import {

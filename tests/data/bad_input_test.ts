@@ -8,10 +8,13 @@ import { join } from "node:path";
 import { generateSynthDataset } from "../../src/cli/synth.ts";
 import { readDataset } from "../../src/data/dataset.ts";
 import { createLoader } from "../../src/data/loader.ts";
-import { encodeNifti, gzip, writeNifti } from "../../src/data/nifti.ts";
-import { openCase, writeCase } from "../../src/data/ome_zarr.ts";
+import { gzip } from "../../src/data/gzip.ts";
+import { encodeNifti, writeNifti } from "../../src/data/nifti.ts";
+import { openCase } from "../../src/data/ome_zarr/reader.ts";
+import { writeCase } from "../../src/data/ome_zarr/writer.ts";
 import type { Shape3, Volume } from "../../src/data/volume.ts";
-import { runCliCaptured, withTempDir } from "./helpers.ts";
+import { runCliCaptured } from "./cli_capture.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const SHAPE: Shape3 = [6, 7, 8];
 const N = 6 * 7 * 8;

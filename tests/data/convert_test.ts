@@ -1,11 +1,13 @@
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import { join } from "node:path";
 import { readDataset, resolveCase } from "../../src/data/dataset.ts";
-import { type NiftiGeometry, readNifti, writeNifti } from "../../src/data/nifti.ts";
-import { openCase } from "../../src/data/ome_zarr.ts";
-import { Random } from "../../src/data/random.ts";
+import { readNifti, writeNifti } from "../../src/data/nifti.ts";
+import type { NiftiGeometry } from "../../src/data/nifti_geometry.ts";
+import { openCase } from "../../src/data/ome_zarr/reader.ts";
+import { Random } from "../../src/base/random.ts";
 import type { Shape3, Volume } from "../../src/data/volume.ts";
-import { runCliCaptured, withTempDir } from "./helpers.ts";
+import { runCliCaptured } from "./cli_capture.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const geometryOf = (g: NiftiGeometry) => ({
   pixdim: g.pixdim.slice(0, 4),

@@ -10,9 +10,10 @@ import {
   resolveCase,
   writeDataset,
 } from "../../src/data/dataset.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import { affineFromSpacing, type Shape3, type Volume } from "../../src/data/volume.ts";
-import { withStaticServer, withTempDir } from "./helpers.ts";
+import { withStaticServer } from "./static_server.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const SHAPE: Shape3 = [9, 11, 13];
 const N = 9 * 11 * 13;

@@ -7,7 +7,7 @@ import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { join, normalize } from "node:path";
 import { generateSynthDataset } from "../../src/cli/synth.ts";
 import { type Batch, createLoader, type LoaderOptions } from "../../src/data/loader.ts";
-import { withTempDir } from "./helpers.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 interface Served {
   path: string;

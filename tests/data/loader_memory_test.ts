@@ -10,7 +10,7 @@ import { generateSynthDataset } from "../../src/cli/synth.ts";
 import { readDataset, resolveCase } from "../../src/data/dataset.ts";
 import { batchBuffers, BatchReader, createLoader } from "../../src/data/loader.ts";
 import type { Shape3 } from "../../src/data/volume.ts";
-import { withTempDir } from "./helpers.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const MiB = 2 ** 20;
 const PATCH: Shape3 = [32, 64, 64];

@@ -3,10 +3,10 @@ import { join } from "node:path";
 import { generateSynthDataset } from "../../src/cli/synth.ts";
 import { readDataset, resolveCase } from "../../src/data/dataset.ts";
 import { type Batch, createLoader, type LoaderOptions } from "../../src/data/loader.ts";
-import { openCase } from "../../src/data/ome_zarr.ts";
+import { openCase } from "../../src/data/ome_zarr/reader.ts";
 import { readPatch } from "../../src/data/sampler.ts";
 import type { Shape3 } from "../../src/data/volume.ts";
-import { withTempDir } from "./helpers.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const PATCH: Shape3 = [8, 24, 24];
 const VOXELS = 8 * 24 * 24;

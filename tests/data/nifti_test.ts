@@ -1,21 +1,21 @@
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import { join } from "node:path";
+import { gzip } from "../../src/data/gzip.ts";
 import {
   decodeNifti,
   encodeNifti,
-  gzip,
   InvalidNiftiError,
   niftiAffine,
-  type NiftiGeometry,
   niftiSizes,
   parseNiftiHeader as parseHeader,
   readNifti,
   readNiftiStream,
   writeNifti,
 } from "../../src/data/nifti.ts";
+import type { NiftiGeometry } from "../../src/data/nifti_geometry.ts";
 import type { Shape3, Volume, VoxelArray } from "../../src/data/volume.ts";
 import { buildNifti, float32Bytes, int16Bytes } from "./nifti_builder.ts";
-import { withTempDir } from "./helpers.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const SHAPE: Shape3 = [3, 4, 5]; // D,H,W: nz=3, ny=4, nx=5
 const N = 60;

@@ -1,15 +1,18 @@
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { join } from "node:path";
 import { ChunkCache } from "../../src/data/chunk_cache.ts";
-import { type CaseCodec, openCase, writeCase } from "../../src/data/ome_zarr.ts";
-import { Random } from "../../src/data/random.ts";
+import { type CaseCodec } from "../../src/data/ome_zarr/metadata.ts";
+import { openCase } from "../../src/data/ome_zarr/reader.ts";
+import { writeCase } from "../../src/data/ome_zarr/writer.ts";
+import { Random } from "../../src/base/random.ts";
 import {
   affineFromSpacing,
   type Shape3,
   type Volume,
   type VoxelArray,
 } from "../../src/data/volume.ts";
-import { withStaticServer, withTempDir } from "./helpers.ts";
+import { withStaticServer } from "./static_server.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const SHAPE: Shape3 = [37, 41, 29];
 const SPACING: Shape3 = [2.5, 0.8, 0.7];

@@ -2,8 +2,9 @@ import { deepStrictEqual, notDeepStrictEqual, ok, strictEqual, throws } from "no
 import { join } from "node:path";
 import type { CaseEntry, Split } from "../../src/data/dataset.ts";
 import { DEFAULT_CT_WINDOW, normalizeValue } from "../../src/data/normalize.ts";
-import { openCase, writeCase } from "../../src/data/ome_zarr.ts";
-import { Random } from "../../src/data/random.ts";
+import { openCase } from "../../src/data/ome_zarr/reader.ts";
+import { writeCase } from "../../src/data/ome_zarr/writer.ts";
+import { Random } from "../../src/base/random.ts";
 import {
   augmentPatch,
   flipAxis,
@@ -13,7 +14,7 @@ import {
 } from "../../src/data/sampler.ts";
 import { synthCase } from "../../src/data/synth.ts";
 import type { Shape3 } from "../../src/data/volume.ts";
-import { withTempDir } from "./helpers.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 /** A case entry with `perClass[k]` random coordinates of class k + 1. */
 function entry(id: string, shape: Shape3, perClass: number[], split: Split = "train"): CaseEntry {

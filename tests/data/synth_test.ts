@@ -9,11 +9,12 @@ import {
 import { join } from "node:path";
 import { ensureSynthDataset, SYNTH_GENERATOR } from "../../src/cli/synth.ts";
 import { readDataset } from "../../src/data/dataset.ts";
-import { openCase } from "../../src/data/ome_zarr.ts";
-import { Random } from "../../src/data/random.ts";
+import { openCase } from "../../src/data/ome_zarr/reader.ts";
+import { Random } from "../../src/base/random.ts";
 import { type LesionKind, smoothNoise, synthCase } from "../../src/data/synth.ts";
 import { spacingFromAffine } from "../../src/data/volume.ts";
-import { runCliCaptured, withTempDir } from "./helpers.ts";
+import { runCliCaptured } from "./cli_capture.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const SMALL: [number, number, number] = [32, 64, 64];
 

@@ -14,7 +14,7 @@ import {
   wgslHeader,
   zeros,
 } from "../../src/gpu/mod.ts";
-import { add, mul, relu } from "../../src/ops/elementwise.ts";
+import * as ops from "../../src/ops/mod.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -65,9 +65,9 @@ Deno.test("scope frees intermediates and keeps what it returns", opts, async () 
   let inner: Tensor | undefined;
   let kept: Tensor | undefined;
   const y = scope(() => {
-    inner = relu(x);
-    kept = keep(add(x, x));
-    return mul(inner, x);
+    inner = ops.relu(x);
+    kept = keep(ops.add(x, x));
+    return ops.mul(inner, x);
   });
   assert.ok(inner!.disposed, "intermediate freed");
   assert.ok(!y.disposed && !kept!.disposed && !x.disposed);
@@ -79,7 +79,7 @@ Deno.test("a repeated computation creates no new buffers after its first run", o
   await initGpu();
   const x = fromArray([1, 2, 9, 9, 9], new Float32Array(2 * 729).map((_, i) => i - 700));
   const step = async () => {
-    const y = scope(() => relu(add(mul(x, x), x)));
+    const y = scope(() => ops.relu(ops.add(ops.mul(x, x), x)));
     await y.read();
     y.dispose();
   };
@@ -97,7 +97,7 @@ Deno.test(
     await initGpu();
     const n = 65536 * 256 + 7; // more than 65535 workgroups of 256
     const a = fromArray([n], new Float32Array(n).map((_, i) => i % 1000));
-    const y = add(a, a);
+    const y = ops.add(a, a);
     const h = await y.read();
     for (const i of [0, 1, 65535 * 256, n - 8, n - 1]) {
       assert.equal(
@@ -132,7 +132,7 @@ Deno.test("shape errors name the shapes", opts, async () => {
   await initGpu();
   const a = zeros([2, 3]);
   const b = zeros([3, 2]);
-  assert.throws(() => add(a, b), /add: shapes differ, \[2, 3\] vs \[3, 2\]/);
+  assert.throws(() => ops.add(a, b), /add: shapes differ, \[2, 3\] vs \[3, 2\]/);
   assert.throws(() => fromArray([2], [1, 2, 3]), /3 values but shape \[2\] needs 2/);
   const limit = (await initGpu()).device.limits.maxStorageBufferBindingSize;
   assert.throws(
@@ -147,17 +147,17 @@ Deno.test("the profiler times every dispatch per pipeline, past one query set", 
   await initGpu();
   await assert.rejects(commands().stopProfile(), /no profile was started/);
   const a = fromArray([1000], Array.from({ length: 1000 }, (_, i) => i - 500));
-  const before = await readTensors([scope(() => relu(add(a, a)))]);
+  const before = await readTensors([scope(() => ops.relu(ops.add(a, a)))]);
   commands().startProfile();
   assert.throws(() => commands().startProfile(), /already running/);
   // 2 · 1100 timestamps: more than one 4096-query set.
   let y = a;
   for (let i = 0; i < 1100; i++) {
-    const next = i % 2 ? relu(y) : add(y, a);
+    const next = i % 2 ? ops.relu(y) : ops.add(y, a);
     if (y !== a) y.dispose();
     y = next;
   }
-  const profiled = await readTensors([scope(() => relu(add(a, a)))]);
+  const profiled = await readTensors([scope(() => ops.relu(ops.add(a, a)))]);
   const times = await commands().stopProfile();
   y.dispose();
   a.dispose();

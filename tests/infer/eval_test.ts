@@ -8,11 +8,11 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { generateSynthDataset } from "../../src/cli/synth.ts";
 import { readDataset, resolveCase } from "../../src/data/dataset.ts";
-import { openCase } from "../../src/data/ome_zarr.ts";
+import { openCase } from "../../src/data/ome_zarr/reader.ts";
 import { segmentationMetrics } from "../../src/infer/metrics.ts";
 import { loadModel, predictVolume } from "../../src/infer/predict.ts";
-import { runCliCaptured } from "../data/helpers.ts";
-import { opts, tempRoot, tinyCheckpoint } from "./helpers.ts";
+import { runCliCaptured } from "../data/cli_capture.ts";
+import { opts, tempRoot, tinyCheckpoint } from "./infer_fixture.ts";
 
 const root = tempRoot("voxseg_eval_test_");
 

@@ -13,7 +13,7 @@ import {
   segmentationMetrics,
   surfaceVoxels,
 } from "../../src/infer/metrics.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import type { Shape3 } from "../../src/data/volume.ts";
 
 const near = (a: number, b: number, tol = 1e-9) =>

@@ -10,12 +10,14 @@ import { join } from "node:path";
 import * as zarr from "zarrita";
 import FileSystemStore from "@zarrita/storage/fs";
 import { readNifti, writeNifti } from "../../src/data/nifti.ts";
-import { openCase, writeCase } from "../../src/data/ome_zarr.ts";
+import { openCase } from "../../src/data/ome_zarr/reader.ts";
+import { writeCase } from "../../src/data/ome_zarr/writer.ts";
 import type { Volume } from "../../src/data/volume.ts";
 import { encodeSafetensors } from "../../src/train/safetensors.ts";
 import { loadModel, predictCase, predictVolume } from "../../src/infer/predict.ts";
-import { runCliCaptured, withStaticServer } from "../data/helpers.ts";
-import { blobVolume, opts, tempRoot, tinyCheckpoint } from "./helpers.ts";
+import { runCliCaptured } from "../data/cli_capture.ts";
+import { withStaticServer } from "../data/static_server.ts";
+import { blobVolume, opts, tempRoot, tinyCheckpoint } from "./infer_fixture.ts";
 
 const root = tempRoot("voxseg_predict_test_");
 const TEMPLATES = "/usr/share/mricron/templates";

@@ -17,7 +17,7 @@ import {
 } from "../../src/infer/sliding_window.ts";
 import { UNet3D } from "../../src/nn/unet3d.ts";
 import type { Shape3 } from "../../src/data/volume.ts";
-import { blobVolume, flipVolume, opts } from "./helpers.ts";
+import { blobVolume, flipVolume, opts } from "./infer_fixture.ts";
 
 const PATCH: Shape3 = [16, 16, 16];
 const C = 3;

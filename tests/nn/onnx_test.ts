@@ -3,7 +3,7 @@ import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { softmaxChannels } from "../../src/autograd/functional.ts";
 import { fromArray, initGpu, readTensors, scope } from "../../src/gpu/mod.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import {
   encodeVarint,
   ONNX_IR_VERSION,
@@ -15,8 +15,8 @@ import {
 import { UNet3D, type UNet3DConfig } from "../../src/nn/unet3d.ts";
 import { type HostTensor } from "../../src/train/safetensors.ts";
 import { loadWeights, readWeights } from "../../src/train/trainer.ts";
-import { runCliCaptured } from "../data/helpers.ts";
-import { opts, tempRoot, tinyCheckpoint } from "../infer/helpers.ts";
+import { runCliCaptured } from "../data/cli_capture.ts";
+import { opts, tempRoot, tinyCheckpoint } from "../infer/infer_fixture.ts";
 
 const root = tempRoot("voxseg_onnx_test_");
 

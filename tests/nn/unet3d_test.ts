@@ -12,7 +12,7 @@ import {
 } from "../../src/gpu/mod.ts";
 import { adamStep, gradNormControl } from "../../src/ops/optim.ts";
 import { UNet3D } from "../../src/nn/unet3d.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 

@@ -9,7 +9,7 @@
 
 import { fromArray, initGpu, readTensors, scope, type Tensor } from "../../src/gpu/mod.ts";
 import { Tape } from "../../src/autograd/mod.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 
 export type Init =
   | "normal"

@@ -2,7 +2,7 @@ import { throws } from "node:assert";
 import { conv3d, conv3dAct } from "../../src/autograd/mod.ts";
 import * as ops from "../../src/ops/conv3d.ts";
 import { fromArray, initGpu, readTensors, scope, Tensor } from "../../src/gpu/mod.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import { checkOp, type OpCase } from "./check_op.ts";
 import { type ConvTiles, forceTiles, type TunedKernel } from "../../src/ops/tuning.ts";
 import { conv3dRef } from "./conv3d_ref.ts";

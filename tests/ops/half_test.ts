@@ -5,15 +5,16 @@
 
 import { deepStrictEqual, ok, throws } from "node:assert";
 import { fromArray, initGpu, readInt, readTensors, Tensor } from "../../src/gpu/mod.ts";
-import { conv3d, CONV_TILES, halfEligible } from "../../src/ops/conv3d.ts";
+import { CONV_TILES, halfEligible } from "../../src/ops/conv3d.ts";
+import * as ops from "../../src/ops/mod.ts";
 import { forceTiles } from "../../src/ops/tuning.ts";
 import { packHalf, precision, withPrecision } from "../../src/ops/precision.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import { conv3dRef } from "./conv3d_ref.ts";
 import { UNet3D } from "../../src/nn/unet3d.ts";
 import { commands } from "../../src/gpu/mod.ts";
 import { predictVolume } from "../../src/infer/predict.ts";
-import { ctVolume, SPACING } from "../server/helpers.ts";
+import { ctVolume, SPACING } from "../server/server_fixture.ts";
 
 /** binary16 unit roundoff: 2⁻¹¹. */
 const U16 = 2 ** -11;
@@ -47,8 +48,8 @@ async function checkHalfConv(
   forceTiles({ conv3: tiles });
   let y16: Tensor, y32: Tensor;
   try {
-    y16 = withPrecision("f16", () => conv3d(x, w, b, act));
-    y32 = conv3d(x, w, b, act);
+    y16 = withPrecision("f16", () => ops.conv3d(x, w, b, act));
+    y32 = ops.conv3d(x, w, b, act);
   } finally {
     forceTiles(null);
   }
@@ -101,8 +102,8 @@ Deno.test("f16 conv3d: runs the kernel cannot take in binary16 stay exact f32", 
     const x = fromArray(xShape, normal(size, rng));
     const w = fromArray([co, xShape[1], k, k, k], normal(co * xShape[1] * k ** 3, rng));
     const [a, b] = await readTensors([
-      withPrecision("f16", () => conv3d(x, w, null)),
-      conv3d(x, w, null),
+      withPrecision("f16", () => ops.conv3d(x, w, null)),
+      ops.conv3d(x, w, null),
     ]);
     deepStrictEqual(a, b, `x [${xShape}] co ${co} k ${k}`);
     x.dispose();

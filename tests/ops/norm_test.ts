@@ -2,7 +2,7 @@ import { throws } from "node:assert";
 import { batchNorm, instanceNorm } from "../../src/autograd/mod.ts";
 import * as norm from "../../src/ops/norm.ts";
 import { fromArray, initGpu, readTensors, scope, Tensor } from "../../src/gpu/mod.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import { opTest, relError } from "./check_op.ts";
 
 const EPS = 1e-5;

@@ -8,7 +8,7 @@ import {
   type SgdOptions,
   sgdStep,
 } from "../../src/ops/optim.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import { relError } from "./check_op.ts";
 
 const test = (name: string, fn: () => Promise<void>) =>

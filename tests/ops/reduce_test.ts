@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { mean, mul, scale, sum } from "../../src/autograd/mod.ts";
 import { fromArray, initGpu, readTensors, scope, type Tensor } from "../../src/gpu/mod.ts";
 import * as reduce from "../../src/ops/reduce.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import { opTest, relError } from "./check_op.ts";
 
 const shape = [2, 3, 5, 7, 9];

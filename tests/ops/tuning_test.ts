@@ -6,7 +6,8 @@
 import assert, { deepStrictEqual, equal, ok } from "node:assert";
 import { join } from "node:path";
 import { fromArray, gpu, initGpu, readTensors } from "../../src/gpu/mod.ts";
-import { builtinTiles, conv3d, convTiles, weightGradTiles } from "../../src/ops/conv3d.ts";
+import { builtinTiles, convTiles, weightGradTiles } from "../../src/ops/conv3d.ts";
+import * as ops from "../../src/ops/mod.ts";
 import {
   adapterFingerprint,
   type ConvTiles,
@@ -19,9 +20,9 @@ import {
   validTiles,
 } from "../../src/ops/tuning.ts";
 import { tune } from "../../src/cli/tune.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import { conv3dRef } from "./conv3d_ref.ts";
-import { runCliCaptured } from "../data/helpers.ts";
+import { runCliCaptured } from "../data/cli_capture.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
@@ -79,7 +80,7 @@ Deno.test(
       const xs = Float32Array.from({ length: 2 * 3 * 5 * 6 * 12 }, () => rng.normal());
       const ws = Float32Array.from({ length: co * 3 * 27 }, () => rng.normal());
       const x = fromArray(xShape, xs), w = fromArray([co, 3, 3, 3, 3], ws);
-      const [y] = await readTensors([conv3d(x, w, null)]);
+      const [y] = await readTensors([ops.conv3d(x, w, null)]);
       x.dispose();
       w.dispose();
       const want = conv3dRef(xShape, co, 3, false)([Float64Array.from(xs), Float64Array.from(ws)]);

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { fromArray, initGpu, readTensors, scope } from "../../src/gpu/mod.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import { readWeights } from "../../src/train/trainer.ts";
 import { referenceBatch, referenceConfig, TrainStepBench } from "../../src/cli/bench/train.ts";
 import {

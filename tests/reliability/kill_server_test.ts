@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import {
   asFlags,
   committedGeneration,
@@ -52,6 +52,7 @@ Deno.test({
   async fn() {
     const t0 = performance.now();
     const { dir, env } = await workspace("voxseg-kill-server-");
+    let passed = false;
     try {
       const root = join(dir, "root");
       const data = await tinyDataset(join(root, "ds"), env);
@@ -114,7 +115,7 @@ Deno.test({
       );
       const final = await call(server.base, "GET", `/v1/jobs/${id}`);
       await kill9(server.child);
-      assert.equal(state, "succeeded", JSON.stringify(final.json));
+      assert.equal(state, "succeeded", `${JSON.stringify(final.json)}\n${server.output()}`);
       assert.equal(final.json.result.steps, 20);
       for (const file of ["last.safetensors", "best.safetensors"]) {
         assert.deepEqual(
@@ -125,8 +126,10 @@ Deno.test({
       }
       const seconds = Math.round((performance.now() - t0) / 1000);
       console.log(JSON.stringify({ test: "kill_server", kills: KILLS, inCommit, seconds }));
+      passed = true;
     } finally {
-      await Deno.remove(dir, { recursive: true });
+      // A failure keeps the state folder for a look.
+      if (passed) await Deno.remove(dir, { recursive: true });
     }
   },
 });

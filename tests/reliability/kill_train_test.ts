@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import {
   asFlags,
   committedGeneration,
@@ -38,11 +38,14 @@ function committing(runDir: string): boolean {
   return false;
 }
 
-/** Reads a child's output to the end (so its pipe never fills); resolves with the text. */
+/** Reads a child's stdout and stderr to the end (so no pipe fills); resolves with the text. */
 async function collect(child: Deno.ChildProcess): Promise<string> {
   let text = "";
-  const decoder = new TextDecoder();
-  for await (const chunk of child.stdout) text += decoder.decode(chunk, { stream: true });
+  const read = async (stream: ReadableStream<Uint8Array>) => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
+  };
+  await Promise.all([read(child.stdout), read(child.stderr)]);
   return text;
 }
 
@@ -53,6 +56,7 @@ Deno.test({
   async fn() {
     const t0 = performance.now();
     const { dir, env } = await workspace("voxseg-kill-train-");
+    let passed = false;
     try {
       const data = await tinyDataset(join(dir, "ds"), env);
       // 3 epochs × 12 steps, a validation after each epoch, the state written after every step.
@@ -101,13 +105,16 @@ Deno.test({
         }
         if (exited) {
           const status = await child.status;
+          const state = [...Deno.readDirSync(out)].map((e) => e.name).sort().join(", ");
           assert.fail(
             `life ${life} ended by itself (exit ${status.code}) before kill ${counts.kills + 1}: ` +
-              `${status.success ? "the run finished; give it more steps" : await output}`,
+              `${status.success ? "the run finished; give it more steps" : await output}\n` +
+              `run folder: ${state}`,
           );
         }
         await kill9(child);
-        await output;
+        const text = await output;
+        if (/error/i.test(text)) console.log(`life ${life}:\n${text}`);
         counts.kills++;
         if (committing(out)) counts.leftHalfCommitted++;
       }
@@ -121,8 +128,10 @@ Deno.test({
       }
       const seconds = (performance.now() - t0) / 1000;
       console.log(JSON.stringify({ test: "kill_train", ...counts, seconds: Math.round(seconds) }));
+      passed = true;
     } finally {
-      await Deno.remove(dir, { recursive: true });
+      // A failure keeps the run folders for a look.
+      if (passed) await Deno.remove(dir, { recursive: true });
     }
   },
 });

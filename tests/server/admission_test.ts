@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { UsageError } from "../../src/cli/main.ts";
+import { UsageError } from "../../src/cli/usage_error.ts";
 import { main as serve } from "../../src/cli/serve.ts";
 import { encodeNifti } from "../../src/data/nifti.ts";
 import { MemoryBudget } from "../../src/server/admission.ts";
 import { ApiError } from "../../src/server/errors.ts";
-import { assertError, ctVolume, newServer, niftiBytes, testOpts } from "./helpers.ts";
+import { assertError, ctVolume, newServer, niftiBytes, testOpts } from "./server_fixture.ts";
 
 const ctx = { what: "the request body", retryAfterSeconds: 7 };
 const MiB = 2 ** 20;

@@ -26,7 +26,7 @@ import {
   niftiBytes,
   testOpts,
   TINY_TRAIN,
-} from "./helpers.ts";
+} from "./server_fixture.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 const SHOTS = Deno.env.get("DASHBOARD_SHOTS");

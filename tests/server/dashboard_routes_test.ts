@@ -10,7 +10,7 @@ import { decodeNifti, writeNifti } from "../../src/data/nifti.ts";
 import { buildDashboard, DIST_DIR } from "../../src/server/dashboard/build.ts";
 import type { Job } from "../../src/server/jobs/job.ts";
 import { stampOf } from "../../src/server/paths.ts";
-import { assertError, ctVolume, dataRoot, newServer, testOpts } from "./helpers.ts";
+import { assertError, ctVolume, dataRoot, newServer, testOpts } from "./server_fixture.ts";
 
 Deno.test(
   "GET / is the dashboard page with a CSP that allows nothing from elsewhere",

@@ -7,8 +7,16 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { decodeNifti, isGzip } from "../../src/data/nifti.ts";
-import { ctVolume, dataRoot, niftiBytes, readEvents, testOpts, TINY_TRAIN } from "./helpers.ts";
+import { isGzip } from "../../src/data/gzip.ts";
+import { decodeNifti } from "../../src/data/nifti.ts";
+import {
+  ctVolume,
+  dataRoot,
+  niftiBytes,
+  readEvents,
+  testOpts,
+  TINY_TRAIN,
+} from "./server_fixture.ts";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
 

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { writeNifti } from "../../src/data/nifti.ts";
 import { AccessLog, type AccessRecord } from "../../src/server/middleware/access_log/access_log.ts";
 import type { Job } from "../../src/server/jobs/job.ts";
-import { ctVolume, dataRoot, jsonPost, newServer, testOpts, waitForJob } from "./helpers.ts";
+import { ctVolume, dataRoot, jsonPost, newServer, testOpts, waitForJob } from "./server_fixture.ts";
 
 const PATIENT_DIR = "patients/Doe_John_19610203";
 const UID = "1.2.840.113619.2.55.3.604688119.969.1268071029.320";

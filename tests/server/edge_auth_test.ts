@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import type { RouteSpec } from "../../src/server/routes/table.ts";
-import { assertError, newServer, testOpts } from "./helpers.ts";
+import { assertError, newServer, testOpts } from "./server_fixture.ts";
 
 /** The routes open without a token, and nothing else. */
 const OPEN = [

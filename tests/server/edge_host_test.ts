@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { assertError, jsonPost, newServer, testOpts } from "./helpers.ts";
+import { assertError, jsonPost, newServer, testOpts } from "./server_fixture.ts";
 
 Deno.test("Host allow-list: 421 for unknown names, probes answer any Host", testOpts, async () => {
   const { app } = await newServer({ allowedHosts: ["voxseg.example.org"] });

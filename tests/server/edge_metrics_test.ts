@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { newServer, testOpts } from "./helpers.ts";
+import { newServer, testOpts } from "./server_fixture.ts";
 
 Deno.test("metrics: 50 invented methods and paths add at most a few series", testOpts, async () => {
   const { app } = await newServer({ token: "t" });

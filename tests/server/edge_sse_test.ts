@@ -5,7 +5,14 @@
 
 import assert from "node:assert/strict";
 import type { Job } from "../../src/server/jobs/job.ts";
-import { assertError, jsonPost, newServer, testOpts, TINY_TRAIN, waitForJob } from "./helpers.ts";
+import {
+  assertError,
+  jsonPost,
+  newServer,
+  testOpts,
+  TINY_TRAIN,
+  waitForJob,
+} from "./server_fixture.ts";
 
 Deno.test(
   "event streams: per-job and server-wide caps, 503 + Retry-After, slots freed",

@@ -9,8 +9,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { main } from "../../src/cli/serve.ts";
-import { UsageError } from "../../src/cli/main.ts";
-import { testOpts } from "./helpers.ts";
+import { UsageError } from "../../src/cli/usage_error.ts";
+import { testOpts } from "./server_fixture.ts";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
 

@@ -10,7 +10,7 @@ import {
   newServer,
   niftiBytes,
   testOpts,
-} from "./helpers.ts";
+} from "./server_fixture.ts";
 
 Deno.test("GET /healthz, /readyz, /v1/device on a ready server", testOpts, async () => {
   const { app } = await newServer();

@@ -18,7 +18,7 @@ import {
   newServer,
   testOpts,
   waitForJob,
-} from "./helpers.ts";
+} from "./server_fixture.ts";
 
 async function until(what: string, ok: () => boolean): Promise<void> {
   for (let i = 0; i < 5000 && !ok(); i++) await new Promise((r) => setTimeout(r, 2));

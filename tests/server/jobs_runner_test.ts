@@ -17,7 +17,7 @@ import { JobStore } from "../../src/server/jobs/store.ts";
 import type { ModelRegistry } from "../../src/server/models.ts";
 import { DataRoot } from "../../src/server/paths.ts";
 import { type GpuLease, GpuScheduler, QueueFullError } from "../../src/server/scheduler.ts";
-import { ctVolume } from "./helpers.ts";
+import { ctVolume } from "./server_fixture.ts";
 import { enospc, fillableDisk } from "./jobs_disk.ts";
 
 const base = await Deno.realPath(await Deno.makeTempDir({ prefix: "voxseg_runner_" }));

@@ -15,7 +15,7 @@ import {
   testOpts,
   TINY_TRAIN,
   waitForJob,
-} from "./helpers.ts";
+} from "./server_fixture.ts";
 
 const train = (name: string, config: Record<string, unknown> = {}) =>
   jsonPost({ dataset: "synth", name, config: { ...TINY_TRAIN, ...config } });

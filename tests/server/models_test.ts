@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { decodeNifti, encodeNifti, gzip, isGzip } from "../../src/data/nifti.ts";
+import { gzip, isGzip } from "../../src/data/gzip.ts";
+import { decodeNifti, encodeNifti } from "../../src/data/nifti.ts";
 import { QueueFullError } from "../../src/server/scheduler.ts";
+import { hidePaths } from "../../src/server/models.ts";
 import {
   assertError,
   ctVolume,
@@ -12,7 +14,7 @@ import {
   saveTinyCheckpoint,
   SPACING,
   testOpts,
-} from "./helpers.ts";
+} from "./server_fixture.ts";
 
 const octet = { "content-type": "application/octet-stream" };
 const predict = (body: BodyInit, headers: Record<string, string> = octet, query = "") => ({
@@ -55,11 +57,15 @@ Deno.test("a checkpoint copied into --models is served without a restart", testO
   const broken = (await (await app.request("/v1/models")).json()).models
     .find((m: { name: string }) => m.name === "broken");
   assert.match(broken.error, /checkpoint/);
+  const { root } = await dataRoot();
+  assert.ok(!broken.error.includes(root), `the listing shows where files live: ${broken.error}`);
   const res = await app.request("/v1/models/broken/predict", {
     method: "POST",
     body: await niftiBytes(ctVolume()),
     headers: octet,
   });
+  const body = await res.clone().text();
+  assert.ok(!body.includes(root), `the 422 shows where files live: ${body}`);
   await assertError(res, 422, "invalid_model");
   await Deno.remove(join(models, "broken.safetensors"));
   await Deno.remove(join(models, "late"), { recursive: true });
@@ -257,3 +263,11 @@ Deno.test(
     assert.ok(new QueueFullError(3, 2).message.includes("retry in 3 s"));
   },
 );
+
+Deno.test("hidePaths: a checkpoint reader's message names no folder", () => {
+  const path = "/srv/voxseg/models/lung.safetensors";
+  assert.equal(
+    hidePaths(`cannot open ${path}: denied; see /etc/voxseg/x.conf`, path),
+    "cannot open the checkpoint: denied; see <path>",
+  );
+});

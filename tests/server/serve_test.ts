@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { isLoopback, main } from "../../src/cli/serve.ts";
-import { UsageError } from "../../src/cli/main.ts";
+import { UsageError } from "../../src/cli/usage_error.ts";
 
 Deno.test("isLoopback: only addresses this machine alone can reach", () => {
   for (const h of ["127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"]) {

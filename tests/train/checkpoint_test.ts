@@ -421,6 +421,21 @@ Deno.test("training state: a pair written by the old two-file scheme still loads
   });
 });
 
+Deno.test("training state: a first write cut off before its pair is complete means a fresh start", async () => {
+  await inTempDir(async (dir) => {
+    await saveTrainingState(dir, stateAt(1, 1), (done) => {
+      if (done === "model") throw new Crash(done);
+    }).catch(() => {});
+    assertEquals(await listDir(dir), ["last.g1.safetensors"]);
+    const notices: string[] = [];
+    assertEquals(await loadTrainingState(dir, (line) => notices.push(line)), undefined);
+    assertEquals(
+      notices.at(-1),
+      "the first checkpoint was never completed; starting from the beginning",
+    );
+  });
+});
+
 Deno.test("removeStaleTempFiles: only the temp files of interrupted checkpoint writes", async () => {
   await inTempDir(async (dir) => {
     const keep = ["last.safetensors", ".hidden", "notes.tmp-1-a", "metrics.jsonl"];

@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { generateSynthDataset } from "../../src/cli/synth.ts";
-import { runCliCaptured, withTempDir } from "../data/helpers.ts";
+import { runCliCaptured } from "../data/cli_capture.ts";
+import { withTempDir } from "../data/temp_dir.ts";
 
 Deno.test({
   name: "voxseg train: prints validation and held-out test Dice; summary.json keeps both",

@@ -22,11 +22,11 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { BenchResult, BenchSuite } from "../bench.ts";
+import type { BenchResult, BenchSuite } from "./suite.ts";
 import { ensureSynthDataset } from "../synth.ts";
 import { readDataset, resolveCase, type Split } from "../../data/dataset.ts";
 import { createLoader, type Loader } from "../../data/loader.ts";
-import { openCase } from "../../data/ome_zarr.ts";
+import { openCase } from "../../data/ome_zarr/reader.ts";
 import type { Shape3 } from "../../data/volume.ts";
 
 /** Where the benchmark dataset is generated, from the working directory (git-ignored, kept). */

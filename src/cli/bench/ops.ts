@@ -4,21 +4,23 @@
  * backward up to those grids; and the bias gradient. Each sample times a batch of calls (about
  * a quarter second) up to a GPU sync, divided by the batch size; the median sample is
  * reported. The forward also runs with binary16 operands (`withPrecision("f16")`). GFLOP/s
- * counts a multiply-add as 2; the bias gradient counts one addition per value of gy.
+ * counts a multiply-add as 2; the bias gradient counts one addition per value of gy. On a
+ * software adapter `gflops_cpu_time` also counts the process's CPU time, for shared machines.
  *
  * The cases are defined once, here; bench/ops_bench.ts runs the same ones under `deno bench`.
  */
 
 import { commands, fromArray, initGpu, scope, type Tensor } from "../../gpu/mod.ts";
-import { biasGrad, conv3d, conv3dBackwardInput, conv3dBackwardWeight } from "../../ops/conv3d.ts";
+import { biasGrad, conv3dBackwardInput, conv3dBackwardWeight } from "../../ops/conv3d.ts";
+import * as ops from "../../ops/mod.ts";
 import {
   convTranspose3d,
   convTranspose3dBackwardInput,
   convTranspose3dBackwardWeight,
 } from "../../ops/conv_transpose3d.ts";
-import { Random } from "../../data/random.ts";
+import { Random } from "../../base/random.ts";
 import { withPrecision } from "../../ops/precision.ts";
-import { type BenchResult, type BenchSuite, median } from "../bench.ts";
+import { type BenchResult, type BenchSuite, median } from "./suite.ts";
 
 /** One benchmarked kernel call on prepared inputs. */
 export interface OpCase {
@@ -41,7 +43,7 @@ export function opCases(): OpCase[] {
       name: `conv3d forward f16 operands ${tag}`,
       flop: 2 * c * c * 27 * s ** 3,
       inputs: [x, [c, c, 3, 3, 3]],
-      call: ([a, b]) => withPrecision("f16", () => conv3d(a, b, null)),
+      call: ([a, b]) => withPrecision("f16", () => ops.conv3d(a, b, null)),
     });
     // Transposed convolution producing the s³ grid from (s/2)³, as in the U-Net's decoder.
     const h = s / 2;
@@ -89,7 +91,7 @@ function convCases(tag: string, x: number[], co: number, inputGrad: boolean): Op
       name: `conv3d forward ${tag}`,
       flop,
       inputs: [x, wShape],
-      call: ([a, b]) => conv3d(a, b, null),
+      call: ([a, b]) => ops.conv3d(a, b, null),
     },
     ...(inputGrad
       ? [{
@@ -124,7 +126,12 @@ export function randomTensors(shapes: readonly number[][], seed: number): Tensor
  */
 export async function timeCase(
   c: OpCase,
-  { samples = 5, sampleMs = 250 } = {},
+  { samples = 5, sampleMs = 250, cpu }: {
+    samples?: number;
+    sampleMs?: number;
+    /** Filled with this process's CPU milliseconds per call over the timed samples. */
+    cpu?: { msPerCall: number };
+  } = {},
 ): Promise<number> {
   const inputs = randomTensors(c.inputs, 1);
   // One call, everything it creates freed: a result left alive would make every call
@@ -143,10 +150,26 @@ export async function timeCase(
     await batch(1); // warm-up: pipeline creation, buffer pool
     const perSample = Math.max(1, Math.min(200, Math.ceil(sampleMs / await batch(2))));
     const times: number[] = [];
+    const cpu0 = processCpuMs();
     for (let s = 0; s < samples; s++) times.push(await batch(perSample));
+    if (cpu) cpu.msPerCall = (processCpuMs() - cpu0) / (samples * perSample);
     return median(times);
   } finally {
     for (const t of inputs) t.dispose();
+  }
+}
+
+/**
+ * CPU milliseconds this process has used (user + system, all threads: on a software adapter
+ * the shader invocations run on its threads); NaN where /proc is missing.
+ */
+export function processCpuMs(): number {
+  try {
+    const fields = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
+    // utime and stime, fields 14 and 15 of stat(5), in clock ticks (100 per second on Linux).
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return NaN;
   }
 }
 
@@ -154,9 +177,22 @@ export const suite: BenchSuite = {
   summary: "conv3d / conv_transpose3d kernels and the bias gradient",
   async *run({ quick }): AsyncIterable<BenchResult> {
     const gpu = await initGpu();
+    const cores = navigator.hardwareConcurrency;
     for (const c of opCases()) {
-      const ms = await timeCase(c, quick ? { samples: 3, sampleMs: 50 } : {});
-      yield { name: c.name, ms, gflops: c.flop / ms / 1e6, adapter: gpu.info.description };
+      const cpu = { msPerCall: NaN };
+      const ms = await timeCase(c, { ...(quick ? { samples: 3, sampleMs: 50 } : {}), cpu });
+      yield {
+        name: c.name,
+        ms,
+        gflops: c.flop / ms / 1e6,
+        // On a software adapter, what all the cores would do if this process had them to
+        // itself: GFLOP per CPU-second of this process × cores. Less sensitive to other load
+        // on a shared machine than the wall-clock figure (and meaningless on a GPU).
+        ...(gpu.info.isFallbackAdapter && cpu.msPerCall > 0
+          ? { gflops_cpu_time: (c.flop / cpu.msPerCall / 1e6) * cores }
+          : {}),
+        adapter: gpu.info.description,
+      };
     }
   },
 };

@@ -18,7 +18,7 @@
 
 import { join } from "node:path";
 import { commands, fromArray, initGpu, readTensors, scope } from "../../gpu/mod.ts";
-import { type BenchResult, type BenchSuite, median } from "../bench.ts";
+import { type BenchResult, type BenchSuite, median } from "./suite.ts";
 import { agreedRatio, logitsAgreement } from "./agreement.ts";
 import {
   referenceBatch,

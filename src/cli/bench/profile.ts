@@ -12,7 +12,7 @@
 import { commands, initGpu } from "../../gpu/mod.ts";
 import { resolveConfig, type TrainConfig } from "../../train/config.ts";
 import { SYNTH_PRESET } from "../train.ts";
-import type { BenchResult, BenchSuite } from "../bench.ts";
+import type { BenchResult, BenchSuite } from "./suite.ts";
 import { referenceConfig, TrainStepBench } from "./train.ts";
 
 /** Pipelines listed one by one per step; the rest are summed into one line. */

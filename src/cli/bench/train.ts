@@ -20,13 +20,13 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { commands, fromArray, initGpu, readTensors, type Tensor } from "../../gpu/mod.ts";
-import { Random } from "../../data/random.ts";
+import { Random } from "../../base/random.ts";
 import { UNet3D } from "../../nn/unet3d.ts";
 import { resolveConfig, type TrainConfig } from "../../train/config.ts";
 import { Optimizer } from "../../train/optimizer.ts";
 import { encodeSafetensors } from "../../train/safetensors.ts";
 import { readWeights, trainStep } from "../../train/trainer.ts";
-import { type BenchResult, type BenchSuite, median } from "../bench.ts";
+import { type BenchResult, type BenchSuite, median } from "./suite.ts";
 import { agreedRatio, lossAgreement } from "./agreement.ts";
 import { procStatusMb, resetPeakRss } from "./memory.ts";
 

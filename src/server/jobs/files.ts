@@ -6,7 +6,8 @@
  */
 
 import { constants, gunzipSync } from "node:zlib";
-import { isGzip, parseNiftiHeader } from "../../data/nifti.ts";
+import { isGzip } from "../../data/gzip.ts";
+import { parseNiftiHeader } from "../../data/nifti.ts";
 import { ApiError } from "../errors.ts";
 import type { DataRoot } from "../paths.ts";
 

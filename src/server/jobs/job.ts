@@ -1,10 +1,7 @@
 /** What a job is: its request, its state, its progress and its result, as stored and served. */
 
 import type { Precision } from "../../ops/precision.ts";
-import type { ModelRegistry } from "../models.ts";
-import type { DataRoot, FileStamp } from "../paths.ts";
-import type { GpuScheduler } from "../scheduler.ts";
-import type { JobStore } from "./store.ts";
+import type { FileStamp } from "../paths.ts";
 
 export type JobKind = "train" | "predict";
 
@@ -98,12 +95,4 @@ export interface JobEvent {
 export function newJobId(): string {
   const rand = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");
   return `j${Date.now().toString(36)}-${rand}`;
-}
-
-/** What running a job needs from the server. */
-export interface JobDeps {
-  store: JobStore;
-  scheduler: GpuScheduler;
-  models: ModelRegistry;
-  root: DataRoot;
 }

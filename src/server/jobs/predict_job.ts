@@ -4,13 +4,15 @@
  * (never over an existing one), its folder checked again right before it is linked into place.
  */
 
-import { decodeNifti, encodeNifti, gzip } from "../../data/nifti.ts";
+import { gzip } from "../../data/gzip.ts";
+import { decodeNifti, encodeNifti } from "../../data/nifti.ts";
 import { ApiError } from "../errors.ts";
 import { predictRequest } from "../inference.ts";
 import { stampOf } from "../paths.ts";
 import { StorageError } from "./store.ts";
 import { pathExists, readVerified } from "./files.ts";
-import type { Job, JobDeps, PredictJobRequest } from "./job.ts";
+import type { JobDeps } from "./deps.ts";
+import type { Job, PredictJobRequest } from "./job.ts";
 
 /** Predicts; returns the job's result (model, output path, per-class summary). */
 export async function runPredictJob(

@@ -23,10 +23,10 @@ import { ApiError } from "../errors.ts";
 import type { ModelEntry } from "../models.ts";
 import { QueueFullError } from "../scheduler.ts";
 import { checkNiftiInput, freeName, pathExists } from "./files.ts";
+import type { JobDeps } from "./deps.ts";
 import {
   type Job,
   JOB_STATES,
-  type JobDeps,
   type JobState,
   newJobId,
   type PredictJobRequest,

@@ -16,7 +16,7 @@
  */
 
 import { join } from "node:path";
-import { writeFileAtomic } from "../../data/atomic.ts";
+import { writeFileAtomic } from "../../base/atomic.ts";
 import { isFinal, type Job, type JobEvent } from "./job.ts";
 
 const JOB_FILE = "job.json";

@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { datasetValidator } from "../../infer/validate.ts";
 import type { TrainConfig } from "../../train/config.ts";
 import { RUN_FILES, train, type TrainEvent } from "../../train/trainer.ts";
-import type { Job, JobDeps, TrainJobRequest } from "./job.ts";
+import type { JobDeps } from "./deps.ts";
+import type { Job, TrainJobRequest } from "./job.ts";
 import { trainConfig } from "./requests.ts";
 
 const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);

@@ -18,7 +18,8 @@ import { checkNiftiHead } from "../jobs/files.ts";
 import type { PredictJobRequest } from "../jobs/job.ts";
 import { sameFile, stampOf } from "../paths.ts";
 import { errorResponse } from "./schemas.ts";
-import type { RouteSpec, ServerContext } from "./table.ts";
+import type { ServerContext } from "../context.ts";
+import type { RouteSpec } from "./table.ts";
 
 /** Headers on every dashboard response: no sniffing, no framing, no referrer leaks. */
 const SECURITY_HEADERS = {

@@ -2,7 +2,8 @@
 
 import { ApiError } from "../errors.ts";
 import { errorResponse } from "./schemas.ts";
-import { requireGpu, type RouteSpec, type ServerContext } from "./table.ts";
+import { requireGpu, type ServerContext } from "../context.ts";
+import type { RouteSpec } from "./table.ts";
 
 export function healthRoutes(ctx: ServerContext): RouteSpec[] {
   return [

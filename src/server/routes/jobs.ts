@@ -6,7 +6,8 @@ import { JOB_STATES, type JobState } from "../jobs/job.ts";
 import { parsePredictRequest, parseTrainRequest } from "../jobs/requests.ts";
 import { jobEventStream } from "../sse.ts";
 import { errorResponse, queueFull, ref } from "./schemas.ts";
-import { requireGpu, type RouteSpec, type ServerContext } from "./table.ts";
+import { requireGpu, type ServerContext } from "../context.ts";
+import type { RouteSpec } from "./table.ts";
 
 async function jsonBody(c: Context): Promise<unknown> {
   const text = await c.req.text();

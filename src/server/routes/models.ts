@@ -1,8 +1,8 @@
 /** Models: list, detail, and synchronous prediction of one NIfTI volume. */
 
+import { gzip } from "../../data/gzip.ts";
 import {
   encodeNifti,
-  gzip,
   InvalidNiftiError,
   type NiftiHeader,
   niftiShape,
@@ -16,7 +16,8 @@ import type { ModelSummary } from "../models.ts";
 import { predictRequest } from "../inference.ts";
 import { checkBoolean, checkOverlap, checkPrecision } from "../jobs/requests.ts";
 import { errorResponse, queueFull, ref } from "./schemas.ts";
-import { GUNZIP_FACTOR, requireGpu, type RouteSpec, type ServerContext } from "./table.ts";
+import { GUNZIP_FACTOR, requireGpu, type ServerContext } from "../context.ts";
+import type { RouteSpec } from "./table.ts";
 import { formatBytes } from "../middleware/body_limit/body_limit.ts";
 import { QueueFullError } from "../scheduler.ts";
 

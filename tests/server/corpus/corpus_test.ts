@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { decodeNifti } from "../../../src/data/nifti.ts";
-import { newServer, testOpts } from "../helpers.ts";
+import { newServer, testOpts } from "../server_fixture.ts";
 import { type CorpusCase, generateCorpus, validNifti } from "./generator.ts";
 
 const MiB = 2 ** 20;

@@ -11,8 +11,9 @@
  * burst of large gzipped volumes that only a few at a time fit the server's memory budget.
  */
 
-import { encodeNifti, gzip } from "../../../src/data/nifti.ts";
-import { Random } from "../../../src/data/random.ts";
+import { gzip } from "../../../src/data/gzip.ts";
+import { encodeNifti } from "../../../src/data/nifti.ts";
+import { Random } from "../../../src/base/random.ts";
 import type { Shape3 } from "../../../src/data/volume.ts";
 import { buildNifti, int16Bytes } from "../../data/nifti_builder.ts";
 

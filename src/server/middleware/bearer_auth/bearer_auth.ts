@@ -11,6 +11,7 @@
 import type { MiddlewareHandler } from "hono";
 import { timingSafeEqual } from "node:crypto";
 import { ApiError } from "../../errors.ts";
+import { SAFE_METHODS } from "../safe_methods.ts";
 
 declare module "hono" {
   interface ContextVariableMap {
@@ -36,7 +37,6 @@ export interface BearerAuthOptions {
   public?: readonly string[];
 }
 
-const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 const OPEN_METHODS = new Set(["GET", "HEAD"]);
 const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
 

@@ -12,13 +12,7 @@
 
 import type { MiddlewareHandler } from "hono";
 import { ApiError } from "../../errors.ts";
-
-/**
- * Methods that only read. Every other method counts as a write — also one in lower case
- * (`patch`, which fetch does not normalise) or an invented one — so that a route added later
- * under a new method is guarded without touching this list.
- */
-const READ_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+import { SAFE_METHODS } from "../safe_methods.ts";
 
 /** The origins a same-origin browser request to this server may send. */
 function ownOrigins(url: string, host: string | undefined, forwardedProto?: string): string[] {
@@ -43,7 +37,7 @@ function ownOrigins(url: string, host: string | undefined, forwardedProto?: stri
  */
 export function originCheck(): MiddlewareHandler {
   return async function originCheck(c, next) {
-    if (READ_METHODS.has(c.req.method)) return await next();
+    if (SAFE_METHODS.has(c.req.method)) return await next();
     const site = c.req.header("sec-fetch-site")?.toLowerCase();
     if (site === "cross-site" || site === "same-site") {
       throw new ApiError(

@@ -1,8 +1,8 @@
 import { throws } from "node:assert";
 import { maxPool3d } from "../../src/autograd/mod.ts";
-import * as pool from "../../src/ops/pool.ts";
+import * as pool from "../../src/ops/maxpool.ts";
 import { fromArray, initGpu, readInt, readTensors, scope, Tensor } from "../../src/gpu/mod.ts";
-import { Random } from "../../src/data/random.ts";
+import { Random } from "../../src/base/random.ts";
 import { opTest } from "./check_op.ts";
 
 /** Distinct values 0.01 apart in shuffled order: no near-ties, so finite differences hold. */

@@ -1,23 +1,11 @@
-/** Test helpers for inference: tiny checkpoints with random weights, temp folders, volumes. */
+/** Fixtures for the inference tests: tiny random-weight checkpoints, temp folders, volumes. */
 
 import { join } from "node:path";
-import { initGpu } from "../../src/gpu/mod.ts";
-import type { Normalization } from "../../src/data/normalize.ts";
 import type { Shape3, Volume } from "../../src/data/volume.ts";
-import { Random } from "../../src/data/random.ts";
-import { UNet3D, type UNet3DConfig } from "../../src/nn/unet3d.ts";
-import { saveCheckpoint } from "../../src/train/checkpoint.ts";
-import { readWeights } from "../../src/train/trainer.ts";
+import { Random } from "../../src/base/random.ts";
+import { type TinyCheckpointOptions, writeTinyCheckpoint } from "../fixtures/tiny_checkpoint.ts";
 
 export const opts = { sanitizeResources: false, sanitizeOps: false };
-
-export interface TinyCheckpointOptions {
-  spacingMm?: Shape3;
-  patchSize?: Shape3;
-  model?: Partial<UNet3DConfig>;
-  normalisation?: Normalization;
-  seed?: number;
-}
 
 /**
  * Writes a checkpoint of a tiny random U-Net (base 4, depth 2, 3 classes) to `dir/name` and
@@ -28,25 +16,8 @@ export async function tinyCheckpoint(
   name = "tiny.safetensors",
   o: TinyCheckpointOptions = {},
 ): Promise<string> {
-  await initGpu();
-  const net = new UNet3D({ baseChannels: 4, depth: 2, classes: 3, ...o.model }, o.seed ?? 1);
   const path = join(dir, name);
-  try {
-    await saveCheckpoint(path, {
-      weights: await readWeights(net),
-      meta: {
-        model: net.config,
-        classNames: ["background", "lung", "infection", "extra"].slice(0, net.config.classes),
-        normalisation: o.normalisation ??
-          { kind: "zscore", clipLo: -5, clipHi: 5, mean: 0, std: 1 },
-        patchSize: o.patchSize ?? [16, 16, 16],
-        spacingMm: o.spacingMm ?? [1, 1, 1],
-        training: { epoch: 0, step: 0, monitor: "dice", bestMetric: null, metrics: {} },
-      },
-    });
-  } finally {
-    net.dispose();
-  }
+  await writeTinyCheckpoint(path, o);
   return path;
 }
 

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { renderError } from "../../errors.ts";
-import { intake } from "./intake.ts";
+import { drainGate } from "./drain_gate.ts";
 
-Deno.test("intake: while draining, writes get 503 with Retry-After and reads still work", async () => {
+Deno.test("drainGate: while draining, writes get 503 with Retry-After and reads still work", async () => {
   let draining = false;
   const app = new Hono();
-  app.use("*", intake({ draining: () => draining, retryAfterSeconds: 7 }));
+  app.use("*", drainGate({ draining: () => draining, retryAfterSeconds: 7 }));
   app.get("/", (c) => c.text("read"));
   app.post("/", (c) => c.text("write"));
   app.onError(renderError);

@@ -1,17 +1,6 @@
-/** Test helpers for the data layer: temp folders, a static HTTP server, in-process CLI runs. */
+/** A static HTTP server over a folder, for tests that read cases and datasets by URL. */
 
 import { join, normalize } from "node:path";
-import { runCli } from "../../src/cli/main.ts";
-
-/** Runs `fn` with a fresh temp folder, removed afterwards. */
-export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "voxseg_data_" });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 /**
  * Serves `root` over HTTP on 127.0.0.1 (a free port) and counts the paths requested, so tests
@@ -38,21 +27,5 @@ export async function withStaticServer<T>(
     return await fn(`http://127.0.0.1:${server.addr.port}`, requests);
   } finally {
     await server.shutdown();
-  }
-}
-
-/** Runs the CLI in-process, capturing what it prints. */
-export async function runCliCaptured(argv: string[]) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const { log, error } = console;
-  console.log = (...a: unknown[]) => out.push(a.join(" "));
-  console.error = (...a: unknown[]) => err.push(a.join(" "));
-  try {
-    const code = await runCli(argv);
-    return { code, stdout: out.join("\n"), stderr: err.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
   }
 }

@@ -7,20 +7,19 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { generateSynthDataset } from "../../src/cli/synth.ts";
-import { encodeNifti, gzip } from "../../src/data/nifti.ts";
+import { gzip } from "../../src/data/gzip.ts";
+import { encodeNifti } from "../../src/data/nifti.ts";
 import type { Shape3, Volume } from "../../src/data/volume.ts";
 import { initGpu } from "../../src/gpu/mod.ts";
-import { UNet3D } from "../../src/nn/unet3d.ts";
-import { type CheckpointMeta, saveCheckpoint } from "../../src/train/checkpoint.ts";
-import { readWeights } from "../../src/train/trainer.ts";
 import { createApp, type ServerOptions, type VoxsegServer } from "../../src/server/app.ts";
 import type { Job } from "../../src/server/jobs/job.ts";
+import { TINY_CT, writeTinyCheckpoint } from "../fixtures/tiny_checkpoint.ts";
 
 /** GPU buffers, loader workers and SSE timers outlive single tests by design. */
 export const testOpts = { sanitizeResources: false, sanitizeOps: false };
 
-export const PATCH: Shape3 = [16, 16, 16];
-export const SPACING: Shape3 = [2.5, 0.8, 0.8];
+export const PATCH: Shape3 = TINY_CT.patchSize;
+export const SPACING: Shape3 = TINY_CT.spacingMm;
 
 /** A training config small enough for seconds on the software adapter. */
 export const TINY_TRAIN = {
@@ -61,19 +60,9 @@ export function dataRoot(): Promise<Fixture> {
   return fixture;
 }
 
-/** A UNet3D (base 4, depth 2, 3 classes) with random weights, saved as a voxseg checkpoint. */
+/** The servers' model ({@link TINY_CT}, weights from `seed`), saved at `path`. */
 export async function saveTinyCheckpoint(path: string, seed = 0): Promise<void> {
-  const model = new UNet3D({ baseChannels: 4, depth: 2, classes: 3 }, seed);
-  const meta: CheckpointMeta = {
-    model: model.config,
-    classNames: ["background", "lung", "infection"],
-    normalisation: { kind: "ct-window", lo: -1000, hi: 400 },
-    patchSize: PATCH,
-    spacingMm: SPACING,
-    training: { epoch: 0, step: 0, monitor: "dice", bestMetric: null, metrics: {} },
-  };
-  await saveCheckpoint(path, { weights: await readWeights(model), meta });
-  model.dispose();
+  await writeTinyCheckpoint(path, { ...TINY_CT, seed });
 }
 
 /** A server on the module's data root with its own fresh state folder. */

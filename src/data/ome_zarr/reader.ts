@@ -1,0 +1,298 @@
+/**
+ * Reads a case (see ./metadata.ts for the layout) with zarrita, from a folder or over HTTP(S).
+ * Reads go chunk by chunk through a {@link ChunkCache}, so a patch read touches only the chunks
+ * it overlaps.
+ */
+
+import * as zarr from "zarrita";
+import FetchStore from "@zarrita/storage/fetch";
+import FileSystemStore from "@zarrita/storage/fs";
+import { resolve } from "node:path";
+import { ChunkCache } from "../chunk_cache.ts";
+import type { NiftiGeometry } from "../nifti_geometry.ts";
+import { affineFromSpacing, type Shape3, type Volume, type VoxelArray } from "../volume.ts";
+import { type CaseAttributes, IMAGE_PATH, type ImageDtype, LABEL_PATH } from "./metadata.ts";
+
+export interface OpenCaseOptions {
+  /** Byte budget of the decoded-chunk cache created for this case (default 256 MiB). */
+  cacheBytes?: number;
+  /** Share an existing cache (e.g. one per loader) instead of creating one. */
+  cache?: ChunkCache;
+}
+
+type ZarrArray = zarr.Array<zarr.DataType, zarr.Readable>;
+
+/**
+ * Opens a case written by `writeCase` (./writer.ts) from a local path or an http(s) URL.
+ *
+ * @example
+ * const c = await openCase("data/a.zarr");
+ * const patch = await c.readImage([10, -8, 0], [64, 64, 64], -1024); // padded where outside
+ */
+export async function openCase(location: string, options: OpenCaseOptions = {}) {
+  const isUrl = /^https?:\/\//i.test(location);
+  const path = location.startsWith("file://") ? new URL(location).pathname : location;
+  const store: zarr.Readable = isUrl
+    ? new FetchStore(location)
+    : new FileSystemStore(resolve(path));
+  const root = zarr.root(store);
+  let group: zarr.Group<zarr.Readable>;
+  try {
+    group = await zarr.open.v3(root, { kind: "group" });
+  } catch (e) {
+    if (!isUrl && !(await Deno.stat(path).then(() => true, () => false))) {
+      throw new Error(`case not found: ${location} does not exist`);
+    }
+    const metadata = `${location.replace(/\/+$/, "")}/zarr.json`;
+    if (isUrl && zarr.isZarritaError(e, "NotFoundError")) {
+      throw new Error(`case not found: ${metadata} answered HTTP 404`);
+    }
+    if (isUrl && !zarr.isZarritaError(e) && !(e instanceof SyntaxError)) {
+      // The server is unreachable or answered an error status: not a statement about the data.
+      throw new Error(`cannot fetch ${metadata}: ${withCause(e as Error)}`);
+    }
+    throw new Error(
+      `not a voxseg case: ${location} has no readable Zarr v3 group (zarr.json): ` +
+        `${(e as Error).message} — write cases with \`voxseg convert\``,
+    );
+  }
+  const attrs = group.attrs as Record<string, unknown>;
+  const voxseg = attrs.voxseg as CaseAttributes | undefined;
+  const spacingMm = multiscaleSpacing(attrs, location);
+  const image = await zarr.open.v3(root.resolve(IMAGE_PATH), { kind: "array" }).catch((e) => {
+    throw new Error(`case ${location} has no image array "${IMAGE_PATH}": ${e.message}`);
+  });
+  let label: ZarrArray | undefined;
+  try {
+    label = await zarr.open.v3(root.resolve(LABEL_PATH), { kind: "array" });
+  } catch (e) {
+    if (!zarr.isZarritaError(e, "NotFoundError")) throw e;
+  }
+  const cache = options.cache ?? new ChunkCache(options.cacheBytes ?? 256 * 2 ** 20);
+  return new CaseReader(location, image, label, spacingMm, voxseg, attrs, cache);
+}
+
+function multiscaleSpacing(attrs: Record<string, unknown>, location: string): Shape3 {
+  const ome = attrs.ome as { multiscales?: unknown[] } | undefined;
+  const ms = (ome?.multiscales ?? (attrs.multiscales as unknown[] | undefined))?.[0] as {
+    datasets?: { coordinateTransformations?: { type: string; scale?: number[] }[] }[];
+  } | undefined;
+  const scale = ms?.datasets?.[0]?.coordinateTransformations?.find((t) => t.type === "scale")
+    ?.scale;
+  if (!scale || scale.length !== 3 || scale.some((s) => !(s > 0))) {
+    throw new Error(
+      `case ${location}: no OME multiscales "scale" with 3 positive spacings in zarr.json ` +
+        "attributes — it was not written by voxseg",
+    );
+  }
+  return [scale[0], scale[1], scale[2]];
+}
+
+/** Region and full-volume reads of one case; image and label share one chunk cache. */
+export class CaseReader {
+  /** D, H, W. */
+  readonly shape: Shape3;
+  readonly chunks: Shape3;
+  readonly affine: number[];
+  readonly imageDtype: ImageDtype;
+  readonly hasLabel: boolean;
+  /** The source NIfTI geometry, when the case came from NIfTI. */
+  readonly nifti?: NiftiGeometry;
+  readonly classNames?: string[];
+
+  constructor(
+    readonly location: string,
+    readonly image: ZarrArray,
+    readonly label: ZarrArray | undefined,
+    readonly spacingMm: Shape3,
+    voxseg: CaseAttributes | undefined,
+    /** The group's attributes (`ome`, `voxseg`). */
+    readonly attrs: Record<string, unknown>,
+    readonly cache: ChunkCache,
+  ) {
+    if (image.shape.length !== 3) {
+      throw new Error(`case ${location}: image has ${image.shape.length} axes (expected z,y,x)`);
+    }
+    if (image.dtype !== "int16" && image.dtype !== "float32") {
+      throw new Error(`case ${location}: image dtype ${image.dtype} (expected int16 or float32)`);
+    }
+    this.shape = [image.shape[0], image.shape[1], image.shape[2]];
+    this.chunks = [image.chunks[0], image.chunks[1], image.chunks[2]];
+    this.imageDtype = image.dtype;
+    this.affine = voxseg?.affine ?? affineFromSpacing(spacingMm);
+    this.nifti = voxseg?.nifti;
+    this.classNames = voxseg?.classNames;
+    this.hasLabel = label !== undefined;
+    if (label && label.shape.some((s, i) => s !== this.shape[i])) {
+      throw new Error(
+        `case ${location}: label shape [${label.shape}] differs from image shape [${this.shape}]`,
+      );
+    }
+  }
+
+  /**
+   * Image voxels of the box `start`..`start+size` (z,y,x) as float32; voxels outside the
+   * volume read as `fill`. Only the chunks the box overlaps are read.
+   */
+  readImage(start: Shape3, size: Shape3, fill = 0): Promise<Float32Array> {
+    return this.#readRegion(
+      this.image,
+      IMAGE_PATH,
+      start,
+      size,
+      new Float32Array(count(size)),
+      fill,
+    );
+  }
+
+  /** Label voxels of a box, as {@link readImage}; throws when the case has no label. */
+  async readLabel(start: Shape3, size: Shape3, fill = 0): Promise<Uint8Array> {
+    return await this.#readRegion(
+      this.#label(),
+      LABEL_PATH,
+      start,
+      size,
+      new Uint8Array(count(size)),
+      fill,
+    );
+  }
+
+  /** The whole image as a volume (int16 or float32 as stored), bypassing the cache. */
+  readFullImage(): Promise<Volume> {
+    return this.#readFull(this.image);
+  }
+
+  /** The whole label map as a uint8 volume, bypassing the cache. */
+  async readFullLabel(): Promise<Volume> {
+    return await this.#readFull(this.#label());
+  }
+
+  #label(): ZarrArray {
+    if (!this.label) {
+      throw new Error(
+        `case ${this.location} has no label array (${LABEL_PATH}); convert it with --label`,
+      );
+    }
+    return this.label;
+  }
+
+  async #readFull(array: ZarrArray): Promise<Volume> {
+    const chunk = await zarr.get(array);
+    return {
+      shape: [...this.shape],
+      spacingMm: [...this.spacingMm],
+      affine: [...this.affine],
+      data: cOrder(chunk.data as VoxelArray, chunk.shape, chunk.stride),
+    };
+  }
+
+  async #readRegion<T extends Float32Array | Uint8Array>(
+    array: ZarrArray,
+    arrayPath: string,
+    start: Shape3,
+    size: Shape3,
+    out: T,
+    fill: number,
+  ): Promise<T> {
+    checkBox(start, size);
+    out.fill(fill);
+    const lo = start.map((s) => Math.max(s, 0));
+    const hi = start.map((s, i) => Math.min(s + size[i], this.shape[i]));
+    if (lo.some((l, i) => l >= hi[i])) return out;
+    const first = lo.map((l, i) => Math.floor(l / this.chunks[i]));
+    const last = hi.map((h, i) => Math.floor((h - 1) / this.chunks[i]));
+    const jobs: Promise<void>[] = [];
+    for (let cz = first[0]; cz <= last[0]; cz++) {
+      for (let cy = first[1]; cy <= last[1]; cy++) {
+        for (let cx = first[2]; cx <= last[2]; cx++) {
+          const coords: Shape3 = [cz, cy, cx];
+          jobs.push(
+            this.#chunk(array, arrayPath, coords).then((data) =>
+              copyChunk(data, coords, this.chunks, lo, hi, start, size, out)
+            ),
+          );
+        }
+      }
+    }
+    await Promise.all(jobs);
+    return out;
+  }
+
+  #chunk(array: ZarrArray, arrayPath: string, coords: Shape3): Promise<VoxelArray> {
+    const key = `${this.location}#${arrayPath}#${coords.join("/")}`;
+    return this.cache.get(key, async () => {
+      const chunk = await array.getChunk(coords).catch((e) => {
+        throw chunkError(this.location, arrayPath, coords, e);
+      });
+      return cOrder(chunk.data as VoxelArray, chunk.shape, chunk.stride);
+    });
+  }
+}
+
+/** A chunk read failure that names the chunk's file or URL and says what went wrong. */
+function chunkError(location: string, arrayPath: string, coords: Shape3, e: unknown): Error {
+  const file = `${location.replace(/\/+$/, "")}/${arrayPath}/c/${coords.join("/")}`;
+  const hint = zarr.isZarritaError(e, "CodecPipelineError")
+    ? " — the file is truncated or corrupt; convert the case again"
+    : "";
+  return new Error(`cannot read chunk ${file}: ${withCause(e as Error)}${hint}`);
+}
+
+/** An error's message with its cause's (fetch puts the network reason there). */
+function withCause(e: Error): string {
+  const cause = e.cause instanceof Error ? e.cause.message : undefined;
+  return cause && !e.message.includes(cause) ? `${e.message} (${cause})` : e.message;
+}
+
+function count(size: Shape3): number {
+  return size[0] * size[1] * size[2];
+}
+
+function checkBox(start: Shape3, size: Shape3): void {
+  if (start.length !== 3 || start.some((s) => !Number.isInteger(s))) {
+    throw new RangeError(`region start must be 3 integers (z,y,x), got [${start}]`);
+  }
+  if (size.length !== 3 || size.some((s) => !Number.isInteger(s) || s <= 0)) {
+    throw new RangeError(`region size must be 3 positive integers (d,h,w), got [${size}]`);
+  }
+}
+
+/** Copies the part of a chunk inside [lo, hi) into the region buffer `out` (origin `start`). */
+function copyChunk(
+  chunk: VoxelArray,
+  coords: Shape3,
+  chunks: Shape3,
+  lo: number[],
+  hi: number[],
+  start: Shape3,
+  size: Shape3,
+  out: Float32Array | Uint8Array,
+): void {
+  const [cd, ch, cw] = chunks;
+  const origin = coords.map((c, i) => c * chunks[i]);
+  const z0 = Math.max(lo[0], origin[0]), z1 = Math.min(hi[0], origin[0] + cd);
+  const y0 = Math.max(lo[1], origin[1]), y1 = Math.min(hi[1], origin[1] + ch);
+  const x0 = Math.max(lo[2], origin[2]), x1 = Math.min(hi[2], origin[2] + cw);
+  for (let z = z0; z < z1; z++) {
+    for (let y = y0; y < y1; y++) {
+      const src = ((z - origin[0]) * ch + (y - origin[1])) * cw + (x0 - origin[2]);
+      const dst = ((z - start[0]) * size[1] + (y - start[1])) * size[2] + (x0 - start[2]);
+      // TypedArray.set converts element types (int16 → float32) as it copies.
+      out.set(chunk.subarray(src, src + (x1 - x0)), dst);
+    }
+  }
+}
+
+/** The data in C order (x fastest); zarrita may hand back another order for transposed arrays. */
+function cOrder(data: VoxelArray, shape: number[], stride: number[]): VoxelArray {
+  const [d, h, w] = shape;
+  if (stride[0] === h * w && stride[1] === w && stride[2] === 1) return data;
+  const out = new (data.constructor as new (n: number) => VoxelArray)(d * h * w);
+  let i = 0;
+  for (let z = 0; z < d; z++) {
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) out[i++] = data[z * stride[0] + y * stride[1] + x * stride[2]];
+    }
+  }
+  return out;
+}
