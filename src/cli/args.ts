@@ -38,6 +38,29 @@ export function parseFlags<O extends Options>(
   }
 }
 
+/**
+ * {@link parseFlags} for a command that takes flags alone: a positional argument is a
+ * {@link UsageError}, and so is a missing flag of `required` (checked in order).
+ *
+ * @example
+ * const { values } = parseNamedFlags(argv, { out: { type: "string" } }, "--out DIR", ["out"]);
+ */
+export function parseNamedFlags<O extends Options>(
+  argv: string[],
+  options: O,
+  help: string,
+  required: readonly (keyof O & string)[] = [],
+): { values: Record<keyof O, string | boolean | string[] | undefined> } {
+  const { values, positionals } = parseFlags(argv, options, help);
+  if (positionals.length) {
+    throw new UsageError(`unexpected argument "${positionals[0]}"\n\n${help}`);
+  }
+  for (const name of required) {
+    if (!values[name]) throw new UsageError(`--${name} is required\n\n${help}`);
+  }
+  return { values };
+}
+
 /** Reads a numeric flag, with a clear message when it is not a number in range. */
 export function numberFlag(
   value: unknown,
@@ -52,6 +75,25 @@ export function numberFlag(
     throw new UsageError(`--${name} must be ${kind} in [${min}, ${max}], got "${value}"`);
   }
   return n;
+}
+
+/**
+ * Reads a flag that takes one of a few words: `fallback` when absent, else one of `choices`.
+ *
+ * @example
+ * const codec = choiceFlag(values.codec, "codec", ["zstd", "gzip"], "zstd");
+ */
+export function choiceFlag<T extends string>(
+  value: unknown,
+  name: string,
+  choices: readonly T[],
+  fallback: T,
+): T {
+  if (value === undefined) return fallback;
+  if (!choices.includes(value as T)) {
+    throw new UsageError(`--${name} must be ${choices.join(" or ")}, got "${value}"`);
+  }
+  return value as T;
 }
 
 /** Parses "D,H,W" (or one number for all three) into a 3-tuple of positive integers. */

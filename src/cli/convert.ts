@@ -4,7 +4,7 @@
  */
 
 import { basename, isAbsolute, join, relative, resolve } from "node:path";
-import { numberFlag, parseFlags, shapeFlag } from "./args.ts";
+import { choiceFlag, numberFlag, parseNamedFlags, shapeFlag } from "./args.ts";
 import { UsageError } from "./usage_error.ts";
 import {
   buildManifest,
@@ -61,17 +61,10 @@ const FLAGS = {
 } as const;
 
 export async function main(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parseFlags(argv, FLAGS, HELP);
-  if (positionals.length) {
-    throw new UsageError(`unexpected argument "${positionals[0]}"\n\n${HELP}`);
-  }
-  if (!v.out) throw new UsageError(`--out is required\n\n${HELP}`);
+  const { values: v } = parseNamedFlags(argv, FLAGS, HELP, ["out"]);
   if (v.image && v.raw) throw new UsageError("give either --image (one case) or --raw (a dataset)");
   const chunks = shapeFlag(v.chunks, "chunks", [64, 64, 64]);
-  const codec = (v.codec ?? "zstd") as CaseCodec;
-  if (!CASE_CODECS.includes(codec)) {
-    throw new UsageError(`--codec must be ${CASE_CODECS.join(" or ")}, got "${v.codec}"`);
-  }
+  const codec = choiceFlag<CaseCodec>(v.codec, "codec", CASE_CODECS, "zstd");
   if (v.raw) {
     return await convertRaw(String(v.raw), String(v.out), {
       chunks,

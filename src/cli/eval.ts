@@ -15,7 +15,7 @@ import {
 } from "../infer/evaluate.ts";
 import type { ClassMetrics } from "../infer/metrics.ts";
 import { loadModel } from "../infer/predict.ts";
-import { numberFlag, parseFlags } from "./args.ts";
+import { numberFlag, parseNamedFlags } from "./args.ts";
 import { PREDICT_FLAGS, predictOptionsFromFlags } from "./infer.ts";
 import { UsageError } from "./usage_error.ts";
 import { Progress } from "./progress.ts";
@@ -68,12 +68,7 @@ const COLUMNS: [keyof ClassMetrics, string, number][] = [
 ];
 
 export async function main(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parseFlags(argv, FLAGS, HELP);
-  if (positionals.length) {
-    throw new UsageError(`unexpected argument "${positionals[0]}"\n\n${HELP}`);
-  }
-  if (!v.model) throw new UsageError(`--model is required\n\n${HELP}`);
-  if (!v.data) throw new UsageError(`--data is required\n\n${HELP}`);
+  const { values: v } = parseNamedFlags(argv, FLAGS, HELP, ["model", "data"]);
   const split = String(v.split ?? "test") as Split;
   if (!SPLITS.includes(split)) {
     throw new UsageError(`--split must be one of ${SPLITS.join(", ")}, got "${v.split}"`);

@@ -1,7 +1,6 @@
 /** `voxseg export`: an OME-Zarr case back to NIfTI, with the source file's geometry. */
 
-import { parseFlags } from "./args.ts";
-import { UsageError } from "./usage_error.ts";
+import { parseNamedFlags } from "./args.ts";
 import { writeNifti } from "../data/nifti.ts";
 import { openCase } from "../data/ome_zarr/reader.ts";
 
@@ -11,17 +10,14 @@ Writes a case's image (or, with --labels, its label map) as NIfTI-1, gzipped whe
 .gz. When the case came from NIfTI, the header geometry (qform, sform, codes, pixdim, units)
 is restored exactly, so the export overlays the original in any viewer. --case may be a URL.`;
 
+const FLAGS = {
+  case: { type: "string" },
+  labels: { type: "boolean" },
+  out: { type: "string" },
+} as const;
+
 export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags(argv, {
-    case: { type: "string" },
-    labels: { type: "boolean" },
-    out: { type: "string" },
-  }, HELP);
-  if (positionals.length) {
-    throw new UsageError(`unexpected argument "${positionals[0]}"\n\n${HELP}`);
-  }
-  if (!values.case) throw new UsageError(`--case is required\n\n${HELP}`);
-  if (!values.out) throw new UsageError(`--out is required\n\n${HELP}`);
+  const { values } = parseNamedFlags(argv, FLAGS, HELP, ["case", "out"]);
   const reader = await openCase(String(values.case), { cacheBytes: 0 });
   const volume = values.labels ? await reader.readFullLabel() : await reader.readFullImage();
   await writeNifti(String(values.out), volume, { like: reader.nifti });

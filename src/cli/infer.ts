@@ -20,7 +20,7 @@ import {
   predictVolume,
 } from "../infer/predict.ts";
 import { SPACING_TOLERANCE } from "../infer/resample.ts";
-import { numberFlag, parseFlags } from "./args.ts";
+import { numberFlag, parseNamedFlags } from "./args.ts";
 import { UsageError } from "./usage_error.ts";
 import { Progress } from "./progress.ts";
 
@@ -159,12 +159,7 @@ async function decodeInput(location: string, bytes: Uint8Array): Promise<NiftiVo
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parseFlags(argv, FLAGS, HELP);
-  if (positionals.length) {
-    throw new UsageError(`unexpected argument "${positionals[0]}"\n\n${HELP}`);
-  }
-  if (!v.model) throw new UsageError(`--model is required\n\n${HELP}`);
-  if (!v.in) throw new UsageError(`--in is required\n\n${HELP}`);
+  const { values: v } = parseNamedFlags(argv, FLAGS, HELP, ["model", "in"]);
   const out = typeof v.out === "string" ? v.out : undefined;
   if (out && v["out-group"]) throw new UsageError("give either --out or --out-group, not both");
   const options = predictOptionsFromFlags(v);

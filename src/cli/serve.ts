@@ -8,13 +8,17 @@
  */
 
 import { join } from "node:path";
-import { createApp, DEFAULT_MAX_QUEUE } from "../server/app.ts";
+import { createApp, DEFAULT_MAX_QUEUE, type VoxsegServer } from "../server/app.ts";
 import { internalError } from "../server/errors.ts";
 import { AccessLog } from "../server/middleware/access_log/access_log.ts";
-import { parseTokenFile, TOKEN_CHARS } from "../server/middleware/bearer_auth/bearer_auth.ts";
+import {
+  type AuthScope,
+  parseTokenFile,
+  TOKEN_CHARS,
+} from "../server/middleware/bearer_auth/bearer_auth.ts";
 import { allowedHostName, isFixedHost } from "../server/middleware/host_check/host_check.ts";
 import { formatBytes, parseBytes } from "../server/middleware/body_limit/body_limit.ts";
-import { numberFlag, parseFlags } from "./args.ts";
+import { choiceFlag, numberFlag, parseNamedFlags } from "./args.ts";
 import { UsageError } from "./usage_error.ts";
 
 const HELP = `voxseg serve [--host 127.0.0.1] [--port 8080] [--data-root DIR] [--models DIR]
@@ -58,37 +62,89 @@ export function isLoopback(host: string): boolean {
     /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
+/** What `voxseg serve` was asked for, its flags and environment read and checked. */
+export interface ServeOptions {
+  host: string;
+  port: number;
+  dataRoot: string;
+  /** --models as given (default `<data root>/models`). */
+  modelsDir?: string;
+  stateDir?: string;
+  tokens: Map<string, string>;
+  auth: AuthScope;
+  /** True when the token came from --token, which every user of the machine can see. */
+  tokenOnCommandLine: boolean;
+  allowedHosts: string[];
+  tls?: { cert: string; key: string };
+  /** Where access-log lines go: stderr, "-" (stdout), "off", or a file. */
+  accessLog: string;
+  maxBodyBytes: number;
+  memoryBudgetBytes: number;
+  maxQueue: number;
+}
+
+const FLAGS = {
+  host: { type: "string" },
+  port: { type: "string" },
+  "data-root": { type: "string" },
+  models: { type: "string" },
+  token: { type: "string" },
+  "token-file": { type: "string" },
+  auth: { type: "string" },
+  "allowed-host": { type: "string", multiple: true },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "access-log": { type: "string" },
+  "max-body": { type: "string" },
+  "memory-budget": { type: "string" },
+  queue: { type: "string" },
+  state: { type: "string" },
+} as const;
+
 export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags(argv, {
-    host: { type: "string" },
-    port: { type: "string" },
-    "data-root": { type: "string" },
-    models: { type: "string" },
-    token: { type: "string" },
-    "token-file": { type: "string" },
-    auth: { type: "string" },
-    "allowed-host": { type: "string", multiple: true },
-    "tls-cert": { type: "string" },
-    "tls-key": { type: "string" },
-    "access-log": { type: "string" },
-    "max-body": { type: "string" },
-    "memory-budget": { type: "string" },
-    queue: { type: "string" },
-    state: { type: "string" },
-  }, HELP);
-  if (positionals.length) {
-    throw new UsageError(`unexpected argument "${positionals[0]}"\n\n${HELP}`);
-  }
+  const options = await serveOptions(argv);
+  warnAboutExposure(options);
+  const accessLog = await openAccessLog(options.accessLog);
+  const server = await createApp({
+    dataRoot: options.dataRoot,
+    modelsDir: options.modelsDir,
+    stateDir: options.stateDir,
+    tokens: options.tokens,
+    auth: options.auth,
+    allowedHosts: options.allowedHosts,
+    accessLog,
+    maxBodyBytes: options.maxBodyBytes,
+    memoryBudgetBytes: options.memoryBudgetBytes,
+    maxQueue: options.maxQueue,
+  });
+  server.gpuReady.then(
+    () => log(`GPU: ${server.context.gpu()!.description} (${server.context.gpu()!.backend})`),
+    (e) => log(`no GPU — predictions and training will fail: ${(e as Error).message}`),
+  );
+  const http = await listen(server, options);
+  await stopOnSignal(server, http);
+  await accessLog?.close();
+  log("stopped");
+  return 0;
+}
+
+function log(message: string): void {
+  console.error(`voxseg serve: ${message}`);
+}
+
+/**
+ * Reads and checks the flags (and VOXSEG_TOKEN, VOXSEG_TOKEN_FILE, VOXSEG_ALLOWED_HOSTS, the
+ * token and TLS files); every problem is a {@link UsageError} naming the flag.
+ */
+export async function serveOptions(argv: string[]): Promise<ServeOptions> {
+  const { values } = parseNamedFlags(argv, FLAGS, HELP);
   const host = (values.host as string | undefined) ?? "127.0.0.1";
   const port = numberFlag(values.port, "port", 8080, { min: 0, max: 65535, integer: true });
   const tokens = await readTokens(
     values.token as string | undefined,
     values["token-file"] as string | undefined,
   );
-  const auth = (values.auth as string | undefined) ?? "all";
-  if (auth !== "mutating" && auth !== "all") {
-    throw new UsageError(`--auth must be all or mutating, got "${auth}"`);
-  }
+  const auth = choiceFlag<AuthScope>(values.auth, "auth", ["all", "mutating"], "all");
   if (values.auth !== undefined && !tokens.size) {
     throw new UsageError(`--auth ${auth} needs a token: set VOXSEG_TOKEN or --token-file`);
   }
@@ -97,19 +153,10 @@ export async function main(argv: string[]): Promise<number> {
     values["tls-cert"] as string | undefined,
     values["tls-key"] as string | undefined,
   );
-  const maxBodyBytes = parseBytes((values["max-body"] as string | undefined) ?? "1GiB");
-  if (maxBodyBytes === null) {
-    throw new UsageError(
-      `--max-body must be a size such as 1GiB or 500MB, got "${values["max-body"]}"`,
-    );
-  }
-  const memoryBudgetBytes = parseBytes((values["memory-budget"] as string | undefined) ?? "2GiB");
-  if (memoryBudgetBytes === null || memoryBudgetBytes < 2 ** 20) {
-    throw new UsageError(
-      `--memory-budget must be a size such as 2GiB or 512MiB (at least 1MiB; a bare number ` +
-        `counts bytes), got "${values["memory-budget"]}"`,
-    );
-  }
+  const { maxBodyBytes, memoryBudgetBytes } = sizeFlags(
+    values["max-body"] as string | undefined,
+    values["memory-budget"] as string | undefined,
+  );
   const maxQueue = numberFlag(values.queue, "queue", DEFAULT_MAX_QUEUE, {
     min: 1,
     max: 100_000,
@@ -122,66 +169,98 @@ export async function main(argv: string[]): Promise<number> {
         "(or use --host 127.0.0.1).",
     );
   }
-  const dataRoot = (values["data-root"] as string | undefined) ?? "data";
-  const log = (message: string) => console.error(`voxseg serve: ${message}`);
-  if (values.token !== undefined) {
+  return {
+    host,
+    port,
+    dataRoot: (values["data-root"] as string | undefined) ?? "data",
+    modelsDir: values.models as string | undefined,
+    stateDir: values.state as string | undefined,
+    tokens,
+    auth,
+    tokenOnCommandLine: values.token !== undefined,
+    allowedHosts,
+    tls,
+    accessLog: (values["access-log"] as string | undefined) ?? "stderr",
+    maxBodyBytes,
+    memoryBudgetBytes,
+    maxQueue,
+  };
+}
+
+/** --max-body and --memory-budget in bytes (defaults 1GiB and 2GiB). */
+function sizeFlags(
+  maxBody = "1GiB",
+  memoryBudget = "2GiB",
+): { maxBodyBytes: number; memoryBudgetBytes: number } {
+  const maxBodyBytes = parseBytes(maxBody);
+  if (maxBodyBytes === null) {
+    throw new UsageError(`--max-body must be a size such as 1GiB or 500MB, got "${maxBody}"`);
+  }
+  const memoryBudgetBytes = parseBytes(memoryBudget);
+  if (memoryBudgetBytes === null || memoryBudgetBytes < 2 ** 20) {
+    throw new UsageError(
+      `--memory-budget must be a size such as 2GiB or 512MiB (at least 1MiB; a bare number ` +
+        `counts bytes), got "${memoryBudget}"`,
+    );
+  }
+  return { maxBodyBytes, memoryBudgetBytes };
+}
+
+/** Warns of a token on the command line and of reads left open by --auth mutating. */
+function warnAboutExposure(options: ServeOptions): void {
+  if (options.tokenOnCommandLine) {
     log(
       "warning: --token shows the token to every user of this machine (ps, /proc); " +
         "use VOXSEG_TOKEN or --token-file",
     );
   }
-  if (auth === "mutating") {
+  if (options.auth === "mutating") {
     log(
       "warning: --auth mutating leaves every read open to anyone who can connect: job lists " +
         "naming input files, scans and label maps, events, metrics",
     );
   }
-  const accessLog = await openAccessLog((values["access-log"] as string | undefined) ?? "stderr");
+}
 
-  const server = await createApp({
-    dataRoot,
-    modelsDir: values.models as string | undefined,
-    stateDir: values.state as string | undefined,
-    tokens,
-    auth,
-    allowedHosts,
-    accessLog,
-    maxBodyBytes,
-    memoryBudgetBytes,
-    maxQueue,
-  });
-  server.gpuReady.then(
-    () => log(`GPU: ${server.context.gpu()!.description} (${server.context.gpu()!.backend})`),
-    (e) => log(`no GPU — predictions and training will fail: ${(e as Error).message}`),
-  );
+/** The line logged once listening: URL, folders, limits, who may call. */
+export function listeningLine(
+  options: ServeOptions,
+  dataRoot: string,
+  address: { hostname: string; port: number },
+): string {
+  const { tokens, auth, allowedHosts } = options;
+  const shown = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
+  return `listening on ${options.tls ? "https" : "http"}://${shown}:${address.port}/ (data root ` +
+    `${dataRoot}, models ${options.modelsDir ?? join(dataRoot, "models")}, body limit ` +
+    `${formatBytes(options.maxBodyBytes)}, memory budget ` +
+    `${formatBytes(options.memoryBudgetBytes)}, ` +
+    (tokens.size
+      ? `${tokens.size} token(s) required for ${
+        auth === "all" ? "every data route" : "mutating routes"
+      }`
+      : "no token") +
+    (allowedHosts.length ? `, also answering ${allowedHosts.join(", ")}` : "") + ")";
+}
 
-  let http: Deno.HttpServer<Deno.NetAddr>;
+/**
+ * Puts the app on `Deno.serve`. When that fails the server is shut down first; a TLS pair it
+ * cannot use becomes a {@link UsageError}.
+ */
+async function listen(
+  server: VoxsegServer,
+  options: ServeOptions,
+): Promise<Deno.HttpServer<Deno.NetAddr>> {
   try {
-    http = Deno.serve({
-      hostname: host,
-      port,
-      ...tls,
-      onListen: ({ hostname, port }) => {
-        const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
-        log(
-          `listening on ${tls ? "https" : "http"}://${shown}:${port}/ (data root ` +
-            `${server.context.root.real}, models ${
-              values.models ?? join(server.context.root.real, "models")
-            }, body limit ${formatBytes(maxBodyBytes)}, memory budget ` +
-            `${formatBytes(memoryBudgetBytes)}, ` +
-            (tokens.size
-              ? `${tokens.size} token(s) required for ${
-                auth === "all" ? "every data route" : "mutating routes"
-              }`
-              : "no token") +
-            (allowedHosts.length ? `, also answering ${allowedHosts.join(", ")}` : "") + ")",
-        );
-      },
+    return Deno.serve({
+      hostname: options.host,
+      port: options.port,
+      ...options.tls,
+      onListen: (address) => log(listeningLine(options, server.context.root.real, address)),
       onError: (e) => internalError(e, "the HTTP server"),
     }, server.app.fetch);
   } catch (e) {
     await server.shutdown();
-    if (tls && !(e instanceof Deno.errors.AddrInUse)) {
+    if (options.tls && !(e instanceof Deno.errors.AddrInUse)) {
       throw new UsageError(
         `--tls-cert/--tls-key: cannot serve TLS with them (${(e as Error).name}); they must be ` +
           "a PEM certificate chain and its PEM private key",
@@ -189,7 +268,16 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
+}
 
+/**
+ * Serves until SIGTERM or SIGINT, then shuts down gracefully (no new work, GPU work finishes,
+ * training checkpoints); a second signal exits at once.
+ */
+async function stopOnSignal(
+  server: VoxsegServer,
+  http: Deno.HttpServer<Deno.NetAddr>,
+): Promise<void> {
   let stopping = false;
   const stop = async () => {
     if (stopping) {
@@ -205,9 +293,6 @@ export async function main(argv: string[]): Promise<number> {
   for (const s of signals) Deno.addSignalListener(s, stop);
   await http.finished;
   for (const s of signals) Deno.removeSignalListener(s, stop);
-  await accessLog?.close();
-  log("stopped");
-  return 0;
 }
 
 /** Bearer tokens by name: from the token file, or one named `default` from the flag or env. */
@@ -238,8 +323,7 @@ async function readTokens(flag?: string, fileFlag?: string): Promise<Map<string,
   }
   try {
     const tokens = parseTokenFile(text, what);
-    const mode = (await Deno.stat(file)).mode;
-    if (mode !== null && (mode & 0o077) !== 0 && Deno.build.os !== "windows") {
+    if (await openToOthers(file)) {
       console.error(`voxseg serve: warning: ${what} is readable by other users; chmod 600 it`);
     }
     return tokens;
@@ -306,12 +390,17 @@ async function openAccessLog(dest: string): Promise<AccessLog | undefined> {
     );
   }
   // A new file is created 0600; one that already existed keeps its mode.
-  const mode = (await Deno.stat(dest)).mode;
-  if (mode !== null && (mode & 0o077) !== 0 && Deno.build.os !== "windows") {
+  if (await openToOthers(dest)) {
     console.error(
       `voxseg serve: warning: --access-log ${dest} is readable by other users (it names ` +
         "clients and jobs); chmod 600 it",
     );
   }
   return log;
+}
+
+/** True when group or others may read or write `path` (never on Windows, which has no modes). */
+async function openToOthers(path: string): Promise<boolean> {
+  const mode = (await Deno.stat(path)).mode;
+  return mode !== null && (mode & 0o077) !== 0 && Deno.build.os !== "windows";
 }

@@ -5,7 +5,7 @@
  */
 
 import { join } from "node:path";
-import { numberFlag, parseFlags, shapeFlag } from "./args.ts";
+import { choiceFlag, numberFlag, parseNamedFlags, shapeFlag } from "./args.ts";
 import { UsageError } from "./usage_error.ts";
 import {
   buildManifest,
@@ -215,25 +215,10 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-function cohortFlag(value: unknown): SynthCohort {
-  if (value === undefined) return "positive";
-  if (!SYNTH_COHORTS.includes(value as SynthCohort)) {
-    throw new UsageError(`--cohort must be ${SYNTH_COHORTS.join(" or ")}, got "${value}"`);
-  }
-  return value as SynthCohort;
-}
-
 export async function main(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parseFlags(argv, FLAGS, HELP);
-  if (positionals.length) {
-    throw new UsageError(`unexpected argument "${positionals[0]}"\n\n${HELP}`);
-  }
-  if (!v.out) throw new UsageError(`--out is required\n\n${HELP}`);
+  const { values: v } = parseNamedFlags(argv, FLAGS, HELP, ["out"]);
   const out = String(v.out);
-  const codec = (v.codec ?? "zstd") as CaseCodec;
-  if (!CASE_CODECS.includes(codec)) {
-    throw new UsageError(`--codec must be ${CASE_CODECS.join(" or ")}, got "${v.codec}"`);
-  }
+  const codec = choiceFlag<CaseCodec>(v.codec, "codec", CASE_CODECS, "zstd");
   const val = numberFlag(v.val, "val", 0.2, { min: 0, max: 0.99 });
   const test = numberFlag(v.test, "test", 0.1, { min: 0, max: 0.99 });
   if (val + test >= 1) throw new UsageError(`--val + --test must be below 1, got ${val + test}`);
@@ -250,7 +235,7 @@ export async function main(argv: string[]): Promise<number> {
     seed: numberFlag(v.seed, "seed", 0, { integer: true }),
     val,
     test,
-    cohort: cohortFlag(v.cohort),
+    cohort: choiceFlag<SynthCohort>(v.cohort, "cohort", SYNTH_COHORTS, "positive"),
     chunks: shapeFlag(v.chunks, "chunks", [64, 64, 64]),
     codec,
     onCase: (c) => {

@@ -21,7 +21,7 @@ import {
   dtypeOf,
   type Shape3,
   type Volume,
-  voxelArrayOf,
+  voxelArrayOver,
   type VoxelDtype,
 } from "./volume.ts";
 
@@ -364,9 +364,7 @@ async function readVolume(
     }
   }
   if (header.littleEndian !== HOST_LITTLE_ENDIAN) swapBytes(voxels, BYTES[dtype]);
-  const out = voxelArrayOf(dtype, 0);
-  const Ctor = out.constructor as new (b: ArrayBuffer, o: number, n: number) => typeof out;
-  const data = new Ctor(voxels.buffer, 0, sizes.voxels);
+  const data = voxelArrayOver(dtype, voxels.buffer, sizes.voxels);
   return {
     shape: niftiShape(header),
     spacingMm: niftiSpacing(header),
@@ -645,9 +643,7 @@ function voxelData(
   const size = BYTES[dtype];
   const bytes = raw.slice(offset, offset + count * size);
   if (littleEndian !== HOST_LITTLE_ENDIAN) swapBytes(bytes, size);
-  const out = voxelArrayOf(dtype, 0);
-  const Ctor = out.constructor as new (b: ArrayBuffer, o: number, n: number) => typeof out;
-  return new Ctor(bytes.buffer, 0, count);
+  return voxelArrayOver(dtype, bytes.buffer, count);
 }
 
 /** Reverses each `size`-byte word in place. */

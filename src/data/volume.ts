@@ -37,36 +37,38 @@ export function voxelCount(shape: Shape3): number {
   return shape[0] * shape[1] * shape[2];
 }
 
+/** The typed-array constructor of each dtype name: the one place the two are paired. */
+const VOXEL_ARRAYS: {
+  [D in VoxelDtype]: {
+    new (length: number): VoxelArray;
+    new (buffer: ArrayBuffer, byteOffset: number, length: number): VoxelArray;
+  };
+} = {
+  uint8: Uint8Array,
+  int8: Int8Array,
+  int16: Int16Array,
+  uint16: Uint16Array,
+  int32: Int32Array,
+  float32: Float32Array,
+  float64: Float64Array,
+};
+
 /** The dtype name of a voxel array. */
 export function dtypeOf(data: VoxelArray): VoxelDtype {
-  if (data instanceof Uint8Array) return "uint8";
-  if (data instanceof Int8Array) return "int8";
-  if (data instanceof Int16Array) return "int16";
-  if (data instanceof Uint16Array) return "uint16";
-  if (data instanceof Int32Array) return "int32";
-  if (data instanceof Float32Array) return "float32";
-  if (data instanceof Float64Array) return "float64";
+  for (const [dtype, array] of Object.entries(VOXEL_ARRAYS)) {
+    if (data instanceof array) return dtype as VoxelDtype;
+  }
   throw new TypeError(`unsupported voxel array type ${(data as object).constructor.name}`);
 }
 
 /** The typed-array constructor for a dtype name. */
 export function voxelArrayOf(dtype: VoxelDtype, length: number): VoxelArray {
-  switch (dtype) {
-    case "uint8":
-      return new Uint8Array(length);
-    case "int8":
-      return new Int8Array(length);
-    case "int16":
-      return new Int16Array(length);
-    case "uint16":
-      return new Uint16Array(length);
-    case "int32":
-      return new Int32Array(length);
-    case "float32":
-      return new Float32Array(length);
-    case "float64":
-      return new Float64Array(length);
-  }
+  return new VOXEL_ARRAYS[dtype](length);
+}
+
+/** A voxel array of `dtype` over the first `length` elements of `buffer` (no copy). */
+export function voxelArrayOver(dtype: VoxelDtype, buffer: ArrayBuffer, length: number): VoxelArray {
+  return new VOXEL_ARRAYS[dtype](buffer, 0, length);
 }
 
 /** The affine of an axis-aligned grid with this spacing (z, y, x mm) and origin at voxel 0. */

@@ -6,7 +6,7 @@
  * tests call `app.request()`; src/cli/serve.ts puts it on `Deno.serve`.
  */
 
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { join } from "node:path";
 import denoJson from "../../deno.json" with { type: "json" };
 import { type GpuInfo, initGpu } from "../gpu/mod.ts";
@@ -106,9 +106,43 @@ export const DEFAULT_MAX_QUEUE = 16;
  */
 export async function createApp(options: ServerOptions): Promise<VoxsegServer> {
   const root = await DataRoot.open(options.dataRoot);
+  const parts = await openParts(root, options);
+  const gpu = startAcquiringGpu(options.acquireGpu ?? initGpu);
+  const lifecycle: Lifecycle = { draining: false, stopping: new AbortController() };
+  const context = serverContext(parts, gpu, lifecycle);
+  const tokens = tokensOf(options);
+  const routes = routeTable(context, tokens.size ? options.auth ?? "all" : "none");
+
+  const app = new Hono();
+  useMiddleware(app, context, options, tokens);
+  mountRoutes(app, routes);
+  app.notFound((c) =>
+    errorResponse(404, "not_found", `no route ${c.req.method} ${c.req.path}; see /openapi.json`)
+  );
+  app.onError(onServerError);
+
+  await parts.runner.recover();
+  return { app, routes, gpuReady: gpu.ready, context, shutdown: shutdownOnce(parts, lifecycle) };
+}
+
+/** The server's parts and settings that do not depend on the GPU. */
+interface ServerParts {
+  root: DataRoot;
+  store: JobStore;
+  scheduler: GpuScheduler;
+  models: ModelRegistry;
+  runner: JobRunner;
+  metrics: Metrics;
+  admission: MemoryBudget;
+  maxBodyBytes: number;
+}
+
+/** The job store (recovered later), GPU scheduler, model registry and job runner, with defaults. */
+async function openParts(root: DataRoot, options: ServerOptions): Promise<ServerParts> {
   const stateDir = options.stateDir ?? join(root.real, ".voxseg", "jobs");
   const maxQueue = options.maxQueue ?? DEFAULT_MAX_QUEUE;
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
+  // Before the store opens: a bad budget creates no state folder.
   const admission = new MemoryBudget(options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET);
   const store = await JobStore.open(stateDir);
   const scheduler = new GpuScheduler({ maxQueue });
@@ -118,47 +152,77 @@ export async function createApp(options: ServerOptions): Promise<VoxsegServer> {
     jobModels: (): ModelEntry[] => runner.jobModels(),
   });
   const runner = new JobRunner({ store, scheduler, models, root, maxQueue });
-
-  let gpu: GpuInfo | undefined;
-  let gpuError: string | undefined;
-  const gpuReady = (options.acquireGpu ?? initGpu)().then(
-    (g) => {
-      gpu = g.info;
-    },
-    (e) => {
-      gpuError = (e as Error).message;
-      throw e;
-    },
-  );
-  gpuReady.catch(() => {}); // reported by /readyz and /v1/device
-
-  let draining = false;
-  const stopping = new AbortController();
   const metrics = new Metrics(() => ({
     gpuQueueDepth: scheduler.queueDepth,
     gpuBusySeconds: scheduler.busySeconds(),
     jobs: runner.counts(),
     training: runner.training(),
   }));
-  const tokens = new Map(options.tokens ?? []);
-  if (options.token) tokens.set("default", options.token);
-  const auth = tokens.size ? options.auth ?? "all" : "none";
-  const context: ServerContext = {
+  return { root, store, scheduler, models, runner, metrics, admission, maxBodyBytes };
+}
+
+/** The GPU as the routes see it: the adapter once acquired, or why it could not be. */
+export interface GpuState {
+  /** Resolves when the GPU is acquired, rejects when it cannot be. */
+  ready: Promise<void>;
+  info(): GpuInfo | undefined;
+  error(): string | undefined;
+}
+
+/** Starts acquiring the GPU without waiting; a failure is kept for /readyz and /v1/device. */
+export function startAcquiringGpu(acquire: () => Promise<{ info: GpuInfo }>): GpuState {
+  let info: GpuInfo | undefined;
+  let error: string | undefined;
+  const ready = acquire().then(
+    (g) => {
+      info = g.info;
+    },
+    (e) => {
+      error = (e as Error).message;
+      throw e;
+    },
+  );
+  ready.catch(() => {}); // reported by /readyz and /v1/device
+  return { ready, info: () => info, error: () => error };
+}
+
+/** Whether the server still takes work, and the signal that ends event streams at shutdown. */
+interface Lifecycle {
+  draining: boolean;
+  stopping: AbortController;
+}
+
+function serverContext(parts: ServerParts, gpu: GpuState, lifecycle: Lifecycle): ServerContext {
+  const { root, store, runner, models, scheduler, metrics, maxBodyBytes, admission } = parts;
+  return {
     root,
     store,
     runner,
     models,
     scheduler,
     metrics,
-    gpu: () => gpu,
-    gpuError: () => gpuError,
-    draining: () => draining,
-    shutdownSignal: stopping.signal,
+    gpu: gpu.info,
+    gpuError: gpu.error,
+    draining: () => lifecycle.draining,
+    shutdownSignal: lifecycle.stopping.signal,
     maxBodyBytes,
     admission,
     version: denoJson.version,
   };
+}
 
+/** The bearer tokens by name: the token file's, plus `token` as `default`. */
+export function tokensOf(options: Pick<ServerOptions, "token" | "tokens">): Map<string, string> {
+  const tokens = new Map(options.tokens ?? []);
+  if (options.token) tokens.set("default", options.token);
+  return tokens;
+}
+
+/**
+ * Every route, from the route modules, plus /openapi.json describing them all; `auth` is the
+ * scope the description declares ("none" without tokens).
+ */
+export function routeTable(context: ServerContext, auth: AuthScope | "none"): RouteSpec[] {
   const routes: RouteSpec[] = [
     ...healthRoutes(context),
     ...modelRoutes(context),
@@ -181,18 +245,30 @@ export async function createApp(options: ServerOptions): Promise<VoxsegServer> {
         }),
       ),
   });
+  return routes;
+}
 
-  const app = new Hono();
+/** The middleware every request passes, in order. */
+function useMiddleware(
+  app: Hono,
+  context: ServerContext,
+  options: ServerOptions,
+  tokens: TokenSet,
+): void {
   // First: it ends the bodies of HEAD answers, which every later wrapper waits on.
   app.use("*", headResponse());
-  app.use("*", requestMetrics(metrics));
+  app.use("*", requestMetrics(context.metrics));
   if (options.accessLog) app.use("*", accessLog(options.accessLog));
   app.use("*", hostCheck({ allowed: options.allowedHosts, anyHost: PROBE_PATHS }));
   app.use("*", originCheck());
   app.use("*", bearerAuth({ tokens, scope: options.auth ?? "all", public: OPEN_PATHS }));
-  app.use("*", drainGate({ draining: () => draining }));
+  app.use("*", drainGate({ draining: context.draining }));
   const streams = new StreamSlots(options.streamLimits);
   app.use("/v1/jobs/:id/events", streamLimit(streams, (c) => c.req.param("id") ?? ""));
+}
+
+/** Registers each route behind its content-type check and body limit. */
+function mountRoutes(app: Hono, routes: readonly RouteSpec[]): void {
   for (const r of routes) {
     // Each route's own body limit: --max-body for NIfTI uploads, 1 MiB for JSON and the rest.
     const limit = bodyLimit(
@@ -203,33 +279,34 @@ export async function createApp(options: ServerOptions): Promise<VoxsegServer> {
     if (r.body) app.on(r.method, r.path, requireContentType(r.body.types), limit, r.handler);
     else app.on(r.method, r.path, limit, r.handler);
   }
-  app.notFound((c) =>
-    errorResponse(404, "not_found", `no route ${c.req.method} ${c.req.path}; see /openapi.json`)
-  );
-  app.onError((err, c) => {
-    if (err instanceof QueueFullError) {
-      return new ApiError(503, "queue_full", err.message, {
-        "retry-after": String(err.retryAfterSeconds),
-      }).getResponse();
-    }
-    if (c.req.raw.signal.aborted) {
-      // The client went away mid-request; nobody reads this answer.
-      return errorResponse(503, "client_closed", "the client closed the connection");
-    }
-    return renderError(err, c);
-  });
+}
 
-  await runner.recover();
+/** The one error handler: a full GPU queue is 503 with Retry-After, the rest as rendered. */
+export function onServerError(err: Error, c: Context): Response {
+  if (err instanceof QueueFullError) {
+    return new ApiError(503, "queue_full", err.message, {
+      "retry-after": String(err.retryAfterSeconds),
+    }).getResponse();
+  }
+  if (c.req.raw.signal.aborted) {
+    // The client went away mid-request; nobody reads this answer.
+    return errorResponse(503, "client_closed", "the client closed the connection");
+  }
+  return renderError(err, c);
+}
 
+/**
+ * Stops taking work, lets jobs and GPU work finish (a training job checkpoints), then ends
+ * event streams and frees the models; the first call does it, later ones wait on it.
+ */
+function shutdownOnce(parts: ServerParts, lifecycle: Lifecycle): () => Promise<void> {
   let shut: Promise<void> | undefined;
-  const shutdown = () =>
+  return () =>
     shut ??= (async () => {
-      draining = true;
-      await runner.shutdown();
-      await scheduler.idle();
-      stopping.abort();
-      models.dispose();
+      lifecycle.draining = true;
+      await parts.runner.shutdown();
+      await parts.scheduler.idle();
+      lifecycle.stopping.abort();
+      parts.models.dispose();
     })();
-
-  return { app, routes, gpuReady, context, shutdown };
 }

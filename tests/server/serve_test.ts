@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { isLoopback, main } from "../../src/cli/serve.ts";
+import { isLoopback, listeningLine, main, serveOptions } from "../../src/cli/serve.ts";
+import { DEFAULT_MAX_QUEUE } from "../../src/server/app.ts";
 import { UsageError } from "../../src/cli/usage_error.ts";
 
 Deno.test("isLoopback: only addresses this machine alone can reach", () => {
@@ -29,4 +30,92 @@ Deno.test("voxseg serve refuses a non-loopback address without a token, and bad 
   } finally {
     if (saved !== undefined) Deno.env.set("VOXSEG_TOKEN", saved);
   }
+});
+
+/** Runs `fn` with none of serve's environment variables set, then puts them back. */
+async function withoutServeEnv<T>(fn: () => Promise<T>): Promise<T> {
+  const names = ["VOXSEG_TOKEN", "VOXSEG_TOKEN_FILE", "VOXSEG_ALLOWED_HOSTS"];
+  const saved = names.map((n) => [n, Deno.env.get(n)] as const);
+  for (const n of names) Deno.env.delete(n);
+  try {
+    return await fn();
+  } finally {
+    for (const [n, v] of saved) if (v !== undefined) Deno.env.set(n, v);
+  }
+}
+
+Deno.test("serveOptions: the defaults, without flags or environment", async () => {
+  const options = await withoutServeEnv(() => serveOptions([]));
+  assert.deepEqual(options, {
+    host: "127.0.0.1",
+    port: 8080,
+    dataRoot: "data",
+    modelsDir: undefined,
+    stateDir: undefined,
+    tokens: new Map(),
+    auth: "all",
+    tokenOnCommandLine: false,
+    allowedHosts: [],
+    tls: undefined,
+    accessLog: "stderr",
+    maxBodyBytes: 1024 ** 3,
+    memoryBudgetBytes: 2 * 1024 ** 3,
+    maxQueue: DEFAULT_MAX_QUEUE,
+  });
+});
+
+Deno.test("serveOptions: flags land in their fields; a bound name is an allowed host", async () => {
+  const options = await withoutServeEnv(() =>
+    serveOptions([
+      "--host=Scanner.Example",
+      "--port=0",
+      "--token=s3cret",
+      "--auth=mutating",
+      "--allowed-host=viewer.example",
+      "--max-body=5MiB",
+      "--memory-budget=64MiB",
+      "--queue=3",
+      "--access-log=off",
+      "--data-root=scans",
+      "--models=m",
+      "--state=s",
+    ])
+  );
+  assert.equal(options.host, "Scanner.Example");
+  assert.equal(options.port, 0);
+  assert.deepEqual([...options.tokens], [["default", "s3cret"]]);
+  assert.equal(options.auth, "mutating");
+  assert.equal(options.tokenOnCommandLine, true);
+  assert.deepEqual(options.allowedHosts, ["viewer.example", "scanner.example"]);
+  assert.equal(options.maxBodyBytes, 5 * 2 ** 20);
+  assert.equal(options.memoryBudgetBytes, 64 * 2 ** 20);
+  assert.equal(options.maxQueue, 3);
+  assert.equal(options.accessLog, "off");
+  assert.deepEqual([options.dataRoot, options.modelsDir, options.stateDir], ["scans", "m", "s"]);
+  await assert.rejects(
+    withoutServeEnv(() => serveOptions(["--memory-budget=1KiB"])),
+    /--memory-budget must be a size .*\(at least 1MiB/,
+  );
+  await assert.rejects(
+    withoutServeEnv(() => serveOptions(["extra"])),
+    /unexpected argument "extra"/,
+  );
+});
+
+Deno.test("listeningLine: scheme, bracketed IPv6, folders, limits and who may call", async () => {
+  const options = await withoutServeEnv(() =>
+    serveOptions(["--host=::1", "--token=t", "--allowed-host=viewer.example"])
+  );
+  assert.equal(
+    listeningLine(options, "/srv/data", { hostname: "::1", port: 8443 }),
+    "listening on http://[::1]:8443/ (data root /srv/data, models /srv/data/models, body limit " +
+      "1 GiB, memory budget 2 GiB, 1 token(s) required for every data route, also answering " +
+      "viewer.example)",
+  );
+  const open = { ...options, tokens: new Map(), allowedHosts: [], modelsDir: "m" };
+  assert.equal(
+    listeningLine({ ...open, tls: { cert: "", key: "" } }, "/d", { hostname: "0.0.0.0", port: 1 }),
+    "listening on https://0.0.0.0:1/ (data root /d, models m, body limit 1 GiB, memory budget " +
+      "2 GiB, no token)",
+  );
 });

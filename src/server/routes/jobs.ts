@@ -22,12 +22,31 @@ async function jsonBody(c: Context): Promise<unknown> {
 
 const jobResponse = { description: "the job", schema: ref("Job") };
 const notFound = errorResponse("no such job");
+/** The answers every queued job shares: accepted, queue full, no space to record it. */
+const queuedResponses = {
+  202: { ...jobResponse, headers: { Location: "the job's URL" } },
+  503: queueFull,
+  507: errorResponse("no space left to record the job"),
+};
 
 export function jobRoutes(ctx: ServerContext): RouteSpec[] {
   const { runner, store } = ctx;
   const accepted = (c: Context, job: { id: string }) => {
     c.header("location", `/v1/jobs/${job.id}`);
     return c.json(job, 202);
+  };
+  /**
+   * A handler that reads the JSON body as a request of one kind, refuses without a GPU, queues
+   * the job and answers 202 with its URL.
+   */
+  const queueJob = <R>(
+    parse: (body: unknown) => R,
+    submit: (request: R) => Promise<{ id: string }>,
+  ) =>
+  async (c: Context) => {
+    const request = parse(await jsonBody(c));
+    requireGpu(ctx);
+    return accepted(c, await submit(request));
   };
   return [
     {
@@ -43,17 +62,11 @@ export function jobRoutes(ctx: ServerContext): RouteSpec[] {
         schema: ref("TrainRequest"),
       },
       responses: {
-        202: { ...jobResponse, headers: { Location: "the job's URL" } },
+        ...queuedResponses,
         400: errorResponse("bad dataset path, dataset or config"),
         409: errorResponse("the name is taken"),
-        503: queueFull,
-        507: errorResponse("no space left to record the job"),
       },
-      handler: async (c) => {
-        const request = parseTrainRequest(await jsonBody(c));
-        requireGpu(ctx);
-        return accepted(c, await runner.submitTrain(request));
-      },
+      handler: queueJob(parseTrainRequest, (request) => runner.submitTrain(request)),
     },
     {
       method: "POST",
@@ -66,20 +79,14 @@ export function jobRoutes(ctx: ServerContext): RouteSpec[] {
         schema: ref("PredictRequest"),
       },
       responses: {
-        202: { ...jobResponse, headers: { Location: "the job's URL" } },
+        ...queuedResponses,
         400: errorResponse("bad path or field, an input that is not NIfTI, output = input"),
         404: errorResponse("no such model"),
         409: errorResponse(
           "the output exists (or another job writes it): files are never replaced",
         ),
-        503: queueFull,
-        507: errorResponse("no space left to record the job"),
       },
-      handler: async (c) => {
-        const request = parsePredictRequest(await jsonBody(c));
-        requireGpu(ctx);
-        return accepted(c, await runner.submitPredict(request));
-      },
+      handler: queueJob(parsePredictRequest, (request) => runner.submitPredict(request)),
     },
     {
       method: "GET",

@@ -5,13 +5,13 @@ import { Metrics } from "../../metrics.ts";
 import { requestMetrics } from "./request_metrics.ts";
 import { bearerAuth } from "../bearer_auth/bearer_auth.ts";
 
+/** Metrics whose GPU gauges read these values, with no jobs and no training. */
+function fixedMetrics(gpuQueueDepth: number, gpuBusySeconds: number): Metrics {
+  return new Metrics(() => ({ gpuQueueDepth, gpuBusySeconds, jobs: {}, training: {} }));
+}
+
 Deno.test("requestMetrics: counts by route pattern and status, refusals and errors included", async () => {
-  const metrics = new Metrics(() => ({
-    gpuQueueDepth: 2,
-    gpuBusySeconds: 1.5,
-    jobs: {},
-    training: {},
-  }));
+  const metrics = fixedMetrics(2, 1.5);
   const app = new Hono();
   app.use("*", requestMetrics(metrics));
   app.use("*", bearerAuth({ tokens: new Map([["default", "t"]]), scope: "mutating" }));
@@ -50,12 +50,7 @@ Deno.test("requestMetrics: counts by route pattern and status, refusals and erro
 });
 
 Deno.test("requestMetrics: invented methods and paths cannot grow the label set", async () => {
-  const metrics = new Metrics(() => ({
-    gpuQueueDepth: 0,
-    gpuBusySeconds: 0,
-    jobs: {},
-    training: {},
-  }));
+  const metrics = fixedMetrics(0, 0);
   const app = new Hono();
   app.use("*", requestMetrics(metrics));
   app.use("*", bearerAuth({ tokens: new Map([["default", "t"]]) }));

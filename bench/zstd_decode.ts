@@ -1,0 +1,43 @@
+/**
+ * How long the loader's workers spend decoding one chunk: a 64³ int16 chunk of a CT-like
+ * phantom (air, body, lungs, noise), compressed with zstd at voxseg's level (3) and decoded
+ * with numcodecs' zstd, as `src/data/ome_zarr.ts` reads it. Prints one JSON line: wall and
+ * process-CPU milliseconds per decode (CPU time holds on a shared machine), and the bytes.
+ *
+ *   deno run -A bench/zstd_decode.ts
+ *
+ * A 64³ patch at a random offset covers up to 8 image chunks (and 8 label chunks), so when
+ * the chunk cache misses, decoding alone costs about 8 × this per patch and worker.
+ */
+
+import Zstd from "numcodecs/zstd";
+import { Random } from "../src/base/random.ts";
+import { processCpuMs } from "../src/cli/bench/ops.ts";
+
+const side = 64, n = side ** 3;
+const rng = new Random(0);
+const chunk = new Int16Array(n);
+for (let z = 0, i = 0; z < side; z++) {
+  for (let y = 0; y < side; y++) {
+    for (let x = 0; x < side; x++, i++) {
+      const lung = ((y - 32) / 20) ** 2 + ((Math.abs(x - 32) - 14) / 10) ** 2 < 1;
+      const body = ((y - 32) / 30) ** 2 + ((x - 32) / 31) ** 2 < 1;
+      chunk[i] = (lung ? -850 : body ? 40 : -1000) + Math.round(rng.normal(0, 20));
+    }
+  }
+}
+const zstd = Zstd.fromConfig({ id: "zstd", level: 3 });
+const encoded = new Uint8Array(await zstd.encode(new Uint8Array(chunk.buffer)));
+for (let i = 0; i < 10; i++) await zstd.decode(encoded); // warm-up: WASM compilation
+const reps = 200;
+const cpu0 = processCpuMs(), t0 = performance.now();
+for (let i = 0; i < reps; i++) await zstd.decode(encoded);
+const wallMs = (performance.now() - t0) / reps, cpuMs = (processCpuMs() - cpu0) / reps;
+console.log(JSON.stringify({
+  name: "zstd decode 64³ int16 chunk",
+  decoded_kib: (n * 2) / 1024,
+  compressed_kib: +(encoded.length / 1024).toFixed(1),
+  ms: +wallMs.toFixed(2),
+  cpu_ms: +cpuMs.toFixed(2),
+  mb_per_cpu_s: +((n * 2) / 1e3 / cpuMs).toFixed(0),
+}));
