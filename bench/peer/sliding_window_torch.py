@@ -28,6 +28,7 @@ import os
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from unet3d_torch import (  # noqa: E402
     UNet3D, load_safetensors, proc_status_mb, reset_peak_rss, torch)

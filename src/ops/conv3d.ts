@@ -409,16 +409,18 @@ function packWeights(r: ConvRun, tilesC: number, gw: number, ciPad: number): Ten
  * move); without it, LLVM stores the vector to the stack, stores the word over it and loads the
  * vector back: a failed store-to-load forward for every lane of every load. In the 2×4×8
  * forward kernel 45 % of all CPU samples fall on the instruction right after such a reload, and
- * the time follows the loads per multiply-add, not register pressure: binary16 operands (F16 =
- * 1: 135 loads of 324 words per input channel instead of 198 of 576) ran 1.38× faster (1.14× on
- * an AVX-512 Xeon); 2×2×8 (half the accumulators, far less spilling with AVX2's 16 vector
- * registers) ran as fast as 2×4×8, and 1×4×8 (fewer multiply-adds per loaded row) 0.87× as
- * fast. So blocks with fewer accumulators do not help on AVX2. What would: fewer loads per
- * multiply-add (2×4×8 is already the largest block that compiles in reasonable time), weights
- * read through a uniform buffer (lavapipe gathers uniform-buffer words with fixed lane indices,
- * free of the stall; this needs a uniform binding kind in src/gpu and the weights split into 64
- * KiB windows), or a Mesa that builds storage loads as masked gathers. Lavapipe also lowers
- * WGSL `fma` to a multiply and an add.
+ * the time follows the loads per multiply-add, not register pressure (`deno run -A
+ * bench/conv_blocks.ts`, CPU time, two runs): binary16 operands (F16 = 1: 135 loads of 324
+ * words per input channel instead of 198 of 576) ran 1.38–1.52× faster (1.14× on an AVX-512
+ * Xeon); 2×2×8 (half the accumulators, far less spilling with AVX2's 16 vector registers)
+ * 0.80–1.03× as fast as 2×4×8, and 1×4×8 (fewer multiply-adds per loaded row) 0.87–0.90×;
+ * 128-bit lanes (`LP_NATIVE_VECTOR_WIDTH=128`) no faster. So blocks with fewer accumulators do
+ * not help on AVX2, and the built-in block stays the same on both CPU kinds. What would help:
+ * fewer loads per multiply-add (2×4×8 is already the largest block that compiles in reasonable
+ * time), weights read through a uniform buffer (lavapipe gathers uniform-buffer words with
+ * fixed lane indices, free of the stall; this needs a uniform binding kind in src/gpu and the
+ * weights split into 64 KiB windows), or a Mesa that builds storage loads as masked gathers.
+ * Lavapipe also lowers WGSL `fma` to a multiply and an add.
  */
 export const CONV_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = {
   software: { 3: { cg: 2, vz: 4, vx: 8, wg: 64 }, 1: { cg: 2, vz: 2, vx: 8, wg: 64 } },

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { initGpu, type Kernel } from "../../src/gpu/mod.ts";
 import { compileArgs } from "../../src/cli/compile.ts";
@@ -55,14 +55,25 @@ Deno.test("every kernel the ops define compiles on this adapter", opts, async ()
 
 Deno.test("the compile task includes the files loaded by URL at run time", async () => {
   const args = compileArgs("dist/voxseg");
-  for (const src of await Array.fromAsync(Deno.readDir(join(root, "src/data")))) {
-    const text = await Deno.readTextFile(join(root, "src/data", src.name));
-    for (const m of text.matchAll(/new URL\("\.\/([\w.]+)", import\.meta\.url\)/g)) {
-      assert.ok(
-        args.includes(`src/data/${m[1]}`),
-        `src/data/${m[1]} is loaded by URL but not --include'd`,
-      );
+  let found = 0;
+  for await (const file of sourceFiles(join(root, "src"))) {
+    const text = await Deno.readTextFile(file);
+    for (const m of text.matchAll(/new URL\("(\.{1,2}\/[\w./]+)", import\.meta\.url\)/g)) {
+      const loaded = relative(root, join(dirname(file), m[1]));
+      if (!loaded.endsWith(".ts")) continue; // data files are read, not loaded as modules
+      found++;
+      assert.ok(args.includes(loaded), `${loaded} is loaded by URL but not --include'd`);
     }
   }
+  assert.ok(found > 0, "no module is loaded by URL: the loader worker should be");
   assert.deepEqual(args.slice(-3), ["--output", "dist/voxseg", "mod.ts"]);
 });
+
+/** Every .ts file under `dir`, recursively. */
+async function* sourceFiles(dir: string): AsyncGenerator<string> {
+  for await (const entry of Deno.readDir(dir)) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory) yield* sourceFiles(path);
+    else if (entry.name.endsWith(".ts")) yield path;
+  }
+}
