@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { generateSynthDataset } from "../../src/cli/synth.ts";
+import { resolveConfig } from "../../src/train/config.ts";
 import { runCliCaptured } from "../data/cli_capture.ts";
 import { withTempDir } from "../data/temp_dir.ts";
 
@@ -46,5 +47,42 @@ Deno.test({
       const lung = summary.test.mean.lung.dice;
       assert.ok(lung >= 0 && lung <= 1, `lung Dice ${lung}`);
       assert.ok("dice/lung" in summary.bestMetrics);
+    }),
+});
+
+Deno.test({
+  name: "voxseg train --resume: run.json's config is the base; an identity flag that differs fails",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const out = join(dir, "run");
+      const config = resolveConfig(undefined, {
+        "data.dataset": join(dir, "gone"),
+        out,
+        "model.baseChannels": "4",
+        epochs: "2",
+      });
+      await Deno.mkdir(out);
+      await Deno.writeTextFile(
+        join(out, "run.json"),
+        JSON.stringify({
+          format: "voxseg-run",
+          version: 1,
+          config,
+          normalisation: { kind: "ct-window", lo: -1000, hi: 400 },
+          classNames: ["background", "lung", "infection"],
+          spacingMm: [1, 1, 1],
+        }),
+      );
+      const lr = await runCliCaptured(["train", "--out", out, "--resume", "--lr", "0.5"]);
+      assert.equal(lr.code, 2);
+      assert.match(lr.stderr, /--optimizer\.lr 0\.5 conflicts with the run being resumed/);
+      // Without flags the stored config passes (base 4, not the synthetic preset's 8) and the
+      // run goes on to its dataset, which is gone.
+      const bare = await runCliCaptured(["train", "--out", out, "--resume", "--epochs", "3"]);
+      assert.notEqual(bare.code, 0);
+      assert.doesNotMatch(bare.stderr, /conflicts/);
+      assert.match(bare.stderr, /dataset/i);
     }),
 });

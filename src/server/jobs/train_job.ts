@@ -5,7 +5,7 @@
  * run's folder is new, so it starts fresh; a resumed one continues from `last.safetensors`.
  */
 
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { datasetValidator } from "../../infer/validate.ts";
 import type { TrainConfig } from "../../train/config.ts";
 import { RUN_FILES, train, type TrainEvent } from "../../train/trainer.ts";
@@ -50,7 +50,7 @@ export async function runTrainJob(
   const checkpoint = checkpointOf(config.out);
   return {
     model: job.name,
-    ...(checkpoint ? { checkpoint: root.display(checkpoint) } : {}),
+    ...(checkpoint ? { checkpoint: shownPath(checkpoint, deps) } : {}),
     epochs: result.epochs,
     steps: result.steps,
     bestScore: result.bestScore,
@@ -64,13 +64,22 @@ export async function runTrainJob(
 }
 
 /** Turns a trainer event into job progress, metrics and the job's events. */
+/**
+ * A run file as clients see it: relative to the data root when the job state lies inside it,
+ * else relative to the state folder (`<id>/run/best.safetensors`): never where files live.
+ */
+export function shownPath(path: string, { root, store }: Pick<JobDeps, "root" | "store">): string {
+  return root.contains(path) ? root.display(path) : relative(store.dir, path);
+}
+
 function reportTrainEvent(
   job: Job,
   config: TrainConfig,
   e: TrainEvent,
-  { store, root }: JobDeps,
+  deps: JobDeps,
   onStep: (loss: number, step: number) => void,
 ): void {
+  const { store } = deps;
   switch (e.type) {
     case "start":
       store.append(job.id, "log", {
@@ -119,7 +128,7 @@ function reportTrainEvent(
       break;
     }
     case "checkpoint":
-      store.append(job.id, "checkpoint", { path: root.display(e.path), epoch: e.epoch });
+      store.append(job.id, "checkpoint", { path: shownPath(e.path, deps), epoch: e.epoch });
       break;
     case "stop":
       store.append(job.id, "log", { message: `stopped: ${e.reason}` });
