@@ -18,7 +18,7 @@ export { createLoader } from "./src/data/loader.ts";
 export { synthCase } from "./src/data/synth.ts";
 export { resolveConfig, type TrainConfig } from "./src/train/config.ts";
 export { train, type TrainEvent, type TrainOptions } from "./src/train/trainer.ts";
-export { loadCheckpoint, saveCheckpoint } from "./src/train/checkpoint.ts";
+export { loadCheckpoint, saveCheckpoint } from "./src/nn/checkpoint.ts";
 export * as infer from "./src/infer/mod.ts";
 export { createApp } from "./src/server/app.ts";
 export { runCli } from "./src/cli/main.ts";

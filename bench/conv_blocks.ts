@@ -8,7 +8,7 @@
  *   deno run -A bench/conv_blocks.ts [--rounds 3] [--variants "2,4,8,64,f32;2,4,8,64,f16"]
  *
  * A variant is `CG,VZ,VX,WG,precision`. On a software adapter, for comparing CPUs (see the
- * cost model at CONV_TILES in src/ops/conv3d.ts); `LP_NATIVE_VECTOR_WIDTH=128` compares
+ * cost model at CONV_TILES in src/ops/tuning.ts); `LP_NATIVE_VECTOR_WIDTH=128` compares
  * lavapipe's lane widths.
  */
 

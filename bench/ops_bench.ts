@@ -3,7 +3,7 @@
  * Each iteration records one call and waits for the GPU.
  */
 
-import { commands, fromArray, initGpu, scope } from "../src/gpu/mod.ts";
+import { fromArray, initGpu, recorder, scope } from "../src/gpu/mod.ts";
 import { opCases } from "../src/cli/bench/ops.ts";
 import { Random } from "../src/base/random.ts";
 
@@ -21,7 +21,7 @@ for (const c of opCases()) {
       c.call(inputs);
     });
   run();
-  await commands().sync();
+  await recorder().sync();
   Deno.bench({
     name: c.name,
     group: c.name.split(" ")[0],
@@ -29,7 +29,7 @@ for (const c of opCases()) {
     warmup: 1,
     async fn() {
       run();
-      await commands().sync();
+      await recorder().sync();
     },
   });
 }

@@ -23,10 +23,10 @@
 // x taps reusing a row by shifting it in registers). Why: on a CPU adapter (llvmpipe) every
 // load is a per-lane loop costing ~10–40 cycles per float and a multiply-add about one (on
 // CPUs without AVX-512 more: each lane's word costs a failed store-to-load forward, see
-// CONV_TILES in conv3d.ts), so the block is as large as spilling allows; staging through
+// CONV_TILES in src/ops/tuning.ts), so the block is as large as spilling allows; staging through
 // workgroup memory only adds loads (the same per-lane loop), and barriers make every load
 // slower still. On a GPU the same kernel runs with a smaller
-// block (conv3d.ts picks the tiles) and relies on its caches.
+// block (src/ops/tuning.ts picks the tiles) and relies on its caches.
 //
 // F16 = 1 (K = 3, MODE 0, W % 8 == 0) reads the input and the weights as IEEE binary16 pairs
 // packed by half_pack.wgsl and accumulates in f32: `xh` holds 8 values of a row per
@@ -40,13 +40,11 @@
 // VEC = 0 reads and writes single checked floats. `dst` is an array of vec4s, written by
 // component where a vec4 would not be aligned or would leave the row.
 
-override K: u32 = 3u;
+// K, VX, VEC and PAD are declared with the input window (structs WindowRows and Plane,
+// loadPlane, rowWindow) in shaders/lib/conv_window.wgsl, shared with conv3d_wgrad.wgsl.
 override MODE: u32 = 0u;
 override CG: u32 = 2u;
 override VZ: u32 = 4u;
-override VX: u32 = 8u;
-override VEC: u32 = 1u;
-override WG: u32 = 64u;
 // The activation fused into the store is a uniform, params.act (MODE 0): 0 none, 1 ReLU,
 // 2 leaky ReLU (slope params.actP), 3 ELU (alpha params.actP). It saves a pass over the
 // output and the pre-activation tensor. As a uniform rather than an override constant it lets
@@ -58,10 +56,9 @@ override F16: u32 = 0u;
 override KT: u32 = K * K * K;
 // Input channels per step of the main loop.
 override CI_STEP: u32 = select(1u, 4u, K == 1u);
-override PAD: u32 = (K - 1u) / 2u;
 
 // Output rows of one plane: a{dy}, column dx = the 4 channels of voxel dx.
-struct Acc4 {
+struct TileAcc {
   a0: mat4x4<f32>,
   a1: mat4x4<f32>,
   a2: mat4x4<f32>,
@@ -69,64 +66,48 @@ struct Acc4 {
 }
 
 // One output plane of one channel group: voxels x .. x + 3 in lo, x + 4 .. x + 7 in hi (VX = 8).
-struct Blk {
-  lo: Acc4,
-  hi: Acc4,
+struct PlaneAcc {
+  lo: TileAcc,
+  hi: TileAcc,
 }
 
 // The VZ output planes of one channel group.
-struct Grp {
-  z0: Blk,
-  z1: Blk,
-  z2: Blk,
-  z3: Blk,
+struct GroupAcc {
+  z0: PlaneAcc,
+  z1: PlaneAcc,
+  z2: PlaneAcc,
+  z3: PlaneAcc,
 }
 
 // A thread's accumulators: channel groups 0 and 1 (CG = 2).
-struct Acc {
-  g0: Grp,
-  g1: Grp,
+struct ThreadAcc {
+  g0: GroupAcc,
+  g1: GroupAcc,
 }
 
 // One kernel plane kz: w{ky}; column kx = the 4 channels' weights of tap (kz, ky, kx).
-struct Wz {
+struct KernelPlane {
   w0: mat3x4<f32>,
   w1: mat3x4<f32>,
   w2: mat3x4<f32>,
 }
 
 // The weights of one channel group and input channel: kernel planes k0..k2 (K = 3).
-struct W3 {
-  k0: Wz,
-  k1: Wz,
-  k2: Wz,
+struct GroupWeights {
+  k0: KernelPlane,
+  k1: KernelPlane,
+  k2: KernelPlane,
 }
 
 // Both channel groups' weights of one input channel, or of one kernel plane (F16 = 1).
-struct W3Pair {
-  g0: W3,
-  g1: W3,
+struct GroupWeightsPair {
+  g0: GroupWeights,
+  g1: GroupWeights,
 }
 
-struct WzPair {
-  g0: Wz,
-  g1: Wz,
-}
-
-// 6 input rows of one plane; row r holds inputs x - P .. x + 5 - P in (p{r}.xyzw, q{r}.xy).
-struct Rows6 {
-  p0: vec4<f32>, q0: vec4<f32>,
-  p1: vec4<f32>, q1: vec4<f32>,
-  p2: vec4<f32>, q2: vec4<f32>,
-  p3: vec4<f32>, q3: vec4<f32>,
-  p4: vec4<f32>, q4: vec4<f32>,
-  p5: vec4<f32>, q5: vec4<f32>,
-}
-
-// One input plane of the window: voxels x .. x + 3 in lo, x + 4 .. x + 7 in hi.
-struct Plane {
-  lo: Rows6,
-  hi: Rows6,
+struct KernelPlanePair {
+  g0: KernelPlane,
+  g1: KernelPlane,
 }
 
 @compute @workgroup_size(WG)
@@ -134,7 +115,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
   // Flat thread index → (x tile, channel tile, y tile, z tile, n), x tiles fastest so
   // neighbouring lanes read neighbouring rows.
-  var g = (wid.x + wid.y * nwg.x) * WG + lid;
+  var g = threadIndex(wid, nwg, lid);
   if (g >= params.groups) { return; }
   let tx = g % params.tilesX;
   g /= params.tilesX;
@@ -149,7 +130,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   // K = 3: VZ planes of 4·CG channels; K = 1: one plane of VZ·4·CG channels (see below).
   let z0 = tz * select(VZ, 1u, K == 1u);
 
-  var acc: Acc;
+  var acc: ThreadAcc;
   for (var ci = 0u; ci < params.ci; ci += CI_STEP) {
     if (K == 1u) {
       // A 1×1×1 convolution reuses nothing across planes, so the plane slots hold more
@@ -166,121 +147,122 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                             loadPlane(n, ci + 2u, z, y0, x0), loadPlane(n, ci + 3u, z, y0, x0));
       }
       let wb = (tc * params.ciPad + ci) * CG * VZ;
-      acc.g0 = point(acc.g0, wb, r[0], r[1], r[2], r[3]);
-      if (CG == 2u) { acc.g1 = point(acc.g1, wb + 1u, r[0], r[1], r[2], r[3]); }
+      acc.g0 = pointGroup(acc.g0, wb, r[0], r[1], r[2], r[3]);
+      if (CG == 2u) { acc.g1 = pointGroup(acc.g1, wb + 1u, r[0], r[1], r[2], r[3]); }
       continue;
     }
     // vec4 index of tap 0 of channel group 0; taps step by CG.
     let taps = (tc * params.ciPad + ci) * KT;
     let wb = taps * CG;
-    var w0: W3;
-    var w1: W3;
+    var w0: GroupWeights;
+    var w1: GroupWeights;
     if (F16 == 1u) {
-      let both = loadW3Half(taps);
+      let both = loadWeightsHalf(taps);
       w0 = both.g0;
       w1 = both.g1;
     } else {
-      w0 = loadW3(wb);
-      if (CG == 2u) { w1 = loadW3(wb + 1u); }
+      w0 = loadGroupWeights(wb);
+      if (CG == 2u) { w1 = loadGroupWeights(wb + 1u); }
     }
     // The VZ + 2 input planes of the window, unrolled by hand: lavapipe would run a loop over
     // register blocks as a loop over memory.
     let zp = i32(z0) - 1;
-    acc = feed(acc, w0, w1, loadPlane(n, ci, zp, y0, x0), 0u);
-    acc = feed(acc, w0, w1, loadPlane(n, ci, zp + 1, y0, x0), 1u);
-    acc = feed(acc, w0, w1, loadPlane(n, ci, zp + 2, y0, x0), 2u);
-    if (VZ >= 2u) { acc = feed(acc, w0, w1, loadPlane(n, ci, zp + 3, y0, x0), 3u); }
-    if (VZ >= 3u) { acc = feed(acc, w0, w1, loadPlane(n, ci, zp + 4, y0, x0), 4u); }
-    if (VZ >= 4u) { acc = feed(acc, w0, w1, loadPlane(n, ci, zp + 5, y0, x0), 5u); }
+    acc = feedInputPlane(acc, w0, w1, loadPlane(n, ci, zp, y0, x0), 0u);
+    acc = feedInputPlane(acc, w0, w1, loadPlane(n, ci, zp + 1, y0, x0), 1u);
+    acc = feedInputPlane(acc, w0, w1, loadPlane(n, ci, zp + 2, y0, x0), 2u);
+    if (VZ >= 2u) { acc = feedInputPlane(acc, w0, w1, loadPlane(n, ci, zp + 3, y0, x0), 3u); }
+    if (VZ >= 3u) { acc = feedInputPlane(acc, w0, w1, loadPlane(n, ci, zp + 4, y0, x0), 4u); }
+    if (VZ >= 4u) { acc = feedInputPlane(acc, w0, w1, loadPlane(n, ci, zp + 5, y0, x0), 5u); }
   }
 
   // Slot k of group g: channels o0 + 4·g + k·oStep at plane z0 + k·zStep.
   if (K == 1u) {
     let o0 = tc * 4u * CG * VZ;
-    storeGrp(acc.g0, n, o0, 4u * CG, z0, 0u, y0, x0);
-    if (CG == 2u) { storeGrp(acc.g1, n, o0 + 4u, 4u * CG, z0, 0u, y0, x0); }
+    storeGroup(acc.g0, n, o0, 4u * CG, z0, 0u, y0, x0);
+    if (CG == 2u) { storeGroup(acc.g1, n, o0 + 4u, 4u * CG, z0, 0u, y0, x0); }
   } else {
     let o0 = tc * 4u * CG;
-    storeGrp(acc.g0, n, o0, 0u, z0, 1u, y0, x0);
-    if (CG == 2u) { storeGrp(acc.g1, n, o0 + 4u, 0u, z0, 1u, y0, x0); }
+    storeGroup(acc.g0, n, o0, 0u, z0, 1u, y0, x0);
+    if (CG == 2u) { storeGroup(acc.g1, n, o0 + 4u, 0u, z0, 1u, y0, x0); }
   }
 }
 
 // K = 1: slot k of a group adds Σ_c weight vec4 pw[b + CG·k + c·CG·VZ] × plane r_c over the
 // 4 input channels c of the step.
-fn point(g: Grp, b: u32, r0: Plane, r1: Plane, r2: Plane, r3: Plane) -> Grp {
+fn pointGroup(g: GroupAcc, b: u32, r0: Plane, r1: Plane, r2: Plane, r3: Plane) -> GroupAcc {
   var o = g;
-  o.z0 = blk1(g.z0, b, r0, r1, r2, r3);
-  if (VZ >= 2u) { o.z1 = blk1(g.z1, b + CG, r0, r1, r2, r3); }
-  if (VZ >= 3u) { o.z2 = blk1(g.z2, b + 2u * CG, r0, r1, r2, r3); }
-  if (VZ >= 4u) { o.z3 = blk1(g.z3, b + 3u * CG, r0, r1, r2, r3); }
+  o.z0 = pointPlane(g.z0, b, r0, r1, r2, r3);
+  if (VZ >= 2u) { o.z1 = pointPlane(g.z1, b + CG, r0, r1, r2, r3); }
+  if (VZ >= 3u) { o.z2 = pointPlane(g.z2, b + 2u * CG, r0, r1, r2, r3); }
+  if (VZ >= 4u) { o.z3 = pointPlane(g.z3, b + 3u * CG, r0, r1, r2, r3); }
   return o;
 }
 
-fn blk1(b: Blk, w: u32, r0: Plane, r1: Plane, r2: Plane, r3: Plane) -> Blk {
+fn pointPlane(b: PlaneAcc, w: u32, r0: Plane, r1: Plane, r2: Plane, r3: Plane) -> PlaneAcc {
   let s = CG * VZ;
   let w4 = mat4x4<f32>(pw[w], pw[w + s], pw[w + 2u * s], pw[w + 3u * s]);
   var o = b;
-  o.lo = plane1(b.lo, w4, r0.lo, r1.lo, r2.lo, r3.lo);
-  if (VX == 8u) { o.hi = plane1(b.hi, w4, r0.hi, r1.hi, r2.hi, r3.hi); }
+  o.lo = pointTile(b.lo, w4, r0.lo, r1.lo, r2.lo, r3.lo);
+  if (VX == 8u) { o.hi = pointTile(b.hi, w4, r0.hi, r1.hi, r2.hi, r3.hi); }
   return o;
 }
 
 // K = 1: output row dy += Σ_c w[c] ⊗ (row dy of input channel c).
-fn plane1(a: Acc4, w: mat4x4<f32>, r0: Rows6, r1: Rows6, r2: Rows6, r3: Rows6) -> Acc4 {
-  return Acc4(
-    outer4(a.a0, w, r0.p0, r1.p0, r2.p0, r3.p0),
-    outer4(a.a1, w, r0.p1, r1.p1, r2.p1, r3.p1),
-    outer4(a.a2, w, r0.p2, r1.p2, r2.p2, r3.p2),
-    outer4(a.a3, w, r0.p3, r1.p3, r2.p3, r3.p3),
+fn pointTile(a: TileAcc, w: mat4x4<f32>, r0: WindowRows, r1: WindowRows, r2: WindowRows,
+             r3: WindowRows) -> TileAcc {
+  return TileAcc(
+    addOuters(a.a0, w, r0.p0, r1.p0, r2.p0, r3.p0),
+    addOuters(a.a1, w, r0.p1, r1.p1, r2.p1, r3.p1),
+    addOuters(a.a2, w, r0.p2, r1.p2, r2.p2, r3.p2),
+    addOuters(a.a3, w, r0.p3, r1.p3, r2.p3, r3.p3),
   );
 }
 
-fn outer4(acc: mat4x4<f32>, w: mat4x4<f32>, p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>,
+fn addOuters(acc: mat4x4<f32>, w: mat4x4<f32>, p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>,
           p3: vec4<f32>) -> mat4x4<f32> {
-  return outer1(outer1(outer1(outer1(acc, w[0], p0), w[1], p1), w[2], p2), w[3], p3);
+  return addOuter(addOuter(addOuter(addOuter(acc, w[0], p0), w[1], p1), w[2], p2), w[3], p3);
 }
 
 // Input plane p of the window (grid plane z0 + p - P) feeds output plane dz through kernel
 // plane p - dz; p is a constant at every call.
-fn feed(a: Acc, w0: W3, w1: W3, r: Plane, p: u32) -> Acc {
+fn feedInputPlane(a: ThreadAcc, w0: GroupWeights, w1: GroupWeights, r: Plane, p: u32) -> ThreadAcc {
   var o = a;
-  o.g0 = feedGrp(a.g0, w0, r, p);
-  if (CG == 2u) { o.g1 = feedGrp(a.g1, w1, r, p); }
+  o.g0 = feedGroup(a.g0, w0, r, p);
+  if (CG == 2u) { o.g1 = feedGroup(a.g1, w1, r, p); }
   return o;
 }
 
-fn feedGrp(g: Grp, w: W3, r: Plane, p: u32) -> Grp {
+fn feedGroup(g: GroupAcc, w: GroupWeights, r: Plane, p: u32) -> GroupAcc {
   var o = g;
-  if (p < 3u) { o.z0 = blk(g.z0, w, p, r); }
-  if (VZ >= 2u && p >= 1u && p < 4u) { o.z1 = blk(g.z1, w, p - 1u, r); }
-  if (VZ >= 3u && p >= 2u && p < 5u) { o.z2 = blk(g.z2, w, p - 2u, r); }
-  if (VZ >= 4u && p >= 3u) { o.z3 = blk(g.z3, w, p - 3u, r); }
+  if (p < 3u) { o.z0 = convPlane(g.z0, w, p, r); }
+  if (VZ >= 2u && p >= 1u && p < 4u) { o.z1 = convPlane(g.z1, w, p - 1u, r); }
+  if (VZ >= 3u && p >= 2u && p < 5u) { o.z2 = convPlane(g.z2, w, p - 2u, r); }
+  if (VZ >= 4u && p >= 3u) { o.z3 = convPlane(g.z3, w, p - 3u, r); }
   return o;
 }
 
-fn blk(b: Blk, w: W3, kz: u32, r: Plane) -> Blk {
+fn convPlane(b: PlaneAcc, w: GroupWeights, kz: u32, r: Plane) -> PlaneAcc {
   var o = b;
   var wz = w.k0;
   if (kz == 1u) { wz = w.k1; }
   if (kz == 2u) { wz = w.k2; }
-  o.lo = plane3(b.lo, wz, r.lo);
-  if (VX == 8u) { o.hi = plane3(b.hi, wz, r.hi); }
+  o.lo = convTile(b.lo, wz, r.lo);
+  if (VX == 8u) { o.hi = convTile(b.hi, wz, r.hi); }
   return o;
 }
 
 // One input plane through one kernel plane: output row dy sees input rows dy .. dy + 2.
-fn plane3(a: Acc4, w: Wz, r: Rows6) -> Acc4 {
-  return Acc4(
-    row3(row3(row3(a.a0, w.w0, r.p0, r.q0), w.w1, r.p1, r.q1), w.w2, r.p2, r.q2),
-    row3(row3(row3(a.a1, w.w0, r.p1, r.q1), w.w1, r.p2, r.q2), w.w2, r.p3, r.q3),
-    row3(row3(row3(a.a2, w.w0, r.p2, r.q2), w.w1, r.p3, r.q3), w.w2, r.p4, r.q4),
-    row3(row3(row3(a.a3, w.w0, r.p3, r.q3), w.w1, r.p4, r.q4), w.w2, r.p5, r.q5),
+fn convTile(a: TileAcc, w: KernelPlane, r: WindowRows) -> TileAcc {
+  return TileAcc(
+    convRow(convRow(convRow(a.a0, w.w0, r.p0, r.q0), w.w1, r.p1, r.q1), w.w2, r.p2, r.q2),
+    convRow(convRow(convRow(a.a1, w.w0, r.p1, r.q1), w.w1, r.p2, r.q2), w.w2, r.p3, r.q3),
+    convRow(convRow(convRow(a.a2, w.w0, r.p2, r.q2), w.w1, r.p3, r.q3), w.w2, r.p4, r.q4),
+    convRow(convRow(convRow(a.a3, w.w0, r.p3, r.q3), w.w1, r.p4, r.q4), w.w2, r.p5, r.q5),
   );
 }
 
 // One input row through one kernel row: voxel dx sees inputs dx .. dx + 2 of (p.xyzw, q.xy).
-fn row3(acc: mat4x4<f32>, w: mat3x4<f32>, p: vec4<f32>, q: vec4<f32>) -> mat4x4<f32> {
+fn convRow(acc: mat4x4<f32>, w: mat3x4<f32>, p: vec4<f32>, q: vec4<f32>) -> mat4x4<f32> {
   return mat4x4<f32>(
     fma(w[2], vec4<f32>(p.z), fma(w[1], vec4<f32>(p.y), fma(w[0], vec4<f32>(p.x), acc[0]))),
     fma(w[2], vec4<f32>(p.w), fma(w[1], vec4<f32>(p.z), fma(w[0], vec4<f32>(p.y), acc[1]))),
@@ -290,7 +272,7 @@ fn row3(acc: mat4x4<f32>, w: mat3x4<f32>, p: vec4<f32>, q: vec4<f32>) -> mat4x4<
 }
 
 // Column dx += w · p[dx]: one input row through one weight vec4.
-fn outer1(acc: mat4x4<f32>, w: vec4<f32>, p: vec4<f32>) -> mat4x4<f32> {
+fn addOuter(acc: mat4x4<f32>, w: vec4<f32>, p: vec4<f32>) -> mat4x4<f32> {
   return mat4x4<f32>(
     fma(w, vec4<f32>(p.x), acc[0]),
     fma(w, vec4<f32>(p.y), acc[1]),
@@ -300,12 +282,13 @@ fn outer1(acc: mat4x4<f32>, w: vec4<f32>, p: vec4<f32>) -> mat4x4<f32> {
 }
 
 // The 27 packed weight vec4s of one channel group (K = 3), from vec4 index b (taps CG apart).
-fn loadW3(b: u32) -> W3 {
-  return W3(loadWz(b), loadWz(b + 9u * CG), loadWz(b + 18u * CG));
+fn loadGroupWeights(b: u32) -> GroupWeights {
+  return GroupWeights(loadKernelPlane(b), loadKernelPlane(b + 9u * CG),
+                      loadKernelPlane(b + 18u * CG));
 }
 
-fn loadWz(b: u32) -> Wz {
-  return Wz(
+fn loadKernelPlane(b: u32) -> KernelPlane {
+  return KernelPlane(
     mat3x4<f32>(pw[b], pw[b + CG], pw[b + 2u * CG]),
     mat3x4<f32>(pw[b + 3u * CG], pw[b + 4u * CG], pw[b + 5u * CG]),
     mat3x4<f32>(pw[b + 6u * CG], pw[b + 7u * CG], pw[b + 8u * CG]),
@@ -313,14 +296,14 @@ fn loadWz(b: u32) -> Wz {
 }
 
 // F16 = 1: the 27 taps of both channel groups from tap b on.
-fn loadW3Half(b: u32) -> W3Pair {
-  let k0 = loadWzHalf(b);
-  let k1 = loadWzHalf(b + 9u);
-  let k2 = loadWzHalf(b + 18u);
-  return W3Pair(W3(k0.g0, k1.g0, k2.g0), W3(k0.g1, k1.g1, k2.g1));
+fn loadWeightsHalf(b: u32) -> GroupWeightsPair {
+  let k0 = loadKernelPlaneHalf(b);
+  let k1 = loadKernelPlaneHalf(b + 9u);
+  let k2 = loadKernelPlaneHalf(b + 18u);
+  return GroupWeightsPair(GroupWeights(k0.g0, k1.g0, k2.g0), GroupWeights(k0.g1, k1.g1, k2.g1));
 }
 
-fn loadWzHalf(b: u32) -> WzPair {
+fn loadKernelPlaneHalf(b: u32) -> KernelPlanePair {
   let t0 = halfTap(b);
   let t1 = halfTap(b + 1u);
   let t2 = halfTap(b + 2u);
@@ -330,10 +313,10 @@ fn loadWzHalf(b: u32) -> WzPair {
   let t6 = halfTap(b + 6u);
   let t7 = halfTap(b + 7u);
   let t8 = halfTap(b + 8u);
-  return WzPair(
-    Wz(mat3x4<f32>(t0[0], t1[0], t2[0]), mat3x4<f32>(t3[0], t4[0], t5[0]),
+  return KernelPlanePair(
+    KernelPlane(mat3x4<f32>(t0[0], t1[0], t2[0]), mat3x4<f32>(t3[0], t4[0], t5[0]),
        mat3x4<f32>(t6[0], t7[0], t8[0])),
-    Wz(mat3x4<f32>(t0[1], t1[1], t2[1]), mat3x4<f32>(t3[1], t4[1], t5[1]),
+    KernelPlane(mat3x4<f32>(t0[1], t1[1], t2[1]), mat3x4<f32>(t3[1], t4[1], t5[1]),
        mat3x4<f32>(t6[1], t7[1], t8[1])),
   );
 }
@@ -350,85 +333,26 @@ fn halfTap(t: u32) -> mat2x4<f32> {
                      vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
 }
 
-// Rows y0 - P .. y0 + 3 + P of input channel ci at grid plane z (zero outside the volume).
-fn loadPlane(n: u32, ci: u32, z: i32, y0: u32, x0: u32) -> Plane {
-  let y = i32(y0) - i32(PAD);
-  let a = loadRow(n, ci, z, y, x0);
-  let b = loadRow(n, ci, z, y + 1, x0);
-  let c = loadRow(n, ci, z, y + 2, x0);
-  let d = loadRow(n, ci, z, y + 3, x0);
-  var e: array<vec4<f32>, 4>;
-  var f: array<vec4<f32>, 4>;
-  if (K == 3u) {
-    e = loadRow(n, ci, z, y + 4, x0);
-    f = loadRow(n, ci, z, y + 5, x0);
-  }
-  return Plane(
-    Rows6(a[0], a[1], b[0], b[1], c[0], c[1], d[0], d[1], e[0], e[1], f[0], f[1]),
-    Rows6(a[2], a[3], b[2], b[3], c[2], c[3], d[2], d[3], e[2], e[3], f[2], f[3]),
-  );
-}
-
-// Inputs x0 - P .. x0 + VX - 1 + P of one row, as the (p, q) pairs of the lo and hi halves:
-// [p_lo, q_lo, p_hi, q_hi] with p_lo.x at x0 - P. Zero outside the volume.
+// The row window of shaders/lib/conv_window.wgsl, read as binary16 pairs when F16 = 1.
 fn loadRow(n: u32, ci: u32, z: i32, y: i32, x0: u32) -> array<vec4<f32>, 4> {
-  // ci ≥ Ci happens for K = 1, whose steps of 4 channels run past Ci.
-  let ok = ci < params.ci && u32(z) < params.d && u32(y) < params.h;
-  let row = xRow(n, min(ci, params.ci - 1u), min(u32(z), params.d - 1u),
-                 min(u32(y), params.h - 1u));
-  var a: vec4<f32>; // x0 .. x0 + 3
-  var b: vec4<f32>; // x0 + 4 .. x0 + 7 (VX = 8)
-  if (F16 == 1u) {
-    // Words of value pairs; rows start at multiples of 8 (W % 8 == 0) and x0 is a multiple of
-    // VX, so x0 - 1 is the high half of its word and x0 + VX the low half of its own. VX = 4
-    // takes the half of the vec4<u32> its 4 values are in. Indices are clamped into the row;
-    // masks zero the rest.
-    var v = select(vec4<u32>(), xh[(row + x0) / 8u], ok && x0 < params.w);
-    if (VX == 4u && (x0 & 4u) != 0u) { v = vec4<u32>(v.zw, 0u, 0u); }
-    let lw = select(0u, xhs[(row + max(x0, 1u) - 1u) / 2u], ok && x0 > 0u);
-    let rw = select(0u, xhs[(row + min(x0 + VX, params.w - 1u)) / 2u], ok && x0 + VX < params.w);
-    a = vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
-    b = vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
-    let l = unpack2x16float(lw).y;
-    let r = unpack2x16float(rw).x;
-    if (VX == 4u) {
-      return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, r, 0.0, 0.0), vec4<f32>(),
-                                 vec4<f32>());
-    }
-    return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, b.x, 0.0, 0.0),
-                               vec4<f32>(a.w, b.xyz), vec4<f32>(b.w, r, 0.0, 0.0));
-  }
-  if (VEC == 1u) {
-    // W % 4 == 0: a vec4 starting in the row lies wholly inside it.
-    a = select(vec4<f32>(), srcv[(row + x0) / 4u], ok && x0 < params.w);
-    if (VX == 8u) {
-      b = select(vec4<f32>(), srcv[(row + x0) / 4u + 1u], ok && x0 + 4u < params.w);
-    }
-  } else {
-    a = vec4<f32>(loadX(ok, row, i32(x0)), loadX(ok, row, i32(x0) + 1),
-                  loadX(ok, row, i32(x0) + 2), loadX(ok, row, i32(x0) + 3));
-    if (VX == 8u) {
-      b = vec4<f32>(loadX(ok, row, i32(x0) + 4), loadX(ok, row, i32(x0) + 5),
-                    loadX(ok, row, i32(x0) + 6), loadX(ok, row, i32(x0) + 7));
-    }
-  }
-  if (K == 1u) {
-    return array<vec4<f32>, 4>(a, vec4<f32>(), b, vec4<f32>());
-  }
-  let l = loadX(ok, row, i32(x0) - 1);
-  let r = loadX(ok, row, i32(x0 + VX));
-  if (VX == 4u) {
-    return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, r, 0.0, 0.0), vec4<f32>(),
-                               vec4<f32>());
-  }
-  return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, b.x, 0.0, 0.0),
-                             vec4<f32>(a.w, b.xyz), vec4<f32>(b.w, r, 0.0, 0.0));
+  if (F16 == 1u) { return halfRowWindow(n, ci, z, y, x0); }
+  return rowWindow(n, ci, z, y, x0);
 }
 
-// x at column x of a row (zero outside the row or when the row is out of the volume).
-fn loadX(rowOk: bool, row: u32, x: i32) -> f32 {
-  let at = row + u32(clamp(x, 0, i32(params.w) - 1)) * X_STEP;
-  return select(0.0, src[at], rowOk && u32(x) < params.w);
+// F16 = 1: rowWindow from the binary16 copy of the input. Words of value pairs; rows start at
+// multiples of 8 (W % 8 == 0) and x0 is a multiple of VX, so x0 - 1 is the high half of its
+// word and x0 + VX the low half of its own. VX = 4 takes the half of the vec4<u32> its 4 values
+// are in. Indices are clamped into the row; masks zero the rest.
+fn halfRowWindow(n: u32, ci: u32, z: i32, y: i32, x0: u32) -> array<vec4<f32>, 4> {
+  let ok = rowInside(ci, z, y);
+  let row = rowStart(n, ci, z, y);
+  var v = select(vec4<u32>(), xh[(row + x0) / 8u], ok && x0 < params.w);
+  if (VX == 4u && (x0 & 4u) != 0u) { v = vec4<u32>(v.zw, 0u, 0u); }
+  let lw = select(0u, xhs[(row + max(x0, 1u) - 1u) / 2u], ok && x0 > 0u);
+  let rw = select(0u, xhs[(row + min(x0 + VX, params.w - 1u)) / 2u], ok && x0 + VX < params.w);
+  let a = vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+  let b = vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
+  return withHalo(unpack2x16float(lw).y, a, b, unpack2x16float(rw).x);
 }
 
 // MODE 2, VEC = 1: input channels ci .. ci + 3 (ci a multiple of 4) are taps (b, c) = (0,0),
@@ -444,10 +368,10 @@ fn loadTaps(n: u32, ci: u32, z: u32, y0: u32, x0: u32) -> array<Plane, 4> {
   let c = tapRow(z < params.d, plane, y0 + 2u, x0);
   let d = tapRow(z < params.d, plane, y0 + 3u, x0);
   return array<Plane, 4>(
-    Plane(rows4(a[0], b[0], c[0], d[0]), rows4(a[4], b[4], c[4], d[4])),
-    Plane(rows4(a[1], b[1], c[1], d[1]), rows4(a[5], b[5], c[5], d[5])),
-    Plane(rows4(a[2], b[2], c[2], d[2]), rows4(a[6], b[6], c[6], d[6])),
-    Plane(rows4(a[3], b[3], c[3], d[3]), rows4(a[7], b[7], c[7], d[7])),
+    Plane(rowsWithoutHalo(a[0], b[0], c[0], d[0]), rowsWithoutHalo(a[4], b[4], c[4], d[4])),
+    Plane(rowsWithoutHalo(a[1], b[1], c[1], d[1]), rowsWithoutHalo(a[5], b[5], c[5], d[5])),
+    Plane(rowsWithoutHalo(a[2], b[2], c[2], d[2]), rowsWithoutHalo(a[6], b[6], c[6], d[6])),
+    Plane(rowsWithoutHalo(a[3], b[3], c[3], d[3]), rowsWithoutHalo(a[7], b[7], c[7], d[7])),
   );
 }
 
@@ -457,8 +381,8 @@ fn tapRow(zOk: bool, plane: u32, y: u32, x0: u32) -> array<vec4<f32>, 8> {
   // Up-sampled rows 2y (b = 0) and 2y + 1 (b = 1) from column 2·x0, as vec4 indices.
   let f0 = plane + (2u * min(y, params.h - 1u) * 2u * params.w + 2u * x0) / 4u;
   let f1 = f0 + params.w / 2u;
-  let e = fine4(ok, f0, x0);
-  let o = fine4(ok, f1, x0);
+  let e = fineVecs(ok, f0, x0);
+  let o = fineVecs(ok, f1, x0);
   return array<vec4<f32>, 8>(
     vec4<f32>(e[0].x, e[0].z, e[1].x, e[1].z), vec4<f32>(e[0].y, e[0].w, e[1].y, e[1].w),
     vec4<f32>(o[0].x, o[0].z, o[1].x, o[1].z), vec4<f32>(o[0].y, o[0].w, o[1].y, o[1].w),
@@ -469,7 +393,7 @@ fn tapRow(zOk: bool, plane: u32, y: u32, x0: u32) -> array<vec4<f32>, 8> {
 
 // The VX/2 vec4s of an up-sampled row from vec4 index f (coarse columns x0 + 2k, x0 + 2k + 1
 // in vec4 k); zero outside the volume. W % 4 == 0, so a vec4 is wholly in or out.
-fn fine4(ok: bool, f: u32, x0: u32) -> array<vec4<f32>, 4> {
+fn fineVecs(ok: bool, f: u32, x0: u32) -> array<vec4<f32>, 4> {
   var a: array<vec4<f32>, 4>;
   a[0] = select(vec4<f32>(), srcv[f], ok && x0 < params.w);
   a[1] = select(vec4<f32>(), srcv[f + 1u], ok && x0 + 2u < params.w);
@@ -481,9 +405,9 @@ fn fine4(ok: bool, f: u32, x0: u32) -> array<vec4<f32>, 4> {
 }
 
 // K = 1 rows p0..p3 (no halo).
-fn rows4(p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3: vec4<f32>) -> Rows6 {
+fn rowsWithoutHalo(p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3: vec4<f32>) -> WindowRows {
   let z = vec4<f32>();
-  return Rows6(p0, z, p1, z, p2, z, p3, z, z, z, z, z);
+  return WindowRows(p0, z, p1, z, p2, z, p3, z, z, z, z, z);
 }
 
 // Index of x[n, ci, z, y, 0] (grid coordinates, in range) for the MODE's layout; x steps by
@@ -501,21 +425,21 @@ fn xRow(n: u32, ci: u32, z: u32, y: u32) -> u32 {
 
 override X_STEP: u32 = select(1u, 2u, MODE == 2u);
 
-fn storeGrp(g: Grp, n: u32, o0: u32, oStep: u32, z0: u32, zStep: u32, y0: u32, x0: u32) {
-  storeBlk(g.z0, n, o0, z0, y0, x0);
-  if (VZ >= 2u) { storeBlk(g.z1, n, o0 + oStep, z0 + zStep, y0, x0); }
-  if (VZ >= 3u) { storeBlk(g.z2, n, o0 + 2u * oStep, z0 + 2u * zStep, y0, x0); }
-  if (VZ >= 4u) { storeBlk(g.z3, n, o0 + 3u * oStep, z0 + 3u * zStep, y0, x0); }
+fn storeGroup(g: GroupAcc, n: u32, o0: u32, oStep: u32, z0: u32, zStep: u32, y0: u32, x0: u32) {
+  storePlane(g.z0, n, o0, z0, y0, x0);
+  if (VZ >= 2u) { storePlane(g.z1, n, o0 + oStep, z0 + zStep, y0, x0); }
+  if (VZ >= 3u) { storePlane(g.z2, n, o0 + 2u * oStep, z0 + 2u * zStep, y0, x0); }
+  if (VZ >= 4u) { storePlane(g.z3, n, o0 + 3u * oStep, z0 + 3u * zStep, y0, x0); }
 }
 
-fn storeBlk(b: Blk, n: u32, o0: u32, oz: u32, oy: u32, ox: u32) {
+fn storePlane(b: PlaneAcc, n: u32, o0: u32, oz: u32, oy: u32, ox: u32) {
   if (oz >= params.d || o0 >= params.co) { return; }
   let bv = biasVec(o0);
-  storePlane(b.lo, bv, n, o0, oz, oy, ox);
-  if (VX == 8u) { storePlane(b.hi, bv, n, o0, oz, oy, ox + 4u); }
+  storeTile(b.lo, bv, n, o0, oz, oy, ox);
+  if (VX == 8u) { storeTile(b.hi, bv, n, o0, oz, oy, ox + 4u); }
 }
 
-fn storePlane(a: Acc4, bv: vec4<f32>, n: u32, o0: u32, oz: u32, oy: u32, ox: u32) {
+fn storeTile(a: TileAcc, bv: vec4<f32>, n: u32, o0: u32, oz: u32, oy: u32, ox: u32) {
   storeRow(a.a0, bv, n, o0, oz, oy, ox);
   storeRow(a.a1, bv, n, o0, oz, oy + 1u, ox);
   storeRow(a.a2, bv, n, o0, oz, oy + 2u, ox);

@@ -5,13 +5,12 @@
 // whole slice once per group. With VEC = 1 (V % 4 == 0, L % 4 == 0) the run is read as vec4s
 // through gyv, the same buffer as gy (a vec4 load costs about what a float load does there).
 
-override WG: u32 = 64u;
 override VEC: u32 = 0u;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let g = (wid.x + wid.y * nwg.x) * WG + lid;
+  let g = threadIndex(wid, nwg, lid);
   if (g >= params.c * params.slices) { return; }
   let c = g % params.c;
   let s = g / params.c;

@@ -8,12 +8,10 @@
 // writes its K³·GW values in order: one index split per thread rather than per value, since
 // integer division by a uniform is a per-lane loop on a CPU adapter.
 
-override WG: u32 = 64u;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let g = (wid.x + wid.y * nwg.x) * WG + lid;
+  let g = threadIndex(wid, nwg, lid);
   if (g >= params.tilesC * params.ciPad) { return; }
   let i = g % params.ciPad;
   let o0 = (g / params.ciPad) * params.gw;

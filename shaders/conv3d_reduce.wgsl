@@ -1,12 +1,10 @@
 // Adds partial sums: out[m] = Σ_j part[j·M + m] for j < slots, m < M. One thread per output
 // element, so neighbouring threads read neighbouring addresses of each slot.
 
-override WG: u32 = 64u;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let m = (wid.x + wid.y * nwg.x) * WG + lid;
+  let m = threadIndex(wid, nwg, lid);
   if (m >= params.m) { return; }
   var s0 = 0.0;
   var s1 = 0.0;

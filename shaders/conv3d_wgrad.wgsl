@@ -17,37 +17,34 @@
 // per voxel. Nothing goes through workgroup memory and there are no barriers: on a CPU adapter
 // every load is a per-lane loop, so only the loads per multiply-add matter (see conv3d.wgsl).
 //
-// VEC = 1 (W % 4 == 0) reads x and gy rows as aligned vec4s through xv and gyv, the same
-// buffers as x and gy; VEC = 0 reads checked scalars.
+// VEC = 1 (W % 4 == 0) reads x and gy rows as aligned vec4s through srcv and gyv, the same
+// buffers as src (x) and gy; VEC = 0 reads checked scalars. The x window (structs WindowRows,
+// Plane and loadPlane) is shaders/lib/conv_window.wgsl, shared with conv3d.wgsl.
 
-override K: u32 = 3u;
+// K, VX, VEC and PAD are declared with the x window, shaders/lib/conv_window.wgsl.
 override MODE: u32 = 0u;
 override CG: u32 = 1u;
 override VZ: u32 = 2u;
-override VX: u32 = 8u;
-override VEC: u32 = 1u;
-override WG: u32 = 64u;
 
-override PAD: u32 = (K - 1u) / 2u;
 // Input channels per thread.
 override RI: u32 = select(1u, 8u, K == 1u);
 
 // gy of one block plane for one channel group: rows 0..3 of voxels x .. x + 3 (lo{dy}) and
 // x + 4 .. x + 7 (hi{dy}, VX = 8); column dx of a row = the 4 channels at voxel dx.
-struct GyP {
+struct GyPlane {
   lo0: mat4x4<f32>, lo1: mat4x4<f32>, lo2: mat4x4<f32>, lo3: mat4x4<f32>,
   hi0: mat4x4<f32>, hi1: mat4x4<f32>, hi2: mat4x4<f32>, hi3: mat4x4<f32>,
 }
 
 // gy of one block plane for both channel groups.
-struct GyZ {
-  g0: GyP,
-  g1: GyP,
+struct GyPlanes {
+  g0: GyPlane,
+  g1: GyPlane,
 }
 
 // Accumulators of kernel plane kz for one channel group: g{ky}, column kx = the 4 channels'
 // gradient at (kz, ky, kx).
-struct Gz {
+struct KernelPlaneSums {
   g0: mat3x4<f32>,
   g1: mat3x4<f32>,
   g2: mat3x4<f32>,
@@ -55,48 +52,32 @@ struct Gz {
 
 // One channel group's sums: the 27 taps in k0..k2 (K = 3), or the 4 × 8 outer-product sums
 // in p0, p1 (K = 1: column r of p{h} = channel i + 4·h + r).
-struct G3 {
-  k0: Gz,
-  k1: Gz,
-  k2: Gz,
+struct GroupSums {
+  k0: KernelPlaneSums,
+  k1: KernelPlaneSums,
+  k2: KernelPlaneSums,
   p0: mat4x4<f32>,
   p1: mat4x4<f32>,
 }
 
 // A thread's sums: channel groups 0 and 1 (CG = 2).
-struct Acc {
-  c0: G3,
-  c1: G3,
-}
-
-// 6 x rows of one plane; row r holds x - P .. x + 5 - P in (p{r}.xyzw, q{r}.xy).
-struct Rows6 {
-  p0: vec4<f32>, q0: vec4<f32>,
-  p1: vec4<f32>, q1: vec4<f32>,
-  p2: vec4<f32>, q2: vec4<f32>,
-  p3: vec4<f32>, q3: vec4<f32>,
-  p4: vec4<f32>, q4: vec4<f32>,
-  p5: vec4<f32>, q5: vec4<f32>,
-}
-
-// One x plane of the window: voxels x .. x + 3 in lo, x + 4 .. x + 7 in hi.
-struct Plane {
-  lo: Rows6,
-  hi: Rows6,
+struct GradAcc {
+  c0: GroupSums,
+  c1: GroupSums,
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   // Thread → (i tile, o tile, slice), i fastest: the lanes of a SIMD group share gy.
-  var g = (wid.x + wid.y * nwg.x) * WG + lid;
+  var g = threadIndex(wid, nwg, lid);
   if (g >= params.groups) { return; }
   let i0 = (g % params.tilesI) * RI;
   g /= params.tilesI;
   let oBase = (g % params.tilesO) * 4u * CG;
   let s = g / params.tilesO;
 
-  var acc: Acc;
+  var acc: GradAcc;
   // Slice s is a contiguous run of blocks, so a thread streams through neighbouring memory
   // and the threads of other channel tiles find the same run in cache shortly after
   // (strided slices measured 1.5× slower at 64³).
@@ -112,82 +93,92 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let z0 = (r % params.tilesZ) * VZ;
     let n = r / params.tilesZ;
     if (K == 1u) {
-      acc = block1(acc, n, oBase, i0, z0, y0, x0);
+      acc = pointBlock(acc, n, oBase, i0, z0, y0, x0);
       continue;
     }
     // x plane p of the window meets gy plane dz through kernel plane p - dz; each gy plane is
     // loaded just before the first x plane that needs it. Unrolled by hand, like conv3d.wgsl.
     let zp = i32(z0) - 1;
-    var gz0 = loadGyZ(n, oBase, z0, y0, x0);
-    var gz1: GyZ;
-    var gz2: GyZ;
-    var gz3: GyZ;
-    if (VZ >= 2u) { gz1 = loadGyZ(n, oBase, z0 + 1u, y0, x0); }
-    acc = feed(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp, y0, x0), 0u);
-    if (VZ >= 3u) { gz2 = loadGyZ(n, oBase, z0 + 2u, y0, x0); }
-    acc = feed(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 1, y0, x0), 1u);
-    if (VZ >= 4u) { gz3 = loadGyZ(n, oBase, z0 + 3u, y0, x0); }
-    acc = feed(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 2, y0, x0), 2u);
-    if (VZ >= 2u) { acc = feed(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 3, y0, x0), 3u); }
-    if (VZ >= 3u) { acc = feed(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 4, y0, x0), 4u); }
-    if (VZ >= 4u) { acc = feed(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 5, y0, x0), 5u); }
+    var gz0 = loadGyPlanes(n, oBase, z0, y0, x0);
+    var gz1: GyPlanes;
+    var gz2: GyPlanes;
+    var gz3: GyPlanes;
+    if (VZ >= 2u) { gz1 = loadGyPlanes(n, oBase, z0 + 1u, y0, x0); }
+    acc = feedXPlane(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp, y0, x0), 0u);
+    if (VZ >= 3u) { gz2 = loadGyPlanes(n, oBase, z0 + 2u, y0, x0); }
+    acc = feedXPlane(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 1, y0, x0), 1u);
+    if (VZ >= 4u) { gz3 = loadGyPlanes(n, oBase, z0 + 3u, y0, x0); }
+    acc = feedXPlane(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 2, y0, x0), 2u);
+    if (VZ >= 2u) {
+      acc = feedXPlane(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 3, y0, x0), 3u);
+    }
+    if (VZ >= 3u) {
+      acc = feedXPlane(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 4, y0, x0), 4u);
+    }
+    if (VZ >= 4u) {
+      acc = feedXPlane(acc, gz0, gz1, gz2, gz3, loadPlane(n, i0, zp + 5, y0, x0), 5u);
+    }
   }
 
   let slot = s * params.m;
-  storeG3(acc.c0, slot, oBase, i0);
-  if (CG == 2u) { storeG3(acc.c1, slot, oBase + 4u, i0); }
+  storeGroupSums(acc.c0, slot, oBase, i0);
+  if (CG == 2u) { storeGroupSums(acc.c1, slot, oBase + 4u, i0); }
 }
 
 // x plane p of the window against the gy planes dz = p - kz it meets; p is constant at every
 // call.
-fn feed(a: Acc, gz0: GyZ, gz1: GyZ, gz2: GyZ, gz3: GyZ, r: Plane, p: u32) -> Acc {
+fn feedXPlane(a: GradAcc, gz0: GyPlanes, gz1: GyPlanes, gz2: GyPlanes, gz3: GyPlanes, r: Plane,
+              p: u32) -> GradAcc {
   var o = a;
-  o.c0 = feedG3(a.c0, gz0.g0, gz1.g0, gz2.g0, gz3.g0, r, p);
-  if (CG == 2u) { o.c1 = feedG3(a.c1, gz0.g1, gz1.g1, gz2.g1, gz3.g1, r, p); }
+  o.c0 = feedGroupSums(a.c0, gz0.g0, gz1.g0, gz2.g0, gz3.g0, r, p);
+  if (CG == 2u) { o.c1 = feedGroupSums(a.c1, gz0.g1, gz1.g1, gz2.g1, gz3.g1, r, p); }
   return o;
 }
 
-fn feedG3(a: G3, gz0: GyP, gz1: GyP, gz2: GyP, gz3: GyP, r: Plane, p: u32) -> G3 {
+fn feedGroupSums(a: GroupSums, gz0: GyPlane, gz1: GyPlane, gz2: GyPlane, gz3: GyPlane, r: Plane,
+                 p: u32) -> GroupSums {
   var o = a;
   // Kernel plane kz pairs x plane p with gy plane p - kz.
-  if (p < VZ) { o.k0 = planeG(o.k0, gyAt(gz0, gz1, gz2, gz3, p), r); }
-  if (p >= 1u && p - 1u < VZ) { o.k1 = planeG(o.k1, gyAt(gz0, gz1, gz2, gz3, p - 1u), r); }
-  if (p >= 2u && p - 2u < VZ) { o.k2 = planeG(o.k2, gyAt(gz0, gz1, gz2, gz3, p - 2u), r); }
+  if (p < VZ) { o.k0 = correlatePlane(o.k0, gyPlaneAt(gz0, gz1, gz2, gz3, p), r); }
+  if (p >= 1u && p - 1u < VZ) {
+    o.k1 = correlatePlane(o.k1, gyPlaneAt(gz0, gz1, gz2, gz3, p - 1u), r);
+  }
+  if (p >= 2u && p - 2u < VZ) {
+    o.k2 = correlatePlane(o.k2, gyPlaneAt(gz0, gz1, gz2, gz3, p - 2u), r);
+  }
   return o;
 }
 
-fn gyAt(gz0: GyP, gz1: GyP, gz2: GyP, gz3: GyP, dz: u32) -> GyP {
+fn gyPlaneAt(gz0: GyPlane, gz1: GyPlane, gz2: GyPlane, gz3: GyPlane, dz: u32) -> GyPlane {
   if (dz == 1u) { return gz1; }
   if (dz == 2u) { return gz2; }
   if (dz == 3u) { return gz3; }
   return gz0;
 }
 
-// One x plane against one gy plane: kernel row ky pairs gy row dy with x row dy + ky.
-fn planeG(k: Gz, g: GyP, r: Plane) -> Gz {
-  var o = Gz(
-    rowG(rowG(rowG(rowG(k.g0, g.lo0, r.lo.p0, r.lo.q0), g.lo1, r.lo.p1, r.lo.q1), g.lo2,
-         r.lo.p2, r.lo.q2), g.lo3, r.lo.p3, r.lo.q3),
-    rowG(rowG(rowG(rowG(k.g1, g.lo0, r.lo.p1, r.lo.q1), g.lo1, r.lo.p2, r.lo.q2), g.lo2,
-         r.lo.p3, r.lo.q3), g.lo3, r.lo.p4, r.lo.q4),
-    rowG(rowG(rowG(rowG(k.g2, g.lo0, r.lo.p2, r.lo.q2), g.lo1, r.lo.p3, r.lo.q3), g.lo2,
-         r.lo.p4, r.lo.q4), g.lo3, r.lo.p5, r.lo.q5),
-  );
-  if (VX == 8u) {
-    o = Gz(
-      rowG(rowG(rowG(rowG(o.g0, g.hi0, r.hi.p0, r.hi.q0), g.hi1, r.hi.p1, r.hi.q1), g.hi2,
-           r.hi.p2, r.hi.q2), g.hi3, r.hi.p3, r.hi.q3),
-      rowG(rowG(rowG(rowG(o.g1, g.hi0, r.hi.p1, r.hi.q1), g.hi1, r.hi.p2, r.hi.q2), g.hi2,
-           r.hi.p3, r.hi.q3), g.hi3, r.hi.p4, r.hi.q4),
-      rowG(rowG(rowG(rowG(o.g2, g.hi0, r.hi.p2, r.hi.q2), g.hi1, r.hi.p3, r.hi.q3), g.hi2,
-           r.hi.p4, r.hi.q4), g.hi3, r.hi.p5, r.hi.q5),
-    );
-  }
+// One x plane against one gy plane: the lo voxels, then (VX = 8) the hi ones.
+fn correlatePlane(k: KernelPlaneSums, g: GyPlane, r: Plane) -> KernelPlaneSums {
+  let o = correlateRows(k, g.lo0, g.lo1, g.lo2, g.lo3, r.lo);
+  if (VX == 8u) { return correlateRows(o, g.hi0, g.hi1, g.hi2, g.hi3, r.hi); }
   return o;
 }
 
+// Gy rows g0..g3 (4 voxels each) against the 6 x rows r of the same voxels: kernel row ky pairs
+// gy row dy with x row dy + ky.
+fn correlateRows(k: KernelPlaneSums, g0: mat4x4<f32>, g1: mat4x4<f32>, g2: mat4x4<f32>,
+                 g3: mat4x4<f32>, r: WindowRows) -> KernelPlaneSums {
+  return KernelPlaneSums(
+    correlateRow(correlateRow(correlateRow(correlateRow(k.g0, g0, r.p0, r.q0), g1, r.p1, r.q1),
+                              g2, r.p2, r.q2), g3, r.p3, r.q3),
+    correlateRow(correlateRow(correlateRow(correlateRow(k.g1, g0, r.p1, r.q1), g1, r.p2, r.q2),
+                              g2, r.p3, r.q3), g3, r.p4, r.q4),
+    correlateRow(correlateRow(correlateRow(correlateRow(k.g2, g0, r.p2, r.q2), g1, r.p3, r.q3),
+                              g2, r.p4, r.q4), g3, r.p5, r.q5),
+  );
+}
+
 // Tap kx of one kernel row: Σ_dx gy(voxel dx) · x(dx + kx), x = (p.xyzw, q.xy).
-fn rowG(k: mat3x4<f32>, g: mat4x4<f32>, p: vec4<f32>, q: vec4<f32>) -> mat3x4<f32> {
+fn correlateRow(k: mat3x4<f32>, g: mat4x4<f32>, p: vec4<f32>, q: vec4<f32>) -> mat3x4<f32> {
   return mat3x4<f32>(
     fma(g[3], vec4<f32>(p.w), fma(g[2], vec4<f32>(p.z), fma(g[1], vec4<f32>(p.y),
       fma(g[0], vec4<f32>(p.x), k[0])))),
@@ -201,57 +192,57 @@ fn rowG(k: mat3x4<f32>, g: mat4x4<f32>, p: vec4<f32>, q: vec4<f32>) -> mat3x4<f3
 // K = 1, one block: for each voxel, the outer product of gy (4·CG channels o) and x (8
 // channels i), summed over the block's VZ × 4 rows. Per row of 4 voxels: 8 + 4·CG vec4 loads
 // for 128·CG multiply-adds.
-fn block1(a: Acc, n: u32, oBase: u32, i0: u32, z0: u32, y0: u32, x0: u32) -> Acc {
+fn pointBlock(a: GradAcc, n: u32, oBase: u32, i0: u32, z0: u32, y0: u32, x0: u32) -> GradAcc {
   var o = a;
   for (var dz = 0u; dz < VZ; dz++) {
     for (var dy = 0u; dy < 4u; dy++) {
-      o = row1(o, n, oBase, i0, z0 + dz, y0 + dy, x0);
-      if (VX == 8u) { o = row1(o, n, oBase, i0, z0 + dz, y0 + dy, x0 + 4u); }
+      o = pointRow(o, n, oBase, i0, z0 + dz, y0 + dy, x0);
+      if (VX == 8u) { o = pointRow(o, n, oBase, i0, z0 + dz, y0 + dy, x0 + 4u); }
     }
   }
   return o;
 }
 
-fn row1(a: Acc, n: u32, oBase: u32, i0: u32, z: u32, y: u32, x: u32) -> Acc {
+fn pointRow(a: GradAcc, n: u32, oBase: u32, i0: u32, z: u32, y: u32, x: u32) -> GradAcc {
   var o = a;
   // x of channels i0 .. i0 + 7 along the row, one vec4 (4 voxels) per channel.
-  let x0 = mat4x4<f32>(xRow4(n, i0, z, y, x), xRow4(n, i0 + 1u, z, y, x),
-                       xRow4(n, i0 + 2u, z, y, x), xRow4(n, i0 + 3u, z, y, x));
-  let x1 = mat4x4<f32>(xRow4(n, i0 + 4u, z, y, x), xRow4(n, i0 + 5u, z, y, x),
-                       xRow4(n, i0 + 6u, z, y, x), xRow4(n, i0 + 7u, z, y, x));
+  let x0 = mat4x4<f32>(xVoxels(n, i0, z, y, x), xVoxels(n, i0 + 1u, z, y, x),
+                       xVoxels(n, i0 + 2u, z, y, x), xVoxels(n, i0 + 3u, z, y, x));
+  let x1 = mat4x4<f32>(xVoxels(n, i0 + 4u, z, y, x), xVoxels(n, i0 + 5u, z, y, x),
+                       xVoxels(n, i0 + 6u, z, y, x), xVoxels(n, i0 + 7u, z, y, x));
   let g0 = gyRow(n, oBase, z, y, x);
-  o.c0.p0 = outerRow(o.c0.p0, g0, x0);
-  o.c0.p1 = outerRow(o.c0.p1, g0, x1);
+  o.c0.p0 = addOuterRow(o.c0.p0, g0, x0);
+  o.c0.p1 = addOuterRow(o.c0.p1, g0, x1);
   if (CG == 2u) {
     let g1 = gyRow(n, oBase + 4u, z, y, x);
-    o.c1.p0 = outerRow(o.c1.p0, g1, x0);
-    o.c1.p1 = outerRow(o.c1.p1, g1, x1);
+    o.c1.p0 = addOuterRow(o.c1.p0, g1, x0);
+    o.c1.p1 = addOuterRow(o.c1.p1, g1, x1);
   }
   return o;
 }
 
 // Column r += Σ_dx g[dx] · x_r[dx]: g column dx = 4 channels o at voxel dx, xa column r = 4
 // voxels of channel i0 + r.
-fn outerRow(k: mat4x4<f32>, g: mat4x4<f32>, xa: mat4x4<f32>) -> mat4x4<f32> {
-  return mat4x4<f32>(dot4(k[0], g, xa[0]), dot4(k[1], g, xa[1]), dot4(k[2], g, xa[2]),
-                     dot4(k[3], g, xa[3]));
+fn addOuterRow(k: mat4x4<f32>, g: mat4x4<f32>, xa: mat4x4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(addProducts(k[0], g, xa[0]), addProducts(k[1], g, xa[1]),
+                     addProducts(k[2], g, xa[2]), addProducts(k[3], g, xa[3]));
 }
 
-fn dot4(k: vec4<f32>, g: mat4x4<f32>, x: vec4<f32>) -> vec4<f32> {
+fn addProducts(k: vec4<f32>, g: mat4x4<f32>, x: vec4<f32>) -> vec4<f32> {
   return fma(g[3], vec4<f32>(x.w), fma(g[2], vec4<f32>(x.z), fma(g[1], vec4<f32>(x.y),
     fma(g[0], vec4<f32>(x.x), k))));
 }
 
 // gy of one block plane: 4 rows × VX voxels for each channel group.
-fn loadGyZ(n: u32, o: u32, z: u32, y0: u32, x0: u32) -> GyZ {
-  var r: GyZ;
-  r.g0 = loadGyP(n, o, z, y0, x0);
-  if (CG == 2u) { r.g1 = loadGyP(n, o + 4u, z, y0, x0); }
+fn loadGyPlanes(n: u32, o: u32, z: u32, y0: u32, x0: u32) -> GyPlanes {
+  var r: GyPlanes;
+  r.g0 = loadGyPlane(n, o, z, y0, x0);
+  if (CG == 2u) { r.g1 = loadGyPlane(n, o + 4u, z, y0, x0); }
   return r;
 }
 
-fn loadGyP(n: u32, o: u32, z: u32, y0: u32, x0: u32) -> GyP {
-  var r: GyP;
+fn loadGyPlane(n: u32, o: u32, z: u32, y0: u32, x0: u32) -> GyPlane {
+  var r: GyPlane;
   r.lo0 = gyRow(n, o, z, y0, x0);
   r.lo1 = gyRow(n, o, z, y0 + 1u, x0);
   r.lo2 = gyRow(n, o, z, y0 + 2u, x0);
@@ -303,11 +294,11 @@ fn gyVoxels(ok: bool, row: u32, x: u32) -> vec4<f32> {
   if (VEC == 1u) {
     return select(vec4<f32>(), gyv[(row + x) / 4u], ok);
   }
-  return vec4<f32>(gyAt1(ok, row, x), gyAt1(ok, row, x + 1u), gyAt1(ok, row, x + 2u),
-                   gyAt1(ok, row, x + 3u));
+  return vec4<f32>(gyValue(ok, row, x), gyValue(ok, row, x + 1u), gyValue(ok, row, x + 2u),
+                   gyValue(ok, row, x + 3u));
 }
 
-fn gyAt1(ok: bool, row: u32, x: u32) -> f32 {
+fn gyValue(ok: bool, row: u32, x: u32) -> f32 {
   return select(0.0, gy[row + min(x, params.w - 1u)], ok && x < params.w);
 }
 
@@ -321,96 +312,60 @@ fn fineRow(ok: bool, row: u32, x: u32) -> array<vec4<f32>, 2> {
                                select(vec4<f32>(), gyv[f / 4u + 1u], ok && x + 2u < params.w));
   }
   return array<vec4<f32>, 2>(
-    vec4<f32>(fine1(ok, row, 2u * x), fine1(ok, row, 2u * x + 1u), fine1(ok, row, 2u * x + 2u),
-              fine1(ok, row, 2u * x + 3u)),
-    vec4<f32>(fine1(ok, row, 2u * x + 4u), fine1(ok, row, 2u * x + 5u),
-              fine1(ok, row, 2u * x + 6u), fine1(ok, row, 2u * x + 7u)),
+    vec4<f32>(fineValue(ok, row, 2u * x), fineValue(ok, row, 2u * x + 1u),
+              fineValue(ok, row, 2u * x + 2u), fineValue(ok, row, 2u * x + 3u)),
+    vec4<f32>(fineValue(ok, row, 2u * x + 4u), fineValue(ok, row, 2u * x + 5u),
+              fineValue(ok, row, 2u * x + 6u), fineValue(ok, row, 2u * x + 7u)),
   );
 }
 
-fn fine1(ok: bool, row: u32, xx: u32) -> f32 {
+fn fineValue(ok: bool, row: u32, xx: u32) -> f32 {
   return select(0.0, gy[row + min(xx, 2u * params.w - 1u)], ok && xx < 2u * params.w);
 }
 
 // x of channel i at voxels x .. x + 3 of grid row (z, y) (K = 1; zero outside or past Ci).
-fn xRow4(n: u32, i: u32, z: u32, y: u32, x: u32) -> vec4<f32> {
+fn xVoxels(n: u32, i: u32, z: u32, y: u32, x: u32) -> vec4<f32> {
   let ok = i < params.ci && z < params.d && y < params.h && x < params.w;
-  let row = (((n * params.ci + min(i, params.ci - 1u)) * params.d + min(z, params.d - 1u)) *
-    params.h + min(y, params.h - 1u)) * params.w;
+  let row = xRow(n, min(i, params.ci - 1u), min(z, params.d - 1u), min(y, params.h - 1u));
   if (VEC == 1u) {
-    return select(vec4<f32>(), xv[(row + x) / 4u], ok);
+    return select(vec4<f32>(), srcv[(row + x) / 4u], ok);
   }
   return vec4<f32>(loadX(ok, row, i32(x)), loadX(ok, row, i32(x) + 1), loadX(ok, row, i32(x) + 2),
                    loadX(ok, row, i32(x) + 3));
 }
 
-// Rows y0 - 1 .. y0 + 4 of channel i at grid plane z (K = 3; zero outside the volume).
-fn loadPlane(n: u32, i: u32, z: i32, y0: u32, x0: u32) -> Plane {
-  let y = i32(y0) - 1;
-  let a = loadRow(n, i, z, y, x0);
-  let b = loadRow(n, i, z, y + 1, x0);
-  let c = loadRow(n, i, z, y + 2, x0);
-  let d = loadRow(n, i, z, y + 3, x0);
-  let e = loadRow(n, i, z, y + 4, x0);
-  let f = loadRow(n, i, z, y + 5, x0);
-  return Plane(
-    Rows6(a[0], a[1], b[0], b[1], c[0], c[1], d[0], d[1], e[0], e[1], f[0], f[1]),
-    Rows6(a[2], a[3], b[2], b[3], c[2], c[3], d[2], d[3], e[2], e[3], f[2], f[3]),
-  );
-}
-
-// x at x0 - 1 .. x0 + VX of one row as [p_lo, q_lo, p_hi, q_hi] (see conv3d.wgsl).
+// x rows for shaders/lib/conv_window.wgsl (its loadPlane reads the K = 3 window): x is
+// [N, Ci, D, H, W] in every MODE.
 fn loadRow(n: u32, i: u32, z: i32, y: i32, x0: u32) -> array<vec4<f32>, 4> {
-  let ok = i < params.ci && u32(z) < params.d && u32(y) < params.h;
-  let row = (((n * params.ci + min(i, params.ci - 1u)) * params.d + min(u32(z), params.d - 1u)) *
-    params.h + min(u32(y), params.h - 1u)) * params.w;
-  var a: vec4<f32>;
-  var b: vec4<f32>;
-  if (VEC == 1u) {
-    a = select(vec4<f32>(), xv[(row + x0) / 4u], ok && x0 < params.w);
-    if (VX == 8u) { b = select(vec4<f32>(), xv[(row + x0) / 4u + 1u], ok && x0 + 4u < params.w); }
-  } else {
-    a = vec4<f32>(loadX(ok, row, i32(x0)), loadX(ok, row, i32(x0) + 1),
-                  loadX(ok, row, i32(x0) + 2), loadX(ok, row, i32(x0) + 3));
-    if (VX == 8u) {
-      b = vec4<f32>(loadX(ok, row, i32(x0) + 4), loadX(ok, row, i32(x0) + 5),
-                    loadX(ok, row, i32(x0) + 6), loadX(ok, row, i32(x0) + 7));
-    }
-  }
-  let l = loadX(ok, row, i32(x0) - 1);
-  let r = loadX(ok, row, i32(x0 + VX));
-  if (VX == 4u) {
-    return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, r, 0.0, 0.0), vec4<f32>(),
-                               vec4<f32>());
-  }
-  return array<vec4<f32>, 4>(vec4<f32>(l, a.xyz), vec4<f32>(a.w, b.x, 0.0, 0.0),
-                             vec4<f32>(a.w, b.xyz), vec4<f32>(b.w, r, 0.0, 0.0));
+  return rowWindow(n, i, z, y, x0);
 }
 
-fn loadX(rowOk: bool, row: u32, x: i32) -> f32 {
-  return select(0.0, src[row + u32(clamp(x, 0, i32(params.w) - 1))], rowOk && u32(x) < params.w);
+fn xRow(n: u32, i: u32, z: u32, y: u32) -> u32 {
+  return (((n * params.ci + i) * params.d + z) * params.h + y) * params.w;
 }
+
+const X_STEP: u32 = 1u;
 
 // The sums of one channel group (channels o .. o + 3) into its partial slot.
-fn storeG3(a: G3, slot: u32, o: u32, i0: u32) {
+fn storeGroupSums(a: GroupSums, slot: u32, o: u32, i0: u32) {
   for (var c = 0u; c < 4u; c++) {
     if (o + c >= params.co) { return; }
     let oc = slot + (o + c) * params.gO;
     if (K == 1u) {
-      storeP(oc, i0, a.p0, c);
-      storeP(oc, i0 + 4u, a.p1, c);
+      storePointSums(oc, i0, a.p0, c);
+      storePointSums(oc, i0 + 4u, a.p1, c);
       continue;
     }
     if (i0 >= params.ci) { return; }
     let at = oc + i0 * params.gI;
-    storeGz(at, a.k0, c);
-    storeGz(at + 9u, a.k1, c);
-    storeGz(at + 18u, a.k2, c);
+    storeKernelPlane(at, a.k0, c);
+    storeKernelPlane(at + 9u, a.k1, c);
+    storeKernelPlane(at + 18u, a.k2, c);
   }
 }
 
 // K = 1: component c (a channel o) of channels i .. i + 3 (those below Ci), at oc + i·gI.
-fn storeP(oc: u32, i: u32, p: mat4x4<f32>, c: u32) {
+fn storePointSums(oc: u32, i: u32, p: mat4x4<f32>, c: u32) {
   if (i < params.ci) { part[oc + i * params.gI] = p[0][c]; }
   if (i + 1u < params.ci) { part[oc + (i + 1u) * params.gI] = p[1][c]; }
   if (i + 2u < params.ci) { part[oc + (i + 2u) * params.gI] = p[2][c]; }
@@ -418,7 +373,7 @@ fn storeP(oc: u32, i: u32, p: mat4x4<f32>, c: u32) {
 }
 
 // Component c (a channel o) of the 9 taps of one kernel plane, to part[at + ky·3 + kx].
-fn storeGz(at: u32, g: Gz, c: u32) {
+fn storeKernelPlane(at: u32, g: KernelPlaneSums, c: u32) {
   part[at] = g.g0[0][c];
   part[at + 1u] = g.g0[1][c];
   part[at + 2u] = g.g0[2][c];

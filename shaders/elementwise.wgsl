@@ -3,15 +3,10 @@
 // 256 bytes), which is read and written but belongs to no tensor. On a CPU adapter every load
 // and store is a per-lane loop, so a vec4 costs about what a float does: 4 elements per
 // thread is ~3× faster than one. The workgroup grid may be folded into x and y (see grid1d),
-// so the flat index is rebuilt from both. OP selects the function at pipeline creation (an
-// override constant), so every variant shares one module.
+// so the flat index is rebuilt from both (threadIndex, shaders/lib/grid.wgsl). OP selects the
+// function at pipeline creation (an override constant), so every variant shares one module.
 
-override WG: u32 = 256;
 override OP: u32 = 0;
-
-fn flatIndex(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-  return (wid.x + wid.y * nwg.x) * WG + lid;
-}
 
 // Unary: y = f(x); binary: y = f(a, b). `p0` and `p1` are op parameters (alpha, slope…).
 fn apply(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
@@ -41,7 +36,7 @@ fn apply(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let i = flatIndex(wid, nwg, lid);
+  let i = threadIndex(wid, nwg, lid);
   if (i >= (params.n + 3u) / 4u) { return; }
   // Unary ops pass the same buffer as both a and b.
   y[i] = apply(a[i], b[i]);

@@ -3,12 +3,10 @@
 // arrives as at most 6 axes d0…d5 (d5 fastest, unused leading ones 1); bit k of `mask` says
 // axis dk is reversed. One thread per output element reads its mirrored input.
 
-override WG: u32 = 256;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * nwg.x) * WG + lid;
+  let i = threadIndex(wid, nwg, lid);
   if (i >= params.total) { return; }
   var dims = array<u32, 6>(params.d0, params.d1, params.d2, params.d3, params.d4, params.d5);
   var rest = i;

@@ -4,7 +4,6 @@
 // Each workgroup sums w·nll and w over one tile of voxels; output layout [2, groups], which
 // reduceRows sums to [Σ w·nll, Σ w]. Labels are assumed in 0..C−1.
 
-override WG: u32 = 256;
 override ITEMS: u32 = 4;
 
 var<workgroup> lossPart: array<f32, WG>;
@@ -13,7 +12,7 @@ var<workgroup> weightPart: array<f32, WG>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let wg = wid.x + wid.y * nwg.x;
+  let wg = workgroupIndex(wid, nwg);
   if (wg >= params.groups) { return; }
   let V = params.voxels;
   let C = params.classes;
@@ -23,12 +22,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   for (var k = 0u; k < ITEMS; k++) {
     let i = wg * WG * ITEMS + k * WG + lid;
     if (i < params.total) {
-      let n = i / V;
-      let base = n * C * V + (i - n * V);
-      var m = x[base];
-      for (var c = 1u; c < C; c++) { m = max(m, x[base + c * V]); }
-      var s = 0.0;
-      for (var c = 0u; c < C; c++) { s += exp(x[base + c * V] - m); }
+      let base = voxelBase(i, C, V);
+      let ms = softmaxShift(base, C, V);
+      let m = ms.x;
+      let s = ms.y;
       let y = labels[i];
       let w = weights[y];
       acc += w * (m + log(s) - x[base + y * V]);

@@ -5,7 +5,6 @@
 // [3, rows, groups] (TP block, FP block, FN block), which reduceRows sums to [3, rows].
 // Labels are assumed in 0..C−1 (the host cannot check them without a readback).
 
-override WG: u32 = 256;
 override ITEMS: u32 = 4;
 
 var<workgroup> tpPart: array<f32, WG>;
@@ -15,7 +14,7 @@ var<workgroup> fnPart: array<f32, WG>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let wg = wid.x + wid.y * nwg.x;
+  let wg = workgroupIndex(wid, nwg);
   if (wg >= params.rows * params.groups) { return; }
   let nc = wg / params.groups;
   let tile = wg - nc * params.groups;

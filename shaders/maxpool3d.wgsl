@@ -9,18 +9,21 @@
 // odd border), so there are no atomics and no separate zero fill.
 // `total` counts the threads' elements: outputs in the forward, inputs in the backward.
 
-override WG: u32 = 256;
 override STAGE: u32 = 0;
+
+// (x, y, z, volume n·C + c) of flat index i in volumes of d × h × w, x fastest.
+fn voxelOf(i: u32, d: u32, h: u32, w: u32) -> vec4<u32> {
+  let x = i % w;
+  var t = i / w;
+  let y = t % h;
+  t = t / h;
+  return vec4<u32>(x, y, t % d, t / d);
+}
 
 fn pool(o: u32) {
   let hw = params.inH * params.inW;
-  let ox = o % params.outW;
-  var t = o / params.outW;
-  let oy = t % params.outH;
-  t = t / params.outH;
-  let oz = t % params.outD;
-  let nc = t / params.outD;
-  let base = nc * params.inD * hw + 2u * oz * hw + 2u * oy * params.inW + 2u * ox;
+  let v = voxelOf(o, params.outD, params.outH, params.outW);
+  let base = v.w * params.inD * hw + 2u * v.z * hw + 2u * v.y * params.inW + 2u * v.x;
   var best = src[base];
   var arg = 0u;
   for (var k = 1u; k < 8u; k++) {
@@ -35,12 +38,11 @@ fn pool(o: u32) {
 }
 
 fn unpool(i: u32) {
-  let x = i % params.inW;
-  var t = i / params.inW;
-  let y = t % params.inH;
-  t = t / params.inH;
-  let z = t % params.inD;
-  let nc = t / params.inD;
+  let v = voxelOf(i, params.inD, params.inH, params.inW);
+  let x = v.x;
+  let y = v.y;
+  let z = v.z;
+  let nc = v.w;
   var g = 0.0;
   if (z < 2u * params.outD && y < 2u * params.outH && x < 2u * params.outW) {
     let o = ((nc * params.outD + z / 2u) * params.outH + y / 2u) * params.outW + x / 2u;
@@ -53,7 +55,7 @@ fn unpool(i: u32) {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * nwg.x) * WG + lid;
+  let i = threadIndex(wid, nwg, lid);
   if (i >= params.total) { return; }
   if (STAGE == 0u) { pool(i); } else { unpool(i); }
 }

@@ -29,7 +29,6 @@
 //                    full gradient through the mean and variance, otherwise γ·invStd·gy
 // Flags: bit 0 HAS_GAMMA, bit 1 HAS_BETA, bit 2 UPDATE_RUNNING, bit 3 BATCH_STATS.
 
-override WG: u32 = 256;
 override STAGE: u32 = 0;
 
 const HAS_GAMMA = 1u;
@@ -199,7 +198,7 @@ fn inputGrad(e: u32) {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let w = wid.x + wid.y * nwg.x;
+  let w = workgroupIndex(wid, nwg);
   let i = w * WG + lid;
   switch STAGE {
     case 0u: { if (w < params.groups * params.parts) { statsPartial(w, lid); } }

@@ -11,13 +11,12 @@
 // The host computes 1 − β1, 1 − β2, 1 − lr·weightDecay and the bias corrections in float64:
 // f32(1 − 0.999) is exact to 1e-8, 1 − f32(0.999) only to 1e-5.
 
-override WG: u32 = 256;
 override DECOUPLED: u32 = 0;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * nwg.x) * WG + lid;
+  let i = threadIndex(wid, nwg, lid);
   if (i >= params.n || control[1] == 0.0) { return; }
   var g = grad[i] * control[0];
   var p = param[i];

@@ -7,12 +7,10 @@
 //   p −= lr · g
 // 1 − dampening comes from the host, computed in float64.
 
-override WG: u32 = 256;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * nwg.x) * WG + lid;
+  let i = threadIndex(wid, nwg, lid);
   if (i >= params.n || control[1] == 0.0) { return; }
   let p = param[i];
   var g = grad[i] * control[0] + params.weightDecay * p;

@@ -7,7 +7,6 @@
 // scheduling, so results are bit-reproducible. SQUARE = 1 sums x² instead of x.
 // WG must be a power of two (the tree halves it).
 
-override WG: u32 = 256;
 override ITEMS: u32 = 4;
 override SQUARE: u32 = 0;
 
@@ -17,7 +16,7 @@ var<workgroup> partial: array<f32, WG>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   // The grid may be folded into x and y (grid1d); the flat index is uniform per workgroup.
-  let wg = wid.x + wid.y * nwg.x;
+  let wg = workgroupIndex(wid, nwg);
   if (wg >= params.rows * params.groups) { return; }
   let row = wg / params.groups;
   let tile = wg - row * params.groups;

@@ -4,7 +4,6 @@
 // STAGE 0 (forward):  a = x → out = y, with the channel maximum subtracted before exp.
 // STAGE 1 (backward): a = gy, b = y (the saved output) → out = gx = y ⊙ (gy − Σ_c gy·y).
 
-override WG: u32 = 256;
 override STAGE: u32 = 0;
 
 fn forward(base: u32) {
@@ -38,7 +37,7 @@ fn backward(base: u32) {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let v = (wid.x + wid.y * nwg.x) * WG + lid;
+  let v = threadIndex(wid, nwg, lid);
   if (v >= params.voxels) { return; }
   let n = v / params.spatial;
   let base = n * params.channels * params.spatial + (v - n * params.spatial);

@@ -32,20 +32,14 @@ const COLUMNS: Record<string, { uses: string[]; usedBy: string[] }> = {
 };
 
 /** What src/ may import from the rest of the repository. */
-const OUTSIDE_SRC = [/^shaders\/[^/]+\.wgsl$/, /^deno\.json$/];
+const OUTSIDE_SRC = [/^shaders\/(?:lib\/)?[^/]+\.wgsl$/, /^deno\.json$/];
 
 /**
  * Violations that exist today and are being removed. This list must shrink to empty: the test
  * fails on any violation not listed here and on any entry that no longer occurs, so fixing one
  * means deleting its line. Never add to it to make a new import pass.
  */
-const KNOWN_VIOLATIONS: string[] = [
-  // The checkpoint format and loading weights into a model move to nn.
-  "src/infer/model.ts → src/train/checkpoint.ts",
-  "src/infer/model.ts → src/train/trainer.ts",
-  // The validator's type moves beside the validator.
-  "src/infer/validate.ts → src/train/trainer.ts",
-];
+const KNOWN_VIOLATIONS: string[] = [];
 
 type ImportKind = "static" | "type" | "re-export" | "dynamic";
 

@@ -35,8 +35,8 @@ import { fromArray, initGpu, readTensors, scope } from "../../src/gpu/mod.ts";
 import { gaussianImportance, windowStarts } from "../../src/infer/gaussian.ts";
 import { type LoadedModel, predictVolume } from "../../src/infer/predict.ts";
 import { UNet3D } from "../../src/nn/unet3d.ts";
-import type { CheckpointMeta } from "../../src/train/checkpoint.ts";
-import { readWeights } from "../../src/train/trainer.ts";
+import type { CheckpointMeta } from "../../src/nn/checkpoint.ts";
+import { readWeights } from "../../src/nn/weights.ts";
 
 const OVERLAP = 0.5;
 const THREADS = 2;

@@ -25,10 +25,10 @@
 
 import { join } from "node:path";
 import {
-  commands,
   fromArray,
   initGpu,
   readTensors,
+  recorder,
   scope,
   type Tensor,
 } from "../../src/gpu/mod.ts";
@@ -39,8 +39,9 @@ import { DEFAULT_CT_WINDOW, normalizeInPlace } from "../../src/data/normalize.ts
 import { UNet3D } from "../../src/nn/unet3d.ts";
 import type { TrainConfig } from "../../src/train/config.ts";
 import { Optimizer } from "../../src/train/optimizer.ts";
-import { encodeSafetensors, type HostTensor } from "../../src/train/safetensors.ts";
-import { loadWeights, readWeights, trainStep } from "../../src/train/trainer.ts";
+import { encodeSafetensors, type HostTensor } from "../../src/nn/safetensors.ts";
+import { trainStep } from "../../src/train/trainer.ts";
+import { loadWeights, readWeights } from "../../src/nn/weights.ts";
 import type { BenchResult } from "../../src/cli/bench/suite.ts";
 import { referenceConfig, runUnetTorch, torchLabel } from "../../src/cli/bench/train.ts";
 
@@ -183,7 +184,7 @@ export async function trainVoxseg(
     for (let s = 0; s < data.steps; s++) {
       // The first step compiles pipelines and fills the pool: time the others (so does the peer).
       if (s === 1) {
-        await commands().sync();
+        await recorder().sync();
         t0 = performance.now();
       }
       const x = fromArray([B, 1, D, H, W], data.trainImage.subarray(s * B * pv, (s + 1) * B * pv));
@@ -198,7 +199,7 @@ export async function trainVoxseg(
       x.dispose();
       labels.dispose();
     }
-    await commands().sync();
+    await recorder().sync();
     const seconds = (performance.now() - t0) / 1000;
     const pred = new Uint8Array(data.val * pv);
     for (let i = 0; i < data.val; i++) {

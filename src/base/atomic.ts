@@ -103,7 +103,7 @@ export async function commitFolder(tmp: string, path: string): Promise<void> {
 }
 
 /** fsyncs a folder so a rename inside it is durable; best effort where the OS refuses. */
-async function syncFolder(path: string): Promise<void> {
+export async function syncFolder(path: string): Promise<void> {
   try {
     const dir = await Deno.open(path, { read: true });
     try {

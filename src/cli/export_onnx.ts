@@ -5,11 +5,16 @@
  */
 
 import denoJson from "../../deno.json" with { type: "json" };
-import { parseFlags } from "./args.ts";
+import { parseNamedFlags } from "./args.ts";
 import { UsageError } from "./usage_error.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { ONNX_OPSET, unet3dToOnnx } from "../nn/onnx.ts";
-import { type Checkpoint, decodeCheckpoint, metadataStrings } from "../train/checkpoint.ts";
+import {
+  type Checkpoint,
+  CheckpointError,
+  metadataStrings,
+  readCheckpointFile,
+} from "../nn/checkpoint.ts";
 
 const HELP = `voxseg export-onnx --model M.safetensors --out m.onnx [--logits]
 
@@ -40,41 +45,27 @@ export function checkpointToOnnx(
   });
 }
 
-/** Reads and decodes a checkpoint, with messages that say what is wrong with the file. */
+/** Reads a checkpoint; the error says what is wrong with the file. */
 async function readCheckpoint(path: string): Promise<Checkpoint> {
-  let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
+    return await readCheckpointFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new Error(`model not found: ${path}`);
-    if (e instanceof Deno.errors.IsADirectory) {
-      throw new Error(
-        `${path} is a folder; name the checkpoint file in it (e.g. ${path}/best.safetensors)`,
-      );
-    }
+    if (e instanceof CheckpointError) throw new Error(e.message);
     throw e;
-  }
-  try {
-    return decodeCheckpoint(bytes, path);
-  } catch (e) {
-    throw new Error(
-      `${path} is not a voxseg checkpoint (a .safetensors file written by \`voxseg train\`): ` +
-        (e as Error).message,
-    );
   }
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags(argv, {
-    model: { type: "string" },
-    out: { type: "string" },
-    logits: { type: "boolean" },
-  }, HELP);
-  if (positionals.length) {
-    throw new UsageError(`unexpected argument "${positionals[0]}"\n\n${HELP}`);
-  }
-  if (!values.model) throw new UsageError(`--model is required\n\n${HELP}`);
-  if (!values.out) throw new UsageError(`--out is required\n\n${HELP}`);
+  const { values } = parseNamedFlags(
+    argv,
+    {
+      model: { type: "string" },
+      out: { type: "string" },
+      logits: { type: "boolean" },
+    },
+    HELP,
+    ["model", "out"],
+  );
   const model = String(values.model), out = String(values.out);
   const isFolder = await Deno.stat(out).then((s) => s.isDirectory, () => false);
   if (isFolder) {

@@ -12,12 +12,18 @@ import {
   resumedConfig,
   type TrainConfig,
 } from "../train/config.ts";
-import { readRunRecord, RUN_FILES, train, type TrainEvent } from "../train/trainer.ts";
+import {
+  readRunRecord,
+  RUN_FILES,
+  train,
+  type TrainEvent,
+  type TrainResult,
+} from "../train/trainer.ts";
 import { SUMMARY_FILE, writeSummary } from "../train/metrics_log.ts";
 import { readDataset } from "../data/dataset.ts";
 import { evaluateDataset, type MeanMetrics, meanMetrics } from "../infer/evaluate.ts";
 import { type LoadedModel, loadModel } from "../infer/model.ts";
-import { datasetValidator } from "../infer/validate.ts";
+import { datasetValidator } from "../infer/dataset_validator.ts";
 import { initGpu } from "../gpu/mod.ts";
 import { Progress } from "./progress.ts";
 import { ensureSynthDataset } from "./synth.ts";
@@ -61,6 +67,56 @@ export const SYNTH_PRESET = {
 } as const;
 
 export async function main(argv: string[]): Promise<number> {
+  const command = await parseCommand(argv);
+  if (command === "help") {
+    console.log(HELP);
+    return 0;
+  }
+  const { config, useSynth, resume, json } = command;
+  const progress = new Progress({ json, batchSize: config.data.batchSize });
+  if (useSynth) {
+    const created = await ensureSynthDataset(config.data.dataset);
+    if (created) progress.log(`created the synthetic dataset in ${config.data.dataset}`);
+  }
+  const gpu = await initGpu();
+  progress.log(`adapter: ${gpu.info.description} (${gpu.info.backend})`);
+
+  const controller = new AbortController();
+  const onSignal = () => {
+    progress.log("stopping after the current step (Ctrl-C again to force)…");
+    controller.abort();
+    Deno.removeSignalListener("SIGINT", onSignal);
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  try {
+    const result = await train({
+      config,
+      resume,
+      validate: datasetValidator({ patchSize: config.data.patchSize, batchSize: 2 }),
+      signal: controller.signal,
+      onEvent: (e: TrainEvent) => report(e, config, progress),
+    });
+    progress.done({ ...result, lastMetrics: result.lastMetrics });
+    if (result.stoppedBy === "aborted" || result.bestEpoch === null) {
+      if (!json) console.log(`last validation Dice: ${formatMetrics(result.lastMetrics)}`);
+      return 0;
+    }
+    await reportBest(result, config, progress, json);
+    return 0;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+  }
+}
+
+/** What the command line asks for: help, or a resolved config and how to run it. */
+type Command = "help" | { config: TrainConfig; useSynth: boolean; resume: boolean; json: boolean };
+
+/**
+ * Parses the flags and resolves the config: defaults (with {@link SYNTH_PRESET} when no dataset
+ * is named), --config's file, then the flags; on --resume, checked against the run's stored
+ * config. Bad flags, files or values are {@link UsageError}s.
+ */
+async function parseCommand(argv: string[]): Promise<Command> {
   let parsed;
   try {
     parsed = parseDottedFlags(argv, { booleans: ["resume", "json", "help"] });
@@ -68,10 +124,7 @@ export async function main(argv: string[]): Promise<number> {
     throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
   }
   const { flags, positionals } = parsed;
-  if (flags.help) {
-    console.log(HELP);
-    return 0;
-  }
+  if (flags.help) return "help";
   if (positionals.length) {
     throw new UsageError(`unexpected argument "${positionals[0]}"\n\n${HELP}`);
   }
@@ -110,64 +163,44 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof ConfigError) throw new UsageError(e.message);
     throw e;
   }
+  return { config, useSynth, resume: Boolean(resume), json: Boolean(json) };
+}
 
-  const progress = new Progress({ json: Boolean(json), batchSize: config.data.batchSize });
-  if (useSynth) {
-    const created = await ensureSynthDataset(config.data.dataset);
-    if (created) progress.log(`created the synthetic dataset in ${config.data.dataset}`);
-  }
-  const gpu = await initGpu();
-  progress.log(`adapter: ${gpu.info.description} (${gpu.info.backend})`);
-
-  const controller = new AbortController();
-  const onSignal = () => {
-    progress.log("stopping after the current step (Ctrl-C again to force)…");
-    controller.abort();
-    Deno.removeSignalListener("SIGINT", onSignal);
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
+/**
+ * Reports the best checkpoint: its validation Dice and, when the dataset has labelled test
+ * cases, its held-out test figures (also added to summary.json).
+ */
+async function reportBest(
+  result: TrainResult,
+  config: TrainConfig,
+  progress: Progress,
+  json: boolean,
+): Promise<void> {
+  const bestPath = join(result.out, RUN_FILES.best);
+  const loaded = await loadModel(bestPath);
   try {
-    const result = await train({
-      config,
-      resume: Boolean(resume),
-      validate: datasetValidator({ patchSize: config.data.patchSize, batchSize: 2 }),
-      signal: controller.signal,
-      onEvent: (e: TrainEvent) => report(e, config, progress),
-    });
-    progress.done({ ...result, lastMetrics: result.lastMetrics });
-    if (result.stoppedBy === "aborted" || result.bestEpoch === null) {
-      if (!json) console.log(`last validation Dice: ${formatMetrics(result.lastMetrics)}`);
-      return 0;
+    const bestDice = loaded.meta.training.metrics;
+    const test = await testSplitDice(loaded, config, progress);
+    if (test) {
+      // The held-out figures go into summary.json beside the training summary.
+      const summaryPath = join(result.out, SUMMARY_FILE);
+      const summary = JSON.parse(await Deno.readTextFile(summaryPath));
+      await writeSummary(summaryPath, { ...summary, bestMetrics: bestDice, test });
     }
-    const bestPath = join(result.out, RUN_FILES.best);
-    const loaded = await loadModel(bestPath);
-    try {
-      const bestDice = loaded.meta.training.metrics;
-      const test = await testSplitDice(loaded, config, progress);
+    if (json) {
+      console.log(
+        JSON.stringify({ type: "result", best: bestPath, bestMetrics: bestDice, test }),
+      );
+    } else {
+      console.log(`best checkpoint: ${bestPath} (epoch ${result.bestEpoch})`);
+      console.log(`validation Dice (best epoch): ${formatMetrics(bestDice)}`);
       if (test) {
-        // The held-out figures go into summary.json beside the training summary.
-        const summaryPath = join(result.out, SUMMARY_FILE);
-        const summary = JSON.parse(await Deno.readTextFile(summaryPath));
-        await writeSummary(summaryPath, { ...summary, bestMetrics: bestDice, test });
+        const parts = Object.entries(test.mean).map(([k, m]) => `${k} ${m.dice.toFixed(3)}`);
+        console.log(`test Dice (${test.cases} held-out cases): ${parts.join(", ")}`);
       }
-      if (json) {
-        console.log(
-          JSON.stringify({ type: "result", best: bestPath, bestMetrics: bestDice, test }),
-        );
-      } else {
-        console.log(`best checkpoint: ${bestPath} (epoch ${result.bestEpoch})`);
-        console.log(`validation Dice (best epoch): ${formatMetrics(bestDice)}`);
-        if (test) {
-          const parts = Object.entries(test.mean).map(([k, m]) => `${k} ${m.dice.toFixed(3)}`);
-          console.log(`test Dice (${test.cases} held-out cases): ${parts.join(", ")}`);
-        }
-      }
-    } finally {
-      loaded.dispose();
     }
-    return 0;
   } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
+    loaded.dispose();
   }
 }
 

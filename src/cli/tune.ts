@@ -6,9 +6,11 @@
  */
 
 import { initGpu, readTensors, scope } from "../gpu/mod.ts";
-import { adapterKind, builtinTiles, conv3dBackwardWeight } from "../ops/conv3d.ts";
+import { conv3dBackwardWeight } from "../ops/conv3d.ts";
 import * as ops from "../ops/mod.ts";
 import {
+  adapterKind,
+  builtinTiles,
   type ConvTiles,
   forceTiles,
   forgetTunedTiles,
@@ -40,7 +42,7 @@ const block = (cg: number, vz: number, vx: number, wg: number): ConvTiles => ({ 
 export function candidates(kind: "software" | "gpu", kernel: TunedKernel, quick: boolean) {
   if (kind === "software") {
     // Large blocks (lavapipe's loads are per-lane loops, dearer still without AVX-512: see
-    // CONV_TILES in conv3d.ts); workgroup size moves little. Smaller blocks for CPUs with 16
+    // CONV_TILES in ops/tuning.ts); workgroup size moves little. Smaller blocks for CPUs with 16
     // vector registers (AVX2) were measured and do not help there: the cost follows the words
     // loaded per multiply-add, not register pressure.
     const all = kernel === "conv3"

@@ -46,6 +46,11 @@ export interface LoaderOptions {
    * `startBatch` holding what it would have held without the restart.
    */
   startBatch?: number;
+  /**
+   * A folder the dataset and its cases must stay inside (readDataset's `confineTo`): a server
+   * sets it to its data root, so a manifest rewritten after the server checked it is refused.
+   */
+  confineTo?: string;
 }
 
 /** One batch, channels-first, ready for upload. */
@@ -190,7 +195,7 @@ export async function createLoader(options: LoaderOptions): Promise<Loader> {
   if (!Number.isInteger(startBatch) || startBatch < 0) {
     throw new RangeError(`startBatch must be an integer ≥ 0, got ${startBatch}`);
   }
-  const dataset = await readDataset(options.dataset);
+  const dataset = await readDataset(options.dataset, { confineTo: options.confineTo });
   const norm = options.norm ??
     normalizationFromDataset(dataset, dataset.modality === "CT" ? "ct-window" : "zscore");
   const sampler = patchSampler(dataset, {

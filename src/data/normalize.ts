@@ -11,12 +11,13 @@
 
 import type { DatasetManifest } from "./dataset.ts";
 
-export type Normalization =
-  | { kind: "ct-window"; lo: number; hi: number }
-  | { kind: "zscore"; clipLo: number; clipHi: number; mean: number; std: number }
-  | { kind: "none" };
+import {
+  type Normalization,
+  type NormalizationKind,
+  parseNormalization,
+} from "../base/normalization.ts";
 
-export type NormalizationKind = Normalization["kind"];
+export { type Normalization, type NormalizationKind, parseNormalization };
 
 /** The default lung window, −1000…400 HU. */
 export const DEFAULT_CT_WINDOW: Normalization = { kind: "ct-window", lo: -1000, hi: 400 };
@@ -57,36 +58,6 @@ export function normalizationFromDataset(
     mean: s.mean,
     std: Math.max(s.std, 1e-8),
   };
-}
-
-/**
- * Checks an untrusted value (e.g. from checkpoint metadata) and returns it as a
- * {@link Normalization}; the error names the bad field.
- */
-export function parseNormalization(value: unknown): Normalization {
-  const v = value as Record<string, unknown>;
-  const num = (k: string) => {
-    if (typeof v[k] !== "number" || !Number.isFinite(v[k])) {
-      throw new Error(`normalisation ${v.kind}: ${k} must be a finite number, got ${v[k]}`);
-    }
-    return v[k] as number;
-  };
-  if (typeof v !== "object" || v === null) throw new Error("normalisation must be an object");
-  if (v.kind === "none") return { kind: "none" };
-  if (v.kind === "ct-window") {
-    const lo = num("lo"), hi = num("hi");
-    if (!(lo < hi)) throw new Error(`normalisation ct-window: lo ${lo} must be below hi ${hi}`);
-    return { kind: "ct-window", lo, hi };
-  }
-  if (v.kind === "zscore") {
-    const clipLo = num("clipLo"), clipHi = num("clipHi"), mean = num("mean"), std = num("std");
-    if (!(clipLo <= clipHi)) {
-      throw new Error(`normalisation zscore: clipLo ${clipLo} must not exceed clipHi ${clipHi}`);
-    }
-    if (!(std > 0)) throw new Error(`normalisation zscore: std must be > 0, got ${std}`);
-    return { kind: "zscore", clipLo, clipHi, mean, std };
-  }
-  throw new Error(`unknown normalisation kind ${JSON.stringify(v.kind)}`);
 }
 
 /** Normalises `data` in place and returns it. */

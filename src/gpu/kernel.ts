@@ -1,13 +1,17 @@
 /**
  * Compute kernels as small program objects.
  *
- * A kernel declares its uniform struct and storage bindings once, in TypeScript; the WGSL
- * header (struct `Params`, `params` and one `var<storage>` per binding) is generated from that
- * declaration and prepended to the body in `shaders/*.wgsl`, so the layout is never written
- * twice by hand. Tile and workgroup sizes are WGSL `override` constants supplied at pipeline
- * creation; the pipeline cache key is the kernel name plus every constant.
+ * A kernel declares its uniform struct, storage bindings and workgroup size once, in
+ * TypeScript; the WGSL header (struct `Params`, `params`, one `var<storage>` per binding and
+ * the `WG` override) is generated from that declaration and prepended to the body in
+ * `shaders/*.wgsl`, so the layout is never written twice by hand. WGSL shared by several
+ * kernels lives once in `shaders/lib/*.wgsl`; a spec lists the fragments it uses and they go
+ * between the header and the body in that order. Tile and workgroup sizes are WGSL `override`
+ * constants supplied at pipeline creation; the pipeline cache key is the kernel name plus every
+ * constant (the workgroup size included), and the WGSL text is fixed per kernel.
  */
 
+import gridWgsl from "../../shaders/lib/grid.wgsl" with { type: "text" };
 import { gpu } from "./device.ts";
 
 export type Scalar = "u32" | "i32" | "f32";
@@ -40,13 +44,28 @@ export interface KernelSpec<U extends string = string> {
   bindings: Binding[];
   /** Default values of the body's `override` constants. */
   constants?: Record<string, number>;
+  /**
+   * Threads per workgroup: the default of the `WG` override the header declares (a body
+   * writes `@workgroup_size(WG)` and may recover its flat thread index with `threadIndex` from
+   * shaders/lib/grid.wgsl, which comes with it). Absent for single-invocation kernels.
+   */
+  workgroupSize?: number;
+  /** Shared WGSL (the text of `shaders/lib/*.wgsl` files) placed before the body, in order. */
+  fragments?: readonly string[];
 }
 
 /** A kernel ready to dispatch; pipelines are created lazily per constants set. */
 export interface Kernel<U extends string = string> {
   spec: KernelSpec<U>;
-  /** The full WGSL text: generated header plus body. */
+  /** The full WGSL text: generated header, fragments, body. */
   wgsl: string;
+  /** The default workgroup size (`WG`); 1 for a single-invocation kernel. */
+  workgroupSize: number;
+  /**
+   * The workgroup grid for `threads` threads at the `WG` of `constants` (else the default),
+   * folded by {@link grid1d}.
+   */
+  grid(threads: number, constants?: Record<string, number>): [number, number, number];
   /** Uniform struct size in bytes (multiple of 16). */
   uniformBytes: number;
   /** Writes uniform values in struct order into `view` at `offset`. */
@@ -71,6 +90,10 @@ export function wgslHeader(spec: KernelSpec): string {
     const type = b.type ?? "f32";
     lines.push(`@group(0) @binding(${i + 1}) var<storage, ${b.access}> ${b.name}: array<${type}>;`);
   });
+  if (spec.workgroupSize !== undefined) {
+    lines.push(`override WG: u32 = ${spec.workgroupSize}u;`);
+    lines.push(gridWgsl.trimEnd());
+  }
   return lines.join("\n") + "\n";
 }
 
@@ -83,11 +106,23 @@ export function wgslHeader(spec: KernelSpec): string {
  *   body: scaleWgsl,
  *   uniforms: { n: "u32", alpha: "f32" },
  *   bindings: [{ name: "x", access: "read" }, { name: "y", access: "read_write" }],
- *   constants: { WG: 64 },
+ *   workgroupSize: 64,
  * });
+ * recorder().dispatch(scale, { n, alpha: 2 }, [x.buffer, y.buffer], scale.grid(n));
  */
-export function defineKernel<U extends string>(spec: KernelSpec<U>): Kernel<U> {
-  const wgsl = wgslHeader(spec as KernelSpec) + spec.body;
+export function defineKernel<U extends string>(declared: KernelSpec<U>): Kernel<U> {
+  const wg = declared.workgroupSize;
+  if (wg !== undefined && !(Number.isInteger(wg) && wg > 0)) {
+    throw new Error(`kernel ${declared.name}: workgroupSize must be a positive integer, got ${wg}`);
+  }
+  if (wg !== undefined && declared.constants?.WG !== undefined) {
+    throw new Error(`kernel ${declared.name}: give the workgroup size as workgroupSize, not WG`);
+  }
+  // The workgroup size is a constant like the tiles: it names the pipeline in the cache key.
+  const spec: KernelSpec<U> = wg === undefined
+    ? declared
+    : { ...declared, constants: { WG: wg, ...declared.constants } };
+  const wgsl = wgslHeader(spec as KernelSpec) + (spec.fragments ?? []).join("\n") + spec.body;
   const fields = Object.entries(spec.uniforms) as [U, Scalar][];
   const uniformBytes = Math.max(16, Math.ceil((fields.length * 4) / 16) * 16);
   const pipelines = new Map<string, GPUComputePipeline>();
@@ -99,6 +134,10 @@ export function defineKernel<U extends string>(spec: KernelSpec<U>): Kernel<U> {
     spec,
     wgsl,
     uniformBytes,
+    workgroupSize: wg ?? 1,
+    grid(threads, constants) {
+      return grid1d(Math.ceil(threads / (constants?.WG ?? wg ?? 1)));
+    },
     packUniforms(view, offset, values) {
       fields.forEach(([name, type], i) => {
         const v = values[name];

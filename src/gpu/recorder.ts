@@ -279,9 +279,9 @@ export class Recorder {
   }
 }
 
-let recorder: Recorder | undefined;
+let shared: Recorder | undefined;
 
-/** The process-wide recorder on the GPU from `initGpu()`. */
-export function commands(): Recorder {
-  return recorder ??= new Recorder(gpu().device);
+/** The process-wide command recorder on the GPU from `initGpu()`: every op records through it. */
+export function recorder(): Recorder {
+  return shared ??= new Recorder(gpu().device);
 }

@@ -8,7 +8,7 @@
 
 import { gpu } from "./device.ts";
 import { BufferPool } from "./pool.ts";
-import { commands } from "./recorder.ts";
+import { recorder } from "./recorder.ts";
 
 export type DType = "f32" | "i32" | "u32";
 
@@ -87,7 +87,7 @@ export function empty(shape: readonly number[], dtype: DType = "f32"): Tensor {
 /** A zero-filled tensor (recorded, not submitted). */
 export function zeros(shape: readonly number[], dtype: DType = "f32"): Tensor {
   const t = new Tensor(shape, dtype);
-  if (t.size > 0) commands().clear(t.buffer, 0, Math.ceil(t.bytes / 4) * 4);
+  if (t.size > 0) recorder().clear(t.buffer, 0, Math.ceil(t.bytes / 4) * 4);
   return t;
 }
 
@@ -118,7 +118,7 @@ export function upload(
   const typed = data instanceof Ctor ? data : Ctor.from(data as ArrayLike<number>);
   // writeBuffer runs on the queue before anything still recorded; submit that first so a
   // pooled buffer is not overwritten while earlier recorded commands still read it.
-  commands().flush();
+  recorder().flush();
   if (t.size > 0) {
     gpu().device.queue.writeBuffer(
       t.buffer,
@@ -132,13 +132,13 @@ export function upload(
 
 /** Reads several tensors back in one submission. f32 tensors come back as Float32Array. */
 export async function readTensors(tensors: readonly Tensor[]): Promise<Float32Array[]> {
-  const raw = await commands().read(tensors.map((t) => ({ buffer: t.buffer, bytes: t.bytes })));
+  const raw = await recorder().read(tensors.map((t) => ({ buffer: t.buffer, bytes: t.bytes })));
   return raw.map((b) => new Float32Array(b));
 }
 
 /** Reads an integer tensor. */
 export async function readInt(t: Tensor): Promise<Int32Array | Uint32Array> {
-  const [b] = await commands().read([{ buffer: t.buffer, bytes: t.bytes }]);
+  const [b] = await recorder().read([{ buffer: t.buffer, bytes: t.bytes }]);
   return t.dtype === "u32" ? new Uint32Array(b) : new Int32Array(b);
 }
 

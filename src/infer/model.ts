@@ -3,8 +3,13 @@
 import { basename } from "node:path";
 import { initGpu } from "../gpu/mod.ts";
 import { UNet3D } from "../nn/unet3d.ts";
-import { type CheckpointMeta, decodeCheckpoint } from "../train/checkpoint.ts";
-import { loadWeights } from "../train/trainer.ts";
+import {
+  type Checkpoint,
+  CheckpointError,
+  type CheckpointMeta,
+  readCheckpointFile,
+} from "../nn/checkpoint.ts";
+import { loadWeights } from "../nn/weights.ts";
 
 /** A checkpoint's UNet3D with its weights uploaded, and the checkpoint's metadata. */
 export interface LoadedModel {
@@ -32,26 +37,12 @@ export class ModelLoadError extends Error {
  * loaded.dispose();
  */
 export async function loadModel(path: string): Promise<LoadedModel> {
-  let bytes: Uint8Array;
+  let checkpoint: Checkpoint;
   try {
-    bytes = await Deno.readFile(path);
+    checkpoint = await readCheckpointFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new ModelLoadError(`model not found: ${path}`);
-    if (e instanceof Deno.errors.IsADirectory) {
-      throw new ModelLoadError(
-        `${path} is a folder; name the checkpoint file in it (e.g. ${path}/best.safetensors)`,
-      );
-    }
+    if (e instanceof CheckpointError) throw new ModelLoadError(e.message);
     throw e;
-  }
-  let checkpoint;
-  try {
-    checkpoint = decodeCheckpoint(bytes, path);
-  } catch (e) {
-    throw new ModelLoadError(
-      `${path} is not a voxseg checkpoint (a .safetensors file written by \`voxseg train\`): ` +
-        (e as Error).message,
-    );
   }
   await initGpu();
   const { weights, meta } = checkpoint;

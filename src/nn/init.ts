@@ -5,7 +5,9 @@
 
 import { Random } from "../base/random.ts";
 
-export type InitKind = "he" | "glorot";
+/** The initialisers, in help order. */
+export const INIT_KINDS = ["he", "glorot"] as const;
+export type InitKind = (typeof INIT_KINDS)[number];
 
 /**
  * Fills a weight array for a layer with the given fan-in and fan-out.

@@ -18,8 +18,12 @@ import { fromArray, type Tensor } from "../gpu/mod.ts";
 import { Random } from "../base/random.ts";
 import { type InitKind, initWeights } from "./init.ts";
 
-export type Activation = "relu" | "elu" | "leaky_relu";
-export type NormKind = "none" | "instance" | "batch";
+/** The activations, in help order. */
+export const ACTIVATIONS = ["relu", "elu", "leaky_relu"] as const;
+export type Activation = (typeof ACTIVATIONS)[number];
+/** The normalisation layers, in help order. */
+export const NORM_KINDS = ["none", "instance", "batch"] as const;
+export type NormKind = (typeof NORM_KINDS)[number];
 
 export interface UNet3DConfig {
   inChannels: number;

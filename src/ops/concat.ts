@@ -3,7 +3,7 @@
  * block copies over tensors [N, C, …spatial].
  */
 
-import { commands, Tensor } from "../gpu/mod.ts";
+import { recorder, Tensor } from "../gpu/mod.ts";
 import { numel } from "./shape.ts";
 
 /**
@@ -22,7 +22,7 @@ function copyChannels(
   const bytes = count * spatial * 4;
   if (bytes === 0) return;
   for (let n = 0; n < src.shape[0]; n++) {
-    commands().copy(
+    recorder().copy(
       src.buffer,
       (n * src.shape[1] + srcStart) * spatial * 4,
       dst.buffer,

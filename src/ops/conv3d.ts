@@ -11,7 +11,7 @@
  * - `conv3d_reduce.wgsl`: adds partial-sum slots;
  * - `conv3d_bias.wgsl`: per-channel partial sums of gy (the bias gradient).
  *
- * Register blocks differ by adapter: see {@link CONV_TILES} and {@link WGRAD_TILES}.
+ * Register blocks differ by adapter: see `CONV_TILES` and `WGRAD_TILES` in tuning.ts.
  */
 
 import conv3dWgsl from "../../shaders/conv3d.wgsl" with { type: "text" };
@@ -19,28 +19,58 @@ import wgradWgsl from "../../shaders/conv3d_wgrad.wgsl" with { type: "text" };
 import reduceWgsl from "../../shaders/conv3d_reduce.wgsl" with { type: "text" };
 import biasWgsl from "../../shaders/conv3d_bias.wgsl" with { type: "text" };
 import packWgsl from "../../shaders/conv3d_pack.wgsl" with { type: "text" };
-import { commands, defineKernel, gpu, grid1d, Tensor } from "../gpu/mod.ts";
+import convWindowWgsl from "../../shaders/lib/conv_window.wgsl" with { type: "text" };
+import { defineKernel, recorder, Tensor } from "../gpu/mod.ts";
 import { activationCode, type FusedActivation } from "./elementwise.ts";
 import { assertRank } from "./shape.ts";
 import { packHalf, type Precision, precision } from "./precision.ts";
-import { type ConvTiles, tileOverride, type TunedKernel } from "./tuning.ts";
+import { adapterKind, type ConvTiles, convTiles, weightGradTiles } from "./tuning.ts";
 
 export type { ConvTiles };
+
+/**
+ * The uniforms both register-block kernels start with: the thread count, the run's sizes
+ * (shaders/lib/conv_window.wgsl reads ci, d, h, w) and its blocks along x, y and z.
+ */
+const BLOCK_GRID = {
+  groups: "u32",
+  n: "u32",
+  ci: "u32",
+  co: "u32",
+  d: "u32",
+  h: "u32",
+  w: "u32",
+  tilesX: "u32",
+  tilesY: "u32",
+  tilesZ: "u32",
+} as const;
+
+/** Values of {@link BLOCK_GRID} but the thread count, for blocks of VX × 4 rows × (tilesZ). */
+function blockGrid(
+  r: Pick<ConvRun, "n" | "ci" | "co" | "grid">,
+  vx: number,
+  tilesZ: number,
+): Record<Exclude<keyof typeof BLOCK_GRID, "groups">, number> {
+  const [d, h, w] = r.grid;
+  return {
+    n: r.n,
+    ci: r.ci,
+    co: r.co,
+    d,
+    h,
+    w,
+    tilesX: Math.ceil(w / vx),
+    tilesY: Math.ceil(h / 4),
+    tilesZ,
+  };
+}
 
 export const conv3dKernel = defineKernel({
   name: "conv3d",
   body: conv3dWgsl,
+  fragments: [convWindowWgsl],
   uniforms: {
-    groups: "u32",
-    n: "u32",
-    ci: "u32",
-    co: "u32",
-    d: "u32",
-    h: "u32",
-    w: "u32",
-    tilesX: "u32",
-    tilesY: "u32",
-    tilesZ: "u32",
+    ...BLOCK_GRID,
     tilesC: "u32",
     ciPad: "u32",
     hasBias: "u32",
@@ -59,7 +89,8 @@ export const conv3dKernel = defineKernel({
     { name: "xh", access: "read", type: "vec4<u32>" },
     { name: "xhs", access: "read", type: "u32" },
   ],
-  constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, WG: 64, F16: 0 },
+  workgroupSize: 64,
+  constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, F16: 0 },
 });
 
 export const packWeightsKernel = defineKernel({
@@ -78,23 +109,15 @@ export const packWeightsKernel = defineKernel({
     wBase: "i32",
   },
   bindings: [{ name: "wgt", access: "read" }, { name: "pw", access: "read_write" }],
-  constants: { WG: 64 },
+  workgroupSize: 64,
 });
 
 export const conv3dWeightGradKernel = defineKernel({
   name: "conv3d_wgrad",
   body: wgradWgsl,
+  fragments: [convWindowWgsl],
   uniforms: {
-    groups: "u32",
-    n: "u32",
-    ci: "u32",
-    co: "u32",
-    d: "u32",
-    h: "u32",
-    w: "u32",
-    tilesX: "u32",
-    tilesY: "u32",
-    tilesZ: "u32",
+    ...BLOCK_GRID,
     tilesI: "u32",
     tilesO: "u32",
     slices: "u32",
@@ -105,12 +128,13 @@ export const conv3dWeightGradKernel = defineKernel({
   bindings: [
     { name: "src", access: "read" },
     // src and gy again, read as aligned vec4s when W % 4 == 0.
-    { name: "xv", access: "read", type: "vec4<f32>" },
+    { name: "srcv", access: "read", type: "vec4<f32>" },
     { name: "gy", access: "read" },
     { name: "gyv", access: "read", type: "vec4<f32>" },
     { name: "part", access: "read_write" },
   ],
-  constants: { K: 3, MODE: 0, CG: 1, VZ: 2, VX: 8, VEC: 1, WG: 64 },
+  workgroupSize: 64,
+  constants: { K: 3, MODE: 0, CG: 1, VZ: 2, VX: 8, VEC: 1 },
 });
 
 export const sumSlotsKernel = defineKernel({
@@ -118,7 +142,7 @@ export const sumSlotsKernel = defineKernel({
   body: reduceWgsl,
   uniforms: { m: "u32", slots: "u32" },
   bindings: [{ name: "part", access: "read" }, { name: "out", access: "read_write" }],
-  constants: { WG: 64 },
+  workgroupSize: 64,
 });
 
 export const channelSumsKernel = defineKernel({
@@ -131,7 +155,8 @@ export const channelSumsKernel = defineKernel({
     { name: "gyv", access: "read", type: "vec4<f32>" },
     { name: "part", access: "read_write" },
   ],
-  constants: { WG: 64, VEC: 0 },
+  workgroupSize: 64,
+  constants: { VEC: 0 },
 });
 
 /**
@@ -242,11 +267,11 @@ export function biasGrad(gy: Tensor): Tensor {
   const vec = v % 4 === 0 ? 1 : 0;
   const len = vec ? Math.ceil(v / slices / 4) * 4 : Math.ceil(v / slices);
   const part = new Tensor([slices, c]);
-  commands().dispatch(
+  recorder().dispatch(
     channelSumsKernel,
     { n, c, v, slices, len },
     [gy.buffer, gy.buffer, part.buffer],
-    grid1d(Math.ceil((c * slices) / 64)),
+    channelSumsKernel.grid(c * slices),
     { VEC: vec },
   );
   const out = sumSlots(part, slices, c, [c]);
@@ -315,7 +340,7 @@ export function halfEligible(r: Pick<ConvRun, "k" | "mode" | "grid">): boolean {
 
 /** Records the convolution kernel; shared with the transposed convolution. */
 export function runConv(r: ConvRun): Tensor {
-  const [d, h, w] = r.grid;
+  const [d, , w] = r.grid;
   const t = convTiles(r.k, r.co, w);
   // Channels per tile; K = 1 spends the plane slots on channels (see conv3d.wgsl).
   const gw = 4 * t.cg * (r.k === 1 ? t.vz : 1);
@@ -326,28 +351,28 @@ export function runConv(r: ConvRun): Tensor {
   const half = r.precision === "f16" && halfEligible(r);
   const pwh = half ? packHalf(pw) : null;
   const xh = half ? packHalf(r.src) : null;
-  const tilesX = Math.ceil(w / t.vx);
-  const tilesY = Math.ceil(h / 4);
-  const tilesZ = r.k === 1 ? d : Math.ceil(d / t.vz);
-  const groups = r.n * tilesC * tilesZ * tilesY * tilesX;
+  const b = blockGrid(r, t.vx, r.k === 1 ? d : Math.ceil(d / t.vz));
+  const groups = r.n * tilesC * b.tilesZ * b.tilesY * b.tilesX;
   const y = new Tensor(r.outShape);
   if (r.act && r.mode !== 0) throw new Error("runConv: a fused activation needs MODE 0");
   const [act, actP] = activationCode(r.act);
   // Aligned vec4 rows (and, in MODE 2, up-sampled rows) need W % 4 == 0.
   const vec = w % 4 === 0 ? 1 : 0;
-  commands().dispatch(
+  const constants = {
+    K: r.k,
+    MODE: r.mode,
+    CG: t.cg,
+    VZ: t.vz,
+    VX: t.vx,
+    VEC: vec,
+    WG: t.wg,
+    F16: +half,
+  };
+  recorder().dispatch(
     conv3dKernel,
     {
+      ...b,
       groups,
-      n: r.n,
-      ci: r.ci,
-      co: r.co,
-      d,
-      h,
-      w,
-      tilesX,
-      tilesY,
-      tilesZ,
       tilesC,
       ciPad,
       hasBias: r.bias ? 1 : 0,
@@ -364,8 +389,8 @@ export function runConv(r: ConvRun): Tensor {
       (xh ?? r.src).buffer,
       (xh ?? r.src).buffer,
     ],
-    grid1d(Math.ceil(groups / t.wg)),
-    { K: r.k, MODE: r.mode, CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg, F16: +half },
+    conv3dKernel.grid(groups, constants),
+    constants,
   );
   pw.dispose();
   pwh?.dispose();
@@ -377,77 +402,13 @@ export function runConv(r: ConvRun): Tensor {
 function packWeights(r: ConvRun, tilesC: number, gw: number, ciPad: number): Tensor {
   const kt = r.k ** 3;
   const pw = new Tensor([tilesC * gw * ciPad * kt]);
-  commands().dispatch(
+  recorder().dispatch(
     packWeightsKernel,
     { tilesC, gw, kt, ci: r.ci, ciPad, co: r.co, ...r.strides },
     [r.wgt.buffer, pw.buffer],
-    grid1d(Math.ceil((tilesC * ciPad) / 64)),
+    packWeightsKernel.grid(tilesC * ciPad),
   );
   return pw;
-}
-
-/**
- * conv3d.wgsl register blocks by adapter kind and kernel size. Software (llvmpipe/lavapipe):
- * every load is a per-lane loop costing ten or more multiply-adds, so the block is as large
- * as spilling allows. Measured at C=K=32 on 32³ (GFLOP/s, CG×VZ×VX): K = 3, 2×4×8: 54;
- * 2×4×4 and 2×2×8: 48; 1×4×8: 46. K = 1 (the transposed convolution and 1×1×1 heads):
- * 8 channels × 2 plane slots (16 channels) × 32 voxels per thread; 4 slots ran no faster
- * (conv_transpose3d at C=K=32, 32³: 8.5–9.3 GFLOP/s forward against 10.6–11.5 with 2) and
- * cost 24 s of LLVM compilation per variant against 9 s. GPUs: 4 channels × 1×4×4 voxels
- * (64 accumulators) leave registers for occupancy, 128 threads per workgroup, and reuse
- * comes from the caches. No GPU was available to tune them; they are a conventional starting
- * point, and `voxseg tune` measures better ones per adapter (tuning.ts; on a 2-vCPU Intel
- * Xeon with AVX-512 the software entry was still the fastest of its candidates, 43 GFLOP/s,
- * and lavapipe at 512-bit lanes slower, 39).
- *
- * The software adapter's cost model, and why AVX2 CPUs run these kernels 4–6× slower than
- * AVX-512 ones (Mesa 22.3 lavapipe, LLVM 15; measured with `perf record` on an AMD EPYC Zen 3,
- * AVX2 + FMA, 2 vCPUs). Lavapipe runs 8 invocations per 256-bit SIMD lane group and builds
- * every storage-buffer load as a loop over the 8 lanes that puts each lane's 32-bit words into
- * the result vectors at the loop counter's position — an `insertelement` at a variable index.
- * With AVX-512 (even at 256-bit lanes) LLVM does that in registers (a mask compare and a masked
- * move); without it, LLVM stores the vector to the stack, stores the word over it and loads the
- * vector back: a failed store-to-load forward for every lane of every load. In the 2×4×8
- * forward kernel 45 % of all CPU samples fall on the instruction right after such a reload, and
- * the time follows the loads per multiply-add, not register pressure (`deno run -A
- * bench/conv_blocks.ts`, CPU time, two runs): binary16 operands (F16 = 1: 135 loads of 324
- * words per input channel instead of 198 of 576) ran 1.38–1.52× faster (1.14× on an AVX-512
- * Xeon); 2×2×8 (half the accumulators, far less spilling with AVX2's 16 vector registers)
- * 0.80–1.03× as fast as 2×4×8, and 1×4×8 (fewer multiply-adds per loaded row) 0.87–0.90×;
- * 128-bit lanes (`LP_NATIVE_VECTOR_WIDTH=128`) no faster. So blocks with fewer accumulators do
- * not help on AVX2, and the built-in block stays the same on both CPU kinds. What would help:
- * fewer loads per multiply-add (2×4×8 is already the largest block that compiles in reasonable
- * time), weights read through a uniform buffer (lavapipe gathers uniform-buffer words with
- * fixed lane indices, free of the stall; this needs a uniform binding kind in src/gpu and the
- * weights split into 64 KiB windows), or a Mesa that builds storage loads as masked gathers.
- * Lavapipe also lowers WGSL `fma` to a multiply and an add.
- */
-export const CONV_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = {
-  software: { 3: { cg: 2, vz: 4, vx: 8, wg: 64 }, 1: { cg: 2, vz: 2, vx: 8, wg: 64 } },
-  gpu: { 3: { cg: 1, vz: 1, vx: 4, wg: 128 }, 1: { cg: 1, vz: 2, vx: 4, wg: 128 } },
-};
-
-/**
- * The block for one convolution: the adapter's (tuned, else the table's), with fewer channels
- * for small Co and 4 voxels along x for W ≤ 4. Planes are not shrunk to D, so shapes share
- * pipelines (a pipeline variant costs seconds of LLVM time on a CPU adapter).
- */
-export function convTiles(k: 1 | 3, co: number, w: number): ConvTiles {
-  const base = (k === 3 ? tileOverride("conv3") : undefined) ?? CONV_TILES[adapterKind()][k];
-  const cg = Math.min(base.cg, Math.ceil(co / 4));
-  // K = 1: plane slots carry channels, so drop the slots Co cannot fill.
-  const vz = k === 1 ? Math.min(base.vz, Math.ceil(co / (4 * cg))) : base.vz;
-  return { ...base, cg, vz, vx: w <= 4 ? 4 : base.vx };
-}
-
-/** Whether the adapter is a CPU (software) one: it picks the built-in tables' rows. */
-export function adapterKind(): "software" | "gpu" {
-  return gpu().info.isFallbackAdapter ? "software" : "gpu";
-}
-
-/** The built-in K = 3 block of a tuned kernel on this adapter (what tuning starts from). */
-export function builtinTiles(kernel: TunedKernel): ConvTiles {
-  return (kernel === "conv3" ? CONV_TILES : WGRAD_TILES)[adapterKind()][3];
 }
 
 /** One run of the weight-gradient kernel; G(o, i, t) lands at o·gO + i·gI + t. */
@@ -468,16 +429,14 @@ export interface WeightGradRun {
 
 /** Records the weight-gradient partial sums and their reduction. */
 export function runWeightGrad(r: WeightGradRun): Tensor {
-  const [d, h, w] = r.grid;
+  const [d, , w] = r.grid;
   const t = weightGradTiles(r.k, r.co, w);
   // Input channels per thread (RI in the WGSL).
   const ri = r.k === 3 ? 1 : 8;
-  const tilesX = Math.ceil(w / t.vx);
-  const tilesY = Math.ceil(h / 4);
-  const tilesZ = Math.ceil(d / t.vz);
+  const b = blockGrid(r, t.vx, Math.ceil(d / t.vz));
   const tilesO = Math.ceil(r.co / (4 * t.cg));
   const tilesI = Math.ceil(r.ci / ri);
-  const blocks = r.n * tilesZ * tilesY * tilesX;
+  const blocks = r.n * b.tilesZ * b.tilesY * b.tilesX;
   const m = r.co * r.ci * r.k ** 3;
   // Enough threads to fill the device and short enough sums for f32 (each accumulator adds
   // at most MAX_CHAIN products), with the partial sums (slices × M) kept small.
@@ -489,19 +448,12 @@ export function runWeightGrad(r: WeightGradRun): Tensor {
   const part = new Tensor([slices, m]);
   const groups = tilesI * tilesO * slices;
   const vec = w % 4 === 0 ? 1 : 0;
-  commands().dispatch(
+  const constants = { K: r.k, MODE: r.mode, CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg };
+  recorder().dispatch(
     conv3dWeightGradKernel,
     {
+      ...b,
       groups,
-      n: r.n,
-      ci: r.ci,
-      co: r.co,
-      d,
-      h,
-      w,
-      tilesX,
-      tilesY,
-      tilesZ,
       tilesI,
       tilesO,
       slices,
@@ -510,8 +462,8 @@ export function runWeightGrad(r: WeightGradRun): Tensor {
       gI: r.gI,
     },
     [r.x.buffer, r.x.buffer, r.gy.buffer, r.gy.buffer, part.buffer],
-    grid1d(Math.ceil(groups / t.wg)),
-    { K: r.k, MODE: r.mode, CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg },
+    conv3dWeightGradKernel.grid(groups, constants),
+    constants,
   );
   const out = sumSlots(part, slices, m, r.outShape);
   part.dispose();
@@ -529,31 +481,14 @@ function reductionThreads(): number {
   return adapterKind() === "software" ? 256 : 16384;
 }
 
-/**
- * conv3d_wgrad.wgsl register blocks by adapter kind and kernel size. Software, measured at
- * C=K=32 on 32³ and C=K=16 on 64³ (GFLOP/s, CG×VZ×VX): 2×2×8: 44, 46; 2×1×8: 41, 42;
- * 2×4×8: 39, 41; 1×2×8: 39, 40. GPUs: a small block, as for conv3d.
- */
-export const WGRAD_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = {
-  software: { 3: { cg: 2, vz: 2, vx: 8, wg: 64 }, 1: { cg: 2, vz: 2, vx: 8, wg: 64 } },
-  gpu: { 3: { cg: 1, vz: 1, vx: 4, wg: 128 }, 1: { cg: 1, vz: 1, vx: 4, wg: 128 } },
-};
-
-/** The weight-gradient block for one run, as {@link convTiles} shrinks it. */
-export function weightGradTiles(k: 1 | 3, co: number, w: number): ConvTiles {
-  const base = (k === 3 ? tileOverride("wgrad3") : undefined) ??
-    WGRAD_TILES[adapterKind()][k];
-  return { ...base, cg: Math.min(base.cg, Math.ceil(co / 4)), vx: w <= 4 ? 4 : base.vx };
-}
-
 /** out[m] = Σ_j part[j·M + m]. */
 function sumSlots(part: Tensor, slots: number, m: number, shape: number[]): Tensor {
   const out = new Tensor(shape);
-  commands().dispatch(
+  recorder().dispatch(
     sumSlotsKernel,
     { m, slots },
     [part.buffer, out.buffer],
-    grid1d(Math.ceil(m / 64)),
+    sumSlotsKernel.grid(m),
   );
   return out;
 }

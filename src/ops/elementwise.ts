@@ -5,10 +5,8 @@
  */
 
 import elementwiseWgsl from "../../shaders/elementwise.wgsl" with { type: "text" };
-import { commands, defineKernel, grid1d, Tensor } from "../gpu/mod.ts";
+import { defineKernel, recorder, Tensor } from "../gpu/mod.ts";
 import { assertSameShape } from "./shape.ts";
-
-const WG = 256;
 
 export const elementwiseKernel = defineKernel({
   name: "elementwise",
@@ -20,7 +18,8 @@ export const elementwiseKernel = defineKernel({
     { name: "b", access: "read", type: "vec4<f32>" },
     { name: "y", access: "read_write", type: "vec4<f32>" },
   ],
-  constants: { WG, OP: 0 },
+  workgroupSize: 256,
+  constants: { OP: 0 },
 });
 
 const OP = {
@@ -43,11 +42,11 @@ const OP = {
 function run(op: keyof typeof OP, a: Tensor, b: Tensor, p0 = 0, p1 = 0): Tensor {
   assertSameShape(op, a.shape, b.shape);
   const y = new Tensor(a.shape);
-  commands().dispatch(
+  recorder().dispatch(
     elementwiseKernel,
     { n: a.size, p0, p1 },
     [a.buffer, b.buffer, y.buffer],
-    grid1d(Math.ceil(a.size / 4 / WG)),
+    elementwiseKernel.grid(a.size / 4),
     { OP: OP[op] },
   );
   return y;

@@ -1,9 +1,8 @@
 /** Reversal of tensor axes: flip augmentation and test-time flips. Its own backward. */
 
 import flipWgsl from "../../shaders/flip.wgsl" with { type: "text" };
-import { commands, defineKernel, grid1d, Tensor } from "../gpu/mod.ts";
+import { defineKernel, recorder, Tensor } from "../gpu/mod.ts";
 
-const WG = 256;
 const MAX_AXES = 6;
 
 export const flipKernel = defineKernel({
@@ -23,7 +22,7 @@ export const flipKernel = defineKernel({
     { name: "x", access: "read" },
     { name: "y", access: "read_write" },
   ],
-  constants: { WG },
+  workgroupSize: 256,
 });
 
 /**
@@ -76,11 +75,11 @@ export function flip(x: Tensor, axes: readonly number[]): Tensor {
   let mask = 0;
   flipped.forEach((f, i) => f && (mask |= 1 << (pad + i)));
   const y = new Tensor(x.shape);
-  commands().dispatch(
+  recorder().dispatch(
     flipKernel,
     { total: x.size, d0: d[0], d1: d[1], d2: d[2], d3: d[3], d4: d[4], d5: d[5], mask },
     [x.buffer, y.buffer],
-    grid1d(Math.ceil(x.size / WG)),
+    flipKernel.grid(x.size),
   );
   return y;
 }

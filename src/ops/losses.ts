@@ -22,13 +22,13 @@ import ceFinalizeWgsl from "../../shaders/losses_cross_entropy_finalize.wgsl" wi
 import ceBackwardWgsl from "../../shaders/losses_cross_entropy_backward.wgsl" with {
   type: "text",
 };
-import { commands, defineKernel, fromArray, grid1d, keep, Tensor } from "../gpu/mod.ts";
+import logSoftmaxWgsl from "../../shaders/lib/log_softmax.wgsl" with { type: "text" };
+import { defineKernel, fromArray, grid1d, keep, recorder, Tensor } from "../gpu/mod.ts";
 import { reduceRows } from "./reduce.ts";
 import { assertRank } from "./shape.ts";
 
-const WG = 256;
+/** Voxels each thread of the stats kernels adds serially before the workgroup tree. */
 const ITEMS = 4;
-const TILE = WG * ITEMS;
 
 /** Options of the multi-class Tversky loss. */
 export interface TverskyOptions {
@@ -64,7 +64,8 @@ export const tverskyStatsKernel = defineKernel({
     { name: "labels", access: "read", type: "u32" },
     { name: "partials", access: "read_write" },
   ],
-  constants: { WG, ITEMS },
+  workgroupSize: 256,
+  constants: { ITEMS },
 });
 
 export const tverskyFinalizeKernel = defineKernel({
@@ -97,12 +98,13 @@ export const tverskyBackwardKernel = defineKernel({
     { name: "labels", access: "read", type: "u32" },
     { name: "gx", access: "read_write" },
   ],
-  constants: { WG },
+  workgroupSize: 256,
 });
 
 export const crossEntropyStatsKernel = defineKernel({
   name: "crossEntropyStats",
   body: ceWgsl,
+  fragments: [logSoftmaxWgsl],
   uniforms: { voxels: "u32", classes: "u32", total: "u32", groups: "u32" },
   bindings: [
     { name: "x", access: "read" },
@@ -110,7 +112,8 @@ export const crossEntropyStatsKernel = defineKernel({
     { name: "weights", access: "read" },
     { name: "partials", access: "read_write" },
   ],
-  constants: { WG, ITEMS },
+  workgroupSize: 256,
+  constants: { ITEMS },
 });
 
 export const crossEntropyFinalizeKernel = defineKernel({
@@ -123,6 +126,7 @@ export const crossEntropyFinalizeKernel = defineKernel({
 export const crossEntropyBackwardKernel = defineKernel({
   name: "crossEntropyBackward",
   body: ceBackwardWgsl,
+  fragments: [logSoftmaxWgsl],
   uniforms: { voxels: "u32", classes: "u32", total: "u32" },
   bindings: [
     { name: "gy", access: "read" },
@@ -132,7 +136,7 @@ export const crossEntropyBackwardKernel = defineKernel({
     { name: "stats", access: "read" },
     { name: "gx", access: "read_write" },
   ],
-  constants: { WG },
+  workgroupSize: 256,
 });
 
 /** Volume geometry shared by the losses: N samples, C classes, V voxels per sample. */
@@ -245,9 +249,9 @@ export function tverskyForward(
   const g = checkInputs("tversky", "probs", probs, labels);
   const p = tverskyParams(opts, g.classes);
   const rows = g.samples * g.classes;
-  const groups = Math.ceil(g.voxels / TILE);
+  const groups = Math.ceil(g.voxels / (tverskyStatsKernel.workgroupSize * ITEMS));
   const partials = new Tensor([3, rows, groups]);
-  commands().dispatch(
+  recorder().dispatch(
     tverskyStatsKernel,
     { voxels: g.voxels, classes: g.classes, rows, groups },
     [probs.buffer, labels.buffer, partials.buffer],
@@ -257,7 +261,7 @@ export function tverskyForward(
   partials.dispose();
   const loss = new Tensor([1]);
   const coef = new Tensor([rows, 2]);
-  commands().dispatch(
+  recorder().dispatch(
     tverskyFinalizeKernel,
     {
       samples: g.samples,
@@ -283,11 +287,11 @@ export function tverskyBackward(
 ): Tensor {
   const [n, c, d, h, w] = probsShape;
   const gx = new Tensor(probsShape);
-  commands().dispatch(
+  recorder().dispatch(
     tverskyBackwardKernel,
     { n: gx.size, voxels: d * h * w, classes: c },
     [gy.buffer, coef.buffer, labels.buffer, gx.buffer],
-    grid1d(Math.ceil((n * c * d * h * w) / WG)),
+    tverskyBackwardKernel.grid(n * c * d * h * w),
   );
   return gx;
 }
@@ -306,9 +310,9 @@ export function crossEntropyForward(
   const g = checkInputs("crossEntropy", "logits", logits, labels);
   const weights = constantTensor(classWeightsOf("crossEntropy", opts.classWeights, g.classes));
   const total = g.samples * g.voxels;
-  const groups = Math.ceil(total / TILE);
+  const groups = Math.ceil(total / (crossEntropyStatsKernel.workgroupSize * ITEMS));
   const partials = new Tensor([2, groups]);
-  commands().dispatch(
+  recorder().dispatch(
     crossEntropyStatsKernel,
     { voxels: g.voxels, classes: g.classes, total, groups },
     [logits.buffer, labels.buffer, weights.buffer, partials.buffer],
@@ -317,7 +321,7 @@ export function crossEntropyForward(
   const stats = reduceRows(partials, 2);
   partials.dispose();
   const loss = new Tensor([1]);
-  commands().dispatch(crossEntropyFinalizeKernel, {}, [stats.buffer, loss.buffer], [1, 1, 1]);
+  recorder().dispatch(crossEntropyFinalizeKernel, {}, [stats.buffer, loss.buffer], [1, 1, 1]);
   return { loss, stats };
 }
 
@@ -333,11 +337,11 @@ export function crossEntropyBackward(
   const weights = constantTensor(classWeightsOf("crossEntropy", opts.classWeights, g.classes));
   const total = g.samples * g.voxels;
   const gx = new Tensor(logits.shape);
-  commands().dispatch(
+  recorder().dispatch(
     crossEntropyBackwardKernel,
     { voxels: g.voxels, classes: g.classes, total },
     [gy.buffer, logits.buffer, labels.buffer, weights.buffer, stats.buffer, gx.buffer],
-    grid1d(Math.ceil(total / WG)),
+    crossEntropyBackwardKernel.grid(total),
   );
   return gx;
 }

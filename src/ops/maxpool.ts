@@ -4,10 +4,8 @@
  */
 
 import maxpoolWgsl from "../../shaders/maxpool3d.wgsl" with { type: "text" };
-import { commands, defineKernel, grid1d, Tensor } from "../gpu/mod.ts";
+import { defineKernel, recorder, Tensor } from "../gpu/mod.ts";
 import { assertRank } from "./shape.ts";
-
-const WG = 256;
 
 export const maxPool3dKernel = defineKernel({
   name: "maxpool3d",
@@ -27,7 +25,8 @@ export const maxPool3dKernel = defineKernel({
     // Per output: which of the 8 window inputs won (bit 2 z, bit 1 y, bit 0 x offset).
     { name: "argmax", access: "read_write", type: "u32" },
   ],
-  constants: { WG, STAGE: 0 },
+  workgroupSize: 256,
+  constants: { STAGE: 0 },
 });
 
 /** Output shape of {@link maxPool3d} for an input [N, C, D, H, W]. */
@@ -62,11 +61,11 @@ export function maxPool3d(x: Tensor): { y: Tensor; argmax: Tensor } {
   const outShape = maxPool3dShape(x.shape);
   const y = new Tensor(outShape);
   const argmax = new Tensor(outShape, "u32");
-  commands().dispatch(
+  recorder().dispatch(
     maxPool3dKernel,
     uniforms(x.shape, outShape, y.size),
     [x.buffer, y.buffer, argmax.buffer],
-    grid1d(Math.ceil(y.size / WG)),
+    maxPool3dKernel.grid(y.size),
     { STAGE: 0 },
   );
   return { y, argmax };
@@ -91,11 +90,11 @@ export function maxPool3dBackward(
     );
   }
   const gx = new Tensor(inputShape);
-  commands().dispatch(
+  recorder().dispatch(
     maxPool3dKernel,
     uniforms(inputShape, outShape, gx.size),
     [gy.buffer, gx.buffer, argmax.buffer],
-    grid1d(Math.ceil(gx.size / WG)),
+    maxPool3dKernel.grid(gx.size),
     { STAGE: 1 },
   );
   return gx;

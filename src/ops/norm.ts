@@ -9,12 +9,8 @@
  */
 
 import normWgsl from "../../shaders/norm.wgsl" with { type: "text" };
-import { commands, defineKernel, gpu, grid1d, Tensor } from "../gpu/mod.ts";
+import { defineKernel, gpu, grid1d, recorder, Tensor } from "../gpu/mod.ts";
 import { assertSameShape, numel } from "./shape.ts";
-
-const WG = 256;
-/** Elements one workgroup reduces in a partial pass (16 per invocation). */
-const CHUNK = WG * 16;
 
 export const normKernel = defineKernel({
   name: "norm",
@@ -45,8 +41,12 @@ export const normKernel = defineKernel({
     { name: "out", access: "read_write" },
     { name: "out2", access: "read_write" },
   ],
-  constants: { WG, STAGE: 0 },
+  workgroupSize: 256,
+  constants: { STAGE: 0 },
 });
+
+/** Elements one workgroup reduces in a partial pass (16 per invocation). */
+const CHUNK = normKernel.workgroupSize * 16;
 
 const Stage = {
   statsPartial: 0,
@@ -112,20 +112,23 @@ interface Buffers {
   out2?: Tensor;
 }
 
-/** Records one stage. Unused read bindings get x's buffer, unused writable ones a dummy. */
+/**
+ * Records one stage over `grid` (a workgroup per statistics part, or {@link normKernel}'s grid
+ * for a thread per value). Unused read bindings get x's buffer, unused writable ones a dummy.
+ */
 function stage(
   which: keyof typeof Stage,
   u: Uniforms,
   b: Buffers,
-  workgroups: number,
+  grid: readonly [number, number, number],
 ): void {
   const ro = (t?: Tensor | null) => (t ?? b.x).buffer;
   const rw = (t?: Tensor) => t?.buffer ?? unusedBuffer();
-  commands().dispatch(
+  recorder().dispatch(
     normKernel,
     u,
     [ro(b.x), ro(b.gy), ro(b.gamma), ro(b.beta), rw(b.stats), rw(b.part), rw(b.out), rw(b.out2)],
-    grid1d(workgroups),
+    grid,
     { STAGE: Stage[which] },
   );
 }
@@ -161,8 +164,13 @@ function batchStats(
     flags: running ? Flag.updateRunning : 0,
     momentum: running?.momentum ?? 0,
   };
-  stage("statsPartial", uu, { x, stats, part }, u.groups * u.parts);
-  stage("statsFinal", uu, { x, stats, part, out: running?.mean, out2: running?.var }, u.groups);
+  stage("statsPartial", uu, { x, stats, part }, grid1d(u.groups * u.parts));
+  stage(
+    "statsFinal",
+    uu,
+    { x, stats, part, out: running?.mean, out2: running?.var },
+    grid1d(u.groups),
+  );
   part.dispose();
   return stats;
 }
@@ -176,7 +184,12 @@ function normalize(
 ): Tensor {
   const y = new Tensor(x.shape);
   const flags = (gamma ? Flag.hasGamma : 0) | (beta ? Flag.hasBeta : 0);
-  stage("normalize", { ...u, flags }, { x, gamma, beta, stats, out: y }, Math.ceil(u.total / WG));
+  stage(
+    "normalize",
+    { ...u, flags },
+    { x, gamma, beta, stats, out: y },
+    normKernel.grid(u.total),
+  );
   return y;
 }
 
@@ -253,7 +266,7 @@ export function batchNorm(
       "runningStats",
       u,
       { x, stats, out: runningMean, out2: runningVar },
-      Math.ceil(u.groups / WG),
+      normKernel.grid(u.groups),
     );
   }
   return { y: normalize(x, gamma, beta, stats, u), stats };
@@ -283,8 +296,8 @@ export function normBackward(
   if (sumsNeeded) {
     const part = new Tensor([u.groups * u.parts * 2]);
     sums = new Tensor([u.groups, 2]);
-    stage("gradPartial", u, { x, gy, stats, part }, u.groups * u.parts);
-    stage("gradFinal", u, { x, stats, part, out: sums }, u.groups);
+    stage("gradPartial", u, { x, gy, stats, part }, grid1d(u.groups * u.parts));
+    stage("gradFinal", u, { x, stats, part, out: sums }, grid1d(u.groups));
     part.dispose();
   }
   let ggamma: Tensor | null = null;
@@ -297,7 +310,7 @@ export function normBackward(
       "affineGrad",
       { ...u, flags },
       { x, stats, part: sums, out: ggamma ?? undefined, out2: gbeta ?? undefined },
-      Math.ceil(u.channels / WG),
+      normKernel.grid(u.channels),
     );
   }
   let gx: Tensor | null = null;
@@ -308,7 +321,7 @@ export function normBackward(
       "inputGrad",
       { ...u, flags },
       { x, gy, gamma, stats, part: sums, out: gx },
-      Math.ceil(u.total / WG),
+      normKernel.grid(u.total),
     );
   }
   sums?.dispose();

@@ -12,18 +12,8 @@
 import adamWgsl from "../../shaders/optim_adam.wgsl" with { type: "text" };
 import sgdWgsl from "../../shaders/optim_sgd.wgsl" with { type: "text" };
 import gradNormWgsl from "../../shaders/optim_grad_norm.wgsl" with { type: "text" };
-import {
-  commands,
-  defineKernel,
-  fromArray,
-  grid1d,
-  keep,
-  readTensors,
-  Tensor,
-} from "../gpu/mod.ts";
+import { defineKernel, fromArray, keep, readTensors, recorder, Tensor } from "../gpu/mod.ts";
 import { sumSquaresAll } from "./reduce.ts";
-
-const WG = 256;
 
 export const adamKernel = defineKernel({
   name: "adamStep",
@@ -48,7 +38,8 @@ export const adamKernel = defineKernel({
     { name: "v", access: "read_write" },
     { name: "control", access: "read" },
   ],
-  constants: { WG, DECOUPLED: 0 },
+  workgroupSize: 256,
+  constants: { DECOUPLED: 0 },
 });
 
 export const sgdKernel = defineKernel({
@@ -69,7 +60,7 @@ export const sgdKernel = defineKernel({
     { name: "momentumBuf", access: "read_write" },
     { name: "control", access: "read" },
   ],
-  constants: { WG },
+  workgroupSize: 256,
 });
 
 export const gradNormKernel = defineKernel({
@@ -184,7 +175,7 @@ export function adamStep(
   const ctl = checkControl(op, control);
   const stepSize = lr / (1 - beta1 ** opts.step);
   const invSqrtBc2 = 1 / Math.sqrt(1 - beta2 ** opts.step);
-  commands().dispatch(
+  recorder().dispatch(
     adamKernel,
     {
       n,
@@ -199,7 +190,7 @@ export function adamStep(
       invSqrtBc2,
     },
     [param.buffer, grad.buffer, m.buffer, v.buffer, ctl.buffer],
-    grid1d(Math.ceil(n / WG)),
+    adamKernel.grid(n),
     { DECOUPLED: decoupled ? 1 : 0 },
   );
 }
@@ -233,7 +224,7 @@ export function sgdStep(
     );
   }
   const ctl = checkControl(op, control);
-  commands().dispatch(
+  recorder().dispatch(
     sgdKernel,
     {
       n,
@@ -245,7 +236,7 @@ export function sgdStep(
       first: opts.step === 1 ? 1 : 0,
     },
     [param.buffer, grad.buffer, momentumBuf.buffer, ctl.buffer],
-    grid1d(Math.ceil(n / WG)),
+    sgdKernel.grid(n),
   );
 }
 
@@ -264,7 +255,7 @@ export function gradNormControl(grads: readonly Tensor[], maxNorm: number): Tens
   const ss = sumSquaresAll(grads);
   const control = new Tensor([3]);
   const clip = Number.isFinite(maxNorm);
-  commands().dispatch(
+  recorder().dispatch(
     gradNormKernel,
     { maxNorm: clip ? maxNorm : 0, clip: clip ? 1 : 0 },
     [ss.buffer, control.buffer],

@@ -9,7 +9,7 @@
  * value of 65504 (larger operands are clamped to it).
  */
 
-import { commands, defineKernel, grid1d, Tensor } from "../gpu/mod.ts";
+import { defineKernel, recorder, Tensor } from "../gpu/mod.ts";
 import halfPackWgsl from "../../shaders/half_pack.wgsl" with { type: "text" };
 
 /** Operand precision: f32 everywhere, or binary16 convolution operands with f32 sums. */
@@ -60,7 +60,7 @@ export const halfPackKernel = defineKernel({
     { name: "src", access: "read", type: "vec4<f32>" },
     { name: "dst", access: "read_write", type: "vec2<u32>" },
   ],
-  constants: { WG: 256 },
+  workgroupSize: 256,
 });
 
 /**
@@ -73,6 +73,6 @@ export function packHalf(t: Tensor): Tensor {
   }
   const out = new Tensor([t.size / 2], "u32");
   const n4 = t.size / 4;
-  commands().dispatch(halfPackKernel, { n4 }, [t.buffer, out.buffer], grid1d(Math.ceil(n4 / 256)));
+  recorder().dispatch(halfPackKernel, { n4 }, [t.buffer, out.buffer], halfPackKernel.grid(n4));
   return out;
 }

@@ -10,15 +10,11 @@
 
 import reduceWgsl from "../../shaders/reduce.wgsl" with { type: "text" };
 import broadcastWgsl from "../../shaders/reduce_broadcast.wgsl" with { type: "text" };
-import { commands, defineKernel, grid1d, Tensor, zeros } from "../gpu/mod.ts";
+import { defineKernel, grid1d, recorder, Tensor, zeros } from "../gpu/mod.ts";
 import { numel } from "./shape.ts";
 
-/** Threads per workgroup; a power of two (the tree halves it). */
-const WG = 256;
 /** Values each thread adds serially before the tree. */
 const ITEMS = 4;
-/** Values one workgroup reduces in one pass. */
-export const REDUCE_TILE = WG * ITEMS;
 
 export const reduceRowsKernel = defineKernel({
   name: "reduceRows",
@@ -32,15 +28,20 @@ export const reduceRowsKernel = defineKernel({
     scale: "f32",
   },
   bindings: [{ name: "x", access: "read" }, { name: "y", access: "read_write" }],
-  constants: { WG, ITEMS, SQUARE: 0 },
+  // A power of two: the tree halves it.
+  workgroupSize: 256,
+  constants: { ITEMS, SQUARE: 0 },
 });
+
+/** Values one workgroup reduces in one pass. */
+export const REDUCE_TILE = reduceRowsKernel.workgroupSize * ITEMS;
 
 export const reduceBroadcastKernel = defineKernel({
   name: "reduceBroadcast",
   body: broadcastWgsl,
   uniforms: { n: "u32", scale: "f32" },
   bindings: [{ name: "g", access: "read" }, { name: "y", access: "read_write" }],
-  constants: { WG },
+  workgroupSize: 256,
 });
 
 /** Partial sums one pass leaves for a row of `len` values. */
@@ -60,7 +61,7 @@ interface Pass {
 /** Records one pass: y[outOffset + row·groups + tile] = scale · Σ tile of row. */
 function recordPass(x: Tensor, y: Tensor, p: Pass): number {
   const groups = partialCount(p.len);
-  commands().dispatch(
+  recorder().dispatch(
     reduceRowsKernel,
     {
       rows: p.rows,
@@ -155,11 +156,11 @@ export function broadcastScalar(g: Tensor, shape: readonly number[], scale = 1):
   if (g.size !== 1) throw new Error(`broadcastScalar: g must hold one value, got [${g.shape}]`);
   const n = numel(shape);
   const y = new Tensor(shape);
-  commands().dispatch(
+  recorder().dispatch(
     reduceBroadcastKernel,
     { n, scale },
     [g.buffer, y.buffer],
-    grid1d(Math.ceil(n / WG)),
+    reduceBroadcastKernel.grid(n),
   );
   return y;
 }

@@ -1,10 +1,8 @@
 /** Softmax over the channel axis of [N, C, …spatial], per voxel, and its backward. */
 
 import softmaxWgsl from "../../shaders/softmax.wgsl" with { type: "text" };
-import { commands, defineKernel, grid1d, Tensor } from "../gpu/mod.ts";
+import { defineKernel, recorder, Tensor } from "../gpu/mod.ts";
 import { assertSameShape, numel } from "./shape.ts";
-
-const WG = 256;
 
 export const softmaxKernel = defineKernel({
   name: "softmax_channels",
@@ -15,18 +13,19 @@ export const softmaxKernel = defineKernel({
     { name: "b", access: "read" },
     { name: "out", access: "read_write" },
   ],
-  constants: { WG, STAGE: 0 },
+  workgroupSize: 256,
+  constants: { STAGE: 0 },
 });
 
 function run(stage: 0 | 1, a: Tensor, b: Tensor): Tensor {
   const spatial = numel(a.shape.slice(2));
   const voxels = a.shape[0] * spatial;
   const out = new Tensor(a.shape);
-  commands().dispatch(
+  recorder().dispatch(
     softmaxKernel,
     { voxels, channels: a.shape[1], spatial },
     [a.buffer, b.buffer, out.buffer],
-    grid1d(Math.ceil(voxels / WG)),
+    softmaxKernel.grid(voxels),
     { STAGE: stage },
   );
   return out;

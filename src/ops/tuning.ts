@@ -2,8 +2,9 @@
  * Register blocks measured on this adapter. `voxseg tune` (src/cli/tune.ts) times candidate
  * blocks of the 3×3×3 convolution and its weight gradient, checks every candidate's output
  * against the built-in block's, and caches the fastest in `tiles.json`, one entry per adapter
- * fingerprint. conv3d.ts reads the entry of the adapter in use at first use; without one it
- * uses its built-in tables (CONV_TILES, WGRAD_TILES).
+ * fingerprint. The kernels read the entry of the adapter in use at first use; without one they
+ * use the built-in tables here ({@link CONV_TILES}, {@link WGRAD_TILES}), which also hold what
+ * was measured about the software adapter's cost model.
  *
  * The cache lives in `$VOXSEG_CACHE_DIR`, else `$XDG_CACHE_HOME/voxseg`, else
  * `~/.cache/voxseg`. A cache that cannot be read or parsed is reported once on stderr and
@@ -186,4 +187,85 @@ export function validTiles(t: unknown): t is ConvTiles {
   const { cg, vz, vx, wg } = t as ConvTiles;
   return (cg === 1 || cg === 2) && [1, 2, 3, 4].includes(vz) && (vx === 4 || vx === 8) &&
     [32, 64, 128, 256].includes(wg);
+}
+
+/**
+ * conv3d.wgsl register blocks by adapter kind and kernel size. Software (llvmpipe/lavapipe):
+ * every load is a per-lane loop costing ten or more multiply-adds, so the block is as large
+ * as spilling allows. Measured at C=K=32 on 32³ (GFLOP/s, CG×VZ×VX): K = 3, 2×4×8: 54;
+ * 2×4×4 and 2×2×8: 48; 1×4×8: 46. K = 1 (the transposed convolution and 1×1×1 heads):
+ * 8 channels × 2 plane slots (16 channels) × 32 voxels per thread; 4 slots ran no faster
+ * (conv_transpose3d at C=K=32, 32³: 8.5–9.3 GFLOP/s forward against 10.6–11.5 with 2) and
+ * cost 24 s of LLVM compilation per variant against 9 s. GPUs: 4 channels × 1×4×4 voxels
+ * (64 accumulators) leave registers for occupancy, 128 threads per workgroup, and reuse
+ * comes from the caches. No GPU was available to tune them; they are a conventional starting
+ * point, and `voxseg tune` measures better ones per adapter (above; on a 2-vCPU Intel
+ * Xeon with AVX-512 the software entry was still the fastest of its candidates, 43 GFLOP/s,
+ * and lavapipe at 512-bit lanes slower, 39).
+ *
+ * The software adapter's cost model, and why AVX2 CPUs run these kernels 4–6× slower than
+ * AVX-512 ones (Mesa 22.3 lavapipe, LLVM 15; measured with `perf record` on an AMD EPYC Zen 3,
+ * AVX2 + FMA, 2 vCPUs). Lavapipe runs 8 invocations per 256-bit SIMD lane group and builds
+ * every storage-buffer load as a loop over the 8 lanes that puts each lane's 32-bit words into
+ * the result vectors at the loop counter's position — an `insertelement` at a variable index.
+ * With AVX-512 (even at 256-bit lanes) LLVM does that in registers (a mask compare and a masked
+ * move); without it, LLVM stores the vector to the stack, stores the word over it and loads the
+ * vector back: a failed store-to-load forward for every lane of every load. In the 2×4×8
+ * forward kernel 45 % of all CPU samples fall on the instruction right after such a reload, and
+ * the time follows the loads per multiply-add, not register pressure (`deno run -A
+ * bench/conv_blocks.ts`, CPU time, two runs): binary16 operands (F16 = 1: 135 loads of 324
+ * words per input channel instead of 198 of 576) ran 1.38–1.52× faster (1.14× on an AVX-512
+ * Xeon); 2×2×8 (half the accumulators, far less spilling with AVX2's 16 vector registers)
+ * 0.80–1.03× as fast as 2×4×8, and 1×4×8 (fewer multiply-adds per loaded row) 0.87–0.90×;
+ * 128-bit lanes (`LP_NATIVE_VECTOR_WIDTH=128`) no faster. So blocks with fewer accumulators do
+ * not help on AVX2, and the built-in block stays the same on both CPU kinds. What would help:
+ * fewer loads per multiply-add (2×4×8 is already the largest block that compiles in reasonable
+ * time), weights read through a uniform buffer (lavapipe gathers uniform-buffer words with
+ * fixed lane indices, free of the stall; this needs a uniform binding kind in src/gpu and the
+ * weights split into 64 KiB windows), or a Mesa that builds storage loads as masked gathers.
+ * Lavapipe also lowers WGSL `fma` to a multiply and an add.
+ */
+export const CONV_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = {
+  software: { 3: { cg: 2, vz: 4, vx: 8, wg: 64 }, 1: { cg: 2, vz: 2, vx: 8, wg: 64 } },
+  gpu: { 3: { cg: 1, vz: 1, vx: 4, wg: 128 }, 1: { cg: 1, vz: 2, vx: 4, wg: 128 } },
+};
+
+/**
+ * The block for one convolution: the adapter's (tuned, else the table's), with fewer channels
+ * for small Co and 4 voxels along x for W ≤ 4. Planes are not shrunk to D, so shapes share
+ * pipelines (a pipeline variant costs seconds of LLVM time on a CPU adapter).
+ */
+export function convTiles(k: 1 | 3, co: number, w: number): ConvTiles {
+  const base = (k === 3 ? tileOverride("conv3") : undefined) ?? CONV_TILES[adapterKind()][k];
+  const cg = Math.min(base.cg, Math.ceil(co / 4));
+  // K = 1: plane slots carry channels, so drop the slots Co cannot fill.
+  const vz = k === 1 ? Math.min(base.vz, Math.ceil(co / (4 * cg))) : base.vz;
+  return { ...base, cg, vz, vx: w <= 4 ? 4 : base.vx };
+}
+
+/** Whether the adapter is a CPU (software) one: it picks the built-in tables' rows. */
+export function adapterKind(): "software" | "gpu" {
+  return gpu().info.isFallbackAdapter ? "software" : "gpu";
+}
+
+/** The built-in K = 3 block of a tuned kernel on this adapter (what tuning starts from). */
+export function builtinTiles(kernel: TunedKernel): ConvTiles {
+  return (kernel === "conv3" ? CONV_TILES : WGRAD_TILES)[adapterKind()][3];
+}
+
+/**
+ * conv3d_wgrad.wgsl register blocks by adapter kind and kernel size. Software, measured at
+ * C=K=32 on 32³ and C=K=16 on 64³ (GFLOP/s, CG×VZ×VX): 2×2×8: 44, 46; 2×1×8: 41, 42;
+ * 2×4×8: 39, 41; 1×2×8: 39, 40. GPUs: a small block, as for conv3d.
+ */
+export const WGRAD_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = {
+  software: { 3: { cg: 2, vz: 2, vx: 8, wg: 64 }, 1: { cg: 2, vz: 2, vx: 8, wg: 64 } },
+  gpu: { 3: { cg: 1, vz: 1, vx: 4, wg: 128 }, 1: { cg: 1, vz: 1, vx: 4, wg: 128 } },
+};
+
+/** The weight-gradient block for one run, as {@link convTiles} shrinks it. */
+export function weightGradTiles(k: 1 | 3, co: number, w: number): ConvTiles {
+  const base = (k === 3 ? tileOverride("wgrad3") : undefined) ??
+    WGRAD_TILES[adapterKind()][k];
+  return { ...base, cg: Math.min(base.cg, Math.ceil(co / 4)), vx: w <= 4 ? 4 : base.vx };
 }

@@ -9,8 +9,8 @@
  */
 
 import { join } from "node:path";
-import { CHECKPOINT_FORMAT, CHECKPOINT_KEYS } from "../train/checkpoint.ts";
-import { MAX_HEADER_BYTES } from "../train/safetensors.ts";
+import { CHECKPOINT_FORMAT, CHECKPOINT_KEYS } from "../nn/checkpoint.ts";
+import { MAX_HEADER_BYTES } from "../nn/safetensors.ts";
 import { ApiError } from "./errors.ts";
 import { type LoadedModel, loadModel } from "./inference.ts";
 

@@ -1,82 +1,34 @@
 /**
- * Checkpoints: the model's weights as a safetensors file whose `__metadata__` says how to use
- * them (model config, class names, intensity normalisation, patch size, spacing, training
- * summary), and the optimizer's state in a second file beside it for exact resume:
+ * Training state: the optimizer's state in a file beside a checkpoint, for exact resume, and
+ * the generations that commit weights and optimizer state as one pair. The model checkpoint
+ * format itself is src/nn/checkpoint.ts's.
  *
  *   runs/a/best.safetensors         weights; PyTorch `state_dict` names; loadable anywhere
  *   runs/a/best.optim.safetensors   `<param>.exp_avg`, `<param>.exp_avg_sq` (Adam/AdamW) or
  *                                   `<param>.momentum_buffer` (SGD); step, schedule in metadata
- *
- * Metadata values are strings (the format allows nothing else): JSON under the stable keys of
- * {@link CHECKPOINT_KEYS}. Every write is atomic, and non-finite values are refused, so a NaN
- * never reaches a checkpoint.
  */
 
 import { basename, join } from "node:path";
-import { writeFileAtomic } from "../base/atomic.ts";
-import { type Normalization, parseNormalization } from "../data/normalize.ts";
-import { ConfigError, type ModelConfig, validateModelConfig } from "./config.ts";
-import type { ScheduleState } from "./schedules.ts";
+import { syncFolder, writeFileAtomic } from "../base/atomic.ts";
+import {
+  assertFinite,
+  type Checkpoint,
+  CHECKPOINT_KEYS,
+  CheckpointError,
+  decodeCheckpoint,
+  decodeKind,
+  encodeCheckpoint,
+  isObject,
+  OPTIM_SUFFIX,
+  voxsegHeader,
+} from "../nn/checkpoint.ts";
 import {
   decodeSafetensors,
   encodeSafetensors,
   type HostTensor,
   SafetensorsError,
-} from "./safetensors.ts";
-
-/** The checkpoint layout this code writes and reads; bumped on an incompatible change. */
-export const CHECKPOINT_FORMAT = "1";
-
-/** `__metadata__` keys, fixed for format 1. */
-export const CHECKPOINT_KEYS = {
-  format: "voxseg.format",
-  kind: "voxseg.kind",
-  model: "voxseg.model",
-  classNames: "voxseg.classes",
-  normalisation: "voxseg.normalisation",
-  patchSize: "voxseg.patch_size",
-  spacingMm: "voxseg.spacing_mm",
-  training: "voxseg.training",
-  optimizer: "voxseg.optimizer",
-  step: "voxseg.step",
-  schedule: "voxseg.schedule",
-  extra: "voxseg.extra",
-  generation: "voxseg.generation",
-} as const;
-
-/** Where training stood when the checkpoint was written. */
-export interface TrainingSummary {
-  /** Epochs completed. */
-  epoch: number;
-  /** Optimizer steps taken. */
-  step: number;
-  /** Name of the monitored validation metric, e.g. "dice" or "loss". */
-  monitor: string;
-  /** Best value of the monitored metric so far; null before the first validation. */
-  bestMetric: number | null;
-  /** Latest validation numbers by name (e.g. "dice/lung"); null where undefined (NaN). */
-  metrics: Record<string, number | null>;
-}
-
-/** Everything besides the weights that a checkpoint records. */
-export interface CheckpointMeta {
-  model: ModelConfig;
-  /** One name per output class, background first; length model.classes. */
-  classNames: string[];
-  /** How intensities were normalised in training; inference must do the same. */
-  normalisation: Normalization;
-  /** Training patch D, H, W (z, y, x) in voxels. */
-  patchSize: [number, number, number];
-  /** Voxel spacing the network was trained at, z, y, x in millimetre. */
-  spacingMm: [number, number, number];
-  training: TrainingSummary;
-}
-
-/** Weights plus their metadata. */
-export interface Checkpoint {
-  weights: Map<string, HostTensor>;
-  meta: CheckpointMeta;
-}
+} from "../nn/safetensors.ts";
+import type { ScheduleState } from "./schedules.ts";
 
 /** The optimizer's per-parameter slots, PyTorch's names, by optimizer kind. */
 export const OPTIMIZER_SLOTS = {
@@ -98,13 +50,6 @@ export interface OptimizerState {
   extra?: Record<string, unknown>;
 }
 
-/** An unreadable, invalid or unsafe checkpoint. */
-export class CheckpointError extends Error {
-  override name = "CheckpointError";
-}
-
-const OPTIM_SUFFIX = ".optim.safetensors";
-
 /**
  * The optimizer-state file beside a checkpoint: `x.safetensors` → `x.optim.safetensors`
  * (a path already ending in `.optim.safetensors` is returned as is).
@@ -112,226 +57,6 @@ const OPTIM_SUFFIX = ".optim.safetensors";
 export function optimizerStatePath(checkpointPath: string): string {
   if (checkpointPath.endsWith(OPTIM_SUFFIX)) return checkpointPath;
   return checkpointPath.replace(/\.safetensors$/, "") + OPTIM_SUFFIX;
-}
-
-/** Throws naming the first tensor holding NaN or ±Infinity. */
-function assertFinite(tensors: Map<string, HostTensor>, what: string): void {
-  for (const [name, { data }] of tensors) {
-    for (let i = 0; i < data.length; i++) {
-      if (!Number.isFinite(data[i])) {
-        let count = 0;
-        for (const v of data) if (!Number.isFinite(v)) count++;
-        throw new CheckpointError(
-          `refusing to save ${what}: tensor "${name}" holds ${count} non-finite value(s) ` +
-            `(first: ${data[i]} at index ${i} of ${data.length})`,
-        );
-      }
-    }
-  }
-}
-
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === "object" && v !== null && !Array.isArray(v);
-const isFiniteNumber = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
-const isTriple = (v: unknown, min: number) =>
-  Array.isArray(v) && v.length === 3 && v.every((x) => isFiniteNumber(x) && x >= min);
-
-/** Checks a {@link CheckpointMeta} from anywhere (a file's JSON, a caller); returns it typed. */
-function validateMeta(meta: Record<string, unknown>, source: string): CheckpointMeta {
-  const fail = (key: string, message: string): never => {
-    throw new CheckpointError(`${source}: ${key} ${message}`);
-  };
-  let model: ModelConfig;
-  try {
-    model = validateModelConfig(meta.model, source);
-  } catch (e) {
-    if (e instanceof ConfigError) throw new CheckpointError(e.message);
-    throw e;
-  }
-  const classes = meta.classNames;
-  if (!Array.isArray(classes) || !classes.every((c) => typeof c === "string" && c !== "")) {
-    fail("classNames", `must be a list of non-empty names, got ${JSON.stringify(classes)}`);
-  }
-  if ((classes as string[]).length !== model.classes) {
-    fail(
-      "classNames",
-      `has ${(classes as string[]).length} names but model.classes is ${model.classes}`,
-    );
-  }
-  let normalisation: Normalization;
-  try {
-    normalisation = parseNormalization(meta.normalisation);
-  } catch (e) {
-    return fail("normalisation", `is invalid: ${(e as Error).message}`);
-  }
-  if (!isTriple(meta.patchSize, 1) || !(meta.patchSize as number[]).every(Number.isInteger)) {
-    fail("patchSize", `must be [D, H, W] positive integers, got ${JSON.stringify(meta.patchSize)}`);
-  }
-  if (!isTriple(meta.spacingMm, 0) || (meta.spacingMm as number[]).some((s) => s <= 0)) {
-    fail(
-      "spacingMm",
-      `must be [z, y, x] positive millimetres, got ${JSON.stringify(meta.spacingMm)}`,
-    );
-  }
-  const t = meta.training;
-  if (
-    !isObject(t) || !Number.isSafeInteger(t.epoch) || (t.epoch as number) < 0 ||
-    !Number.isSafeInteger(t.step) || (t.step as number) < 0 || typeof t.monitor !== "string" ||
-    !(t.bestMetric === null || isFiniteNumber(t.bestMetric)) || !isObject(t.metrics) ||
-    !Object.values(t.metrics).every((v) => v === null || isFiniteNumber(v))
-  ) {
-    fail(
-      "training",
-      `must be {epoch, step (integers ≥ 0), monitor, bestMetric (number|null), ` +
-        `metrics {name: number|null}}, got ${JSON.stringify(t)}`,
-    );
-  }
-  return { ...meta, model, normalisation } as unknown as CheckpointMeta;
-}
-
-/** NaN/±Infinity in the free-form numbers become null (JSON has no such values). */
-function jsonSafe(meta: CheckpointMeta): CheckpointMeta {
-  if (!isObject(meta?.training) || !isObject(meta.training.metrics)) return meta;
-  const fix = (v: number | null) => (v === null || Number.isFinite(v) ? v : null);
-  return {
-    ...meta,
-    training: {
-      ...meta.training,
-      bestMetric: fix(meta.training.bestMetric),
-      metrics: Object.fromEntries(
-        Object.entries(meta.training.metrics).map(([k, v]) => [k, fix(v)]),
-      ),
-    },
-  };
-}
-
-function voxsegHeader(kind: "model" | "optimizer"): Record<string, string> {
-  // "format": "pt" is the Hugging Face convention for PyTorch-layout tensors.
-  return {
-    format: "pt",
-    [CHECKPOINT_KEYS.format]: CHECKPOINT_FORMAT,
-    [CHECKPOINT_KEYS.kind]: kind,
-  };
-}
-
-/**
- * A checkpoint as safetensors bytes (what {@link saveCheckpoint} writes). Throws
- * {@link CheckpointError} for invalid metadata or a non-finite weight, naming it.
- */
-export function encodeCheckpoint(
-  { weights, meta }: Checkpoint,
-  source = "checkpoint",
-  stamp: Record<string, string> = {},
-): Uint8Array {
-  const safe = validateMeta(jsonSafe(meta) as unknown as Record<string, unknown>, source);
-  assertFinite(weights, source);
-  return encodeSafetensors(weights, {
-    ...voxsegHeader("model"),
-    ...metadataStrings(safe),
-    ...stamp,
-  });
-}
-
-/**
- * A checkpoint's metadata as the string entries it is stored under (JSON values under
- * `voxseg.*` keys): the safetensors `__metadata__`, and the ONNX export's metadata_props.
- */
-export function metadataStrings(meta: CheckpointMeta): Record<string, string> {
-  const K = CHECKPOINT_KEYS;
-  return {
-    [K.model]: JSON.stringify(meta.model),
-    [K.classNames]: JSON.stringify(meta.classNames),
-    [K.normalisation]: JSON.stringify(meta.normalisation),
-    [K.patchSize]: JSON.stringify(meta.patchSize),
-    [K.spacingMm]: JSON.stringify(meta.spacingMm),
-    [K.training]: JSON.stringify(meta.training),
-  };
-}
-
-/** Parses safetensors bytes and checks the voxseg header of the given kind; returns both. */
-function decodeKind(bytes: Uint8Array, kind: "model" | "optimizer", source: string) {
-  let file: ReturnType<typeof decodeSafetensors>;
-  try {
-    file = decodeSafetensors(bytes);
-  } catch (e) {
-    if (e instanceof SafetensorsError) throw new CheckpointError(`${source}: ${e.message}`);
-    throw e;
-  }
-  const md = file.metadata;
-  const format = md[CHECKPOINT_KEYS.format];
-  if (format === undefined) {
-    throw new CheckpointError(
-      `${source} is not a voxseg ${kind === "model" ? "checkpoint" : "optimizer state"}: ` +
-        `its __metadata__ has no "${CHECKPOINT_KEYS.format}" (plain safetensors tensors can ` +
-        `still be read with decodeSafetensors)`,
-    );
-  }
-  if (format !== CHECKPOINT_FORMAT) {
-    throw new CheckpointError(
-      `${source} has checkpoint format ${JSON.stringify(format)}; this voxseg reads format ` +
-        `${CHECKPOINT_FORMAT}`,
-    );
-  }
-  const found = md[CHECKPOINT_KEYS.kind];
-  if (found !== kind) {
-    throw new CheckpointError(
-      `${source} holds ${JSON.stringify(found)} data, expected ${kind}` +
-        (found === "optimizer" ? " (this is the .optim file; load the checkpoint beside it)" : ""),
-    );
-  }
-  const text = (key: string): string => {
-    const value = md[key];
-    if (value === undefined) {
-      throw new CheckpointError(`${source}: __metadata__ is missing "${key}"`);
-    }
-    return value;
-  };
-  const json = (key: string, optional = false): unknown => {
-    if (optional && md[key] === undefined) return undefined;
-    try {
-      return JSON.parse(text(key));
-    } catch (e) {
-      if (e instanceof CheckpointError) throw e;
-      throw new CheckpointError(`${source}: "${key}" is not valid JSON: ${(e as Error).message}`);
-    }
-  };
-  return { tensors: file.tensors, text, json };
-}
-
-/** Reads checkpoint bytes; throws {@link CheckpointError} saying what is missing or wrong. */
-export function decodeCheckpoint(bytes: Uint8Array, source = "checkpoint"): Checkpoint {
-  const { tensors, json } = decodeKind(bytes, "model", source);
-  const K = CHECKPOINT_KEYS;
-  const meta = validateMeta({
-    model: json(K.model),
-    classNames: json(K.classNames),
-    normalisation: json(K.normalisation),
-    patchSize: json(K.patchSize),
-    spacingMm: json(K.spacingMm),
-    training: json(K.training),
-  }, source);
-  return { weights: tensors, meta };
-}
-
-/**
- * Writes weights and metadata to `path` (`….safetensors`) atomically. Throws
- * {@link CheckpointError}, writing nothing, when a weight holds NaN/Infinity or the metadata is
- * invalid.
- *
- * @example
- * // weights: Map<name, { shape, data: Float32Array }> read back from the GPU
- * await saveCheckpoint("runs/a/best.safetensors", { weights, meta });
- */
-export async function saveCheckpoint(path: string, checkpoint: Checkpoint): Promise<void> {
-  if (path.endsWith(OPTIM_SUFFIX)) {
-    throw new CheckpointError(`${path}: names ending in ${OPTIM_SUFFIX} are for optimizer state`);
-  }
-  await writeFileAtomic(path, encodeCheckpoint(checkpoint, path));
-}
-
-/** Reads and validates a checkpoint written by {@link saveCheckpoint}. */
-export async function loadCheckpoint(path: string): Promise<Checkpoint> {
-  return decodeCheckpoint(await Deno.readFile(path), path);
 }
 
 function checkSlots(state: OptimizerState, source: string): void {
@@ -453,7 +178,7 @@ export async function loadOptimizerState(checkpointPath: string): Promise<Optimi
 const STATE_MODEL = "last.safetensors";
 const STATE_OPTIM = "last.optim.safetensors";
 const STATE_FILE = /^last(?:\.g(\d+))?(\.optim)?\.safetensors$/;
-/** Temp files of writes a killed process never finished (see tempSibling in data/atomic.ts). */
+/** Temp files of writes a killed process never finished (see tempSibling in base/atomic.ts). */
 const TEMP_FILE = /^\.(?:last|best)\..*safetensors\.tmp-\d+-[0-9a-z]+$/;
 
 /** What resume needs: weights with their metadata, optimizer state, and the write's stamp. */
@@ -466,19 +191,6 @@ export interface TrainingState {
 
 function stampMetadata(step: number, generation: number): Record<string, string> {
   return { [CHECKPOINT_KEYS.step]: String(step), [CHECKPOINT_KEYS.generation]: String(generation) };
-}
-
-async function fsyncFolder(path: string): Promise<void> {
-  try {
-    const dir = await Deno.open(path, { read: true });
-    try {
-      await dir.sync();
-    } finally {
-      dir.close();
-    }
-  } catch {
-    // Some platforms cannot open or fsync a folder; the renames are still atomic.
-  }
 }
 
 /**
@@ -516,10 +228,10 @@ export async function saveTrainingState(
   await writeFileAtomic(optim, encodeOptimizerState(optimizer, basename(optim), stamp));
   await onCommit("optim");
   await Deno.rename(optim, join(runDir, STATE_OPTIM));
-  await fsyncFolder(runDir);
+  await syncFolder(runDir);
   await onCommit("rename-optim");
   await Deno.rename(model, join(runDir, STATE_MODEL));
-  await fsyncFolder(runDir);
+  await syncFolder(runDir);
   await onCommit("rename-model");
   for (const name of await stateFiles(runDir)) {
     const g = STATE_FILE.exec(name)?.[1];

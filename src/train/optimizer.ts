@@ -7,7 +7,7 @@
 import { keep, readTensors, type Tensor, upload, zeros } from "../gpu/mod.ts";
 import { adamStep, gradNormControl, sgdStep } from "../ops/optim.ts";
 import { OPTIMIZER_SLOTS, type OptimizerState } from "./checkpoint.ts";
-import type { HostTensor } from "./safetensors.ts";
+import type { HostTensor } from "../nn/safetensors.ts";
 import type { OptimizerConfig } from "./config.ts";
 
 /** A named trainable tensor. */

@@ -9,7 +9,13 @@
  *   after a validation: schedule.step(metric);                 // plateau
  */
 
-import type { TrainConfig } from "./config.ts";
+import type { ScheduleConfig, TrainConfig } from "./config.ts";
+
+/** The plateau schedule's settings, as the training config's `schedule.*` fields hold them. */
+type PlateauSettings = Pick<
+  ScheduleConfig,
+  "factor" | "patience" | "threshold" | "thresholdMode" | "cooldown" | "minLr" | "eps"
+>;
 
 /** A schedule's complete state, JSON-safe (no Infinity or NaN). */
 export type ScheduleState =
@@ -23,23 +29,17 @@ export type ScheduleState =
     minLr: number;
     t: number;
   }
-  | {
-    kind: "plateau";
-    lr: number;
-    mode: "min" | "max";
-    factor: number;
-    patience: number;
-    threshold: number;
-    thresholdMode: "rel" | "abs";
-    cooldown: number;
-    minLr: number;
-    eps: number;
-    /** Best metric so far; null before the first (PyTorch's ±inf). */
-    best: number | null;
-    numBadEpochs: number;
-    cooldownCounter: number;
-    lastEpoch: number;
-  };
+  | (
+    & { kind: "plateau"; lr: number; mode: "min" | "max" }
+    & PlateauSettings
+    & {
+      /** Best metric so far; null before the first (PyTorch's ±inf). */
+      best: number | null;
+      numBadEpochs: number;
+      cooldownCounter: number;
+      lastEpoch: number;
+    }
+  );
 
 /** A learning-rate schedule. */
 export interface LrSchedule {
@@ -106,36 +106,48 @@ export class ConstantLR implements LrSchedule {
 }
 
 /**
+ * A schedule whose rate is a pure function of its step counter `t` (poly, cosine): stepping
+ * counts, and its state is its parameters and `t`.
+ */
+abstract class StepCountedLR<S extends ScheduleState & { t: number }> implements LrSchedule {
+  protected s: S;
+
+  constructor(state: S) {
+    this.s = state;
+  }
+
+  abstract get lr(): number;
+
+  step(): void {
+    this.s.t++;
+  }
+
+  state(): ScheduleState {
+    return { ...this.s };
+  }
+
+  restore(state: ScheduleState): void {
+    this.s = { ...expectKind(state, this.s.kind) } as S;
+  }
+}
+
+/**
  * nnU-Net's polynomial decay: at step t, lr0 · (1 − t/totalSteps)^exponent, reaching 0 at
  * `totalSteps` and staying there.
  */
-export class PolyLR implements LrSchedule {
-  #s: Extract<ScheduleState, { kind: "poly" }>;
-
+export class PolyLR extends StepCountedLR<Extract<ScheduleState, { kind: "poly" }>> {
   constructor(
     { lr, totalSteps, exponent = 0.9 }: { lr: number; totalSteps: number; exponent?: number },
   ) {
     checkPositive("lr", lr);
     checkPositive("totalSteps", totalSteps, true);
     checkPositive("exponent", exponent);
-    this.#s = { kind: "poly", lr0: lr, totalSteps, exponent, t: 0 };
+    super({ kind: "poly", lr0: lr, totalSteps, exponent, t: 0 });
   }
 
   get lr(): number {
-    const { lr0, totalSteps, exponent, t } = this.#s;
+    const { lr0, totalSteps, exponent, t } = this.s;
     return lr0 * (1 - Math.min(t, totalSteps) / totalSteps) ** exponent;
-  }
-
-  step(): void {
-    this.#s.t++;
-  }
-
-  state(): ScheduleState {
-    return { ...this.#s };
-  }
-
-  restore(state: ScheduleState): void {
-    this.#s = { ...expectKind(state, "poly") };
   }
 }
 
@@ -145,9 +157,7 @@ export class PolyLR implements LrSchedule {
  * p = (t − warmupSteps)/(totalSteps − warmupSteps), minLr + ½(lr0 − minLr)(1 + cos πp);
  * minLr from `totalSteps` on.
  */
-export class WarmupCosineLR implements LrSchedule {
-  #s: Extract<ScheduleState, { kind: "cosine" }>;
-
+export class WarmupCosineLR extends StepCountedLR<Extract<ScheduleState, { kind: "cosine" }>> {
   constructor(
     { lr, totalSteps, warmupSteps = 0, minLr = 0 }: {
       lr: number;
@@ -166,42 +176,20 @@ export class WarmupCosineLR implements LrSchedule {
     if (!(minLr >= 0 && minLr <= lr)) {
       throw new ScheduleError(`minLr must be in [0, lr = ${lr}], got ${minLr}`);
     }
-    this.#s = { kind: "cosine", lr0: lr, totalSteps, warmupSteps, minLr, t: 0 };
+    super({ kind: "cosine", lr0: lr, totalSteps, warmupSteps, minLr, t: 0 });
   }
 
   get lr(): number {
-    const { lr0, totalSteps, warmupSteps, minLr, t } = this.#s;
+    const { lr0, totalSteps, warmupSteps, minLr, t } = this.s;
     if (t < warmupSteps) return (lr0 * (t + 1)) / warmupSteps;
     if (t >= totalSteps) return minLr;
     const p = (t - warmupSteps) / (totalSteps - warmupSteps);
     return minLr + 0.5 * (lr0 - minLr) * (1 + Math.cos(Math.PI * p));
   }
-
-  step(): void {
-    this.#s.t++;
-  }
-
-  state(): ScheduleState {
-    return { ...this.#s };
-  }
-
-  restore(state: ScheduleState): void {
-    this.#s = { ...expectKind(state, "cosine") };
-  }
 }
 
 /** Options of {@link ReduceLROnPlateau}; defaults are PyTorch's. */
-export interface PlateauOptions {
-  lr: number;
-  mode?: "min" | "max";
-  factor?: number;
-  patience?: number;
-  threshold?: number;
-  thresholdMode?: "rel" | "abs";
-  cooldown?: number;
-  minLr?: number;
-  eps?: number;
-}
+export type PlateauOptions = { lr: number; mode?: "min" | "max" } & Partial<PlateauSettings>;
 
 /**
  * PyTorch's `ReduceLROnPlateau`, step for step. Each `step(metric)`:

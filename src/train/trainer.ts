@@ -32,32 +32,19 @@ import { writeFileAtomic } from "../base/atomic.ts";
 import { UNet3D } from "../nn/unet3d.ts";
 import { resolveConfig, resumedConfig, type TrainConfig } from "./config.ts";
 import {
-  type CheckpointMeta,
   latestGeneration,
   loadTrainingState,
   removeStaleTempFiles,
   removeTrainingState,
-  saveCheckpoint,
   saveTrainingState,
+  type TrainingState,
 } from "./checkpoint.ts";
-import type { HostTensor } from "./safetensors.ts";
-import { createSchedule, type ScheduleState } from "./schedules.ts";
+import { type CheckpointMeta, saveCheckpoint } from "../nn/checkpoint.ts";
+import { loadWeights, readWeights } from "../nn/weights.ts";
+import type { Validator } from "../infer/dataset_validator.ts";
+import { createSchedule, type LrSchedule, type ScheduleState } from "./schedules.ts";
 import { Optimizer } from "./optimizer.ts";
 import { METRICS_FILE, MetricsLog, SUMMARY_FILE, writeSummary } from "./metrics_log.ts";
-
-/** Validation numbers for one evaluation of the model. */
-export interface ValidationResult {
-  /** Named metrics, e.g. "dice/lung". NaN where undefined. */
-  metrics: Record<string, number>;
-  /** The monitored value (mean foreground Dice, or validation loss). */
-  score: number;
-}
-
-/** Evaluates the model (inference mode) on held-out data. */
-export type Validator = (
-  model: UNet3D,
-  context: { norm: Normalization; dataset: Dataset },
-) => Promise<ValidationResult>;
 
 export type TrainEvent =
   | { type: "start"; config: TrainConfig; params: number; resumedFrom?: number }
@@ -102,6 +89,11 @@ export interface TrainOptions {
    * (src/server/scheduler.ts), so a long run does not starve it.
    */
   beforeStep?: () => Promise<void>;
+  /**
+   * A folder the dataset and its cases must stay inside (readDataset's `confineTo`), for the
+   * trainer's and the loader's reads of `dataset.json`: a server sets it to its data root.
+   */
+  confineTo?: string;
 }
 
 export interface TrainResult {
@@ -211,61 +203,22 @@ async function runRecordFor(
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => {});
-  const notice = (message: string) => emit({ type: "notice", message });
-  const out = opts.config.out;
-  await Deno.mkdir(out, { recursive: true });
-  const removed = await removeStaleTempFiles(out);
-  if (removed > 0) notice(`removed ${removed} unfinished temp file(s) of an interrupted write`);
-
-  const dataset = await readDataset(opts.config.data.dataset);
-  const record = await runRecordFor(opts.config, dataset, Boolean(opts.resume));
-  const { config } = record;
-  checkCompatible(config, dataset);
-  const norm = record.normalisation;
-  const state = opts.resume ? await loadTrainingState(out, notice) : undefined;
-  if (!opts.resume) await removeTrainingState(out);
-  await writeFileAtomic(join(out, RUN_FILES.run), JSON.stringify(record, null, 2) + "\n");
-  /** The generation the next training-state write gets. */
-  let generation = (state?.generation ?? 0) + 1;
-  if (state) generation = Math.max(generation, (await latestGeneration(out)) + 1);
+  const setup = await prepareRun(opts, emit);
+  const { config, state } = setup;
   const model = new UNet3D(config.model, config.seed);
   const optimizer = new Optimizer(
     model.trainable().map((p) => ({ name: p.name, tensor: p.tensor })),
     config.optimizer,
   );
   const schedule = createSchedule(config);
-  const perStepSchedule = config.schedule.kind !== "plateau";
-
-  let startEpoch = 0;
-  let bestScore: number | null = null;
-  let bestEpoch: number | null = null;
-  let badEpochs = 0;
-  let lrScale = 1;
-  /** Steps of epoch `startEpoch` already taken (a run aborted mid-epoch). */
-  let startIter = 0;
-  let lastMetrics: Record<string, number> = {};
-  const lastPath = join(out, RUN_FILES.last);
-  if (state) {
-    const { checkpoint: ckpt, optimizer: saved } = state;
-    loadWeights(model, ckpt.weights);
-    optimizer.restore(saved);
-    if (saved.schedule) schedule.restore(resizedSchedule(saved.schedule, config));
-    const extra = (saved.extra ?? {}) as Record<string, number | null>;
-    startEpoch = ckpt.meta.training.epoch;
-    bestScore = ckpt.meta.training.bestMetric;
-    lastMetrics = Object.fromEntries(
-      Object.entries(ckpt.meta.training.metrics).map(([k, v]) => [k, v ?? NaN]),
-    );
-    bestEpoch = (extra.bestEpoch as number | null) ?? null;
-    badEpochs = (extra.badEpochs as number) ?? 0;
-    lrScale = (extra.lrScale as number) ?? 1;
-    startIter = Math.min((extra.stepsIntoEpoch as number) ?? 0, config.itersPerEpoch);
-  }
+  const progress = state
+    ? restoreProgress(state, model, optimizer, schedule, config)
+    : freshProgress();
   emit({
     type: "start",
     config,
     params: model.trainable().reduce((a, p) => a + p.tensor.size, 0),
-    resumedFrom: startEpoch > 0 ? startEpoch : undefined,
+    resumedFrom: progress.startEpoch > 0 ? progress.startEpoch : undefined,
   });
 
   const [pd, ph, pw] = config.data.patchSize;
@@ -279,164 +232,29 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     workers: config.data.workers,
     seed: config.seed,
     foregroundFraction: config.data.foregroundFraction,
-    norm,
+    norm: setup.record.normalisation,
     augment: augmentationFromFlags(config.data.augment),
     startBatch: optimizer.step,
+    confineTo: opts.confineTo,
   });
   const log = MetricsLog.open(join(config.out, METRICS_FILE));
-  let stoppedBy: TrainResult["stoppedBy"] = "completed";
-  let epoch = startEpoch;
-  /**
-   * Writes the training state (and `best` when asked) for exact resume. `best` goes first: a
-   * kill between the two leaves the previous state, whose resume redoes the same steps and
-   * writes the same `best` again.
-   */
-  const saveCheckpoints = async (epochsDone: number, stepsIntoEpoch: number, best: boolean) => {
-    const meta = checkpointMeta(record, epochsDone, optimizer.step, bestScore, lastMetrics);
-    const weights = await readWeights(model);
-    if (best) {
-      const bestPath = join(out, RUN_FILES.best);
-      await saveCheckpoint(bestPath, { weights, meta });
-      emit({ type: "checkpoint", path: bestPath, epoch: epochsDone });
-    }
-    await saveTrainingState(out, {
-      checkpoint: { weights, meta },
-      optimizer: {
-        ...(await optimizer.state()),
-        schedule: schedule.state(),
-        extra: { bestEpoch, badEpochs, lrScale, stepsIntoEpoch },
-      },
-      generation: generation++,
-    });
-    emit({ type: "checkpoint", path: lastPath, epoch: epochsDone });
+  const run: Run = {
+    ...setup,
+    opts,
+    emit,
+    model,
+    optimizer,
+    schedule,
+    perStepSchedule: config.schedule.kind !== "plateau",
+    progress,
+    x,
+    labels,
+    loader,
+    log,
   };
+  let ended: { stoppedBy: TrainResult["stoppedBy"]; epoch: number };
   try {
-    for (; epoch < config.epochs; epoch++) {
-      const pending: {
-        loss: Tensor;
-        control: Tensor;
-        step: number;
-        stepInEpoch: number;
-        lr: number;
-      }[] = [];
-      let windowStart = performance.now();
-      let it = epoch === startEpoch ? startIter : 0;
-      for (; it < config.itersPerEpoch; it++) {
-        if (opts.beforeStep) await opts.beforeStep();
-        if (opts.signal?.aborted) break;
-        const next = await loader.next();
-        if (next.done) throw new Error("the patch loader stopped early");
-        upload(x, next.value.image);
-        upload(labels, next.value.labelU32);
-        const lr = schedule.lr * lrScale;
-        const { loss, control } = trainStep(model, optimizer, x, labels, config, lr);
-        pending.push({ loss, control, step: optimizer.step, stepInEpoch: it + 1, lr });
-        if (perStepSchedule) schedule.step();
-        const last = it === config.itersPerEpoch - 1;
-        // The epoch's end writes a checkpoint of its own.
-        const checkpointNow = config.checkpointEvery > 0 && !last &&
-          optimizer.step % config.checkpointEvery === 0;
-        // Readbacks fall on global step numbers and before every checkpoint, so the host state
-        // they change (lrScale after a non-finite loss) is the same whether or not the run was
-        // interrupted and resumed in between.
-        if (
-          optimizer.step % config.lossReadbackEvery === 0 || last || checkpointNow ||
-          opts.signal?.aborted
-        ) {
-          const host = await readTensors(pending.flatMap((p) => [p.loss, p.control]));
-          const elapsed = (performance.now() - windowStart) / 1000;
-          windowStart = performance.now();
-          const patchesPerSec = (pending.length * B) / Math.max(elapsed, 1e-9);
-          pending.forEach((p, k) => {
-            const lossValue = host[2 * k][0];
-            const [, finite, gradNorm] = host[2 * k + 1];
-            if (!Number.isFinite(lossValue) || !finite) {
-              // The GPU already skipped this update; make the next ones gentler.
-              lrScale *= 0.5;
-              emit({
-                type: "skipped",
-                step: p.step,
-                reason: `non-finite loss ${lossValue}`,
-                lr: p.lr * 0.5,
-              });
-              log.append({ event: "skipped", epoch: epoch + 1, step: p.step, loss: lossValue });
-            } else {
-              emit({
-                type: "step",
-                epoch: epoch + 1,
-                step: p.step,
-                stepInEpoch: p.stepInEpoch,
-                loss: lossValue,
-                lr: p.lr,
-                gradNorm,
-                patchesPerSec,
-              });
-              log.append({
-                event: "train",
-                epoch: epoch + 1,
-                step: p.step,
-                loss: lossValue,
-                lr: p.lr,
-                gradNorm,
-              });
-            }
-            p.loss.dispose();
-            p.control.dispose();
-          });
-          pending.length = 0;
-        }
-        if (checkpointNow) await saveCheckpoints(epoch, it + 1, false);
-      }
-      if (opts.signal?.aborted) {
-        // Mid-epoch: the checkpoint counts only whole epochs and remembers the steps taken,
-        // so --resume finishes this epoch with the batches it would have seen.
-        await saveCheckpoints(epoch, it, false);
-        stoppedBy = "aborted";
-        break;
-      }
-      const validateNow = opts.validate &&
-        ((epoch + 1) % config.valEvery === 0 || epoch + 1 === config.epochs);
-      let improved = false;
-      if (validateNow) {
-        const v = await opts.validate!(model, { norm, dataset });
-        lastMetrics = v.metrics;
-        const better = config.monitor === "dice"
-          ? (a: number, b: number) => a > b
-          : (a: number, b: number) => a < b;
-        improved = Number.isFinite(v.score) && (bestScore === null || better(v.score, bestScore));
-        if (improved) {
-          bestScore = v.score;
-          bestEpoch = epoch + 1;
-          badEpochs = 0;
-        } else {
-          badEpochs++;
-        }
-        if (!perStepSchedule) schedule.step(v.score);
-        emit({
-          type: "validation",
-          epoch: epoch + 1,
-          step: optimizer.step,
-          metrics: v.metrics,
-          score: v.score,
-          best: improved,
-        });
-        log.append({
-          event: "validation",
-          epoch: epoch + 1,
-          step: optimizer.step,
-          score: v.score,
-          ...v.metrics,
-        });
-      }
-      await saveCheckpoints(epoch + 1, 0, improved);
-      const patience = config.earlyStopping.patience;
-      if (validateNow && patience > 0 && badEpochs >= patience) {
-        stoppedBy = "early-stopping";
-        emit({ type: "stop", reason: `no improvement for ${badEpochs} validations` });
-        epoch++;
-        break;
-      }
-    }
+    ended = await runEpochs(run);
   } finally {
     loader.close();
     log.close();
@@ -444,12 +262,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     labels.dispose();
   }
   const result: TrainResult = {
-    epochs: Math.min(epoch, config.epochs),
+    epochs: Math.min(ended.epoch, config.epochs),
     steps: optimizer.step,
-    bestScore,
-    bestEpoch,
-    lastMetrics,
-    stoppedBy,
+    bestScore: progress.bestScore,
+    bestEpoch: progress.bestEpoch,
+    lastMetrics: progress.lastMetrics,
+    stoppedBy: ended.stoppedBy,
     out: config.out,
     seconds: (performance.now() - t0) / 1000,
   };
@@ -457,6 +275,323 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   optimizer.dispose();
   model.dispose();
   return result;
+}
+
+/** What a run folder and its dataset decided before the first step. */
+interface RunSetup {
+  config: TrainConfig;
+  record: RunRecord;
+  dataset: Dataset;
+  /** The training state resumed from, if any. */
+  state?: TrainingState;
+  /** The generation the next training-state write gets. */
+  generation: number;
+}
+
+/**
+ * Prepares the run folder: removes stale temp files, reads the dataset, settles the run record
+ * (stored on resume, fresh otherwise) and writes it, and loads the training state to resume
+ * from (or removes the old one when starting over).
+ */
+async function prepareRun(
+  opts: TrainOptions,
+  emit: (event: TrainEvent) => void,
+): Promise<RunSetup> {
+  const notice = (message: string) => emit({ type: "notice", message });
+  const out = opts.config.out;
+  await Deno.mkdir(out, { recursive: true });
+  const removed = await removeStaleTempFiles(out);
+  if (removed > 0) notice(`removed ${removed} unfinished temp file(s) of an interrupted write`);
+
+  const dataset = await readDataset(opts.config.data.dataset, { confineTo: opts.confineTo });
+  const record = await runRecordFor(opts.config, dataset, Boolean(opts.resume));
+  const { config } = record;
+  checkCompatible(config, dataset);
+  const state = opts.resume ? await loadTrainingState(out, notice) : undefined;
+  if (!opts.resume) await removeTrainingState(out);
+  await writeFileAtomic(join(out, RUN_FILES.run), JSON.stringify(record, null, 2) + "\n");
+  let generation = (state?.generation ?? 0) + 1;
+  if (state) generation = Math.max(generation, (await latestGeneration(out)) + 1);
+  return { config, record, dataset, state, generation };
+}
+
+/** Where training stands: restored on resume, saved with every checkpoint. */
+interface Progress {
+  /** The epoch to start from (whole epochs done). */
+  startEpoch: number;
+  /** Steps of epoch `startEpoch` already taken (a run aborted mid-epoch). */
+  startIter: number;
+  bestScore: number | null;
+  bestEpoch: number | null;
+  /** Validations since the last improvement (early stopping). */
+  badEpochs: number;
+  /** Halved after each non-finite loss. */
+  lrScale: number;
+  lastMetrics: Record<string, number>;
+}
+
+function freshProgress(): Progress {
+  return {
+    startEpoch: 0,
+    startIter: 0,
+    bestScore: null,
+    bestEpoch: null,
+    badEpochs: 0,
+    lrScale: 1,
+    lastMetrics: {},
+  };
+}
+
+/** Loads the weights, optimizer and schedule state of `state`; returns where training stood. */
+function restoreProgress(
+  state: TrainingState,
+  model: UNet3D,
+  optimizer: Optimizer,
+  schedule: LrSchedule,
+  config: TrainConfig,
+): Progress {
+  const { checkpoint: ckpt, optimizer: saved } = state;
+  loadWeights(model, ckpt.weights);
+  optimizer.restore(saved);
+  if (saved.schedule) schedule.restore(resizedSchedule(saved.schedule, config));
+  const extra = (saved.extra ?? {}) as Record<string, number | null>;
+  return {
+    startEpoch: ckpt.meta.training.epoch,
+    bestScore: ckpt.meta.training.bestMetric,
+    lastMetrics: Object.fromEntries(
+      Object.entries(ckpt.meta.training.metrics).map(([k, v]) => [k, v ?? NaN]),
+    ),
+    bestEpoch: (extra.bestEpoch as number | null) ?? null,
+    badEpochs: (extra.badEpochs as number) ?? 0,
+    lrScale: (extra.lrScale as number) ?? 1,
+    startIter: Math.min((extra.stepsIntoEpoch as number) ?? 0, config.itersPerEpoch),
+  };
+}
+
+/** Everything a running training loop holds. */
+interface Run extends RunSetup {
+  opts: TrainOptions;
+  emit: (event: TrainEvent) => void;
+  model: UNet3D;
+  optimizer: Optimizer;
+  schedule: LrSchedule;
+  /** Whether the schedule advances every step (all but plateau, which steps on validation). */
+  perStepSchedule: boolean;
+  progress: Progress;
+  /** The batch's image and labels on the GPU, reused by every step. */
+  x: Tensor;
+  labels: Tensor;
+  loader: Loader;
+  log: MetricsLog;
+}
+
+/** The epochs from where the run stands; returns how it stopped and the epochs counted. */
+async function runEpochs(
+  run: Run,
+): Promise<{ stoppedBy: TrainResult["stoppedBy"]; epoch: number }> {
+  const { config, opts, progress } = run;
+  let epoch = progress.startEpoch;
+  for (; epoch < config.epochs; epoch++) {
+    const it = await runSteps(run, epoch, epoch === progress.startEpoch ? progress.startIter : 0);
+    if (opts.signal?.aborted) {
+      // Mid-epoch: the checkpoint counts only whole epochs and remembers the steps taken,
+      // so --resume finishes this epoch with the batches it would have seen.
+      await saveCheckpoints(run, epoch, it, false);
+      return { stoppedBy: "aborted", epoch };
+    }
+    const validateNow = opts.validate !== undefined &&
+      ((epoch + 1) % config.valEvery === 0 || epoch + 1 === config.epochs);
+    const improved = validateNow ? await validateEpoch(run, epoch) : false;
+    await saveCheckpoints(run, epoch + 1, 0, improved);
+    const patience = config.earlyStopping.patience;
+    if (validateNow && patience > 0 && progress.badEpochs >= patience) {
+      run.emit({ type: "stop", reason: `no improvement for ${progress.badEpochs} validations` });
+      return { stoppedBy: "early-stopping", epoch: epoch + 1 };
+    }
+  }
+  return { stoppedBy: "completed", epoch };
+}
+
+/** A step whose loss and clip control wait on the GPU for the next readback. */
+interface PendingStep {
+  loss: Tensor;
+  control: Tensor;
+  step: number;
+  stepInEpoch: number;
+  lr: number;
+}
+
+/**
+ * The steps of one epoch from step `it`, until its end or an abort; returns the steps of the
+ * epoch taken. Losses are read back every `lossReadbackEvery` steps, at the epoch's end, before
+ * a mid-epoch checkpoint and on abort.
+ */
+async function runSteps(run: Run, epoch: number, it: number): Promise<number> {
+  const { config, opts, optimizer, schedule, progress } = run;
+  const pending: PendingStep[] = [];
+  const window = { start: performance.now() };
+  for (; it < config.itersPerEpoch; it++) {
+    if (opts.beforeStep) await opts.beforeStep();
+    if (opts.signal?.aborted) break;
+    const next = await run.loader.next();
+    if (next.done) throw new Error("the patch loader stopped early");
+    upload(run.x, next.value.image);
+    upload(run.labels, next.value.labelU32);
+    const lr = schedule.lr * progress.lrScale;
+    const { loss, control } = trainStep(run.model, optimizer, run.x, run.labels, config, lr);
+    pending.push({ loss, control, step: optimizer.step, stepInEpoch: it + 1, lr });
+    if (run.perStepSchedule) schedule.step();
+    const last = it === config.itersPerEpoch - 1;
+    // The epoch's end writes a checkpoint of its own.
+    const checkpointNow = config.checkpointEvery > 0 && !last &&
+      optimizer.step % config.checkpointEvery === 0;
+    // Readbacks fall on global step numbers and before every checkpoint, so the host state
+    // they change (lrScale after a non-finite loss) is the same whether or not the run was
+    // interrupted and resumed in between.
+    if (
+      optimizer.step % config.lossReadbackEvery === 0 || last || checkpointNow ||
+      opts.signal?.aborted
+    ) {
+      await readBack(run, epoch, pending, window);
+    }
+    if (checkpointNow) await saveCheckpoints(run, epoch, it + 1, false);
+  }
+  return it;
+}
+
+/**
+ * Reads back the pending steps' losses and clip controls, reports each step (or its skip after
+ * a non-finite loss, halving the learning-rate scale) and frees them.
+ */
+async function readBack(
+  run: Run,
+  epoch: number,
+  pending: PendingStep[],
+  window: { start: number },
+): Promise<void> {
+  const { emit, log, progress } = run;
+  const host = await readTensors(pending.flatMap((p) => [p.loss, p.control]));
+  const elapsed = (performance.now() - window.start) / 1000;
+  window.start = performance.now();
+  const patchesPerSec = (pending.length * run.config.data.batchSize) / Math.max(elapsed, 1e-9);
+  pending.forEach((p, k) => {
+    const lossValue = host[2 * k][0];
+    const [, finite, gradNorm] = host[2 * k + 1];
+    if (!Number.isFinite(lossValue) || !finite) {
+      // The GPU already skipped this update; make the next ones gentler.
+      progress.lrScale *= 0.5;
+      emit({
+        type: "skipped",
+        step: p.step,
+        reason: `non-finite loss ${lossValue}`,
+        lr: p.lr * 0.5,
+      });
+      log.append({ event: "skipped", epoch: epoch + 1, step: p.step, loss: lossValue });
+    } else {
+      emit({
+        type: "step",
+        epoch: epoch + 1,
+        step: p.step,
+        stepInEpoch: p.stepInEpoch,
+        loss: lossValue,
+        lr: p.lr,
+        gradNorm,
+        patchesPerSec,
+      });
+      log.append({
+        event: "train",
+        epoch: epoch + 1,
+        step: p.step,
+        loss: lossValue,
+        lr: p.lr,
+        gradNorm,
+      });
+    }
+    p.loss.dispose();
+    p.control.dispose();
+  });
+  pending.length = 0;
+}
+
+/**
+ * Validates after epoch `epoch`, updates the best score and the early-stopping count, steps a
+ * plateau schedule and reports the numbers; returns whether the score improved.
+ */
+async function validateEpoch(run: Run, epoch: number): Promise<boolean> {
+  const { config, progress, optimizer } = run;
+  const v = await run.opts.validate!(run.model, {
+    norm: run.record.normalisation,
+    dataset: run.dataset,
+  });
+  progress.lastMetrics = v.metrics;
+  const better = config.monitor === "dice"
+    ? (a: number, b: number) => a > b
+    : (a: number, b: number) => a < b;
+  const improved = Number.isFinite(v.score) &&
+    (progress.bestScore === null || better(v.score, progress.bestScore));
+  if (improved) {
+    progress.bestScore = v.score;
+    progress.bestEpoch = epoch + 1;
+    progress.badEpochs = 0;
+  } else {
+    progress.badEpochs++;
+  }
+  if (!run.perStepSchedule) run.schedule.step(v.score);
+  run.emit({
+    type: "validation",
+    epoch: epoch + 1,
+    step: optimizer.step,
+    metrics: v.metrics,
+    score: v.score,
+    best: improved,
+  });
+  run.log.append({
+    event: "validation",
+    epoch: epoch + 1,
+    step: optimizer.step,
+    score: v.score,
+    ...v.metrics,
+  });
+  return improved;
+}
+
+/**
+ * Writes the training state (and `best` when asked) for exact resume. `best` goes first: a
+ * kill between the two leaves the previous state, whose resume redoes the same steps and
+ * writes the same `best` again.
+ */
+async function saveCheckpoints(
+  run: Run,
+  epochsDone: number,
+  stepsIntoEpoch: number,
+  best: boolean,
+): Promise<void> {
+  const { optimizer, progress, emit } = run;
+  const out = run.config.out;
+  const meta = checkpointMeta(
+    run.record,
+    epochsDone,
+    optimizer.step,
+    progress.bestScore,
+    progress.lastMetrics,
+  );
+  const weights = await readWeights(run.model);
+  if (best) {
+    const bestPath = join(out, RUN_FILES.best);
+    await saveCheckpoint(bestPath, { weights, meta });
+    emit({ type: "checkpoint", path: bestPath, epoch: epochsDone });
+  }
+  const { bestEpoch, badEpochs, lrScale } = progress;
+  await saveTrainingState(out, {
+    checkpoint: { weights, meta },
+    optimizer: {
+      ...(await optimizer.state()),
+      schedule: run.schedule.state(),
+      extra: { bestEpoch, badEpochs, lrScale, stepsIntoEpoch },
+    },
+    generation: run.generation++,
+  });
+  emit({ type: "checkpoint", path: join(out, RUN_FILES.last), epoch: epochsDone });
 }
 
 /** One optimizer step; returns the loss [1] and the clip control [3], both kept for readback. */
@@ -522,31 +657,6 @@ export function lossFor(logits: Tensor, labels: Tensor, config: TrainConfig): Te
     w0 = 1;
   }
   return total;
-}
-
-/** Host copies of every model tensor (parameters and buffers), for checkpoints. */
-export async function readWeights(model: UNet3D): Promise<Map<string, HostTensor>> {
-  const params = [...model.params.values()];
-  const host = await readTensors(params.map((p) => p.tensor));
-  return new Map(params.map((p, i) => [p.name, { shape: [...p.tensor.shape], data: host[i] }]));
-}
-
-/** Uploads checkpoint weights into a model with the same configuration. */
-export function loadWeights(model: UNet3D, weights: Map<string, HostTensor>): void {
-  for (const p of model.params.values()) {
-    const w = weights.get(p.name);
-    if (!w) {
-      throw new Error(
-        `checkpoint has no tensor ${p.name}; was it written by a different model config?`,
-      );
-    }
-    if (w.data.length !== p.tensor.size) {
-      throw new Error(
-        `checkpoint tensor ${p.name} has shape [${w.shape}], the model needs [${p.tensor.shape}]`,
-      );
-    }
-    upload(p.tensor, w.data);
-  }
 }
 
 function checkpointMeta(

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import {
   bufferPool,
-  commands,
   defineKernel,
   fromArray,
   grid1d,
   initGpu,
   keep,
   readTensors,
+  recorder,
   scope,
   sizeClass,
   type Tensor,
@@ -45,6 +45,40 @@ Deno.test("wgslHeader declares the uniform struct and bindings from one definiti
   assert.match(h, /struct Params \{\n {2}n: u32,\n {2}alpha: f32,\n\};/);
   assert.match(h, /@binding\(1\) var<storage, read> x: array<f32>;/);
   assert.match(h, /@binding\(2\) var<storage, read_write> idx: array<u32>;/);
+});
+
+Deno.test("a kernel's workgroup size: WG in its header, its pipeline name and its grid", () => {
+  const k = defineKernel({
+    name: "t",
+    body: "// body\n",
+    uniforms: { n: "u32" },
+    bindings: [{ name: "x", access: "read" }],
+    workgroupSize: 64,
+    fragments: ["// first\n", "// second\n"],
+    constants: { VX: 8 },
+  });
+  assert.equal(k.workgroupSize, 64);
+  assert.match(k.wgsl, /^override WG: u32 = 64u;$/m);
+  assert.match(k.wgsl, /fn threadIndex\(/);
+  // The header, then the fragments in their order, then the body.
+  const at = (s: string) => k.wgsl.indexOf(s);
+  assert.ok(at("var<storage, read> x") < at("// first"));
+  assert.ok(at("// first") < at("// second") && at("// second") < at("// body"));
+  // The workgroup size names the pipeline like any constant, default or given.
+  assert.equal(k.label(), "t[VX=8,WG=64]");
+  assert.equal(k.label({ WG: 128 }), "t[VX=8,WG=128]");
+  assert.deepEqual(k.grid(64), [1, 1, 1]);
+  assert.deepEqual(k.grid(65), [2, 1, 1]);
+  assert.deepEqual(k.grid(129, { WG: 128 }), [2, 1, 1]);
+  assert.deepEqual(k.grid(64 * 70000), grid1d(70000));
+  const single = defineKernel({ name: "one", body: "", uniforms: {}, bindings: [] });
+  assert.equal(single.workgroupSize, 1);
+  assert.doesNotMatch(single.wgsl, /override WG/);
+  assert.throws(
+    () => defineKernel({ ...single.spec, workgroupSize: 64, constants: { WG: 64 } }),
+    /workgroupSize, not WG/,
+  );
+  assert.throws(() => defineKernel({ ...single.spec, workgroupSize: 0 }), /positive integer/);
 });
 
 Deno.test("upload and readback round-trip, several tensors in one read", opts, async () => {
@@ -123,7 +157,7 @@ Deno.test("a kernel the device rejects raises a GPU error at the next readback",
     bindings: [{ name: "y", access: "read_write" }],
   });
   const y = zeros([4]);
-  commands().dispatch(broken, { n: 4 }, [y.buffer], [1, 1, 1]);
+  recorder().dispatch(broken, { n: 4 }, [y.buffer], [1, 1, 1]);
   await assert.rejects(() => y.read(), /GPU error/);
   y.dispose();
 });
@@ -145,11 +179,11 @@ Deno.test("shape errors name the shapes", opts, async () => {
 
 Deno.test("the profiler times every dispatch per pipeline, past one query set", opts, async () => {
   await initGpu();
-  await assert.rejects(commands().stopProfile(), /no profile was started/);
+  await assert.rejects(recorder().stopProfile(), /no profile was started/);
   const a = fromArray([1000], Array.from({ length: 1000 }, (_, i) => i - 500));
   const before = await readTensors([scope(() => ops.relu(ops.add(a, a)))]);
-  commands().startProfile();
-  assert.throws(() => commands().startProfile(), /already running/);
+  recorder().startProfile();
+  assert.throws(() => recorder().startProfile(), /already running/);
   // 2 · 1100 timestamps: more than one 4096-query set.
   let y = a;
   for (let i = 0; i < 1100; i++) {
@@ -158,7 +192,7 @@ Deno.test("the profiler times every dispatch per pipeline, past one query set", 
     y = next;
   }
   const profiled = await readTensors([scope(() => ops.relu(ops.add(a, a)))]);
-  const times = await commands().stopProfile();
+  const times = await recorder().stopProfile();
   y.dispose();
   a.dispose();
   assert.deepEqual(profiled, before, "profiling changed a result");

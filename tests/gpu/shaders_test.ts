@@ -15,24 +15,53 @@ async function opModules(): Promise<Record<string, unknown>[]> {
   return mods;
 }
 
-Deno.test("every shader in shaders/ is a static text import of src/ (so compiled binaries embed it)", async () => {
+Deno.test("every shader in shaders/ and shaders/lib/ is a static text import of src/ (so compiled binaries embed it)", async () => {
   const sources: string[] = [];
-  for await (const e of Deno.readDir(join(root, "src/ops"))) {
-    if (e.isFile && e.name.endsWith(".ts")) {
-      sources.push(await Deno.readTextFile(join(root, "src/ops", e.name)));
+  for (const dir of ["src/ops", "src/gpu"]) {
+    for await (const file of sourceFiles(join(root, dir))) {
+      sources.push(await Deno.readTextFile(file));
     }
   }
   const all = sources.join("\n");
-  const shaders = [...Deno.readDirSync(join(root, "shaders"))].map((e) => e.name).filter((n) =>
-    n.endsWith(".wgsl")
-  );
+  const shaders: string[] = [];
+  for await (const file of filesUnder(join(root, "shaders"))) {
+    if (file.endsWith(".wgsl")) shaders.push(relative(join(root, "shaders"), file));
+  }
   assert.ok(shaders.length >= 10);
+  assert.ok(shaders.some((s) => s.startsWith("lib/")), "no shared fragment in shaders/lib/");
   for (const name of shaders) {
-    const file = name.replace(".", "\\.");
+    const file = name.replaceAll(".", "\\.");
+    // From src/ops or src/gpu, a shader is two folders up.
     const pattern = new RegExp(
       `from "\\.\\./\\.\\./shaders/${file}" with \\{\\s*type: "text",?\\s*\\}`,
     );
-    assert.match(all, pattern, `shaders/${name} is not imported as text by any src/ops file`);
+    assert.match(
+      all,
+      pattern,
+      `shaders/${name} is not imported as text by any src/ops or src/gpu file`,
+    );
+  }
+});
+
+Deno.test("a shared fragment is defined once: no function or struct of shaders/lib/ is declared again in a kernel", async () => {
+  const declared = (text: string) =>
+    [...text.matchAll(/^(?:fn|struct)\s+(\w+)/gm)].map((m) => m[1]);
+  const libNames = new Map<string, string>();
+  for await (const file of filesUnder(join(root, "shaders/lib"))) {
+    for (const name of declared(await Deno.readTextFile(file))) {
+      assert.ok(!libNames.has(name), `${name} is declared in two fragments`);
+      libNames.set(name, relative(root, file));
+    }
+  }
+  assert.ok(libNames.has("threadIndex") && libNames.has("loadPlane"));
+  for await (const e of Deno.readDir(join(root, "shaders"))) {
+    if (!e.isFile || !e.name.endsWith(".wgsl")) continue;
+    for (const name of declared(await Deno.readTextFile(join(root, "shaders", e.name)))) {
+      assert.ok(
+        !libNames.has(name),
+        `shaders/${e.name} declares ${name} again (${libNames.get(name)})`,
+      );
+    }
   }
 });
 
@@ -71,9 +100,14 @@ Deno.test("the compile task includes the files loaded by URL at run time", async
 
 /** Every .ts file under `dir`, recursively. */
 async function* sourceFiles(dir: string): AsyncGenerator<string> {
+  for await (const path of filesUnder(dir)) if (path.endsWith(".ts")) yield path;
+}
+
+/** Every file under `dir`, recursively. */
+async function* filesUnder(dir: string): AsyncGenerator<string> {
   for await (const entry of Deno.readDir(dir)) {
     const path = join(dir, entry.name);
-    if (entry.isDirectory) yield* sourceFiles(path);
-    else if (entry.name.endsWith(".ts")) yield path;
+    if (entry.isDirectory) yield* filesUnder(path);
+    else yield path;
   }
 }

@@ -13,7 +13,7 @@ import { readNifti, writeNifti } from "../../src/data/nifti.ts";
 import { openCase } from "../../src/data/ome_zarr/reader.ts";
 import { writeCase } from "../../src/data/ome_zarr/writer.ts";
 import type { Volume } from "../../src/data/volume.ts";
-import { encodeSafetensors } from "../../src/train/safetensors.ts";
+import { encodeSafetensors } from "../../src/nn/safetensors.ts";
 import { loadModel, predictCase, predictVolume } from "../../src/infer/predict.ts";
 import { runCliCaptured } from "../data/cli_capture.ts";
 import { withStaticServer } from "../data/static_server.ts";

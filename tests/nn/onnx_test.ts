@@ -13,8 +13,8 @@ import {
   unet3dToOnnx,
 } from "../../src/nn/onnx.ts";
 import { UNet3D, type UNet3DConfig } from "../../src/nn/unet3d.ts";
-import { type HostTensor } from "../../src/train/safetensors.ts";
-import { loadWeights, readWeights } from "../../src/train/trainer.ts";
+import { type HostTensor } from "../../src/nn/safetensors.ts";
+import { loadWeights, readWeights } from "../../src/nn/weights.ts";
 import { runCliCaptured } from "../data/cli_capture.ts";
 import { opts, tempRoot, tinyCheckpoint } from "../infer/infer_fixture.ts";
 

@@ -4,13 +4,19 @@ import * as ops from "../../src/ops/conv3d.ts";
 import { fromArray, initGpu, readTensors, scope, Tensor } from "../../src/gpu/mod.ts";
 import { Random } from "../../src/base/random.ts";
 import { checkOp, type OpCase } from "./check_op.ts";
-import { type ConvTiles, forceTiles, type TunedKernel } from "../../src/ops/tuning.ts";
+import {
+  CONV_TILES,
+  type ConvTiles,
+  forceTiles,
+  type TunedKernel,
+  WGRAD_TILES,
+} from "../../src/ops/tuning.ts";
 import { conv3dRef } from "./conv3d_ref.ts";
 
-/** The software adapter's built-in K = 3 blocks (conv3d.ts), whatever the adapter. */
+/** The software adapter's built-in K = 3 blocks (tuning.ts), whatever the adapter. */
 const SOFTWARE_TILES = {
-  conv3: { ...ops.CONV_TILES.software[3] },
-  wgrad3: { ...ops.WGRAD_TILES.software[3] },
+  conv3: { ...CONV_TILES.software[3] },
+  wgrad3: { ...WGRAD_TILES.software[3] },
 };
 
 interface Case {
@@ -151,7 +157,7 @@ for (
   });
 }
 
-// The register blocks a GPU gets (conv3d.ts CONV_TILES / WGRAD_TILES), forced on this adapter
+// The register blocks a GPU gets (tuning.ts CONV_TILES / WGRAD_TILES), forced on this adapter
 // for the forward and the backward pass.
 for (const [x, co, k] of [[[2, 5, 3, 6, 9], 6, 3], [[1, 6, 3, 5, 8], 7, 1]] as const) {
   const ci = x[1];
@@ -197,14 +203,14 @@ function tiledTest(tiles: Partial<Record<TunedKernel, ConvTiles>>, c: OpCase): v
  */
 async function withGpuTiles(fn: () => Promise<void>): Promise<void> {
   const tables = [
-    [ops.CONV_TILES.software[1], ops.CONV_TILES.gpu[1]],
-    [ops.CONV_TILES.software[3], ops.CONV_TILES.gpu[3]],
-    [ops.WGRAD_TILES.software[1], ops.WGRAD_TILES.gpu[1]],
-    [ops.WGRAD_TILES.software[3], ops.WGRAD_TILES.gpu[3]],
+    [CONV_TILES.software[1], CONV_TILES.gpu[1]],
+    [CONV_TILES.software[3], CONV_TILES.gpu[3]],
+    [WGRAD_TILES.software[1], WGRAD_TILES.gpu[1]],
+    [WGRAD_TILES.software[3], WGRAD_TILES.gpu[3]],
   ] as const;
   const saved = tables.map(([sw]) => ({ ...sw }));
   for (const [sw, gpu] of tables) Object.assign(sw, gpu);
-  forceTiles({ conv3: ops.CONV_TILES.gpu[3], wgrad3: ops.WGRAD_TILES.gpu[3] });
+  forceTiles({ conv3: CONV_TILES.gpu[3], wgrad3: WGRAD_TILES.gpu[3] });
   try {
     await fn();
   } finally {

@@ -5,14 +5,15 @@
 
 import { deepStrictEqual, ok, throws } from "node:assert";
 import { fromArray, initGpu, readInt, readTensors, Tensor } from "../../src/gpu/mod.ts";
-import { CONV_TILES, halfEligible } from "../../src/ops/conv3d.ts";
+import { halfEligible } from "../../src/ops/conv3d.ts";
+import { CONV_TILES } from "../../src/ops/tuning.ts";
 import * as ops from "../../src/ops/mod.ts";
 import { forceTiles } from "../../src/ops/tuning.ts";
 import { packHalf, precision, withPrecision } from "../../src/ops/precision.ts";
 import { Random } from "../../src/base/random.ts";
 import { conv3dRef } from "./conv3d_ref.ts";
 import { UNet3D } from "../../src/nn/unet3d.ts";
-import { commands } from "../../src/gpu/mod.ts";
+import { recorder } from "../../src/gpu/mod.ts";
 import { predictVolume } from "../../src/infer/predict.ts";
 import { ctVolume, SPACING } from "../server/server_fixture.ts";
 
@@ -200,9 +201,9 @@ Deno.test("predictVolume with precision f16 runs the binary16 convolutions", asy
   };
   const volume = ctVolume([12, 20, 24]);
   const kernelsOf = async (precision: "f32" | "f16") => {
-    commands().startProfile();
+    recorder().startProfile();
     const { labels } = await predictVolume(loaded, volume, { precision });
-    const kernels = (await commands().stopProfile()).map((k) => k.kernel);
+    const kernels = (await recorder().stopProfile()).map((k) => k.kernel);
     return { labels: labels.data, kernels };
   };
   const a = await kernelsOf("f32");

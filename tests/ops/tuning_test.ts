@@ -6,11 +6,12 @@
 import assert, { deepStrictEqual, equal, ok } from "node:assert";
 import { join } from "node:path";
 import { fromArray, gpu, initGpu, readTensors } from "../../src/gpu/mod.ts";
-import { builtinTiles, convTiles, weightGradTiles } from "../../src/ops/conv3d.ts";
 import * as ops from "../../src/ops/mod.ts";
 import {
   adapterFingerprint,
+  builtinTiles,
   type ConvTiles,
+  convTiles,
   forgetTunedTiles,
   reloadTunedTiles,
   saveTunedTiles,
@@ -18,6 +19,7 @@ import {
   type TunedTiles,
   tunedTiles,
   validTiles,
+  weightGradTiles,
 } from "../../src/ops/tuning.ts";
 import { tune } from "../../src/cli/tune.ts";
 import { Random } from "../../src/base/random.ts";

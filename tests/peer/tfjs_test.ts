@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { fromArray, initGpu, readTensors, scope } from "../../src/gpu/mod.ts";
 import { Random } from "../../src/base/random.ts";
-import { readWeights } from "../../src/train/trainer.ts";
+import { readWeights } from "../../src/nn/weights.ts";
 import { referenceBatch, referenceConfig, TrainStepBench } from "../../src/cli/bench/train.ts";
 import {
   convSame,

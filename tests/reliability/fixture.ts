@@ -6,8 +6,8 @@
  */
 
 import { join } from "node:path";
-import { decodeSafetensors } from "../../src/train/safetensors.ts";
-import { CHECKPOINT_KEYS } from "../../src/train/checkpoint.ts";
+import { decodeSafetensors } from "../../src/nn/safetensors.ts";
+import { CHECKPOINT_KEYS } from "../../src/nn/checkpoint.ts";
 
 const MOD = new URL("../../mod.ts", import.meta.url).pathname;
 

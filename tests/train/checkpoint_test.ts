@@ -1,27 +1,29 @@
 import { join } from "node:path";
 import { assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import {
-  type Checkpoint,
-  CHECKPOINT_KEYS,
-  CheckpointError,
-  type CheckpointMeta,
-  decodeCheckpoint,
   decodeOptimizerState,
-  encodeCheckpoint,
   encodeOptimizerState,
   latestGeneration,
-  loadCheckpoint,
   loadOptimizerState,
   loadTrainingState,
   type OptimizerState,
   optimizerStatePath,
   removeStaleTempFiles,
-  saveCheckpoint,
   saveOptimizerState,
   saveTrainingState,
   type TrainingState,
 } from "../../src/train/checkpoint.ts";
-import { decodeSafetensors, encodeSafetensors } from "../../src/train/safetensors.ts";
+import {
+  type Checkpoint,
+  CHECKPOINT_KEYS,
+  CheckpointError,
+  type CheckpointMeta,
+  decodeCheckpoint,
+  encodeCheckpoint,
+  loadCheckpoint,
+  saveCheckpoint,
+} from "../../src/nn/checkpoint.ts";
+import { decodeSafetensors, encodeSafetensors } from "../../src/nn/safetensors.ts";
 import { defaultTrainConfig } from "../../src/train/config.ts";
 import { ReduceLROnPlateau } from "../../src/train/schedules.ts";
 

@@ -4,7 +4,7 @@ import {
   encodeSafetensors,
   MAX_HEADER_BYTES,
   SafetensorsError,
-} from "../../src/train/safetensors.ts";
+} from "../../src/nn/safetensors.ts";
 
 const ascii = (s: string) => [...new TextEncoder().encode(s)];
 const u64 = (

@@ -9,26 +9,17 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { generateSynthDataset } from "../../src/cli/synth.ts";
 import { fromArray, initGpu, keep, readTensors } from "../../src/gpu/mod.ts";
-import { datasetValidator } from "../../src/infer/validate.ts";
+import { datasetValidator, type Validator } from "../../src/infer/dataset_validator.ts";
 import { argmaxClasses, slidingWindow } from "../../src/infer/sliding_window.ts";
 import { UNet3D } from "../../src/nn/unet3d.ts";
-import {
-  decodeCheckpoint,
-  loadCheckpoint,
-  loadOptimizerState,
-} from "../../src/train/checkpoint.ts";
+import { loadOptimizerState } from "../../src/train/checkpoint.ts";
+import { decodeCheckpoint, loadCheckpoint } from "../../src/nn/checkpoint.ts";
 import { resolveConfig, type TrainConfig } from "../../src/train/config.ts";
 import { readMetricsLog } from "../../src/train/metrics_log.ts";
 import { Optimizer } from "../../src/train/optimizer.ts";
-import type { HostTensor } from "../../src/train/safetensors.ts";
-import {
-  loadWeights,
-  readWeights,
-  train,
-  type TrainEvent,
-  trainStep,
-  type Validator,
-} from "../../src/train/trainer.ts";
+import type { HostTensor } from "../../src/nn/safetensors.ts";
+import { train, type TrainEvent, trainStep } from "../../src/train/trainer.ts";
+import { loadWeights, readWeights } from "../../src/nn/weights.ts";
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 const PATCH: [number, number, number] = [16, 16, 16];

@@ -10,7 +10,7 @@
  * The cases are defined once, here; bench/ops_bench.ts runs the same ones under `deno bench`.
  */
 
-import { commands, fromArray, initGpu, scope, type Tensor } from "../../gpu/mod.ts";
+import { fromArray, initGpu, recorder, scope, type Tensor } from "../../gpu/mod.ts";
 import { biasGrad, conv3dBackwardInput, conv3dBackwardWeight } from "../../ops/conv3d.ts";
 import * as ops from "../../ops/mod.ts";
 import {
@@ -143,7 +143,7 @@ export async function timeCase(
   const batch = async (calls: number) => {
     const t0 = performance.now();
     for (let i = 0; i < calls; i++) run();
-    await commands().sync();
+    await recorder().sync();
     return (performance.now() - t0) / calls;
   };
   try {

@@ -17,7 +17,7 @@
  */
 
 import { join } from "node:path";
-import { commands, fromArray, initGpu, readTensors, scope } from "../../gpu/mod.ts";
+import { fromArray, initGpu, readTensors, recorder, scope } from "../../gpu/mod.ts";
 import { type BenchResult, type BenchSuite, median } from "./suite.ts";
 import { agreedRatio, logitsAgreement } from "./agreement.ts";
 import {
@@ -76,7 +76,7 @@ async function* torchForward(quick: boolean): AsyncIterable<BenchResult> {
     for (let i = 0; i < warmup + steps; i++) {
       const t0 = performance.now();
       const y = scope(() => bench.model.forward(x, { training: false }));
-      await commands().sync();
+      await recorder().sync();
       const ms = performance.now() - t0;
       if (i === 0) [logits] = await readTensors([y]);
       y.dispose();

@@ -9,7 +9,7 @@
  * times; the shares are what this suite is for.
  */
 
-import { commands, initGpu } from "../../gpu/mod.ts";
+import { initGpu, recorder } from "../../gpu/mod.ts";
 import { resolveConfig, type TrainConfig } from "../../train/config.ts";
 import { SYNTH_PRESET } from "../train.ts";
 import type { BenchResult, BenchSuite } from "./suite.ts";
@@ -39,11 +39,11 @@ export const suite: BenchSuite = {
       const bench = new TrainStepBench(config);
       try {
         for (let i = 0; i < (quick ? 1 : 2); i++) await bench.step();
-        const before = commands().dispatchCount;
-        commands().startProfile();
+        const before = recorder().dispatchCount;
+        recorder().startProfile();
         await bench.step();
-        const times = await commands().stopProfile();
-        const dispatches = commands().dispatchCount - before;
+        const times = await recorder().stopProfile();
+        const dispatches = recorder().dispatchCount - before;
         const total = times.reduce((a, t) => a + t.ms, 0);
         const row = (kernel: string, n: number, ms: number): BenchResult => ({
           name: `${tag} ${kernel}`,

@@ -19,13 +19,14 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { commands, fromArray, initGpu, readTensors, type Tensor } from "../../gpu/mod.ts";
+import { fromArray, initGpu, readTensors, recorder, type Tensor } from "../../gpu/mod.ts";
 import { Random } from "../../base/random.ts";
 import { UNet3D } from "../../nn/unet3d.ts";
 import { resolveConfig, type TrainConfig } from "../../train/config.ts";
 import { Optimizer } from "../../train/optimizer.ts";
-import { encodeSafetensors } from "../../train/safetensors.ts";
-import { readWeights, trainStep } from "../../train/trainer.ts";
+import { encodeSafetensors } from "../../nn/safetensors.ts";
+import { trainStep } from "../../train/trainer.ts";
+import { readWeights } from "../../nn/weights.ts";
 import { type BenchResult, type BenchSuite, median } from "./suite.ts";
 import { agreedRatio, lossAgreement } from "./agreement.ts";
 import { procStatusMb, resetPeakRss } from "./memory.ts";
@@ -115,7 +116,7 @@ export class TrainStepBench {
       this.config,
       this.config.optimizer.lr,
     );
-    await commands().sync();
+    await recorder().sync();
     const ms = performance.now() - t0;
     control.dispose();
     this.#losses.push(loss);

@@ -6,7 +6,7 @@
  */
 
 import { join, relative } from "node:path";
-import { datasetValidator } from "../../infer/validate.ts";
+import { datasetValidator } from "../../infer/dataset_validator.ts";
 import type { TrainConfig } from "../../train/config.ts";
 import { RUN_FILES, train, type TrainEvent } from "../../train/trainer.ts";
 import type { JobDeps } from "./deps.ts";
@@ -42,6 +42,8 @@ export async function runTrainJob(
       validate,
       signal,
       beforeStep: () => lease.yield(),
+      // dataset.json is read again by the trainer and the loader: keep those reads confined too.
+      confineTo: root.real,
       onEvent: (e) => reportTrainEvent(job, config, e, deps, onStep),
     });
   } finally {

@@ -1,15 +1,29 @@
 /**
- * Validation for the trainer: sliding-window prediction over whole validation volumes and
+ * The trainer's dataset validator: sliding-window prediction over whole validation volumes and
  * per-class Dice against their labels. The monitored score is the mean foreground Dice
  * (classes 1…C−1, each averaged over the cases where it is defined).
  */
 
 import { openCase } from "../data/ome_zarr/reader.ts";
-import { resolveCase, type Split } from "../data/dataset.ts";
-import { normalizeInPlace, padIntensity } from "../data/normalize.ts";
-import type { Validator } from "../train/trainer.ts";
+import { type Dataset, resolveCase, type Split } from "../data/dataset.ts";
+import { type Normalization, normalizeInPlace, padIntensity } from "../data/normalize.ts";
+import type { UNet3D } from "../nn/unet3d.ts";
 import { dicePerClass, nanMean } from "./metrics.ts";
 import { slidingWindowLabels } from "./sliding_window.ts";
+
+/** Validation numbers for one evaluation of the model. */
+export interface ValidationResult {
+  /** Named metrics, e.g. "dice/lung". NaN where undefined. */
+  metrics: Record<string, number>;
+  /** The monitored value (mean foreground Dice, or validation loss). */
+  score: number;
+}
+
+/** Evaluates the model (inference mode) on held-out data. */
+export type Validator = (
+  model: UNet3D,
+  context: { norm: Normalization; dataset: Dataset },
+) => Promise<ValidationResult>;
 
 export interface ValidatorOptions {
   /** Window size: the training patch size. */
