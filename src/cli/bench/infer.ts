@@ -29,7 +29,7 @@ import type { CheckpointMeta } from "../../nn/checkpoint.ts";
 import { saveCheckpoint } from "../../nn/checkpoint.ts";
 import { encodeSafetensors } from "../../nn/safetensors.ts";
 import { readWeights } from "../../nn/weights.ts";
-import type { BenchResult, BenchSuite } from "./suite.ts";
+import { type BenchResult, type BenchSuite, selfArgs } from "./suite.ts";
 import { TORCH_PYTHON } from "./train.ts";
 import { procStatusMb, resetPeakRss } from "./memory.ts";
 import { agreedRatio, labelsAgreement } from "./agreement.ts";
@@ -290,14 +290,7 @@ async function memoryCheck(depth: number): Promise<BenchResult> {
       ...["infer", "--model", model, "--in", casePath, "--out-group"],
       ...["--overlap", "0.25", "--json"],
     ];
-    const args = Deno.build.standalone ? cli : [
-      "run",
-      "-A",
-      "--config",
-      fileURLToPath(new URL("../../../deno.json", import.meta.url)),
-      fileURLToPath(new URL("../../../mod.ts", import.meta.url)),
-      ...cli,
-    ];
+    const args = selfArgs(cli);
     const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" })
       .spawn();
     let peak: number | undefined;

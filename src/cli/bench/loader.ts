@@ -21,8 +21,7 @@
  */
 
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import type { BenchResult, BenchSuite } from "./suite.ts";
+import { type BenchResult, type BenchSuite, selfArgs } from "./suite.ts";
 import { ensureSynthDataset } from "../synth.ts";
 import { readDataset, resolveCase, type Split } from "../../data/dataset.ts";
 import { createLoader, type Loader } from "../../data/loader.ts";
@@ -222,14 +221,7 @@ async function measureRss(run: RssRun): Promise<BenchResult> {
 /** Runs {@link measureRss} in a fresh process of this CLI and returns its result line. */
 async function measureRssInChild(run: RssRun): Promise<BenchResult> {
   const cli = ["bench", "loader", "--json"];
-  const args = Deno.build.standalone ? cli : [
-    "run",
-    "-A",
-    "--config",
-    fileURLToPath(new URL("../../../deno.json", import.meta.url)),
-    fileURLToPath(new URL("../../../mod.ts", import.meta.url)),
-    ...cli,
-  ];
+  const args = selfArgs(cli);
   const out = await new Deno.Command(Deno.execPath(), {
     args,
     env: { [RSS_ENV]: JSON.stringify(run) },
