@@ -16,6 +16,7 @@ import type { NiftiGeometry } from "../../src/data/nifti_geometry.ts";
 import type { Shape3, Volume, VoxelArray } from "../../src/data/volume.ts";
 import { buildNifti, float32Bytes, int16Bytes } from "./nifti_builder.ts";
 import { withTempDir } from "./temp_dir.ts";
+import { gzipWithZeros } from "../fixtures/gzip_bomb.ts";
 
 const SHAPE: Shape3 = [3, 4, 5]; // D,H,W: nz=3, ny=4, nx=5
 const N = 60;
@@ -300,28 +301,6 @@ function trickle(bytes: Uint8Array, piece: number) {
     },
   }, { highWaterMark: 0 });
   return { stream, pulled: () => at };
-}
-
-/** gzip of `head` followed by `zeros` zero bytes, compressed as it streams (never whole). */
-async function gzipWithZeros(head: Uint8Array, zeros: number): Promise<Uint8Array> {
-  const block = new Uint8Array(1 << 20);
-  let left = zeros;
-  let sentHead = false;
-  const source = new ReadableStream<Uint8Array<ArrayBuffer>>({
-    pull(controller) {
-      if (!sentHead) {
-        sentHead = true;
-        return controller.enqueue(head.slice());
-      }
-      if (left <= 0) return controller.close();
-      const n = Math.min(left, block.length);
-      left -= n;
-      controller.enqueue(block.subarray(0, n));
-    },
-  });
-  return new Uint8Array(
-    await new Response(source.pipeThrough(new CompressionStream("gzip"))).arrayBuffer(),
-  );
 }
 
 const INT16 = { dim: [3, 5, 4, 3, 1, 1, 1, 1], datatype: 4, bitpix: 16 };

@@ -168,3 +168,17 @@ export async function startServer(
   }
   return { child, base: `http://127.0.0.1:${port}`, output: () => text };
 }
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A checkpoint commit is under way: a generation's temp file or not-yet-renamed file. */
+export function committing(runDir: string): boolean {
+  try {
+    for (const e of Deno.readDirSync(runDir)) {
+      if (/^\.?last\.g\d+\./.test(e.name)) return true;
+    }
+  } catch {
+    // the run folder does not exist yet
+  }
+  return false;
+}

@@ -12,8 +12,10 @@ import { Random } from "../../src/base/random.ts";
 import {
   asFlags,
   committedGeneration,
+  committing,
   differingTensors,
   kill9,
+  sleep,
   startServer,
   tinyConfig,
   tinyDataset,
@@ -24,16 +26,6 @@ import {
 
 const KILLS = 5;
 const SEED = 7;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function committing(runDir: string): boolean {
-  try {
-    for (const e of Deno.readDirSync(runDir)) if (/^\.?last\.g\d+\./.test(e.name)) return true;
-  } catch {
-    // not created yet
-  }
-  return false;
-}
 
 async function call(base: string, method: string, path: string, body?: unknown) {
   const res = await fetch(base + path, {

@@ -12,8 +12,10 @@ import { Random } from "../../src/base/random.ts";
 import {
   asFlags,
   committedGeneration,
+  committing,
   differingTensors,
   kill9,
+  sleep,
   spawnVoxseg,
   tinyConfig,
   tinyDataset,
@@ -24,19 +26,6 @@ import {
 
 const KILLS = 20;
 const SEED = 20261207;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A checkpoint commit is under way: a generation's temp file or not-yet-renamed file. */
-function committing(runDir: string): boolean {
-  try {
-    for (const e of Deno.readDirSync(runDir)) {
-      if (/^\.?last\.g\d+\./.test(e.name)) return true;
-    }
-  } catch {
-    // not created yet
-  }
-  return false;
-}
 
 /** Reads a child's stdout and stderr to the end (so no pipe fills); resolves with the text. */
 async function collect(child: Deno.ChildProcess): Promise<string> {

@@ -5,6 +5,7 @@ import { encodeNifti } from "../../src/data/nifti.ts";
 import { MemoryBudget } from "../../src/server/admission.ts";
 import { ApiError } from "../../src/server/errors.ts";
 import { assertError, ctVolume, newServer, niftiBytes, testOpts } from "./server_fixture.ts";
+import { gzipWithZeros } from "../fixtures/gzip_bomb.ts";
 
 const ctx = { what: "the request body", retryAfterSeconds: 7 };
 const MiB = 2 ** 20;
@@ -31,28 +32,6 @@ function predictInit(body: BodyInit, headers: Record<string, string> = {}): Requ
     headers: { "content-type": "application/octet-stream", ...headers },
     duplex: "half",
   } as RequestInit;
-}
-
-/** gzip of `head` and then `zeros` zero bytes, compressed as it streams (never whole). */
-async function gzipWithZeros(head: Uint8Array, zeros: number): Promise<Uint8Array<ArrayBuffer>> {
-  const block = new Uint8Array(MiB);
-  let left = zeros;
-  let sentHead = false;
-  const source = new ReadableStream<Uint8Array<ArrayBuffer>>({
-    pull(controller) {
-      if (!sentHead) {
-        sentHead = true;
-        return controller.enqueue(head.slice());
-      }
-      if (left <= 0) return controller.close();
-      const n = Math.min(left, block.length);
-      left -= n;
-      controller.enqueue(block.subarray(0, n));
-    },
-  });
-  return new Uint8Array(
-    await new Response(source.pipeThrough(new CompressionStream("gzip"))).arrayBuffer(),
-  );
 }
 
 /** Runs `f` while sampling RSS every 2 ms; returns the peak growth over the RSS before. */

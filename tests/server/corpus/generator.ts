@@ -16,6 +16,7 @@ import { encodeNifti } from "../../../src/data/nifti.ts";
 import { Random } from "../../../src/base/random.ts";
 import type { Shape3 } from "../../../src/data/volume.ts";
 import { buildNifti, int16Bytes } from "../../data/nifti_builder.ts";
+import { gzipWithZeros } from "../../fixtures/gzip_bomb.ts";
 
 export type CorpusRoute = "predict" | "train" | "predictJob" | "resume";
 
@@ -56,31 +57,6 @@ export function validNifti(shape: Shape3 = [8, 16, 16], seed = 1): Uint8Array<Ar
 
 function identity(): number[] {
   return [0.8, 0, 0, 0, 0, 0.8, 0, 0, 0, 0, 2.5, 0, 0, 0, 0, 1];
-}
-
-/** gzip of `head` and then `zeros` zero bytes, compressed as it streams (never whole). */
-export async function gzipWithZeros(
-  head: Uint8Array,
-  zeros: number,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const block = new Uint8Array(MiB);
-  let left = zeros;
-  let sentHead = false;
-  const source = new ReadableStream<Uint8Array<ArrayBuffer>>({
-    pull(controller) {
-      if (!sentHead) {
-        sentHead = true;
-        return controller.enqueue(head.slice());
-      }
-      if (left <= 0) return controller.close();
-      const n = Math.min(left, block.length);
-      left -= n;
-      controller.enqueue(block.subarray(0, n));
-    },
-  });
-  return new Uint8Array(
-    await new Response(source.pipeThrough(new CompressionStream("gzip"))).arrayBuffer(),
-  );
 }
 
 /** One header field of a little-endian NIfTI-1 header, and how to write it. */
