@@ -5,10 +5,11 @@
 
 import type { Tensor } from "../gpu/mod.ts";
 import type { FusedActivation } from "../ops/elementwise.ts";
+import type { Zyx } from "../ops/conv3d_general.ts";
 import type { CrossEntropyOptions, DiceOptions, TverskyOptions } from "../ops/losses.ts";
 import { apply } from "./tape.ts";
 
-export type { CrossEntropyOptions, DiceOptions, TverskyOptions };
+export type { CrossEntropyOptions, DiceOptions, TverskyOptions, Zyx };
 
 export const add = (a: Tensor, b: Tensor): Tensor => apply("add", [a, b], {});
 export const sub = (a: Tensor, b: Tensor): Tensor => apply("sub", [a, b], {});
@@ -49,6 +50,35 @@ export const conv3dAct = (
  */
 export const convTranspose3d = (x: Tensor, w: Tensor, b: Tensor | null): Tensor =>
   apply("convTranspose3d", [x, w, b], {});
+/**
+ * 3D convolution with a kernel size and stride per axis (PyTorch Conv3d layout, padding k // 2
+ * per axis): x [N,Ci,D,H,W], w [Co,Ci,kd,kh,kw] with each k 1 or 3, optional bias [Co], stride
+ * (z, y, x) each 1 or 2 (one number: all axes; default 1) → [N,Co,OD,OH,OW] with
+ * OD = ⌊(D + 2⌊kd/2⌋ − kd) / sd⌋ + 1, likewise OH, OW. 3×3×3 and 1×1×1 at stride 1 run on the
+ * tuned kernels of {@link conv3d}.
+ *
+ * @example
+ * const y = conv3dGeneral(x, w, b, { stride: [1, 2, 2] }); // w [32,16,1,3,3]: x [1,16,8,64,64]
+ * //                                                          → [1,32,8,32,32]
+ */
+export const conv3dGeneral = (
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null,
+  opts: { stride?: number | Zyx } = {},
+): Tensor => apply("conv3dGeneral", [x, w, b], { stride: opts.stride ?? 1 });
+
+/**
+ * Transposed 3D convolution with kernel = stride per axis, each 1 or 2 (PyTorch
+ * ConvTranspose3d layout): x [N,Ci,D,H,W], w [Ci,Co,kd,kh,kw], optional bias [Co] →
+ * [N,Co,D·kd,H·kh,W·kw]. 2×2×2 runs on the tuned kernel of {@link convTranspose3d}.
+ *
+ * @example
+ * const y = convTranspose3dGeneral(x, w, b); // w [32,16,1,2,2]: x [1,32,8,16,16] → [1,16,8,32,32]
+ */
+export const convTranspose3dGeneral = (x: Tensor, w: Tensor, b: Tensor | null): Tensor =>
+  apply("convTranspose3dGeneral", [x, w, b], {});
+
 /** Max pooling, kernel 2 stride 2: [N,C,D,H,W] → [N,C,⌊D/2⌋,⌊H/2⌋,⌊W/2⌋]; ties: first max. */
 export const maxPool3d = (x: Tensor): Tensor => apply("maxPool3d", [x], {});
 

@@ -37,6 +37,11 @@ function kernelSize(w: Tensor): 1 | 3 {
   return k;
 }
 
+/** The kernel sizes (kd, kh, kw) of a weight [·, ·, kd, kh, kw]. */
+function kernelZyx(w: Tensor): ops.Zyx {
+  return [w.shape[2], w.shape[3], w.shape[4]];
+}
+
 export const rules = {
   // ---- elementwise: x, y saved where the derivative needs them --------------------------
   add: rule<Binary, None, None>({
@@ -120,6 +125,28 @@ export const rules = {
       needs[0] ? ops.convTranspose3dBackwardInput(gy, w) : null,
       needs[1] ? ops.convTranspose3dBackwardWeight(x, gy) : null,
       needs[2] ? ops.convTranspose3dBackwardBias(gy) : null,
+    ],
+  }),
+  // Per-axis kernel (w's shape) and stride; x's shape fixes the input gradient's size, since
+  // a stride-2 axis maps two input sizes to one output size.
+  conv3dGeneral: rule<Conv, { stride: number | ops.Zyx }, ConvSaved>({
+    forward: ([x, w, b], { stride }) => ({
+      out: ops.conv3dGeneral(x, w, b, { stride }),
+      saved: { x, w },
+    }),
+    backward: (gy, { x, w }, { stride }, needs) => [
+      needs[0] ? ops.conv3dGeneralBackwardInput(gy, w, x.shape, { stride }) : null,
+      needs[1] ? ops.conv3dGeneralBackwardWeight(x, gy, kernelZyx(w), { stride }) : null,
+      needs[2] ? ops.biasGrad(gy) : null,
+    ],
+  }),
+  // Kernel = stride, read from w's shape.
+  convTranspose3dGeneral: rule<Conv, None, ConvSaved>({
+    forward: ([x, w, b]) => ({ out: ops.convTranspose3dGeneral(x, w, b), saved: { x, w } }),
+    backward: (gy, { x, w }, _a, needs) => [
+      needs[0] ? ops.convTranspose3dGeneralBackwardInput(gy, w) : null,
+      needs[1] ? ops.convTranspose3dGeneralBackwardWeight(x, gy, kernelZyx(w)) : null,
+      needs[2] ? ops.biasGrad(gy) : null,
     ],
   }),
   // ---- layers: pooling saves argmax, norms save (mean, invStd), softmax its output -------

@@ -6,11 +6,19 @@
  */
 
 /** The normalisation kinds, in help order. */
-export const NORMALIZATION_KINDS = ["ct-window", "zscore", "none"] as const;
+export const NORMALIZATION_KINDS = ["ct-window", "zscore", "zscore-case", "none"] as const;
 
+/**
+ * - `ct-window`: clip to lo…hi (HU) and scale to 0…1.
+ * - `zscore`: clip, then subtract `mean` and divide by `std` (one set for the whole dataset).
+ * - `zscore-case`: each case by its own image mean and std (nnU-Net's scheme for MR and other
+ *   modalities without absolute units); resolved into a `zscore` per case before use.
+ * - `none`: values as they are.
+ */
 export type Normalization =
   | { kind: "ct-window"; lo: number; hi: number }
   | { kind: "zscore"; clipLo: number; clipHi: number; mean: number; std: number }
+  | { kind: "zscore-case" }
   | { kind: "none" };
 
 export type NormalizationKind = (typeof NORMALIZATION_KINDS)[number];
@@ -29,6 +37,7 @@ export function parseNormalization(value: unknown): Normalization {
   };
   if (typeof v !== "object" || v === null) throw new Error("normalisation must be an object");
   if (v.kind === "none") return { kind: "none" };
+  if (v.kind === "zscore-case") return { kind: "zscore-case" };
   if (v.kind === "ct-window") {
     const lo = num("lo"), hi = num("hi");
     if (!(lo < hi)) throw new Error(`normalisation ct-window: lo ${lo} must be below hi ${hi}`);

@@ -1,16 +1,17 @@
 /**
  * `voxseg convert`: NIfTI → OME-Zarr, one case or a whole nnU-Net raw folder (with the
- * dataset manifest).
+ * dataset manifest). Cases of several image channels (CASE_0000 … CASE_000N; `--image a,b`)
+ * become one case whose image has a channel axis (src/data/ome_zarr/metadata.ts).
  */
 
-import { basename, isAbsolute, join, relative, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { choiceFlag, numberFlag, parseNamedFlags, shapeFlag } from "./args.ts";
 import { UsageError } from "./usage_error.ts";
 import {
   buildManifest,
   caseStats,
-  DATASET_FILE,
   type DatasetManifest,
+  datasetTargetProblem,
   defaultSplit,
   type ManifestCase,
   writeDataset,
@@ -20,22 +21,34 @@ import { type NiftiVolume, readNifti } from "../data/nifti.ts";
 import { CASE_CODECS, type CaseCodec } from "../data/ome_zarr/metadata.ts";
 import { checkFiniteImage, labelArray, writeCase } from "../data/ome_zarr/writer.ts";
 import { Random } from "../base/random.ts";
+import { imageStats } from "../data/image_stats.ts";
+import {
+  channelCaseStats,
+  checkChannelGrids,
+  type ForegroundSample,
+  withChannels,
+} from "../data/channels.ts";
 
-const HELP = `voxseg convert --image a.nii.gz [--label a_seg.nii.gz] --out DIR/a.zarr
+const HELP =
+  `voxseg convert --image a.nii.gz[,a_0001.nii.gz,…] [--label a_seg.nii.gz] --out DIR/a.zarr
 voxseg convert --raw DIR --out DIR [--val 0.2] [--test 0.1] [--seed 0] [--name NAME]
 
-One case: converts a NIfTI image (and its label map) into an OME-Zarr 0.5 case folder.
+One case: converts a NIfTI image (and its label map) into an OME-Zarr 0.5 case folder; several
+images separated by commas are the channels of one case (e.g. CT and PET, or MRI sequences),
+in channel order, on one voxel grid.
 
-Whole dataset: reads an nnU-Net raw folder — imagesTr/CASE_0000.nii.gz, labelsTr/CASE.nii.gz,
-optional imagesTs/ (split "test"; labelsTs/ used when present) and optional dataset.json
-whose "labels" name the classes (else classes are inferred from the label values) — and
+Whole dataset: reads an nnU-Net raw folder — imagesTr/CASE_0000.nii.gz (and CASE_0001… for
+more channels), labelsTr/CASE.nii.gz, optional imagesTs/ (split "test"; labelsTs/ used when
+present) and optional dataset.json whose "labels" name the classes (else classes are inferred
+from the label values) and whose "channel_names" name the channels — and
 writes OUT/cases/CASE.zarr for each case plus OUT/dataset.json with splits, intensity
 statistics, target spacing and sampled foreground coordinates. The dataset is assembled in a
 temporary sibling folder and moved to OUT at the end, so a failed conversion leaves nothing
 behind; OUT must be new, empty, or a voxseg dataset (which is replaced).
 
-A label map must lie on its image's voxel grid (same shape and affine); images must not hold
-NaN or ±Infinity; labels must be integers 0..255 (0..N-1 when dataset.json names N classes).
+A label map and every channel must lie on the first channel's voxel grid (same shape and
+affine); every case must have the same channels; images must not hold NaN or ±Infinity; labels
+must be integers 0..255 (0..N-1 when dataset.json names N classes).
 
 flags:
   --chunks N|D,H,W   chunk shape (default 64)
@@ -85,40 +98,55 @@ export async function main(argv: string[]): Promise<number> {
     if (v[flag] !== undefined) throw new UsageError(`--${flag} applies to --raw only`);
   }
   const t0 = performance.now();
-  await checkInput(String(v.image), "--image");
+  const imagePaths = String(v.image).split(",").map((p) => p.trim());
+  for (const path of imagePaths) await checkInput(path, "--image");
   if (v.label) await checkInput(String(v.label), "--label");
-  const { image, label } = await readCaseInputs(String(v.image), v.label as string | undefined);
+  const { channels, label } = await readCaseInputs(imagePaths, v.label as string | undefined);
+  const image = channels[0];
   const out = String(v.out);
-  await writeCase(out, { image, label, chunks, codec, name: basename(out).replace(/\.zarr$/, "") });
+  await writeCase(out, {
+    image: channels,
+    label,
+    chunks,
+    codec,
+    name: basename(out).replace(/\.zarr$/, ""),
+  });
+  const c = channels.length > 1 ? `, ${channels.length} channels` : "";
   console.log(
-    `wrote ${out}: ${image.shape.join("×")} voxels, ${mm(image.spacingMm)} mm` +
+    `wrote ${out}: ${image.shape.join("×")} voxels${c}, ${mm(image.spacingMm)} mm` +
       `${label ? ", with label" : ""}, ${codec} (${seconds(t0)})`,
   );
   return 0;
 }
 
 async function checkInput(path: string, flag: string): Promise<void> {
-  if (!(await Deno.stat(path).then((s) => s.isFile, () => false))) {
+  if (path === "" || !(await Deno.stat(path).then((s) => s.isFile, () => false))) {
     throw new UsageError(`${flag} ${path}: no such file`);
   }
 }
 
 /**
- * Reads an image and its label map (if any) and refuses what would make a bad case: a
- * non-finite image, label values that are not class indices, a label off the image's grid.
- * Every error names the file it is about.
+ * Reads the channels of an image (one file each, in channel order) and its label map (if
+ * any) and refuses what would make a bad case: a non-finite image, a channel or a label off
+ * channel 0's grid, label values that are not class indices. Every error names the file it is
+ * about.
  */
 async function readCaseInputs(
-  imagePath: string,
+  imagePaths: readonly string[],
   labelPath?: string,
-): Promise<{ image: NiftiVolume; label?: NiftiVolume }> {
-  const image = await readNifti(imagePath);
-  inFile(imagePath, () => checkFiniteImage(image));
-  if (labelPath === undefined) return { image };
+): Promise<{ channels: NiftiVolume[]; label?: NiftiVolume }> {
+  const channels: NiftiVolume[] = [];
+  for (const path of imagePaths) {
+    const image = await readNifti(path);
+    inFile(path, () => checkFiniteImage(image));
+    channels.push(image);
+  }
+  checkChannelGrids(channels, imagePaths);
+  if (labelPath === undefined) return { channels };
   const label = await readNifti(labelPath);
-  checkSameGrid(image, label, imagePath, labelPath);
+  checkSameGrid(channels[0], label, imagePaths[0], labelPath);
   label.data = inFile(labelPath, () => labelArray(label));
-  return { image, label };
+  return { channels, label };
 }
 
 /** Runs `check`, prefixing any error with the file it is about. */
@@ -170,7 +198,8 @@ interface RawOptions {
 
 interface RawCase {
   id: string;
-  image: string;
+  /** The channel files CASE_0000 … in channel order. */
+  images: string[];
   label?: string;
   fromTest: boolean;
 }
@@ -188,6 +217,7 @@ async function convertRaw(raw: string, out: string, opts: RawOptions): Promise<n
       `${join(raw, "imagesTr")}: no CASE_0000.nii.gz images — is this an nnU-Net raw folder?`,
     );
   }
+  const channelNames = checkChannelCounts([...train, ...test], meta.channels);
   const clash = test.find((t) => train.some((c) => c.id === t.id));
   if (clash) throw new Error(`case "${clash.id}" is in both imagesTr/ and imagesTs/`);
   const target = resolve(out);
@@ -206,13 +236,24 @@ async function convertRaw(raw: string, out: string, opts: RawOptions): Promise<n
   let manifest: DatasetManifest;
   try {
     const splitOf = (c: RawCase) => (c.fromTest ? "test" : split[c.id]);
-    const entries = await writeCases(stage, cases, splitOf, meta.classes, opts);
-    manifest = buildManifest({
-      name: opts.name ?? meta.name ?? basename(raw.replace(/\/+$/, "")),
-      modality: opts.modality ?? meta.modality ?? "CT",
-      classes: meta.classes ?? inferClasses(entries),
-      cases: entries,
-    });
+    const { entries, foreground } = await writeCases(
+      stage,
+      cases,
+      splitOf,
+      meta.classes,
+      channelNames,
+      opts,
+    );
+    manifest = withChannels(
+      buildManifest({
+        name: opts.name ?? meta.name ?? basename(raw.replace(/\/+$/, "")),
+        modality: opts.modality ?? meta.modality ?? "CT",
+        classes: meta.classes ?? inferClasses(entries),
+        cases: entries,
+      }),
+      channelNames,
+      foreground,
+    );
     await writeDataset(stage, manifest);
     await commitFolder(stage, target);
   } catch (e) {
@@ -224,37 +265,78 @@ async function convertRaw(raw: string, out: string, opts: RawOptions): Promise<n
   console.log(
     `wrote ${join(out, "dataset.json")}: ${manifest.cases.length} cases ` +
       `(train ${count("train")}, val ${count("val")}, test ${count("test")}), ` +
-      `classes ${classes.join(", ")}`,
+      `classes ${classes.join(", ")}` +
+      (channelNames.length > 1 ? `, channels ${channelNames.join(", ")}` : ""),
   );
   return 0;
 }
 
-/** Converts each raw case into `dir/cases/ID.zarr`, one progress line per case. */
+/**
+ * The channel names of a raw dataset, after checking that every case has the same number of
+ * channels and that it matches dataset.json's `channel_names` (when given); unnamed channels
+ * are called channel_0, channel_1, ….
+ */
+function checkChannelCounts(cases: RawCase[], named: string[] | undefined): string[] {
+  const n = cases[0].images.length;
+  const odd = cases.find((c) => c.images.length !== n);
+  if (odd) {
+    throw new Error(
+      `case "${odd.id}" has ${odd.images.length} channel file(s) but case "${cases[0].id}" has ` +
+        `${n}; every case needs the same channels (CASE_0000 … CASE_${pad4(n - 1)})`,
+    );
+  }
+  if (named && named.length !== n) {
+    throw new Error(
+      `dataset.json names ${named.length} channel(s) (channel_names: ${named.join(", ")}) but ` +
+        `the cases have ${n}; give every channel its CASE_000N file, or fix channel_names`,
+    );
+  }
+  return named ?? Array.from({ length: n }, (_, i) => `channel_${i}`);
+}
+
+const pad4 = (i: number) => String(i).padStart(4, "0");
+
+/**
+ * Converts each raw case into `dir/cases/ID.zarr`, one progress line per case. Returns the
+ * manifest entries and, for a multi-channel dataset, each labelled case's per-channel
+ * foreground samples (for `withChannels`).
+ */
 async function writeCases(
   dir: string,
   cases: RawCase[],
   splitOf: (c: RawCase) => ManifestCase["split"],
   classes: string[] | undefined,
+  channelNames: string[],
   opts: RawOptions,
-): Promise<ManifestCase[]> {
+): Promise<{ entries: ManifestCase[]; foreground: ForegroundSample[][] }> {
   const rng = new Random(opts.seed);
   const entries: ManifestCase[] = [];
+  const foreground: ForegroundSample[][] = [];
+  const several = channelNames.length > 1;
   for (const [i, c] of cases.entries()) {
     const t0 = performance.now();
     const caseRng = rng.fork();
-    const { image, label } = await readCaseInputs(c.image, c.label);
-    const stats = label
+    const { channels, label } = await readCaseInputs(c.images, c.label);
+    const image = channels[0];
+    const stats: ManifestCase["stats"] = label
       ? inFile(c.label!, () => caseStats(image, label, classes, caseRng))
-      : { shape: image.shape, spacingMm: image.spacingMm };
+      : { shape: image.shape, spacingMm: image.spacingMm, image: imageStats(image.data) };
+    if (several) {
+      // Drawn after channel 0's statistics, so a one-channel dataset's draws are unchanged.
+      const perChannel = channelCaseStats(channels, label, caseRng);
+      stats.imageChannels = perChannel.imageChannels;
+      if (perChannel.foreground) foreground.push(perChannel.foreground);
+    }
     const path = `cases/${c.id}.zarr`;
     const { chunks, codec } = opts;
     await writeCase(join(dir, path), {
-      image,
+      image: channels,
       label,
       chunks,
       codec,
       name: c.id,
       classNames: classes,
+      ...(several ? { channelNames } : {}),
     });
     entries.push({ id: c.id, path, split: splitOf(c), stats });
     console.log(
@@ -262,7 +344,7 @@ async function writeCases(
         `${mm(image.spacingMm)} mm${label ? "" : " (no label)"} ${seconds(t0)}`,
     );
   }
-  return entries;
+  return { entries, foreground };
 }
 
 /**
@@ -271,23 +353,12 @@ async function writeCases(
  * raw folder or one that contains it.
  */
 async function checkReplaceable(out: string, raw: string): Promise<void> {
-  const rel = relative(out, raw);
-  if (rel === "" || (!rel.startsWith("..") && !isAbsolute(rel))) {
+  const problem = await datasetTargetProblem(out, raw);
+  if (problem === "holds-source") {
     throw new UsageError(`--out ${out} holds the raw folder ${raw}; give a folder outside it`);
   }
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.stat(out);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return;
-    throw e;
-  }
-  if (!info.isDirectory) throw new UsageError(`--out ${out} exists and is not a folder`);
-  const manifest = await Deno.readTextFile(join(out, DATASET_FILE))
-    .then((text) => JSON.parse(text) as { format?: unknown })
-    .catch(() => undefined);
-  if (manifest?.format === "voxseg-dataset") return;
-  for await (const _ of Deno.readDir(out)) {
+  if (problem === "not-a-folder") throw new UsageError(`--out ${out} exists and is not a folder`);
+  if (problem === "other-files") {
     throw new UsageError(
       `--out ${out} is a folder with other files and no voxseg dataset.json; convert --raw ` +
         "replaces OUT as a whole, so give a new folder (or an existing voxseg dataset's)",
@@ -304,26 +375,48 @@ function inferClasses(entries: ManifestCase[]): string[] {
   return Array.from({ length: n }, (_, i) => (i === 0 ? "background" : `class_${i}`));
 }
 
-/** What voxseg uses from an nnU-Net dataset.json (v1 or v2): classes, modality, name. */
-async function readNnunetJson(raw: string) {
+/** What voxseg uses from an nnU-Net dataset.json (v1 or v2). */
+interface NnunetMeta {
+  classes?: string[];
+  /** Channel 0's name ("CT" for any spelling of CT). */
+  modality?: string;
+  name?: string;
+  /** `channel_names` (v2; `modality` in v1) in channel order, when it names every channel. */
+  channels?: string[];
+}
+
+/** What voxseg uses from an nnU-Net dataset.json (v1 or v2): classes, channels, name. */
+async function readNnunetJson(raw: string): Promise<NnunetMeta> {
   const file = join(raw, "dataset.json");
   let json: Record<string, unknown>;
   try {
     json = JSON.parse(await Deno.readTextFile(file));
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      return {} as { classes?: string[]; modality?: string; name?: string };
-    }
+    if (e instanceof Deno.errors.NotFound) return {};
     throw new Error(`${file}: ${(e as Error).message}`);
   }
-  const channels = (json.channel_names ?? json.modality) as Record<string, string> | undefined;
-  const channel = channels?.["0"];
+  const byIndex = (json.channel_names ?? json.modality) as Record<string, string> | undefined;
+  const channel = byIndex?.["0"];
   const modality = channel === undefined ? undefined : /^ct$/i.test(channel) ? "CT" : channel;
   return {
     classes: json.labels === undefined ? undefined : nnunetClasses(json.labels, file),
     modality,
     name: typeof json.name === "string" ? json.name : undefined,
+    channels: byIndex === undefined ? undefined : channelNames(byIndex, file),
   };
+}
+
+/** `channel_names` {"0": "CT", "1": "PET"} as a list; the keys must be 0..C-1. */
+function channelNames(byIndex: Record<string, unknown>, file: string): string[] {
+  const n = Object.keys(byIndex).length;
+  const names = Array.from({ length: n }, (_, i) => byIndex[String(i)]);
+  if (names.some((v) => typeof v !== "string" || v === "")) {
+    throw new Error(
+      `${file}: "channel_names" must map "0".."${n - 1}" to channel names, got ` +
+        JSON.stringify(byIndex),
+    );
+  }
+  return (names as string[]).map((v) => (/^ct$/i.test(v) ? "CT" : v));
 }
 
 /** nnU-Net v2 labels map name → value; v1 maps "value" → name. Values must be 0..N-1. */
@@ -372,10 +465,13 @@ async function listCases(raw: string, images: string, labels: string, needLabels
   const labelNames = new Set((await listFiles(join(raw, labels))) ?? []);
   const cases: RawCase[] = [];
   for (const [id, files] of channels) {
-    if (files.length > 1 || !/_0000\.nii/.test(files[0])) {
+    // Channel files must be CASE_0000 … CASE_000N with no gap (sorted by name above).
+    const gap = files.findIndex((f, i) => !f.startsWith(`${id}_${pad4(i)}.nii`));
+    if (gap >= 0) {
       throw new Error(
-        `case "${id}" in ${dir} has channel files ${files.join(", ")}; voxseg trains on one ` +
-          "channel (CASE_0000) — keep only that one",
+        `case "${id}" in ${dir} has channel files ${files.join(", ")}; channels must be ` +
+          `${id}_0000 … ${id}_${pad4(files.length - 1)} without a gap (missing ` +
+          `${id}_${pad4(gap)}.nii.gz)`,
       );
     }
     const label = [`${id}.nii.gz`, `${id}.nii`].find((n) => labelNames.has(n));
@@ -384,7 +480,7 @@ async function listCases(raw: string, images: string, labels: string, needLabels
     }
     cases.push({
       id,
-      image: join(dir, files[0]),
+      images: files.map((f) => join(dir, f)),
       label: label ? join(raw, labels, label) : undefined,
       fromTest: !needLabels,
     });

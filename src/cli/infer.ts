@@ -1,19 +1,23 @@
 /**
- * `voxseg infer`: segments a NIfTI file or an OME-Zarr case with a checkpoint and writes the
- * label map — NIfTI with the input's exact geometry, or a `labels/pred` label image inside the
- * case — plus a JSON summary of per-class voxels and millilitres.
+ * `voxseg infer`: segments a NIfTI file or an OME-Zarr case with a checkpoint (or an ensemble
+ * of checkpoints, `--model a,b,c`) and writes the label map — NIfTI with the input's exact geometry, or a `labels/pred` label image inside the
+ * case — plus a JSON summary of per-class voxels and millilitres. A multi-channel model takes
+ * one NIfTI per channel (`--in a_0000.nii.gz,a_0001.nii.gz`), a 4D NIfTI whose 4th dimension
+ * is the channel, or a multi-channel case.
  */
 
 import { isPrecision, PRECISIONS } from "../ops/precision.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
-import { decodeNifti, type NiftiVolume, writeNifti } from "../data/nifti.ts";
+import { type NiftiVolume, writeNifti } from "../data/nifti.ts";
+import { checkChannelGrids, decodeNiftiChannels } from "../data/channels.ts";
 import type { NiftiGeometry } from "../data/nifti_geometry.ts";
 import { openCase } from "../data/ome_zarr/reader.ts";
 import type { Volume } from "../data/volume.ts";
+import type { Postprocessing } from "../infer/postprocess.ts";
 import {
   DEFAULT_MEMORY_BUDGET,
   type LoadedModel,
-  loadModel,
+  loadModels,
   predictCase,
   type PredictionSummary,
   type PredictOptions,
@@ -24,14 +28,21 @@ import { numberFlag, parseNamedFlags } from "./args.ts";
 import { UsageError } from "./usage_error.ts";
 import { Progress } from "./progress.ts";
 
-const HELP = `voxseg infer --model M.safetensors --in X [--out Y] [flags]
+const HELP = `voxseg infer --model M.safetensors[,M2.safetensors,…] --in X [--out Y] [flags]
 
 Segments X with the checkpoint M: a sliding window of the training patch size with Gaussian
 blending, intensities normalised as in training, and resampling to the training spacing (and
-back) when X's spacing differs from it by more than --spacing-tolerance.
+back) when X's spacing differs from it by more than --spacing-tolerance. Several checkpoints
+separated by commas (the folds of a cross-validation) are an ensemble: their softmax
+probabilities are averaged before the arg-max; they must share classes, normalisation, input
+channels, spacing and patch size. A checkpoint with post-processing (keep the largest
+connected component, chosen on cross-validation) has it applied to the label map.
 
   X  a NIfTI file (.nii, .nii.gz; a path or an http(s) URL) or an OME-Zarr case (a folder or
-     URL written by \`voxseg convert\`)
+     URL written by \`voxseg convert\`). A model of several input channels takes one NIfTI
+     per channel separated by commas, in channel order (a_0000.nii.gz,a_0001.nii.gz), or one
+     4D NIfTI whose 4th dimension is the channel, or a multi-channel case; the labels lie on
+     the grid of channel 0.
   Y  a .nii or .nii.gz label map with X's exact geometry (shape, affine, qform/sform); or, for
      a case, a folder for the label image. With a local case and no --out (or --out-group),
      the labels go into the case as labels/pred (--label-name to change).
@@ -47,6 +58,7 @@ flags:
   DEFAULT_MEMORY_BUDGET / 2 ** 20
 })
   --spacing-tolerance F  relative spacing difference run without resampling (default ${SPACING_TOLERANCE})
+  --no-postprocess       skip the checkpoint's post-processing (largest connected component)
   --label-name NAME      label image name inside a case (default pred)
   --out-group            write the label image into the case (the default for a local case)
   --summary FILE         write the JSON summary to FILE
@@ -109,19 +121,49 @@ const FLAGS = {
   "label-name": { type: "string" },
   summary: { type: "string" },
   json: { type: "boolean" },
+  "no-postprocess": { type: "boolean" },
   ...PREDICT_FLAGS,
 } as const;
 
 const isUrl = (s: string) => /^https?:\/\//i.test(s);
 const isNiftiName = (s: string) => /\.nii(\.gz)?$/i.test(isUrl(s) ? new URL(s).pathname : s);
 
-/** What X is: a NIfTI volume (read), or an OME-Zarr case (left to be streamed). */
+/**
+ * What X is: NIfTI (read: `volume` is channel 0, `channels` every channel, in order), or an
+ * OME-Zarr case (left to be streamed).
+ */
 type Input =
-  | { kind: "nifti"; volume: NiftiVolume }
+  | { kind: "nifti"; volume: NiftiVolume; channels: NiftiVolume[] }
   | { kind: "case"; location: string };
 
-/** Reads X when it is NIfTI; recognises an OME-Zarr case; explains anything else. */
+/**
+ * Reads X when it is NIfTI — one file, 3D or 4D (channels), or several separated by commas
+ * (one channel each, on one grid); recognises an OME-Zarr case; explains anything else.
+ */
 export async function readInput(location: string): Promise<Input> {
+  const parts = location.split(",").map((p) => p.trim());
+  if (parts.length === 1) return await readOneInput(location);
+  if (parts.some((p) => p === "")) {
+    throw new UsageError(`--in takes files separated by commas, got "${location}" (an empty name)`);
+  }
+  const channels: NiftiVolume[] = [];
+  for (const part of parts) {
+    const input = await readOneInput(part);
+    if (input.kind !== "nifti") {
+      throw new UsageError(
+        `--in ${part}: a list of channels must be NIfTI files (a case holds its own channels)`,
+      );
+    }
+    if (input.channels.length > 1) {
+      throw new UsageError(`--in ${part}: a list of channels takes 3D files, one per channel`);
+    }
+    channels.push(input.volume);
+  }
+  checkChannelGrids(channels, parts);
+  return { kind: "nifti", volume: channels[0], channels };
+}
+
+async function readOneInput(location: string): Promise<Input> {
   if (isUrl(location)) {
     if (!isNiftiName(location)) return { kind: "case", location };
     const response = await fetch(location).catch((e) => {
@@ -131,7 +173,7 @@ export async function readInput(location: string): Promise<Input> {
       await response.body?.cancel();
       throw new Error(`cannot fetch ${location}: HTTP ${response.status} ${response.statusText}`);
     }
-    return { kind: "nifti", volume: await decodeInput(location, await response.bytes()) };
+    return niftiInput(await decodeInput(location, await response.bytes()));
   }
   let info: Deno.FileInfo;
   try {
@@ -144,12 +186,17 @@ export async function readInput(location: string): Promise<Input> {
   if (/(^|\/)zarr\.json$/.test(location)) {
     return { kind: "case", location: location.replace(/\/?zarr\.json$/, "") || "." };
   }
-  return { kind: "nifti", volume: await decodeInput(location, await Deno.readFile(location)) };
+  return niftiInput(await decodeInput(location, await Deno.readFile(location)));
 }
 
-async function decodeInput(location: string, bytes: Uint8Array): Promise<NiftiVolume> {
+function niftiInput(channels: NiftiVolume[]): Input {
+  return { kind: "nifti", volume: channels[0], channels };
+}
+
+/** The channels of a NIfTI file: one for a 3D file, C for a 4D one. */
+async function decodeInput(location: string, bytes: Uint8Array): Promise<NiftiVolume[]> {
   try {
-    return await decodeNifti(bytes);
+    return await decodeNiftiChannels(bytes);
   } catch (e) {
     throw new Error(
       `${location} is neither a NIfTI file (.nii, .nii.gz) nor an OME-Zarr case (a folder ` +
@@ -162,7 +209,10 @@ export async function main(argv: string[]): Promise<number> {
   const { values: v } = parseNamedFlags(argv, FLAGS, HELP, ["model", "in"]);
   const out = typeof v.out === "string" ? v.out : undefined;
   if (out && v["out-group"]) throw new UsageError("give either --out or --out-group, not both");
-  const options = predictOptionsFromFlags(v);
+  const options: PredictOptions = {
+    ...predictOptionsFromFlags(v),
+    postprocess: !v["no-postprocess"],
+  };
   const json = Boolean(v.json);
   const progress = new Progress({ json });
 
@@ -180,7 +230,7 @@ export async function main(argv: string[]): Promise<number> {
         "local folder for the label image)",
     );
   }
-  const loaded = await loadModel(String(v.model));
+  const loaded = await loadModels(modelPaths(String(v.model)), options.postprocess);
   const controller = new AbortController();
   const onSignal = () => {
     progress.log("stopping after the current batch…");
@@ -189,9 +239,11 @@ export async function main(argv: string[]): Promise<number> {
   };
   Deno.addSignalListener("SIGINT", onSignal);
   try {
-    const m = loaded.meta;
+    const m = loaded[0].meta;
+    const names = loaded.map((l) => l.name).join(", ");
     progress.log(
-      `model ${loaded.name}: ${m.classNames.join(", ")}; patch ${m.patchSize.join("×")}, ` +
+      `${loaded.length > 1 ? `ensemble of ${loaded.length} models (${names})` : `model ${names}`}` +
+        `: ${m.classNames.join(", ")}; patch ${m.patchSize.join("×")}, ` +
         `trained at ${m.spacingMm.map((s) => +s.toFixed(3)).join("×")} mm`,
     );
     const opts: PredictOptions = {
@@ -212,6 +264,7 @@ export async function main(argv: string[]): Promise<number> {
           `${summary.network.shape.join("×")} at ${mm(summary.network.spacingMm)} mm and back`,
       );
     }
+    logPostprocessing(progress, summary, m.classNames, m.postprocessing);
     const report = { model: String(v.model), input: String(v.in), output: written, ...summary };
     if (typeof v.summary === "string") {
       await writeFileAtomic(v.summary, JSON.stringify(report, null, 2) + "\n");
@@ -225,26 +278,61 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
-    loaded.dispose();
+    for (const l of loaded) l.dispose();
   }
 }
 
+/** The checkpoint paths of `--model`: one, or several separated by commas (an ensemble). */
+export function modelPaths(flag: string): string[] {
+  const paths = flag.split(",").map((p) => p.trim());
+  if (paths.some((p) => p === "")) {
+    throw new UsageError(
+      `--model takes a checkpoint or checkpoints separated by commas, got "${flag}" (an empty name)`,
+    );
+  }
+  return paths;
+}
+
+/** Says what post-processing did, when the models have it and it was on. */
+function logPostprocessing(
+  progress: Progress,
+  summary: PredictionSummary,
+  classNames: string[],
+  pp: Postprocessing | undefined,
+): void {
+  const report = summary.postprocessing;
+  if (!report || !pp) return;
+  if (!report.applied) {
+    progress.log(`post-processing skipped: ${report.skipped}`);
+    return;
+  }
+  const steps = [
+    ...(pp.foregroundLcc ? ["the foreground"] : []),
+    ...pp.perClassLcc.map((c) => classNames[c]),
+  ];
+  progress.log(
+    `post-processing: kept the largest ${pp.connectivity}-connected component of ` +
+      `${steps.join(", ") || "nothing"}; ${report.removedVoxels} voxels became background`,
+  );
+}
+
 async function predict(
-  loaded: LoadedModel,
+  loaded: LoadedModel[],
   input: Input,
   out: string | undefined,
   labelName: string,
   opts: PredictOptions,
 ): Promise<{ summary: PredictionSummary; written: string }> {
   if (input.kind === "nifti") {
-    const { labels, summary } = await predictVolume(loaded, input.volume, opts);
+    const channels = input.channels.length === 1 ? input.volume : input.channels;
+    const { labels, summary } = await predictVolume(loaded, channels, opts);
     await writeNifti(out!, labels, { like: input.volume.header, description: "voxseg labels" });
     return { summary, written: out! };
   }
   if (out && isNiftiName(out)) {
     const reader = await openCase(input.location, { cacheBytes: 0 });
-    const image: Volume = await reader.readFullImage();
-    const { labels, summary } = await predictVolume(loaded, image, opts);
+    const channels: Volume[] = await reader.readFullChannels();
+    const { labels, summary } = await predictVolume(loaded, channels, opts);
     const like: NiftiGeometry | undefined = reader.nifti;
     await writeNifti(out, labels, { like, description: "voxseg labels" });
     return { summary, written: out };

@@ -32,6 +32,10 @@ export const commandTable: Record<string, Command> = {
     summary: "checkpoint → ONNX model (opset 17) for onnxruntime and other runtimes",
     load: () => import("./export_onnx.ts"),
   },
+  plan: {
+    summary: "plan training for a dataset (spacing, normalisation, network, patch, time budget)",
+    load: () => import("./plan.ts"),
+  },
   train: {
     summary: "train a 3D U-Net (no flags: the embedded synthetic chest-CT dataset)",
     load: () => import("./train.ts"),

@@ -16,12 +16,19 @@
  * the patch sampler can centre patches on foreground without scanning volumes. Background
  * (class 0) is not sampled. Intensity statistics are nnU-Net's: computed on foreground voxel
  * intensities sampled from every labelled case; the target spacing is the per-axis median.
+ *
+ * A dataset of C > 1 image channels (nnU-Net's CASE_0000 … CASE_000N) lists their names in
+ * `channels` and keeps the per-channel statistics beside the one-channel fields, which hold
+ * channel 0's (so a reader that knows one channel still reads it): `intensityChannels[c]` the
+ * foreground statistics of channel c, each case's `imageChannels[c]` its whole-image ones.
+ * Without `channels` the dataset has one channel.
  */
 
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { Random } from "../base/random.ts";
 import type { Shape3, Volume } from "./volume.ts";
+import { type ImageStats, imageStats } from "./image_stats.ts";
 
 export type Split = "train" | "val" | "test";
 export const SPLITS: readonly Split[] = ["train", "val", "test"];
@@ -54,6 +61,13 @@ export interface CaseEntry {
   voxelsPerClass: number[];
   /** Per class: sampled foreground coordinates as flat z,y,x triples; `foreground[0]` = []. */
   foreground: number[][];
+  /**
+   * Whole-image intensity statistics (for `zscore-case` normalisation); absent in datasets
+   * converted before they were recorded. Channel 0's on a multi-channel dataset.
+   */
+  image?: ImageStats;
+  /** Whole-image statistics of each channel, on a dataset of C > 1 channels (length C). */
+  imageChannels?: ImageStats[];
 }
 
 export interface DatasetManifest {
@@ -66,8 +80,15 @@ export interface DatasetManifest {
   classes: string[];
   /** Median spacing over the cases, z, y, x mm. */
   targetSpacingMm: Shape3;
-  /** Foreground intensity statistics; null when no case has a label. */
+  /**
+   * Foreground intensity statistics (channel 0's on a multi-channel dataset); null when no
+   * case has a label.
+   */
   intensity: IntensityStats | null;
+  /** Image channel names in channel order (e.g. ["T1", "T2"]), when there are C > 1. */
+  channels?: string[];
+  /** Foreground intensity statistics of each channel, when there are C > 1 (length C). */
+  intensityChannels?: (IntensityStats | null)[];
   /** Where the data came from (generator name and options, converter, URL…); free-form. */
   source?: Record<string, unknown>;
   cases: CaseEntry[];
@@ -101,6 +122,8 @@ export interface CaseStats {
   /** Exact extremes of foreground intensities (±Infinity when there is no foreground). */
   min: number;
   max: number;
+  /** Whole-image statistics. */
+  image: ImageStats;
 }
 
 /**
@@ -184,6 +207,7 @@ export function caseStats(
     intensities: sample.slice(0, Math.min(seen, intensitySamples)),
     min,
     max,
+    image: imageStats(img),
   };
 }
 
@@ -204,8 +228,13 @@ export interface ManifestCase {
   id: string;
   path: string;
   split: Split;
-  /** From {@link caseStats}; for an unlabelled case, give shape and spacing only. */
-  stats: CaseStats | { shape: Shape3; spacingMm: Shape3 };
+  /**
+   * From {@link caseStats}; for an unlabelled case, give shape and spacing (and the image's
+   * statistics, when known). `imageChannels`: each channel's, on a multi-channel case.
+   */
+  stats: (CaseStats | { shape: Shape3; spacingMm: Shape3; image?: ImageStats }) & {
+    imageChannels?: ImageStats[];
+  };
 }
 
 /**
@@ -246,6 +275,8 @@ export function buildManifest(input: {
       hasLabel: labelled,
       voxelsPerClass: labelled ? pad(stats.voxelsPerClass, () => 0) : [],
       foreground: labelled ? pad(stats.foreground, () => []) : [],
+      ...(stats.image ? { image: { ...stats.image } } : {}),
+      ...(stats.imageChannels ? { imageChannels: stats.imageChannels.map((s) => ({ ...s })) } : {}),
     };
   });
   const median = (axis: number) => medianOf(cases.map((c) => c.spacingMm[axis]));
@@ -341,6 +372,38 @@ export function defaultSplit(
 
 // ---------------------------------------------------------------------------------------------
 // Reading and writing
+
+/** Why a folder may not be replaced by a new dataset; see {@link datasetTargetProblem}. */
+export type DatasetTargetProblem = "holds-source" | "not-a-folder" | "other-files";
+
+/**
+ * Whether `out` may be replaced as a whole by a dataset written from `source` (a local folder,
+ * or a URL): it must not hold the source, and must be missing, an empty folder, or a voxseg
+ * dataset. Returns the problem, or undefined when it may.
+ */
+export async function datasetTargetProblem(
+  out: string,
+  source: string,
+): Promise<DatasetTargetProblem | undefined> {
+  if (!/^https?:\/\//i.test(source)) {
+    const rel = relative(resolve(out), resolve(source));
+    if (rel === "" || (!rel.startsWith("..") && !isAbsolute(rel))) return "holds-source";
+  }
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(out);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  if (!info.isDirectory) return "not-a-folder";
+  const manifest = await Deno.readTextFile(join(out, DATASET_FILE))
+    .then((text) => JSON.parse(text) as { format?: unknown })
+    .catch(() => undefined);
+  if (manifest?.format === FORMAT) return undefined;
+  for await (const _ of Deno.readDir(out)) return "other-files";
+  return undefined;
+}
 
 /**
  * Validates a manifest and writes `dir/dataset.json` atomically. Cases go one per line so the
@@ -532,10 +595,17 @@ export function validateManifest(
     fail("classes", `has ${classes.length} entries (uint8 labels: at most 256)`);
   }
   triple(m.targetSpacingMm, "targetSpacingMm");
-  if (m.intensity !== null) {
-    const s = obj(m.intensity, "intensity");
-    for (const k of ["mean", "std", "p0_5", "p99_5", "min", "max"]) num(s[k], `intensity.${k}`);
-  }
+  const intensity = (v: unknown, path: string) => {
+    const s = obj(v, path);
+    for (const k of ["mean", "std", "p0_5", "p99_5", "min", "max"]) num(s[k], `${path}.${k}`);
+  };
+  if (m.intensity !== null) intensity(m.intensity, "intensity");
+  const perChannel = channelFields(m.channels, fail, str);
+  perChannel(m.intensityChannels, "intensityChannels", (x, p) => x !== null && intensity(x, p));
+  const wholeImage = (v: unknown, path: string) => {
+    const s = obj(v, path);
+    for (const k of ["mean", "std", "min", "max"]) num(s[k], `${path}.${k}`);
+  };
   if (!Array.isArray(m.cases)) fail("cases", "must be an array");
   const ids = new Set<string>();
   (m.cases as unknown[]).forEach((raw, i) => {
@@ -559,6 +629,8 @@ export function validateManifest(
       }
     }
     (c.voxelsPerClass as unknown[]).forEach((v, k) => num(v, `${at}.voxelsPerClass[${k}]`));
+    if (c.image !== undefined) wholeImage(c.image, `${at}.image`);
+    perChannel(c.imageChannels, `${at}.imageChannels`, wholeImage);
     const shape = c.shape as number[];
     (c.foreground as unknown[]).forEach((f, k) => {
       const path = `${at}.foreground[${k}]`;
@@ -576,6 +648,32 @@ export function validateManifest(
       }
     });
   });
+}
+
+/**
+ * Checks a manifest's `channels` (absent, or at least 2 names) and returns a checker for the
+ * per-channel fields: absent, or one entry per channel (only when there are channels).
+ */
+function channelFields(
+  names: unknown,
+  fail: (path: string, msg: string) => never,
+  str: (v: unknown, path: string) => void,
+) {
+  if (names !== undefined) {
+    if (!Array.isArray(names) || names.length < 2) {
+      fail("channels", `must list at least 2 channel names (absent: one), got ${show(names)}`);
+    }
+    (names as unknown[]).forEach((c, i) => str(c, `channels[${i}]`));
+  }
+  const channels = names === undefined ? 1 : (names as unknown[]).length;
+  return (v: unknown, path: string, check: (x: unknown, p: string) => void) => {
+    if (v === undefined) return;
+    if (channels === 1) fail(path, "is only for a dataset of several channels (`channels`)");
+    if (!Array.isArray(v) || v.length !== channels) {
+      fail(path, `must have ${channels} entries (one per channel), got ${show(v)}`);
+    }
+    (v as unknown[]).forEach((x, i) => check(x, `${path}[${i}]`));
+  };
 }
 
 function show(v: unknown): string {

@@ -12,10 +12,19 @@
  * thread that drops them matters: batches allocated in the workers and received by transfer
  * were left uncollected on the consumer's thread for hundreds of MB before V8 collected them
  * (tests/data/loader_memory_test.ts); allocated there, they are collected as they go.
+ *
+ * Channels: a dataset of C > 1 image channels (`channels` in its manifest) gives batches of
+ * [B, C, D, H, W], each channel normalised by its own scheme (`channelNorms`).
  */
 
 import { type Dataset, readDataset, resolveCase, type Split } from "./dataset.ts";
+import { withSplits } from "./folds.ts";
 import { type Normalization, normalizationFromDataset } from "./normalize.ts";
+import {
+  caseChannelNormalizations,
+  channelCount,
+  resolveChannelNormalizations,
+} from "./channels.ts";
 import { ChunkCache } from "./chunk_cache.ts";
 import { type CaseReader, openCase } from "./ome_zarr/reader.ts";
 import { type Augmentation, type PatchRequest, patchSampler, readPatch } from "./sampler.ts";
@@ -33,12 +42,20 @@ export interface LoaderOptions {
   seed: number;
   /** Share of foreground-centred patches (default 1/3). */
   foregroundFraction?: number;
-  /** Default: ct-window for a CT dataset, zscore otherwise. */
+  /** Default: ct-window for a CT dataset, zscore otherwise. One-channel datasets only. */
   norm?: Normalization;
+  /**
+   * One normalisation per channel (length C) for a dataset of C > 1 channels; default: by
+   * channel (`resolveChannelNormalizations` with `auto`: the CT window for a CT channel, each
+   * case's own z-score for the others).
+   */
+  channelNorms?: Normalization[];
   /** Off by default. */
   augment?: Augmentation;
   /** Cases to sample (default "train"). */
   split?: Split | "all";
+  /** Each case's split, replacing the manifest's (a cross-validation fold, src/data/folds.ts). */
+  caseSplits?: Record<string, Split>;
   /** Decoded-chunk cache budget of each worker, shared by the cases it opens (default 256 MiB). */
   cacheBytes?: number;
   /**
@@ -57,7 +74,10 @@ export interface LoaderOptions {
 export interface Batch {
   /** Position in the loader's stream, from 0. */
   index: number;
-  /** [B, 1, D, H, W] normalised intensities. */
+  /**
+   * [B, C, D, H, W] normalised intensities (C = 1 for a one-channel dataset): each patch's C
+   * channels one after another, each normalised by its own scheme.
+   */
   image: Float32Array;
   /** [B, D, H, W] class indices. */
   label: Uint8Array;
@@ -70,7 +90,12 @@ export interface Batch {
 
 export interface Loader extends AsyncIterableIterator<Batch> {
   readonly dataset: Dataset;
+  /** Channel 0's normalisation (the only one for a one-channel dataset). */
   readonly norm: Normalization;
+  /** Image channels of each patch: the C of [B, C, D, H, W]. */
+  readonly channels: number;
+  /** One normalisation per channel (length C). */
+  readonly channelNorms: Normalization[];
   /** Batches finished and waiting for the consumer. */
   readonly ready: number;
   /** Stops the workers; pending and later `next()` calls end the iteration. */
@@ -83,7 +108,17 @@ export type WorkerRequest =
     type: "init";
     locations: Record<string, string>;
     patchSize: Shape3;
+    /** Channel 0's normalisation. */
     norm: Normalization;
+    /** Image channels (default 1). */
+    channels?: number;
+    /** One normalisation per channel, when there are C > 1. */
+    channelNorms?: Normalization[];
+    /**
+     * Per case, one normalisation per channel, where a per-case kind (`zscore-case`) takes the
+     * case's own statistics.
+     */
+    caseNorms?: Record<string, Normalization[]>;
     augment?: Augmentation;
     cacheBytes: number;
   }
@@ -134,24 +169,28 @@ export class BatchReader {
     requests: PatchRequest[],
     buffers: BatchBuffers,
   ): Promise<Extract<WorkerReply, { type: "batch" }>> {
-    const { patchSize, norm, augment } = this.init;
+    const { patchSize, norm, augment, channels = 1 } = this.init;
     const voxels = patchSize[0] * patchSize[1] * patchSize[2];
     const { image, label, labelU32 } = buffers;
-    if (image.length !== requests.length * voxels || label.length !== image.length) {
+    if (
+      image.length !== requests.length * channels * voxels ||
+      label.length * channels !== image.length
+    ) {
       throw new RangeError(
         `batch ${index}: buffers of ${image.length} voxels for ${requests.length} patches of ` +
-          `${voxels}`,
+          `${channels > 1 ? `${channels}×` : ""}${voxels}`,
       );
     }
+    const norms = this.init.channelNorms ?? [norm];
     await Promise.all(requests.map(async (request, b) => {
       const patch = await readPatch(
         await this.#open(request.caseId),
         request,
         patchSize,
-        norm,
+        this.init.caseNorms?.[request.caseId] ?? norms,
         augment,
       );
-      image.set(patch.image, b * voxels);
+      image.set(patch.image, b * channels * voxels);
       label.set(patch.label, b * voxels);
     }));
     labelU32.set(label);
@@ -159,10 +198,14 @@ export class BatchReader {
   }
 }
 
-/** Fresh arrays for a batch of `patches` patches of `patchSize`. */
-export function batchBuffers(patches: number, patchSize: Shape3): BatchBuffers {
+/** Fresh arrays for a batch of `patches` patches of `patchSize` with `channels` channels. */
+export function batchBuffers(patches: number, patchSize: Shape3, channels = 1): BatchBuffers {
   const n = patches * patchSize[0] * patchSize[1] * patchSize[2];
-  return { image: new Float32Array(n), label: new Uint8Array(n), labelU32: new Uint32Array(n) };
+  return {
+    image: new Float32Array(channels * n),
+    label: new Uint8Array(n),
+    labelU32: new Uint32Array(n),
+  };
 }
 
 interface Slot {
@@ -195,9 +238,9 @@ export async function createLoader(options: LoaderOptions): Promise<Loader> {
   if (!Number.isInteger(startBatch) || startBatch < 0) {
     throw new RangeError(`startBatch must be an integer ≥ 0, got ${startBatch}`);
   }
-  const dataset = await readDataset(options.dataset, { confineTo: options.confineTo });
-  const norm = options.norm ??
-    normalizationFromDataset(dataset, dataset.modality === "CT" ? "ct-window" : "zscore");
+  const read = await readDataset(options.dataset, { confineTo: options.confineTo });
+  const dataset = options.caseSplits ? withSplits(read, options.caseSplits) : read;
+  const { norm, channelNorms } = loaderNorms(dataset, options);
   const sampler = patchSampler(dataset, {
     patchSize,
     seed,
@@ -208,15 +251,78 @@ export async function createLoader(options: LoaderOptions): Promise<Loader> {
   for (let i = 0; i < startBatch * batchSize; i++) sampler.next();
   const locations: Record<string, string> = {};
   for (const c of dataset.cases) locations[c.id] = resolveCase(dataset, c.id);
+  const norms = channelNorms ?? [norm];
   const init: WorkerRequest = {
     type: "init",
     locations,
     patchSize,
     norm,
+    ...(channelNorms ? { channels: channelNorms.length, channelNorms } : {}),
+    ...(norms.some((n) => n.kind === "zscore-case")
+      ? { caseNorms: caseNormalizations(dataset, norms) }
+      : {}),
     augment: options.augment,
     cacheBytes: options.cacheBytes ?? 256 * 2 ** 20,
   };
-  return new WorkerLoader(dataset, norm, init, sampler, batchSize, workers, prefetch, startBatch);
+  return new WorkerLoader(dataset, norms, init, sampler, batchSize, workers, prefetch, startBatch);
+}
+
+/**
+ * The loader's normalisations: for one channel `norm` (default ct-window for CT, else
+ * zscore); for C > 1 channels one per channel (`channelNorms`, default chosen by channel).
+ */
+function loaderNorms(
+  dataset: Dataset,
+  options: LoaderOptions,
+): { norm: Normalization; channelNorms?: Normalization[] } {
+  const channels = channelCount(dataset);
+  if (channels === 1) {
+    if (options.channelNorms && options.channelNorms.length !== 1) {
+      throw new RangeError(
+        `channelNorms has ${options.channelNorms.length} entries but dataset ` +
+          `"${dataset.name}" has one image channel`,
+      );
+    }
+    const norm = options.channelNorms?.[0] ?? options.norm ??
+      normalizationFromDataset(dataset, dataset.modality === "CT" ? "ct-window" : "zscore");
+    return { norm };
+  }
+  if (options.norm && !options.channelNorms) {
+    throw new RangeError(
+      `dataset "${dataset.name}" has ${channels} image channels (${
+        dataset.channels!.join(", ")
+      }): ` +
+        "give one normalisation per channel (channelNorms), not one norm",
+    );
+  }
+  const channelNorms = options.channelNorms ??
+    resolveChannelNormalizations(dataset, { kind: "auto" });
+  if (channelNorms.length !== channels) {
+    throw new RangeError(
+      `channelNorms has ${channelNorms.length} entries but dataset "${dataset.name}" has ` +
+        `${channels} image channels (${dataset.channels!.join(", ")}); give one per channel`,
+    );
+  }
+  return { norm: channelNorms[0], channelNorms };
+}
+
+/**
+ * Each case's own normalisations (one per channel) for a per-case kind, resolved before the
+ * first batch so that a case without statistics stops the run before training starts.
+ */
+function caseNormalizations(
+  dataset: Dataset,
+  norms: Normalization[],
+): Record<string, Normalization[]> {
+  const out: Record<string, Normalization[]> = {};
+  for (const c of dataset.cases) {
+    try {
+      out[c.id] = caseChannelNormalizations(c, norms);
+    } catch (e) {
+      throw new Error(`dataset "${dataset.name}", ${(e as Error).message}`);
+    }
+  }
+  return out;
 }
 
 class WorkerLoader implements Loader {
@@ -232,9 +338,12 @@ class WorkerLoader implements Loader {
   #closed = false;
   #failure?: Error;
 
+  readonly norm: Normalization;
+  readonly channels: number;
+
   constructor(
     readonly dataset: Dataset,
-    readonly norm: Normalization,
+    readonly channelNorms: Normalization[],
     readonly init: Extract<WorkerRequest, { type: "init" }>,
     readonly sampler: Generator<PatchRequest, never>,
     readonly batchSize: number,
@@ -242,6 +351,8 @@ class WorkerLoader implements Loader {
     readonly prefetch: number,
     startBatch: number,
   ) {
+    this.norm = channelNorms[0];
+    this.channels = channelNorms.length;
     this.#scheduled = this.#claimed = this.#delivered = startBatch;
     if (workers === 0) this.#local = new BatchReader(init);
     for (let w = 0; w < workers; w++) {
@@ -286,7 +397,7 @@ class WorkerLoader implements Loader {
   }
 
   #buffers(): BatchBuffers {
-    return batchBuffers(this.batchSize, this.init.patchSize);
+    return batchBuffers(this.batchSize, this.init.patchSize, this.channels);
   }
 
   #dispatch() {

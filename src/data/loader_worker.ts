@@ -1,8 +1,9 @@
 /**
- * A loader worker: receives one `init` message (case locations, patch size, normalisation,
- * augmentation, cache budget), then fills the buffers each `batch` message lends it and posts
- * them back, transferred. Errors are posted as messages naming the batch, so the loader can
- * reject the right `next()` with the worker's message.
+ * A loader worker: receives one `init` message (case locations, patch size, normalisation of
+ * each channel, augmentation, cache budget), then fills the buffers each `batch` message lends
+ * it ([B, C, D, H, W] images, [B, D, H, W] labels) and posts them back, transferred. Errors
+ * are posted as messages naming the batch, so the loader can reject the right `next()` with
+ * the worker's message.
  */
 
 /// <reference lib="deno.worker" />

@@ -6,10 +6,13 @@
  * - `ct-window`: clip to a HU window (default −1000…400, lung window) and scale to 0…1.
  * - `zscore`: nnU-Net's CT scheme: clip to the dataset's foreground 0.5 / 99.5 percentiles,
  *   then subtract the foreground mean and divide by the foreground standard deviation.
+ * - `zscore-case`: each case by its own image mean and standard deviation (MR and other
+ *   modalities without absolute units); {@link forCase} turns it into a `zscore` per case.
  * - `none`: leave values as they are.
  */
 
 import type { DatasetManifest } from "./dataset.ts";
+import type { ImageStats } from "./image_stats.ts";
 
 import {
   type Normalization,
@@ -40,8 +43,11 @@ export function normalizationFromDataset(
 ): Normalization {
   if (kind === "ct-window") return { ...DEFAULT_CT_WINDOW };
   if (kind === "none") return { kind: "none" };
+  if (kind === "zscore-case") return { kind: "zscore-case" };
   if (kind !== "zscore") {
-    throw new RangeError(`unknown normalisation "${kind}" (use ct-window, zscore or none)`);
+    throw new RangeError(
+      `unknown normalisation "${kind}" (use ct-window, zscore, zscore-case or none)`,
+    );
   }
   const s = manifest.intensity;
   if (!s) {
@@ -60,8 +66,36 @@ export function normalizationFromDataset(
   };
 }
 
-/** Normalises `data` in place and returns it. */
+/**
+ * The normalisation to apply to one case: `zscore-case` becomes a `zscore` with the case's own
+ * mean and standard deviation (clipped to its own range, so nothing is clipped); every other
+ * kind is returned as it is. Throws when a `zscore-case` case has no statistics.
+ */
+export function forCase(norm: Normalization, stats: ImageStats | undefined): Normalization {
+  if (norm.kind !== "zscore-case") return norm;
+  if (!stats) {
+    throw new Error(
+      "zscore-case normalisation needs each case's image statistics, and this case has none " +
+        "(convert the dataset again to record them)",
+    );
+  }
+  return {
+    kind: "zscore",
+    clipLo: stats.min,
+    clipHi: stats.max,
+    mean: stats.mean,
+    std: Math.max(stats.std, 1e-8),
+  };
+}
+
+/**
+ * Normalises `data` in place and returns it. A `zscore-case` must be resolved per case with
+ * {@link forCase} first.
+ */
 export function normalizeInPlace(data: Float32Array, norm: Normalization): Float32Array {
+  if (norm.kind === "zscore-case") {
+    throw new Error("zscore-case is resolved per case (forCase) before it is applied");
+  }
   if (norm.kind === "ct-window") {
     const { lo, hi } = norm, scale = 1 / (hi - lo);
     for (let i = 0; i < data.length; i++) {
@@ -89,5 +123,8 @@ export function normalizeValue(raw: number, norm: Normalization): number {
  * intensity, air-like in CT) for `zscore`, and 0 for `none`.
  */
 export function padIntensity(norm: Normalization): number {
+  if (norm.kind === "zscore-case") {
+    throw new Error("zscore-case is resolved per case (forCase) before its padding is known");
+  }
   return norm.kind === "ct-window" ? norm.lo : norm.kind === "zscore" ? norm.clipLo : 0;
 }

@@ -2,15 +2,29 @@
  * Training patch sampling, nnU-Net style. {@link patchSampler} turns a dataset manifest into an
  * endless, seeded stream of patch requests (which case, which corner) without touching a
  * volume: foreground patches are centred on coordinates the manifest already holds.
- * {@link readPatch} then reads one request through a case reader, normalises it and applies
- * the request's own seeded augmentation.
+ * {@link readPatch} then reads one request through a case reader, normalises it (each channel
+ * by its own scheme) and applies the request's own seeded augmentation.
  */
 
 import type { CaseEntry, DatasetManifest, Split } from "./dataset.ts";
-import { type Normalization, normalizeInPlace, padIntensity } from "./normalize.ts";
+import { type Normalization, normalizeInPlace, normalizeValue, padIntensity } from "./normalize.ts";
 import type { CaseReader } from "./ome_zarr/reader.ts";
 import { Random } from "../base/random.ts";
 import type { Shape3 } from "./volume.ts";
+import {
+  augmentIntensity,
+  type AugmentPreset,
+  drawSpatial,
+  flipAxis,
+  type IntensityAugmentation,
+  nnunetIntensity,
+  nnunetSpatial,
+  resampleSpatial,
+  sourceBox,
+  type SpatialAugmentation,
+} from "./augment.ts";
+
+export { flipAxis };
 
 /** One patch to read: the box `start`..`start + patchSize` (z, y, x) of case `caseId`. */
 export interface PatchRequest {
@@ -104,9 +118,13 @@ function clampStart(start: number, entry: CaseEntry, axis: number, patch: number
   return Math.min(hi, Math.max(lo, start));
 }
 
-/** Random augmentation of a patch; every part is off unless set. */
+/**
+ * Random augmentation of a patch; every part is off unless set. The parts run in this order:
+ * `spatial` (in {@link readPatch}, which reads the larger source region it needs), flips,
+ * `rotate90`, intensity scale and shift, `noiseStd`, then `intensityTransforms`.
+ */
 export interface Augmentation {
-  /** Axes (0 = z, 1 = y, 2 = x) each flipped with probability 1/2. */
+  /** Axes (0 = z, 1 = y, 2 = x) each flipped with probability 1/2 (nnU-Net's mirroring). */
   flipAxes?: number[];
   /** Rotate the axial (y, x) plane by a random multiple of 90° (180° only if h ≠ w). */
   rotate90?: boolean;
@@ -116,28 +134,79 @@ export interface Augmentation {
   intensityShift?: number;
   /** Add Gaussian noise of this standard deviation (normalised units) with probability 1/2. */
   noiseStd?: number;
+  /** Rotation, scaling, elastic deformation (augment.ts); applied by {@link readPatch} only. */
+  spatial?: SpatialAugmentation;
+  /** nnU-Net's noise, blur, brightness, contrast, low resolution and gamma (augment.ts). */
+  intensityTransforms?: IntensityAugmentation;
 }
 
-/**
- * The augmentation the training config's switches stand for (nnU-Net-like magnitudes: all
- * flips, ×0.75–1.25 intensity, ±0.1 shift, noise σ 0.1).
- */
-export function augmentationFromFlags(flags: {
+/** The training config's augmentation switches (`data.augment`); absent ones are off. */
+export interface AugmentFlags {
   flip?: boolean;
   rotate90?: boolean;
   intensity?: boolean;
   noise?: boolean;
-}): Augmentation {
+  /** "basic" (default): each switch stands for itself; "nnunet": nnU-Net v2's whole set. */
+  preset?: AugmentPreset;
+  spatial?: boolean;
+  elastic?: boolean;
+  inPlane?: boolean;
+  blur?: boolean;
+  brightness?: boolean;
+  contrast?: boolean;
+  lowRes?: boolean;
+  gamma?: boolean;
+}
+
+/**
+ * The augmentation the training config's switches stand for.
+ *
+ * Preset "basic": `flip` mirrors every axis; `rotate90`, `intensity` (×0.75–1.25, ±0.1 shift)
+ * and `noise` (σ 0.1, p 1/2) are voxseg's simple transforms; `spatial` (rotation ±30° and
+ * scaling 0.7–1.4, each p 0.2), `elastic` (p 0.2), `blur`, `brightness`, `contrast`, `lowRes`
+ * and `gamma` are nnU-Net v2's transforms with its probabilities and ranges (augment.ts).
+ *
+ * Preset "nnunet": nnU-Net v2's default training augmentation whatever the other switches say —
+ * spatial, noise, blur, brightness, contrast, low resolution, gamma, mirroring of all axes —
+ * plus elastic deformation when `elastic` is on. `inPlane` (both presets) confines rotation,
+ * scaling, deformation and low resolution to the axial plane, rotating up to ±180° (nnU-Net's
+ * choice for anisotropic patches).
+ */
+export function augmentationFromFlags(flags: AugmentFlags): Augmentation {
+  const inPlane = flags.inPlane ?? false;
+  if (flags.preset === "nnunet") {
+    return {
+      flipAxes: [0, 1, 2],
+      spatial: nnunetSpatial({ inPlane, elastic: flags.elastic }),
+      intensityTransforms: nnunetIntensity(inPlane),
+    };
+  }
+  const all = nnunetIntensity(inPlane);
+  const chosen: IntensityAugmentation = {
+    ...(flags.blur ? { blur: all.blur } : {}),
+    ...(flags.brightness ? { brightness: all.brightness } : {}),
+    ...(flags.contrast ? { contrast: all.contrast } : {}),
+    ...(flags.lowRes ? { lowRes: all.lowRes } : {}),
+    ...(flags.gamma ? { gamma: all.gamma } : {}),
+  };
+  const spatial = flags.spatial || flags.elastic
+    ? nnunetSpatial({ inPlane, elastic: flags.elastic, rotateScale: flags.spatial === true })
+    : undefined;
   return {
     ...(flags.flip ? { flipAxes: [0, 1, 2] } : {}),
     ...(flags.rotate90 ? { rotate90: true } : {}),
     ...(flags.intensity ? { intensityScale: 0.25, intensityShift: 0.1 } : {}),
     ...(flags.noise ? { noiseStd: 0.1 } : {}),
+    ...(spatial ? { spatial } : {}),
+    ...(Object.keys(chosen).length > 0 ? { intensityTransforms: chosen } : {}),
   };
 }
 
 export interface Patch {
-  /** Normalised intensities, d·h·w, x fastest; padding holds the normalised pad value. */
+  /**
+   * Normalised intensities, C·d·h·w (channel-major, x fastest; C = 1 for a one-channel case);
+   * padding holds each channel's normalised pad value.
+   */
   image: Float32Array;
   /** Labels, d·h·w; padding is 0 (background). */
   label: Uint8Array;
@@ -146,44 +215,101 @@ export interface Patch {
 /**
  * Reads one requested patch: image (normalised; outside the volume it reads as
  * {@link padIntensity} before normalisation, i.e. air for CT) and label (0 outside), then
- * applies `augment` seeded by the request.
+ * applies `augment` seeded by the request. A drawn spatial transform reads the box of source
+ * voxels the transformed patch covers (larger than the patch when rotated or zoomed out) and
+ * resamples it, so the patch has no holes; without one the patch is read as it is.
+ *
+ * A case of C > 1 channels takes one normalisation per channel (`norm` a list of C) and gives
+ * C·d·h·w voxels: every channel gets the same spatial transform, flips and rotation (so they
+ * stay aligned with each other and the label); intensity augmentations are drawn per channel.
  */
 export async function readPatch(
   reader: CaseReader,
   request: PatchRequest,
   patchSize: Shape3,
-  norm: Normalization,
+  norm: Normalization | readonly Normalization[],
   augment?: Augmentation,
 ): Promise<Patch> {
+  const norms = "kind" in norm ? [norm as Normalization] : norm as readonly Normalization[];
+  if (norms.length !== reader.channels) {
+    throw new RangeError(
+      `case ${request.caseId} has ${reader.channels} image channel(s) but ${norms.length} ` +
+        "normalisation(s) were given; give one per channel",
+    );
+  }
+  const rng = augment ? new Random(request.seed) : undefined;
+  const map = rng && augment?.spatial ? drawSpatial(rng, augment.spatial, patchSize) : undefined;
+  const box = map ? sourceBox(map, patchSize) : { offset: [0, 0, 0] as Shape3, size: patchSize };
+  const start = request.start.map((s, a) => s + box.offset[a]) as Shape3;
+  const pads = norms.map(padIntensity);
   const [image, label] = await Promise.all([
-    reader.readImage(request.start, patchSize, padIntensity(norm)),
-    reader.readLabel(request.start, patchSize, 0),
+    reader.readImage(start, box.size, pads.length === 1 ? pads[0] : pads),
+    reader.readLabel(start, box.size, 0),
   ]);
-  normalizeInPlace(image, norm);
-  const patch = { image, label };
-  return augment ? augmentPatch(patch, patchSize, augment, new Random(request.seed)) : patch;
+  const n = box.size[0] * box.size[1] * box.size[2];
+  norms.forEach((nc, c) => normalizeInPlace(image.subarray(c * n, (c + 1) * n), nc));
+  let patch: Patch = { image, label };
+  if (map) {
+    // The box holds every sample (the reader pads outside the volume); `pad` is a safety net.
+    const channels = norms.map((nc, c) =>
+      resampleSpatial(
+        { image: image.subarray(c * n, (c + 1) * n), label },
+        box,
+        map,
+        patchSize,
+        normalizeValue(pads[c], nc),
+      )
+    );
+    patch = { image: concatChannels(channels.map((p) => p.image)), label: channels[0].label };
+  }
+  return augment && rng ? augmentPatch(patch, patchSize, augment, rng, norms.length) : patch;
 }
 
-/** Applies an augmentation to a patch in place (flips, rotation) and returns it. */
+/** The arrays one after another (the single array itself when there is one). */
+function concatChannels(parts: Float32Array[]): Float32Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+  parts.reduce((o, p) => (out.set(p, o), o + p.length), 0);
+  return out;
+}
+
+/**
+ * Applies an augmentation to a patch of `channels` channels in place (flips, rotation,
+ * intensity) and returns it. Flips and rotation are drawn once and applied to every channel
+ * and the label; intensity scale, shift, noise and `intensityTransforms` are drawn for each
+ * channel in turn (for one channel, the draws are those of a one-channel patch).
+ * `augment.spatial` is not applied here: it needs the source region around the patch, which
+ * {@link readPatch} reads.
+ */
 export function augmentPatch(
   patch: Patch,
   size: Shape3,
   augment: Augmentation,
   rng: Random,
+  channels = 1,
 ): Patch {
+  const n = size[0] * size[1] * size[2];
+  const channel = (c: number) => patch.image.subarray(c * n, (c + 1) * n);
   for (const axis of augment.flipAxes ?? []) {
     if (rng.next() < 0.5) {
-      flipAxis(patch.image, size, axis);
+      for (let c = 0; c < channels; c++) flipAxis(channel(c), size, axis);
       flipAxis(patch.label, size, axis);
     }
   }
   if (augment.rotate90) {
     const quarterTurns = size[1] === size[2] ? rng.int(0, 4) : 2 * rng.int(0, 2);
     if (quarterTurns > 0) {
-      patch.image = rotateAxial(patch.image, size, quarterTurns);
+      // Each axial slice turns alone, so C channels turn as C·d slices.
+      patch.image = rotateAxial(patch.image, [channels * size[0], size[1], size[2]], quarterTurns);
       patch.label = rotateAxial(patch.label, size, quarterTurns);
     }
   }
+  for (let c = 0; c < channels; c++) augmentChannel(channel(c), size, augment, rng);
+  return patch;
+}
+
+/** The intensity augmentations of one channel, in place. */
+function augmentChannel(img: Float32Array, size: Shape3, augment: Augmentation, rng: Random) {
   const scale = augment.intensityScale
     ? rng.uniform(1 - augment.intensityScale, 1 + augment.intensityScale)
     : 1;
@@ -191,31 +317,14 @@ export function augmentPatch(
     ? rng.uniform(-augment.intensityShift, augment.intensityShift)
     : 0;
   if (scale !== 1 || shift !== 0) {
-    const img = patch.image;
     for (let i = 0; i < img.length; i++) img[i] = img[i] * scale + shift;
   }
   if (augment.noiseStd && rng.next() < 0.5) {
-    const img = patch.image, std = augment.noiseStd;
+    const std = augment.noiseStd;
     for (let i = 0; i < img.length; i++) img[i] += rng.normal(0, std);
   }
-  return patch;
-}
-
-/** Reverses a d·h·w array along one axis, in place. */
-export function flipAxis(data: Float32Array | Uint8Array, size: Shape3, axis: number): void {
-  const [d, h, w] = size;
-  const n = size[axis], stride = [h * w, w, 1][axis];
-  const outer = axis === 0 ? 1 : axis === 1 ? d : d * h;
-  const inner = axis === 0 ? h * w : axis === 1 ? w : 1;
-  for (let o = 0; o < outer; o++) {
-    const base = axis === 0 ? 0 : axis === 1 ? o * h * w : o * w;
-    for (let m = 0; m < inner; m++) {
-      for (let a = base + m, b = a + (n - 1) * stride; a < b; a += stride, b -= stride) {
-        const t = data[a];
-        data[a] = data[b];
-        data[b] = t;
-      }
-    }
+  if (augment.intensityTransforms) {
+    augmentIntensity(img, size, augment.intensityTransforms, rng);
   }
 }
 

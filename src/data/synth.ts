@@ -28,8 +28,16 @@ export const DEFAULT_SYNTH_SHAPE: [number, number, number] = [48, 96, 96];
  */
 export type LesionKind = "ggo" | "consolidation" | "mixed";
 
-/** Lesion-count distributions: see {@link SynthOptions.cohort}. */
-export const SYNTH_COHORTS = ["mixed", "positive"] as const;
+/** Lesion-count distributions of {@link synthCase}: see {@link SynthOptions.cohort}. */
+export const LESION_COHORTS = ["mixed", "positive"] as const;
+export type LesionCohort = (typeof LESION_COHORTS)[number];
+
+/**
+ * Cohorts `voxseg synth` generates: the two lesion-count distributions on one fixed grid, and
+ * "clinical" (COVID-19-positive patients on heterogeneous grids, orientations and intensity
+ * conventions; see ./synth_clinical.ts).
+ */
+export const SYNTH_COHORTS = [...LESION_COHORTS, "clinical"] as const;
 export type SynthCohort = (typeof SYNTH_COHORTS)[number];
 
 export interface SynthOptions {
@@ -49,7 +57,7 @@ export interface SynthOptions {
    * rest 2–8 lesions. "positive": every case has 2–8 lesions, as in a COVID-19-positive cohort
    * (the public COVID-19 CT segmentation sets are of this kind).
    */
-  cohort?: SynthCohort;
+  cohort?: LesionCohort;
   /** Lesion kinds to draw from; default all three. */
   lesionKinds?: LesionKind[];
   /** Standard deviation of the added sensor noise in HU; default drawn in 8–18. */

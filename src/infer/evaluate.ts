@@ -69,10 +69,11 @@ export async function* evaluateDataset(
   for (const [index, entry] of cases.entries()) {
     opts.onCase?.(entry.id, index, cases.length);
     const reader = await openCase(resolveCase(dataset, entry.id), { cacheBytes: 0 });
-    const image = await reader.readFullImage();
+    const channels = await reader.readFullChannels();
+    const image = channels[0];
     const reference = await reader.readFullLabel();
     const t0 = performance.now();
-    const { labels } = await predictVolume(loaded, image, opts);
+    const { labels } = await predictVolume(loaded, channels.length > 1 ? channels : image, opts);
     const t1 = performance.now();
     const values = segmentationMetrics(
       labels.data as Uint8Array,

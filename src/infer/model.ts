@@ -2,7 +2,7 @@
 
 import { basename } from "node:path";
 import { initGpu } from "../gpu/mod.ts";
-import { UNet3D } from "../nn/unet3d.ts";
+import { createModel, type SegmentationNet } from "../nn/model.ts";
 import {
   type Checkpoint,
   CheckpointError,
@@ -11,9 +11,9 @@ import {
 } from "../nn/checkpoint.ts";
 import { loadWeights } from "../nn/weights.ts";
 
-/** A checkpoint's UNet3D with its weights uploaded, and the checkpoint's metadata. */
+/** A checkpoint's network with its weights uploaded, and the checkpoint's metadata. */
 export interface LoadedModel {
-  model: UNet3D;
+  model: SegmentationNet;
   meta: CheckpointMeta;
   /** A display name; {@link loadModel} uses the file name without `.safetensors`. */
   name?: string;
@@ -46,7 +46,7 @@ export async function loadModel(path: string): Promise<LoadedModel> {
   }
   await initGpu();
   const { weights, meta } = checkpoint;
-  const model = new UNet3D(meta.model);
+  const model = createModel(meta.model);
   try {
     loadWeights(model, weights);
   } catch (e) {

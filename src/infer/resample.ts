@@ -13,35 +13,15 @@
  * probabilities are held.
  */
 
+import { type AxisMap, axisMap } from "../data/resample.ts";
 import type { Shape3 } from "../data/volume.ts";
 import type { ProbabilitySlab } from "./sliding_window.ts";
 
+// The grid convention and shape rule are the data column's (shared with preprocessing).
+export { type AxisMap, axisMap, resampledShape } from "../data/resample.ts";
+
 /** Default tolerance: per-axis relative spacing difference below which nothing is resampled. */
 export const SPACING_TOLERANCE = 0.1;
-
-/** Where each output index of one axis samples the input: between i0 and i1, weight t on i1. */
-export interface AxisMap {
-  i0: Int32Array;
-  i1: Int32Array;
-  t: Float32Array;
-}
-
-/** The {@link AxisMap} from an axis of `nIn` voxels to one of `nOut`. */
-export function axisMap(nOut: number, nIn: number): AxisMap {
-  const i0 = new Int32Array(nOut), i1 = new Int32Array(nOut), t = new Float32Array(nOut);
-  for (let o = 0; o < nOut; o++) {
-    const s = Math.min(nIn - 1, Math.max(0, ((o + 0.5) * nIn) / nOut - 0.5));
-    i0[o] = Math.floor(s);
-    i1[o] = Math.min(i0[o] + 1, nIn - 1);
-    t[o] = s - i0[o];
-  }
-  return { i0, i1, t };
-}
-
-/** The shape of `shape` (spacing `spacingMm`) resampled to `targetMm`; each axis ≥ 1 voxel. */
-export function resampledShape(shape: Shape3, spacingMm: Shape3, targetMm: Shape3): Shape3 {
-  return shape.map((n, i) => Math.max(1, Math.round((n * spacingMm[i]) / targetMm[i]))) as Shape3;
-}
 
 /**
  * Whether an input with `spacingMm` must be resampled for a network trained at `targetMm`:

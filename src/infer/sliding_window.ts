@@ -11,6 +11,12 @@
  * The weight sum needs no buffer: the importance map is separable, so it is the product of
  * per-axis sums.
  *
+ * Ensembles: given several predictors (the folds of a cross-validation), every window runs
+ * through each of them and the softmax probabilities are averaged on the GPU before blending
+ * (test-time flips included: each model's flip views are summed, then the models' sums), so the
+ * result is the average of the models' probabilities, as nnU-Net ensembles folds. The 1/models
+ * of the mean is folded into the importance map with the 1/views.
+ *
  * Volumes smaller than a patch along an axis are padded (with the normalised air value) and
  * the result cropped, so any size works. While the host blends one batch, the GPU already
  * runs the next. Batches do not span rows; a row's last batch is filled up by repeating its
@@ -28,8 +34,11 @@ export interface SlidingWindowOptions {
   overlap?: number;
   /** Windows per GPU batch. Default 1. */
   batchSize?: number;
-  /** Value the volume is padded with (normalised intensity of air). Default 0. */
-  padValue?: number;
+  /**
+   * Value the volume is padded with (normalised intensity of air). Default 0. One value per
+   * channel for a source of several channels (or one for all).
+   */
+  padValue?: number | readonly number[];
   /** Test-time flips: each entry is a list of spatial axes (0 = z, 1 = y, 2 = x). */
   flips?: number[][];
   /** Called after each batch of windows with (done, total) windows. */
@@ -38,14 +47,29 @@ export interface SlidingWindowOptions {
   signal?: AbortSignal;
 }
 
-/** A network mapping [B, 1, d, h, w] to logits [B, C, d, h, w]. */
+/** A network mapping [B, channels, d, h, w] to logits [B, classes, d, h, w]. */
 export type Predictor = (x: Tensor) => Tensor;
 
-/** A normalised single-channel image, read a range of z-planes at a time. */
+/** One predictor, or several whose softmax probabilities are averaged (an ensemble). */
+export type Predictors = Predictor | readonly Predictor[];
+
+/** The predictors as a non-empty list. */
+function predictorList(predict: Predictors): readonly Predictor[] {
+  const list = typeof predict === "function" ? [predict] : predict;
+  if (list.length === 0) throw new RangeError("an ensemble needs at least one predictor");
+  return list;
+}
+
+/** A normalised image, read a range of z-planes at a time. */
 export interface SlabSource {
   /** D, H, W. */
   shape: Shape3;
-  /** Planes z0 ≤ z < z1 (0 ≤ z0 < z1 ≤ D) as (z1 − z0)·H·W floats, x fastest. */
+  /** Image channels, the network's input channels (default 1). */
+  channels?: number;
+  /**
+   * Planes z0 ≤ z < z1 (0 ≤ z0 < z1 ≤ D) as (z1 − z0)·H·W floats, x fastest; with C channels,
+   * C such blocks one after another (channel-major).
+   */
   read(z0: number, z1: number): Promise<Float32Array>;
 }
 
@@ -134,15 +158,18 @@ export interface WindowPlan {
   zStarts: number[];
   /** Σ over windows of the Gaussian along z, y and x: the weight sum is their product. */
   coverage: [Float64Array, Float64Array, Float64Array];
-  /** Importance map [pd, ph, pw] with the 1/views of the flip average folded in. */
+  /** Importance map [pd, ph, pw] with the 1/(views · models) of the average folded in. */
   weights: Float32Array;
   batches: Batch[];
   /** Real windows in the volume (padding windows of a batch not counted). */
   total: number;
 }
 
-/** The window plan of a volume of `shape` under `opts`; see {@link WindowPlan}. */
-export function planWindows(shape: Shape3, opts: SlidingWindowOptions): WindowPlan {
+/**
+ * The window plan of a volume of `shape` under `opts` for an ensemble of `models` predictors;
+ * see {@link WindowPlan}.
+ */
+export function planWindows(shape: Shape3, opts: SlidingWindowOptions, models = 1): WindowPlan {
   const { patchSize: patch, overlap = 0.5, batchSize = 1, flips = [] } = opts;
   const [D, H, W] = shape;
   const [pd, ph, pw] = patch;
@@ -162,7 +189,7 @@ export function planWindows(shape: Shape3, opts: SlidingWindowOptions): WindowPl
     padded,
     zStarts: starts[0],
     coverage,
-    weights: importanceMap(axes[0], axes[1], axes[2], 1 + flips.length),
+    weights: importanceMap(axes[0], axes[1], axes[2], (1 + flips.length) * models),
     batches: rowBatches(starts[0].length, rowWindows, batchSize),
     total: starts[0].length * rowWindows.length,
   };
@@ -211,10 +238,14 @@ function rowBatches(rows: number, rowWindows: [number, number][], batchSize: num
   return batches;
 }
 
-/** The planes of the image a row's windows read: `depth` planes from `z0`, x fastest. */
+/**
+ * The planes of the image a row's windows read: `depth` planes from `z0`, x fastest; with
+ * `channels` C > 1, C blocks of `depth` planes (channel-major).
+ */
 export interface ImageSlab {
   data: Float32Array;
   depth: number;
+  channels?: number;
 }
 
 /** Reads the image planes under row `row`'s windows (fewer than pd at the volume's end). */
@@ -226,43 +257,50 @@ async function readRowImage(
   const [D, H, W] = plan.shape;
   const z0 = plan.zStarts[row];
   const depth = Math.max(0, Math.min(plan.patch[0], D - z0));
+  const channels = source.channels ?? 1;
   const data = depth ? await source.read(z0, z0 + depth) : new Float32Array(0);
-  if (data.length !== depth * H * W) {
+  if (data.length !== channels * depth * H * W) {
     throw new Error(
-      `slab source returned ${data.length} voxels for ${depth} planes of ${H}×${W}`,
+      `slab source returned ${data.length} voxels for ${channels}×${depth} planes of ${H}×${W}`,
     );
   }
-  return { data, depth };
+  return { data, depth, channels };
 }
 
 /**
- * Copies a batch's windows out of the image slab into `input` ([windows, pd, ph, pw]),
- * padding outside the volume with `padValue`. Returns the filled part of `input`.
+ * Copies a batch's windows out of the image slab into `input` ([windows, C, pd, ph, pw]),
+ * padding outside the volume with `padValue` (one per channel, or one for all). Returns the
+ * filled part of `input`.
  */
 export function gatherWindows(
   plan: WindowPlan,
   image: ImageSlab,
   b: Batch,
   input: Float32Array,
-  padValue: number,
+  padValue: number | readonly number[],
 ): Float32Array {
   const [, H, W] = plan.shape;
   const [pd, ph, pw] = plan.patch;
-  const patchVox = pd * ph * pw;
-  const x = input.subarray(0, b.windows.length * patchVox);
+  const C = image.channels ?? 1;
+  const patchVox = pd * ph * pw, slabVox = image.depth * H * W;
+  const x = input.subarray(0, b.windows.length * C * patchVox);
   b.windows.forEach(([y0, x0], w) => {
-    for (let z = 0; z < pd; z++) {
-      for (let y = 0; y < ph; y++) {
-        const dst = w * patchVox + pw * (y + ph * z);
-        const sy0 = y0 + y;
-        if (z >= image.depth || sy0 >= H) {
-          x.fill(padValue, dst, dst + pw);
-          continue;
+    for (let c = 0; c < C; c++) {
+      const pad = typeof padValue === "number" ? padValue : padValue[c];
+      const plane0 = c * slabVox, out0 = (w * C + c) * patchVox;
+      for (let z = 0; z < pd; z++) {
+        for (let y = 0; y < ph; y++) {
+          const dst = out0 + pw * (y + ph * z);
+          const sy0 = y0 + y;
+          if (z >= image.depth || sy0 >= H) {
+            x.fill(pad, dst, dst + pw);
+            continue;
+          }
+          const src = plane0 + W * (sy0 + H * z) + x0;
+          const inside = Math.max(0, Math.min(pw, W - x0));
+          x.set(image.data.subarray(src, src + inside), dst);
+          if (inside < pw) x.fill(pad, dst + inside, dst + pw);
         }
-        const src = W * (sy0 + H * z) + x0;
-        const inside = Math.max(0, Math.min(pw, W - x0));
-        x.set(image.data.subarray(src, src + inside), dst);
-        if (inside < pw) x.fill(padValue, dst + inside, dst + pw);
       }
     }
   });
@@ -277,24 +315,30 @@ interface InFlight {
 }
 
 /**
- * Records the batch's forward passes (each flip view flipped in, softmaxed and flipped back,
- * summed) and starts reading the sum back. The 1/views of the mean is in the weights.
+ * Records the batch's forward passes (for each model, each flip view flipped in, softmaxed and
+ * flipped back, summed; then the models' sums summed) and starts reading the sum back. The
+ * 1/(views · models) of the mean is in the weights.
  */
 function launchBatch(
-  predict: Predictor,
+  predictors: readonly Predictor[],
   batch: Batch,
   data: Float32Array,
   patch: Shape3,
   flips: number[][],
+  channels: number,
 ): InFlight {
   const probs = scope(() => {
-    const x = fromArray([batch.windows.length, 1, ...patch], data);
-    let sum = viewProbabilities(predict, x, []);
-    for (const axes of flips) {
-      // One scope per view: its activations go back to the pool before the next view runs.
-      sum = add(sum, viewProbabilities(predict, x, axes));
+    const x = fromArray([batch.windows.length, channels, ...patch], data);
+    let total: Tensor | undefined;
+    for (const predict of predictors) {
+      let sum = viewProbabilities(predict, x, []);
+      for (const axes of flips) {
+        // One scope per view: its activations go back to the pool before the next view runs.
+        sum = add(sum, viewProbabilities(predict, x, axes));
+      }
+      total = total ? add(total, sum) : sum;
     }
-    return sum;
+    return total!;
   });
   const host = readTensors([probs]).then(([h]) => h);
   // A rejection is handled where the batch is awaited; this keeps it from going unhandled.
@@ -418,7 +462,8 @@ export class BlendAccumulator {
 
 /**
  * Blended class probabilities of `source`, slab by slab in z order; see the module comment.
- * While the host blends one batch, the GPU runs the next.
+ * Several predictors are an ensemble: their probabilities are averaged. While the host blends
+ * one batch, the GPU runs the next.
  *
  * @example
  * for await (const slab of slidingWindowSlabs(predict, source, 3, { patchSize: [64, 64, 64] })) {
@@ -426,17 +471,19 @@ export class BlendAccumulator {
  * }
  */
 export async function* slidingWindowSlabs(
-  predict: Predictor,
+  predict: Predictors,
   source: SlabSource,
   classes: number,
   opts: SlidingWindowOptions,
 ): AsyncGenerator<ProbabilitySlab, void, void> {
   checkOptions(opts, classes);
+  const predictors = predictorList(predict);
   const { patchSize: patch, batchSize = 1, padValue = 0, flips = [] } = opts;
-  const plan = planWindows(source.shape, opts);
+  const plan = planWindows(source.shape, opts, predictors.length);
   const { batches, total } = plan;
   const acc = new BlendAccumulator(plan, classes);
-  const input = new Float32Array(batchSize * patch[0] * patch[1] * patch[2]);
+  const channels = source.channels ?? 1;
+  const input = new Float32Array(batchSize * channels * patch[0] * patch[1] * patch[2]);
   let image: ImageSlab = { data: new Float32Array(0), depth: 0 };
   let inflight: InFlight | undefined;
   let done = 0;
@@ -448,11 +495,12 @@ export async function* slidingWindowSlabs(
         const b = batches[i];
         if (b.firstOfRow) image = await readRowImage(source, plan, b.row);
         next = launchBatch(
-          predict,
+          predictors,
           b,
           gatherWindows(plan, image, b, input, padValue),
           patch,
           flips,
+          channels,
         );
       }
       if (inflight) {
@@ -501,7 +549,7 @@ export function arraySource(image: Float32Array, shape: Shape3): SlabSource {
  *   { patchSize: [32, 64, 64], overlap: 0.5, batchSize: 2 });
  */
 export async function slidingWindow(
-  predict: Predictor,
+  predict: Predictors,
   image: Float32Array,
   shape: Shape3,
   classes: number,
@@ -527,7 +575,7 @@ export async function slidingWindow(
 
 /** Arg-max labels [D, H, W] of the blended prediction, without full-volume probabilities. */
 export async function slidingWindowLabels(
-  predict: Predictor,
+  predict: Predictors,
   image: Float32Array,
   shape: Shape3,
   classes: number,

@@ -40,6 +40,8 @@ export const CHECKPOINT_KEYS = {
   schedule: "voxseg.schedule",
   extra: "voxseg.extra",
   generation: "voxseg.generation",
+  postprocessing: "voxseg.postprocessing",
+  channelNormalisations: "voxseg.channel_normalisations",
 } as const;
 
 /** Where training stood when the checkpoint was written. */
@@ -56,18 +58,44 @@ export interface TrainingSummary {
   metrics: Record<string, number | null>;
 }
 
+/**
+ * Post-processing chosen on cross-validation predictions (src/infer/postprocess.ts), applied to
+ * every prediction after the arg-max: first, when `foregroundLcc`, all but the largest connected
+ * component of the foreground (all classes > 0 as one) become background; then, for each class
+ * of `perClassLcc` in order, all but that class's largest component. Components use
+ * `connectivity` neighbours in 3D (6 faces, or 26 with edges and corners).
+ */
+export interface Postprocessing {
+  /** 26 (nnU-Net v2, skimage's full connectivity) or 6 (faces only, scipy's default). */
+  connectivity: 6 | 26;
+  foregroundLcc: boolean;
+  /** Foreground classes (1 … classes − 1), ascending, each reduced to its largest component. */
+  perClassLcc: number[];
+}
+
 /** Everything besides the weights that a checkpoint records. */
 export interface CheckpointMeta {
   model: ModelConfig;
   /** One name per output class, background first; length model.classes. */
   classNames: string[];
-  /** How intensities were normalised in training; inference must do the same. */
+  /**
+   * How intensities were normalised in training; inference must do the same. Channel 0's for a
+   * model of several input channels.
+   */
   normalisation: Normalization;
+  /**
+   * One normalisation per input channel (length `model.inChannels` > 1, channel order), for a
+   * multi-channel model; absent for one channel. Read it with `channelNormalizations`
+   * (src/data/channels.ts), which gives the list for any channel count.
+   */
+  channelNormalisations?: Normalization[];
   /** Training patch D, H, W (z, y, x) in voxels. */
   patchSize: [number, number, number];
   /** Voxel spacing the network was trained at, z, y, x in millimetre. */
   spacingMm: [number, number, number];
   training: TrainingSummary;
+  /** Post-processing to apply after the arg-max; absent (none) in older checkpoints. */
+  postprocessing?: Postprocessing;
 }
 
 /** Weights plus their metadata. */
@@ -156,7 +184,74 @@ function validateMeta(meta: Record<string, unknown>, source: string): Checkpoint
         `metrics {name: number|null}}, got ${JSON.stringify(t)}`,
     );
   }
-  return { ...meta, model, normalisation } as unknown as CheckpointMeta;
+  const out = { ...meta, model, normalisation } as unknown as CheckpointMeta;
+  delete out.postprocessing;
+  delete out.channelNormalisations;
+  if (meta.postprocessing !== undefined) {
+    out.postprocessing = parsePostprocessing(meta.postprocessing, model.classes, source);
+  }
+  if (meta.channelNormalisations !== undefined) {
+    out.channelNormalisations = parseChannelNormalisations(
+      meta.channelNormalisations,
+      model.inChannels,
+      source,
+    );
+  }
+  return out;
+}
+
+/** Checks a checkpoint's per-channel normalisations: one valid entry per input channel (> 1). */
+function parseChannelNormalisations(
+  value: unknown,
+  inChannels: number,
+  source: string,
+): Normalization[] {
+  if (!Array.isArray(value) || value.length !== inChannels || inChannels < 2) {
+    throw new CheckpointError(
+      `${source}: channelNormalisations must hold one normalisation per input channel ` +
+        `(model.inChannels ${inChannels}, and only when it is above 1), got ` +
+        `${JSON.stringify(value)?.slice(0, 200)}`,
+    );
+  }
+  return value.map((v, c) => {
+    try {
+      return parseNormalization(v);
+    } catch (e) {
+      throw new CheckpointError(
+        `${source}: channelNormalisations[${c}] is invalid: ${(e as Error).message}`,
+      );
+    }
+  });
+}
+
+/**
+ * Checks a {@link Postprocessing} record (from a checkpoint's JSON or a caller) for a model of
+ * `classes` classes; returns a clean copy. Throws {@link CheckpointError} naming the problem.
+ */
+export function parsePostprocessing(
+  value: unknown,
+  classes: number,
+  source = "checkpoint",
+): Postprocessing {
+  const v = isObject(value) ? value : {};
+  const per = v.perClassLcc;
+  const ok = isObject(value) && (v.connectivity === 6 || v.connectivity === 26) &&
+    typeof v.foregroundLcc === "boolean" && Array.isArray(per) &&
+    per.every((c, i) =>
+      Number.isInteger(c) && c >= 1 && c < classes && (i === 0 || c > (per[i - 1] as number))
+    );
+  if (!ok) {
+    throw new CheckpointError(
+      `${source}: postprocessing must be {connectivity: 6 or 26, foregroundLcc: true or false, ` +
+        `perClassLcc: ascending distinct classes in 1..${classes - 1}}, got ` +
+        `${JSON.stringify(value)}; choose it again with choosePostprocessing`,
+    );
+  }
+  return {
+    connectivity: v.connectivity as 6 | 26,
+    foregroundLcc: v.foregroundLcc as boolean,
+    perClassLcc: [...(per as number[])],
+  };
 }
 
 /** NaN/±Infinity in the free-form numbers become null (JSON has no such values). */
@@ -215,6 +310,10 @@ export function metadataStrings(meta: CheckpointMeta): Record<string, string> {
     [K.patchSize]: JSON.stringify(meta.patchSize),
     [K.spacingMm]: JSON.stringify(meta.spacingMm),
     [K.training]: JSON.stringify(meta.training),
+    ...(meta.postprocessing ? { [K.postprocessing]: JSON.stringify(meta.postprocessing) } : {}),
+    ...(meta.channelNormalisations
+      ? { [K.channelNormalisations]: JSON.stringify(meta.channelNormalisations) }
+      : {}),
   };
 }
 
@@ -275,6 +374,8 @@ export function decodeKind(bytes: Uint8Array, kind: "model" | "optimizer", sourc
 export function decodeCheckpoint(bytes: Uint8Array, source = "checkpoint"): Checkpoint {
   const { tensors, json } = decodeKind(bytes, "model", source);
   const K = CHECKPOINT_KEYS;
+  const postprocessing = json(K.postprocessing, true);
+  const channelNormalisations = json(K.channelNormalisations, true);
   const meta = validateMeta({
     model: json(K.model),
     classNames: json(K.classNames),
@@ -282,6 +383,8 @@ export function decodeCheckpoint(bytes: Uint8Array, source = "checkpoint"): Chec
     patchSize: json(K.patchSize),
     spacingMm: json(K.spacingMm),
     training: json(K.training),
+    ...(postprocessing === undefined ? {} : { postprocessing }),
+    ...(channelNormalisations === undefined ? {} : { channelNormalisations }),
   }, source);
   return { weights: tensors, meta };
 }

@@ -21,7 +21,13 @@ export type FieldType =
   /** [low, high] with low < high. */
   | { kind: "range" }
   /** A list of numbers ≥ 0; may be left unset. */
-  | { kind: "weights" };
+  | { kind: "weights" }
+  /**
+   * One z,y,x triple per network stage, each value one of `values`; may be left unset. On the
+   * command line stages are separated by "/" and axes by "," (`1,1,1/1,2,2/2,2,2`; a stage of
+   * one number means all three axes); in JSON, a list of [z, y, x] lists.
+   */
+  | { kind: "zyxStages"; values: readonly number[] };
 
 /** One configurable field: its dotted path, type and a line of help. */
 export interface ConfigField {
@@ -47,6 +53,8 @@ export const num = (
 /** One of the given values (pass an `as const` list, so the type and the list are one). */
 export const oneOf = (values: readonly string[]): FieldType => ({ kind: "enum", values });
 export const bool: FieldType = { kind: "bool" };
+/** Per-stage z,y,x triples, each value one of `values` (see {@link FieldType}). */
+export const zyxStages = (values: readonly number[]): FieldType => ({ kind: "zyxStages", values });
 export const field = (path: string, type: FieldType, help: string): ConfigField => ({
   path,
   type,
@@ -75,10 +83,29 @@ export function describeType(t: FieldType): string {
       return "LOW,HIGH numbers with LOW < HIGH";
     case "weights":
       return "a list of numbers ≥ 0";
+    case "zyxStages":
+      return `z,y,x triples of ${t.values.join(" or ")}, one per stage, joined by "/" ` +
+        `(e.g. 1,1,1/1,2,2/2,2,2; one number stands for all three axes)`;
   }
 }
 
-/** Checks a value already of the right JS type against its field's range; returns it. */
+/**
+ * The stages of a `zyxStages` value: a list of [z, y, x] lists is returned as is, the command
+ * line's text (`1,1,1/1,2,2`, `1/2/2`) parsed into one; anything else gives undefined.
+ */
+function zyxStagesOf(value: unknown): unknown {
+  if (typeof value !== "string") return value;
+  if (value.trim() === "") return undefined;
+  return value.split("/").map((stage) => {
+    const n = stage.split(",").map((p) => (p.trim() === "" ? NaN : Number(p)));
+    return n.length === 1 ? [n[0], n[0], n[0]] : n;
+  });
+}
+
+/**
+ * Checks a value against its field's type and range; returns it (a `zyxStages` value given as
+ * command-line text comes back parsed into its [z, y, x] lists).
+ */
 export function checkRange(
   field: ConfigField,
   value: unknown,
@@ -118,6 +145,16 @@ export function checkRange(
       ok = value === undefined || (Array.isArray(value) && value.length > 0 &&
         value.every((d) => typeof d === "number" && Number.isFinite(d) && d >= 0));
       break;
+    case "zyxStages": {
+      value = zyxStagesOf(value);
+      const values = t.values;
+      ok = Array.isArray(value) && value.length > 0 &&
+        value.every((stage) =>
+          Array.isArray(stage) && stage.length === 3 &&
+          stage.every((v) => values.includes(v as number))
+        );
+      break;
+    }
   }
   if (!ok) {
     throw new ConfigError(

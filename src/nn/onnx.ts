@@ -1,14 +1,18 @@
 /**
- * ONNX export of a {@link UNet3D}: the same network as an ONNX model (opset 17) that
- * onnxruntime, TensorRT or any other ONNX runtime can run without voxseg.
+ * ONNX export of a voxseg network (src/nn/model.ts: a UNet3D or a PlainConvUNet): the same
+ * network as an ONNX model (opset 17) that onnxruntime, TensorRT or any other ONNX runtime can
+ * run without voxseg.
  *
  * Graph: input "image" [N, C, D, H, W] float32 with N, D, H, W symbolic (D, H, W must be
- * multiples of 2^(depth−1), as for voxseg's forward); Conv (3×3×3, pads 1) → optional
+ * multiples of what voxseg's forward needs: 2^(depth−1), or a PlainConvUNet's product of
+ * strides per axis); Conv (UNet3D: 3×3×3, pads 1; PlainConvUNet: the stage's kernel_shape,
+ * pads k // 2 and, on a stage's first convolution, its strides) → optional
  * InstanceNormalization / BatchNormalization (inference: running statistics) → Relu / Elu /
- * LeakyRelu per convolution; MaxPool 2 down; ConvTranspose 2 up, Concat(skip, up) on axis 1;
- * a 1×1×1 Conv head giving logits and Softmax on axis 1 giving the output "probabilities"
- * (optionally "logits" too). Initializers carry the `state_dict` names of the checkpoint,
- * float32 raw little-endian.
+ * LeakyRelu per convolution; UNet3D: MaxPool 2 down, ConvTranspose 2 up; PlainConvUNet:
+ * ConvTranspose with kernel_shape = strides = the stage's stride up; Concat(skip, up) on
+ * axis 1; a 1×1×1 Conv head giving logits and Softmax on axis 1 giving the output
+ * "probabilities" (optionally "logits" too). Initializers carry the `state_dict` names of the
+ * checkpoint, float32 raw little-endian.
  *
  * The protobuf encoding is written here (no ONNX library): messages are built bottom-up as
  * lists of byte chunks, so the weights are copied only once, into the final buffer. Field
@@ -16,6 +20,14 @@
  */
 
 import type { UNet3DConfig } from "./unet3d.ts";
+import type { ModelConfig } from "./model_config.ts";
+import {
+  type CompletePlainConfig,
+  completePlainConfig,
+  cumulativeStrides,
+  type PlainConvUNetConfig,
+  stageChannels,
+} from "./plain_unet.ts";
 
 /** ONNX operator set the export targets (ai.onnx domain). */
 export const ONNX_OPSET = 17;
@@ -228,7 +240,7 @@ class GraphBuilder {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The U-Net
+// The networks
 
 /** A weight on the host: shape and float32 values (a checkpoint tensor). */
 export interface OnnxWeight {
@@ -247,6 +259,34 @@ export interface UNet3DOnnxOptions {
   docString?: string;
 }
 
+/** Options of {@link modelToOnnx} (the same for either architecture). */
+export type ModelOnnxOptions = UNet3DOnnxOptions;
+
+/** A block's convolutions: `count` of them, each with its kernel and the first's stride. */
+interface ConvBlock {
+  count: number;
+  kernel: readonly number[];
+  stride: readonly number[];
+}
+
+/** Conv (+ norm) tensors of a block's convolutions, in the `state_dict` order of src/nn. */
+function blockShapes(
+  c: ModelConfig,
+  shapes: Map<string, number[]>,
+  prefix: string,
+  cin: number,
+  cout: number,
+  kernel: readonly number[],
+): void {
+  for (let i = 1; i <= c.convsPerLevel; i++) {
+    shapes.set(`${prefix}.conv${i}.weight`, [cout, i === 1 ? cin : cout, ...kernel]);
+    shapes.set(`${prefix}.conv${i}.bias`, [cout]);
+    if (c.norm === "none") continue;
+    const stats = c.norm === "batch" ? ["running_mean", "running_var"] : [];
+    for (const k of ["weight", "bias", ...stats]) shapes.set(`${prefix}.norm${i}.${k}`, [cout]);
+  }
+}
+
 /**
  * Every tensor a UNet3D of `config` has, with its shape, in graph order — the `state_dict`
  * layout of src/nn/unet3d.ts (conv weights [out, in, 3, 3, 3], transposed-conv weights
@@ -256,20 +296,14 @@ export function unet3dParameterShapes(config: UNet3DConfig): Map<string, number[
   const c = config;
   const ch = (l: number) => c.baseChannels * 2 ** l;
   const shapes = new Map<string, number[]>();
-  const block = (prefix: string, cin: number, cout: number) => {
-    for (let i = 1; i <= c.convsPerLevel; i++) {
-      shapes.set(`${prefix}.conv${i}.weight`, [cout, i === 1 ? cin : cout, 3, 3, 3]);
-      shapes.set(`${prefix}.conv${i}.bias`, [cout]);
-      if (c.norm === "none") continue;
-      const stats = c.norm === "batch" ? ["running_mean", "running_var"] : [];
-      for (const k of ["weight", "bias", ...stats]) shapes.set(`${prefix}.norm${i}.${k}`, [cout]);
-    }
-  };
-  for (let l = 0; l < c.depth; l++) block(`enc.${l}`, l === 0 ? c.inChannels : ch(l - 1), ch(l));
+  const k3 = [3, 3, 3];
+  for (let l = 0; l < c.depth; l++) {
+    blockShapes(c, shapes, `enc.${l}`, l === 0 ? c.inChannels : ch(l - 1), ch(l), k3);
+  }
   for (let l = c.depth - 2; l >= 0; l--) {
     shapes.set(`up.${l}.weight`, [ch(l + 1), ch(l), 2, 2, 2]);
     shapes.set(`up.${l}.bias`, [ch(l)]);
-    block(`dec.${l}`, 2 * ch(l), ch(l));
+    blockShapes(c, shapes, `dec.${l}`, 2 * ch(l), ch(l), k3);
   }
   shapes.set("head.weight", [c.classes, ch(0), 1, 1, 1]);
   shapes.set("head.bias", [c.classes]);
@@ -277,22 +311,40 @@ export function unet3dParameterShapes(config: UNet3DConfig): Map<string, number[
 }
 
 /**
- * A UNet3D of `config` with `weights` (checkpoint tensors by `state_dict` name) as ONNX model
- * bytes; see the module comment for the graph. Throws naming the first missing or misshapen
- * weight. Extra tensors in `weights` are ignored.
- *
- * @example
- * const { weights, meta } = await loadCheckpoint("runs/a/best.safetensors");
- * await Deno.writeFile("best.onnx", unet3dToOnnx(meta.model, weights));
+ * Every tensor a PlainConvUNet of `config` has, with its shape, in graph order — the
+ * `state_dict` layout of src/nn/plain_unet.ts (conv weights [out, in, kd, kh, kw], transposed
+ * conv weights [in, out, sd, sh, sw]); the auxiliary deep-supervision heads are left out, as
+ * the exported graph does not use them.
  */
-export function unet3dToOnnx(
-  config: UNet3DConfig,
+export function plainParameterShapes(config: PlainConvUNetConfig): Map<string, number[]> {
+  const c = completePlainConfig(config);
+  const ch = (s: number) => stageChannels(c, s);
+  const shapes = new Map<string, number[]>();
+  for (let s = 0; s < c.depth; s++) {
+    blockShapes(c, shapes, `enc.${s}`, s === 0 ? c.inChannels : ch(s - 1), ch(s), c.kernels[s]);
+  }
+  for (let s = c.depth - 2; s >= 0; s--) {
+    shapes.set(`up.${s}.weight`, [ch(s + 1), ch(s), ...c.strides[s + 1]]);
+    shapes.set(`up.${s}.bias`, [ch(s)]);
+    blockShapes(c, shapes, `dec.${s}`, 2 * ch(s), ch(s), c.kernels[s]);
+  }
+  shapes.set("head.weight", [c.classes, ch(0), 1, 1, 1]);
+  shapes.set("head.bias", [c.classes]);
+  return shapes;
+}
+
+/** The tensors the exported graph of `config` reads (either architecture). */
+export function modelParameterShapes(config: ModelConfig): Map<string, number[]> {
+  return config.arch === "plain" ? plainParameterShapes(config) : unet3dParameterShapes(config);
+}
+
+/** Adds every tensor of `shapes` from `weights`; throws naming a missing or misshapen one. */
+function addInitializers(
+  g: GraphBuilder,
+  shapes: Map<string, number[]>,
   weights: ReadonlyMap<string, OnnxWeight>,
-  options: UNet3DOnnxOptions = {},
-): Uint8Array {
-  const c = config;
-  const g = new GraphBuilder();
-  for (const [name, shape] of unet3dParameterShapes(c)) {
+): void {
+  for (const [name, shape] of shapes) {
     const w = weights.get(name);
     if (!w) throw new Error(`ONNX export: no tensor "${name}" for a model of this config`);
     const n = shape.reduce((a, b) => a * b, 1);
@@ -304,68 +356,144 @@ export function unet3dToOnnx(
     }
     g.initializer(name, shape, w.data);
   }
+}
 
-  const activation = (x: string, out: string): string => {
-    if (c.activation === "relu") return g.node("Relu", [x], out);
-    if (c.activation === "elu") {
-      return g.node("Elu", [x], out, [{ name: "alpha", float: ELU_ALPHA }]);
+/** Conv → norm → activation nodes of one block, as the GPU forward runs them. */
+function blockNodes(g: GraphBuilder, c: ModelConfig, prefix: string, x: string, b: ConvBlock) {
+  let h = x;
+  for (let i = 1; i <= b.count; i++) {
+    const p = `${prefix}.conv${i}`, n = `${prefix}.norm${i}`;
+    h = g.node("Conv", [h, `${p}.weight`, `${p}.bias`], p, [
+      { name: "kernel_shape", ints: b.kernel },
+      { name: "pads", ints: [...b.kernel, ...b.kernel].map((k) => Math.floor(k / 2)) },
+      { name: "strides", ints: i === 1 ? b.stride : [1, 1, 1] },
+    ]);
+    const eps = { name: "epsilon", float: NORM_EPS };
+    if (c.norm === "instance") {
+      h = g.node("InstanceNormalization", [h, `${n}.weight`, `${n}.bias`], n, [eps]);
+    } else if (c.norm === "batch") {
+      const inputs = [h, `${n}.weight`, `${n}.bias`, `${n}.running_mean`, `${n}.running_var`];
+      h = g.node("BatchNormalization", inputs, n, [eps]);
     }
-    return g.node("LeakyRelu", [x], out, [{ name: "alpha", float: LEAKY_RELU_SLOPE }]);
-  };
-  const block = (prefix: string, x: string): string => {
-    let h = x;
-    for (let i = 1; i <= c.convsPerLevel; i++) {
-      const p = `${prefix}.conv${i}`, n = `${prefix}.norm${i}`;
-      h = g.node("Conv", [h, `${p}.weight`, `${p}.bias`], p, [
-        { name: "kernel_shape", ints: [3, 3, 3] },
-        { name: "pads", ints: [1, 1, 1, 1, 1, 1] },
-        { name: "strides", ints: [1, 1, 1] },
-      ]);
-      const eps = { name: "epsilon", float: NORM_EPS };
-      if (c.norm === "instance") {
-        h = g.node("InstanceNormalization", [h, `${n}.weight`, `${n}.bias`], n, [eps]);
-      } else if (c.norm === "batch") {
-        const inputs = [h, `${n}.weight`, `${n}.bias`, `${n}.running_mean`, `${n}.running_var`];
-        h = g.node("BatchNormalization", inputs, n, [eps]);
-      }
-      h = activation(h, `${prefix}.act${i}`);
-    }
-    return h;
-  };
+    const out = `${prefix}.act${i}`;
+    if (c.activation === "relu") h = g.node("Relu", [h], out);
+    else if (c.activation === "elu") {
+      h = g.node("Elu", [h], out, [{ name: "alpha", float: ELU_ALPHA }]);
+    } else h = g.node("LeakyRelu", [h], out, [{ name: "alpha", float: LEAKY_RELU_SLOPE }]);
+  }
+  return h;
+}
+
+/** The UNet3D graph from "image" to "logits": MaxPool down, ConvTranspose 2 up. */
+function unet3dNodes(g: GraphBuilder, c: UNet3DConfig): void {
+  const block: ConvBlock = { count: c.convsPerLevel, kernel: [3, 3, 3], stride: [1, 1, 1] };
   const down = [{ name: "kernel_shape", ints: [2, 2, 2] }, { name: "strides", ints: [2, 2, 2] }];
-
   const skips: string[] = [];
   let h = "image";
   for (let l = 0; l < c.depth; l++) {
     if (l > 0) h = g.node("MaxPool", [h], `enc.${l}.pool`, down);
-    h = block(`enc.${l}`, h);
+    h = blockNodes(g, c, `enc.${l}`, h, block);
     skips.push(h);
   }
   for (let l = c.depth - 2; l >= 0; l--) {
     h = g.node("ConvTranspose", [h, `up.${l}.weight`, `up.${l}.bias`], `up.${l}`, down);
     h = g.node("Concat", [skips[l], h], `dec.${l}.concat`, [{ name: "axis", int: 1 }]);
-    h = block(`dec.${l}`, h);
+    h = blockNodes(g, c, `dec.${l}`, h, block);
   }
-  const logits = g.node("Conv", [h, "head.weight", "head.bias"], "logits", [
+  g.node("Conv", [h, "head.weight", "head.bias"], "logits", [
     { name: "kernel_shape", ints: [1, 1, 1] },
   ]);
-  g.node("Softmax", [logits], "probabilities", [{ name: "axis", int: 1 }]);
+}
 
+/** The PlainConvUNet graph from "image" to "logits": strided Conv down, ConvTranspose up. */
+function plainNodes(g: GraphBuilder, c: CompletePlainConfig): void {
+  const skips: string[] = [];
+  let h = "image";
+  for (let s = 0; s < c.depth; s++) {
+    const block = { count: c.convsPerLevel, kernel: c.kernels[s], stride: c.strides[s] };
+    h = blockNodes(g, c, `enc.${s}`, h, block);
+    skips.push(h);
+  }
+  for (let s = c.depth - 2; s >= 0; s--) {
+    const up = c.strides[s + 1];
+    h = g.node("ConvTranspose", [h, `up.${s}.weight`, `up.${s}.bias`], `up.${s}`, [
+      { name: "kernel_shape", ints: up },
+      { name: "strides", ints: up },
+    ]);
+    h = g.node("Concat", [skips[s], h], `dec.${s}.concat`, [{ name: "axis", int: 1 }]);
+    const block = { count: c.convsPerLevel, kernel: c.kernels[s], stride: [1, 1, 1] };
+    h = blockNodes(g, c, `dec.${s}`, h, block);
+  }
+  g.node("Conv", [h, "head.weight", "head.bias"], "logits", [
+    { name: "kernel_shape", ints: [1, 1, 1] },
+  ]);
+}
+
+/**
+ * A voxseg network of `config` (either architecture: src/nn/model.ts) with `weights`
+ * (checkpoint tensors by `state_dict` name) as ONNX model bytes; see the module comment for
+ * the graph. Throws naming the first missing or misshapen weight. Extra tensors in `weights`
+ * (deep-supervision heads) are ignored.
+ *
+ * @example
+ * const { weights, meta } = await loadCheckpoint("runs/a/best.safetensors");
+ * await Deno.writeFile("best.onnx", modelToOnnx(meta.model, weights));
+ */
+export function modelToOnnx(
+  config: ModelConfig,
+  weights: ReadonlyMap<string, OnnxWeight>,
+  options: ModelOnnxOptions = {},
+): Uint8Array {
+  const g = new GraphBuilder();
+  addInitializers(g, modelParameterShapes(config), weights);
+  let name: string, multiple: string, summary: string;
+  if (config.arch === "plain") {
+    const c = completePlainConfig(config);
+    plainNodes(g, c);
+    const m = cumulativeStrides(c).at(-1)!;
+    name = "voxseg_plain_unet";
+    multiple = `D, H, W multiples of ${m.join(", ")}`;
+    summary = `voxseg PlainConvUNet (base ${c.baseChannels}, ${c.depth} stages, strides ` +
+      `${c.strides.map((s) => s.join("×")).join(" ")}, kernels ` +
+      `${c.kernels.map((k) => k.join("×")).join(" ")}, ${c.activation}, norm ${c.norm})`;
+  } else {
+    unet3dNodes(g, config);
+    name = "voxseg_unet3d";
+    multiple = `D, H, W multiples of ${2 ** (config.depth - 1)}`;
+    summary = `voxseg 3D U-Net (base ${config.baseChannels}, depth ${config.depth}, ` +
+      `${config.activation}, norm ${config.norm})`;
+  }
+  g.node("Softmax", ["logits"], "probabilities", [{ name: "axis", int: 1 }]);
+  const c = config;
+  const doc = options.docString ??
+    `${summary}. Input "image" [N, ${c.inChannels}, D, H, W] float32, normalised as the ` +
+      `metadata says; ${multiple}. Output "probabilities" [N, ${c.classes}, D, H, ` +
+      `W]: softmax over classes (axis 1)${options.logits ? '; "logits" before the softmax' : ""}.`;
+  return modelProto(g, name, c, doc, options);
+}
+
+/**
+ * The UNet3D export, kept under its first name: the same function as {@link modelToOnnx}, so
+ * a PlainConvUNet config given here is exported as what it is.
+ */
+export const unet3dToOnnx: typeof modelToOnnx = modelToOnnx;
+
+/** The ModelProto around the graph built in `g`. */
+function modelProto(
+  g: GraphBuilder,
+  name: string,
+  c: ModelConfig,
+  doc: string,
+  options: ModelOnnxOptions,
+): Uint8Array {
   const graph = new ProtoMessage();
   for (const n of g.nodes) graph.message(1, n);
-  graph.string(2, "voxseg_unet3d");
+  graph.string(2, name);
   for (const t of g.initializers) graph.message(5, t);
   graph.message(11, valueInfoProto("image", ["N", c.inChannels, "D", "H", "W"]));
   const outDims = ["N", c.classes, "D", "H", "W"];
   graph.message(12, valueInfoProto("probabilities", outDims));
   if (options.logits) graph.message(12, valueInfoProto("logits", outDims));
-
-  const m = 2 ** (c.depth - 1);
-  const doc = options.docString ??
-    `voxseg 3D U-Net (base ${c.baseChannels}, depth ${c.depth}, ${c.activation}, norm ` +
-      `${c.norm}). Input "image" [N, ${c.inChannels}, D, H, W] float32, normalised as the ` +
-      `metadata says; D, H, W multiples of ${m}. Output "probabilities" [N, ${c.classes}, D, H, ` +
-      `W]: softmax over classes (axis 1)${options.logits ? '; "logits" before the softmax' : ""}.`;
   const model = new ProtoMessage()
     .varint(1, ONNX_IR_VERSION)
     .string(2, "voxseg");

@@ -11,10 +11,20 @@
  *   up.{l}.weight/bias            ConvTranspose3d(ch(l+1) → ch(l), 2, stride 2), l < depth−1
  *   dec.{l}.conv{i}…, dec.{l}.norm{i}…   decoder blocks at level l
  *   head.weight/bias              Conv3d(ch(0) → classes, 1)
+ *   aux.{l}.weight/bias           Conv3d(ch(l) → classes, 1), 1 ≤ l ≤ depth−2, only with
+ *                                 `deepSupervision`: logits at 1/2^l resolution for training
+ *
+ * With `deepSupervision` (nnU-Net's deep supervision), every decoder level below full
+ * resolution gets its own 1×1×1 head; {@link UNet3D.forwardDeep} returns those outputs beside
+ * the main one for the training loss (src/train/deep_supervision.ts). Inference, export and
+ * `forward` use only `head`. The auxiliary heads are initialised after every other tensor, so
+ * the rest of the weights are the same for a seed whether or not they exist.
  */
 
 import * as F from "../autograd/functional.ts";
-import { fromArray, type Tensor } from "../gpu/mod.ts";
+import type { Tensor } from "../gpu/mod.ts";
+import type { Zyx } from "../autograd/functional.ts";
+import { NetBase, type Parameter } from "./net_base.ts";
 import { Random } from "../base/random.ts";
 import { type InitKind, initWeights } from "./init.ts";
 
@@ -35,6 +45,11 @@ export interface UNet3DConfig {
   activation: Activation;
   norm: NormKind;
   init: InitKind;
+  /**
+   * Auxiliary 1×1×1 heads on decoder levels 1…depth−2 for deep supervision; absent means
+   * false (configs and checkpoints from before the field).
+   */
+  deepSupervision?: boolean;
 }
 
 export const defaultUNetConfig: UNet3DConfig = {
@@ -46,42 +61,33 @@ export const defaultUNetConfig: UNet3DConfig = {
   activation: "relu",
   norm: "none",
   init: "he",
+  deepSupervision: false,
 };
 
-/** A named tensor of the model; buffers (running statistics) are not trained. */
-export interface Parameter {
-  name: string;
-  tensor: Tensor;
-  trainable: boolean;
-}
+export type { Parameter };
 
-export class UNet3D {
-  readonly config: UNet3DConfig;
-  readonly params = new Map<string, Parameter>();
-
+export class UNet3D extends NetBase<UNet3DConfig> {
   /** Builds the network with freshly initialised weights from `seed`. */
   constructor(config: Partial<UNet3DConfig> = {}, seed = 0) {
-    this.config = { ...defaultUNetConfig, ...config };
-    validateConfig(this.config);
+    const full = { ...defaultUNetConfig, ...config };
+    validateConfig(full);
+    super(full, "UNet3D");
     const rng = new Random(seed);
     const c = this.config;
     const ch = (l: number) => c.baseChannels * 2 ** l;
+    const k3: Zyx = [3, 3, 3];
     for (let l = 0; l < c.depth; l++) {
-      this.#block(`enc.${l}`, l === 0 ? c.inChannels : ch(l - 1), ch(l), rng);
+      this.addBlock(`enc.${l}`, l === 0 ? c.inChannels : ch(l - 1), ch(l), k3, rng);
     }
     for (let l = c.depth - 2; l >= 0; l--) {
       const ci = ch(l + 1), co = ch(l);
-      this.#add(`up.${l}.weight`, [ci, co, 2, 2, 2], initWeights(ci * co * 8, ci, co, c.init, rng));
-      this.#add(`up.${l}.bias`, [co], new Float32Array(co));
-      this.#block(`dec.${l}`, 2 * co, co, rng);
+      this.add(`up.${l}.weight`, [ci, co, 2, 2, 2], initWeights(ci * co * 8, ci, co, c.init, rng));
+      this.add(`up.${l}.bias`, [co], new Float32Array(co));
+      this.addBlock(`dec.${l}`, 2 * co, co, k3, rng);
     }
-    const c0 = ch(0);
-    this.#add(
-      "head.weight",
-      [c.classes, c0, 1, 1, 1],
-      initWeights(c.classes * c0, c0, c.classes, c.init, rng, 1),
-    );
-    this.#add("head.bias", [c.classes], new Float32Array(c.classes));
+    this.addHead("head", ch(0), rng);
+    if (c.deepSupervision !== true) return;
+    for (let l = 1; l <= c.depth - 2; l++) this.addHead(`aux.${l}`, ch(l), rng);
   }
 
   /** Smallest input edge step: spatial sizes must be multiples of this. */
@@ -89,97 +95,37 @@ export class UNet3D {
     return 2 ** (this.config.depth - 1);
   }
 
-  /** Trainable parameters in a stable order. */
-  trainable(): Parameter[] {
-    return [...this.params.values()].filter((p) => p.trainable);
-  }
-
-  /** Class logits [N, classes, D, H, W] for input x [N, inChannels, D, H, W]. */
-  forward(x: Tensor, { training = true } = {}): Tensor {
-    const c = this.config;
-    const [, ci, ...spatial] = x.shape;
-    if (x.shape.length !== 5 || ci !== c.inChannels) {
-      throw new Error(`UNet3D: input must be [N, ${c.inChannels}, D, H, W], got [${x.shape}]`);
-    }
-    const m = this.sizeMultiple;
-    if (spatial.some((s) => s % m !== 0)) {
-      throw new Error(
-        `UNet3D: spatial size ${spatial.join("×")} must be divisible by ${m} (depth ${c.depth}); ` +
-          `pad the input or choose a patch size that is a multiple of ${m}`,
-      );
-    }
+  protected run(x: Tensor, training: boolean, deep: boolean): Tensor[] {
+    const c = this.config, m = this.sizeMultiple;
+    this.checkInput(x, [m, m, m], `${m} (depth ${c.depth})`);
     const skips: Tensor[] = [];
     let h = x;
     for (let l = 0; l < c.depth; l++) {
       if (l > 0) h = F.maxPool3d(h);
-      h = this.#runBlock(`enc.${l}`, h, training);
+      h = this.#block(`enc.${l}`, h, training);
       skips.push(h);
     }
-    for (let l = c.depth - 2; l >= 0; l--) {
-      h = F.convTranspose3d(h, this.#t(`up.${l}.weight`), this.#t(`up.${l}.bias`));
-      h = F.concatChannels(skips[l], h);
-      h = this.#runBlock(`dec.${l}`, h, training);
-    }
-    return F.conv3d(h, this.#t("head.weight"), this.#t("head.bias"));
+    return this.decode(
+      h,
+      skips,
+      deep,
+      (h, l) => F.convTranspose3d(h, this.t(`up.${l}.weight`), this.t(`up.${l}.bias`)),
+      (prefix, h) => this.#block(prefix, h, training),
+    );
   }
 
-  /** Frees every parameter's GPU buffer. */
-  dispose(): void {
-    for (const p of this.params.values()) p.tensor.dispose();
-    this.params.clear();
-  }
-
-  #block(prefix: string, cin: number, cout: number, rng: Random): void {
+  #block(prefix: string, x: Tensor, training: boolean): Tensor {
     const c = this.config;
-    for (let i = 1; i <= c.convsPerLevel; i++) {
-      const ci = i === 1 ? cin : cout;
-      const w = initWeights(cout * ci * 27, ci * 27, cout * 27, c.init, rng);
-      this.#add(`${prefix}.conv${i}.weight`, [cout, ci, 3, 3, 3], w);
-      this.#add(`${prefix}.conv${i}.bias`, [cout], new Float32Array(cout));
-      if (c.norm !== "none") {
-        this.#add(`${prefix}.norm${i}.weight`, [cout], new Float32Array(cout).fill(1));
-        this.#add(`${prefix}.norm${i}.bias`, [cout], new Float32Array(cout));
-      }
-      if (c.norm === "batch") {
-        this.#add(`${prefix}.norm${i}.running_mean`, [cout], new Float32Array(cout), false);
-        this.#add(`${prefix}.norm${i}.running_var`, [cout], new Float32Array(cout).fill(1), false);
-      }
+    if (c.norm !== "none") {
+      return this.runBlock(prefix, x, training, (h, w, b) => F.conv3d(h, w, b));
     }
-  }
-
-  #runBlock(prefix: string, x: Tensor, training: boolean): Tensor {
-    const c = this.config;
+    // Without a norm between them, the activation runs inside the convolution kernel.
     let h = x;
     for (let i = 1; i <= c.convsPerLevel; i++) {
-      const p = `${prefix}.conv${i}`, n = `${prefix}.norm${i}`;
-      if (c.norm === "none") {
-        // Without a norm between them, the activation runs inside the convolution kernel.
-        h = F.conv3dAct(h, this.#t(`${p}.weight`), this.#t(`${p}.bias`), { kind: c.activation });
-        continue;
-      }
-      h = F.conv3d(h, this.#t(`${p}.weight`), this.#t(`${p}.bias`));
-      if (c.norm === "instance") {
-        h = F.instanceNorm(h, this.#t(`${n}.weight`), this.#t(`${n}.bias`));
-      } else if (c.norm === "batch") {
-        h = F.batchNorm(h, this.#t(`${n}.weight`), this.#t(`${n}.bias`), {
-          training,
-          runningMean: this.#t(`${n}.running_mean`),
-          runningVar: this.#t(`${n}.running_var`),
-        });
-      }
-      h = c.activation === "relu" ? F.relu(h) : c.activation === "elu" ? F.elu(h) : F.leakyRelu(h);
+      const p = `${prefix}.conv${i}`;
+      h = F.conv3dAct(h, this.t(`${p}.weight`), this.t(`${p}.bias`), { kind: c.activation });
     }
     return h;
-  }
-
-  #add(name: string, shape: number[], data: Float32Array, trainable = true): void {
-    this.params.set(name, { name, tensor: fromArray(shape, data), trainable });
-  }
-
-  #t(name: string): Tensor {
-    const p = this.params.get(name);
-    if (!p) throw new Error(`UNet3D: no parameter ${name}`);
-    return p.tensor;
   }
 }
 
@@ -201,5 +147,8 @@ function validateConfig(c: UNet3DConfig): void {
   }
   if (!["he", "glorot"].includes(c.init)) {
     throw new Error(`UNet3D: init must be he or glorot, got ${c.init}`);
+  }
+  if (c.deepSupervision !== undefined && typeof c.deepSupervision !== "boolean") {
+    throw new Error(`UNet3D: deepSupervision must be true or false, got ${c.deepSupervision}`);
   }
 }

@@ -2,17 +2,22 @@
 
 import { readTensors, upload } from "../gpu/mod.ts";
 import type { HostTensor } from "./safetensors.ts";
-import type { UNet3D } from "./unet3d.ts";
+import type { SegmentationNet } from "./model.ts";
 
 /** Host copies of every model tensor (parameters and buffers), for checkpoints. */
-export async function readWeights(model: UNet3D): Promise<Map<string, HostTensor>> {
+export async function readWeights(
+  model: Pick<SegmentationNet, "params">,
+): Promise<Map<string, HostTensor>> {
   const params = [...model.params.values()];
   const host = await readTensors(params.map((p) => p.tensor));
   return new Map(params.map((p, i) => [p.name, { shape: [...p.tensor.shape], data: host[i] }]));
 }
 
 /** Uploads checkpoint weights into a model with the same configuration. */
-export function loadWeights(model: UNet3D, weights: Map<string, HostTensor>): void {
+export function loadWeights(
+  model: Pick<SegmentationNet, "params">,
+  weights: Map<string, HostTensor>,
+): void {
   for (const p of model.params.values()) {
     const w = weights.get(p.name);
     if (!w) {

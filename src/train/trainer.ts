@@ -29,7 +29,7 @@ import {
 } from "../data/normalize.ts";
 import { type Dataset, readDataset } from "../data/dataset.ts";
 import { writeFileAtomic } from "../base/atomic.ts";
-import { UNet3D } from "../nn/unet3d.ts";
+import { createModel, type SegmentationNet } from "../nn/model.ts";
 import { resolveConfig, resumedConfig, type TrainConfig } from "./config.ts";
 import {
   latestGeneration,
@@ -42,8 +42,14 @@ import {
 import { type CheckpointMeta, saveCheckpoint } from "../nn/checkpoint.ts";
 import { loadWeights, readWeights } from "../nn/weights.ts";
 import type { Validator } from "../infer/dataset_validator.ts";
+import { validationSplit } from "./dataset_fit.ts";
+import { type Split, SPLITS } from "../data/dataset.ts";
+import { withSplits } from "../data/folds.ts";
+import { patchMultiple } from "../nn/model_config.ts";
+import { channelCount, resolveChannelNormalizations } from "../data/channels.ts";
 import { createSchedule, type LrSchedule, type ScheduleState } from "./schedules.ts";
 import { Optimizer } from "./optimizer.ts";
+import { deepSupervisionLoss } from "./deep_supervision.ts";
 import { METRICS_FILE, MetricsLog, SUMMARY_FILE, writeSummary } from "./metrics_log.ts";
 
 export type TrainEvent =
@@ -85,6 +91,13 @@ export interface TrainOptions {
   /** Aborting stops after the current step and writes a last checkpoint. */
   signal?: AbortSignal;
   /**
+   * A wall-clock guard for a time budget (`Date.now()` milliseconds): once passed, the run
+   * stops after the current step, validates, writes its checkpoints and ends with
+   * `stoppedBy: "time-budget"`. A budgeted run is sized to end before it; this only bounds a
+   * run on an adapter slower than measured.
+   */
+  deadline?: number;
+  /**
    * Awaited before each training step: a server hands the GPU to waiting inference here
    * (src/server/scheduler.ts), so a long run does not starve it.
    */
@@ -94,6 +107,22 @@ export interface TrainOptions {
    * trainer's and the loader's reads of `dataset.json`: a server sets it to its data root.
    */
   confineTo?: string;
+  /**
+   * A cross-validation fold (src/data/folds.ts): each case's split in this run, replacing the
+   * manifest's. Stored in run.json at the first start; a resume keeps the stored one.
+   */
+  fold?: RunFold;
+  /**
+   * The exact normalisation (a plan's: src/train/plan/run_plan.ts), instead of the one
+   * `config.data.normalisation` names. Stored in run.json; a resume keeps the stored one.
+   */
+  normalisation?: Normalization;
+}
+
+/** A cross-validation fold of a run: its index and each case's split. */
+export interface RunFold {
+  index: number;
+  splits: Record<string, Split>;
 }
 
 export interface TrainResult {
@@ -102,7 +131,7 @@ export interface TrainResult {
   bestScore: number | null;
   bestEpoch: number | null;
   lastMetrics: Record<string, number>;
-  stoppedBy: "completed" | "early-stopping" | "aborted";
+  stoppedBy: "completed" | "early-stopping" | "aborted" | "time-budget";
   out: string;
   seconds: number;
 }
@@ -120,8 +149,12 @@ export interface RunRecord {
   version: 1;
   config: TrainConfig;
   normalisation: Normalization;
+  /** Per input channel when there are several (`normalisation` is channel 0's). */
+  channelNormalisations?: Normalization[];
   classNames: string[];
   spacingMm: [number, number, number];
+  /** The fold this run trains, when it is one of a cross-validation. */
+  fold?: RunFold;
 }
 
 /** Reads a run folder's `run.json`; undefined when there is none. Throws when it is invalid. */
@@ -160,6 +193,26 @@ export async function readRunRecord(runDir: string): Promise<RunRecord | undefin
   } catch (e) {
     return bad((e as Error).message);
   }
+  let channelNormalisations: Normalization[] | undefined;
+  if (json.channelNormalisations !== undefined) {
+    const list = json.channelNormalisations;
+    if (!Array.isArray(list) || list.length !== config.model.inChannels) {
+      bad(`channelNormalisations must list one per input channel (${config.model.inChannels})`);
+    }
+    try {
+      channelNormalisations = (list as unknown[]).map(parseNormalization);
+    } catch (e) {
+      return bad((e as Error).message);
+    }
+  }
+  const fold = json.fold as RunFold | undefined;
+  if (
+    fold !== undefined &&
+    (!Number.isInteger(fold?.index) || typeof fold.splits !== "object" || fold.splits === null ||
+      !Object.values(fold.splits).every((v) => SPLITS.includes(v)))
+  ) {
+    bad("fold must hold an index and each case's split");
+  }
   return {
     format: "voxseg-run",
     version: 1,
@@ -167,6 +220,8 @@ export async function readRunRecord(runDir: string): Promise<RunRecord | undefin
     normalisation,
     classNames: classNames as string[],
     spacingMm: spacingMm as [number, number, number],
+    ...(channelNormalisations ? { channelNormalisations } : {}),
+    ...(fold ? { fold } : {}),
   };
 }
 
@@ -179,23 +234,28 @@ async function runRecordFor(
   requested: TrainConfig,
   dataset: Dataset,
   resume: boolean,
+  fold: RunFold | undefined,
+  normalisation: Normalization | undefined,
 ): Promise<RunRecord> {
   const stored = resume ? await readRunRecord(requested.out) : undefined;
   if (stored) {
     return { ...stored, config: resumedConfig(stored.config, requested) };
   }
+  const channels = runChannelNormalizations(requested, dataset, normalisation);
   return {
     format: "voxseg-run",
     version: 1,
     config: requested,
-    normalisation: resolveNormalization(requested, dataset),
+    normalisation: channels?.[0] ?? normalisation ?? resolveNormalization(requested, dataset),
+    ...(channels ? { channelNormalisations: channels } : {}),
     classNames: dataset.classes.slice(0, requested.model.classes),
     spacingMm: dataset.targetSpacingMm,
+    ...(fold ? { fold } : {}),
   };
 }
 
 /**
- * Trains a UNet3D as configured; returns when done, early-stopped or aborted.
+ * Trains the configured network (src/nn/model.ts); returns when done, early-stopped or aborted.
  *
  * @example
  * const result = await train({ config: resolveConfig(undefined, { epochs: "2" }) });
@@ -205,7 +265,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const emit = opts.onEvent ?? (() => {});
   const setup = await prepareRun(opts, emit);
   const { config, state } = setup;
-  const model = new UNet3D(config.model, config.seed);
+  const model = createModel(config.model, config.seed);
   const optimizer = new Optimizer(
     model.trainable().map((p) => ({ name: p.name, tensor: p.tensor })),
     config.optimizer,
@@ -223,7 +283,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   const [pd, ph, pw] = config.data.patchSize;
   const B = config.data.batchSize;
-  const x = keep(zeros([B, 1, pd, ph, pw]));
+  const x = keep(zeros([B, config.model.inChannels, pd, ph, pw]));
   const labels = keep(zeros([B, pd, ph, pw], "u32"));
   const loader: Loader = await createLoader({
     dataset: config.data.dataset,
@@ -233,9 +293,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     seed: config.seed,
     foregroundFraction: config.data.foregroundFraction,
     norm: setup.record.normalisation,
+    ...(setup.record.channelNormalisations
+      ? { channelNorms: setup.record.channelNormalisations }
+      : {}),
     augment: augmentationFromFlags(config.data.augment),
     startBatch: optimizer.step,
     confineTo: opts.confineTo,
+    caseSplits: setup.record.fold?.splits,
   });
   const log = MetricsLog.open(join(config.out, METRICS_FILE));
   const run: Run = {
@@ -286,6 +350,8 @@ interface RunSetup {
   state?: TrainingState;
   /** The generation the next training-state write gets. */
   generation: number;
+  /** The split validation runs on ("train" when the dataset has no labelled val case). */
+  validationSplit: Split;
 }
 
 /**
@@ -303,16 +369,25 @@ async function prepareRun(
   const removed = await removeStaleTempFiles(out);
   if (removed > 0) notice(`removed ${removed} unfinished temp file(s) of an interrupted write`);
 
-  const dataset = await readDataset(opts.config.data.dataset, { confineTo: opts.confineTo });
-  const record = await runRecordFor(opts.config, dataset, Boolean(opts.resume));
+  const manifest = await readDataset(opts.config.data.dataset, { confineTo: opts.confineTo });
+  const record = await runRecordFor(
+    opts.config,
+    manifest,
+    Boolean(opts.resume),
+    opts.fold,
+    opts.normalisation,
+  );
+  const dataset = record.fold ? withSplits(manifest, record.fold.splits) : manifest;
   const { config } = record;
   checkCompatible(config, dataset);
+  const validation = validationSplit(dataset);
+  if (validation.warning && opts.validate) notice(validation.warning);
   const state = opts.resume ? await loadTrainingState(out, notice) : undefined;
   if (!opts.resume) await removeTrainingState(out);
   await writeFileAtomic(join(out, RUN_FILES.run), JSON.stringify(record, null, 2) + "\n");
   let generation = (state?.generation ?? 0) + 1;
   if (state) generation = Math.max(generation, (await latestGeneration(out)) + 1);
-  return { config, record, dataset, state, generation };
+  return { config, record, dataset, state, generation, validationSplit: validation.split };
 }
 
 /** Where training stands: restored on resume, saved with every checkpoint. */
@@ -345,7 +420,7 @@ function freshProgress(): Progress {
 /** Loads the weights, optimizer and schedule state of `state`; returns where training stood. */
 function restoreProgress(
   state: TrainingState,
-  model: UNet3D,
+  model: SegmentationNet,
   optimizer: Optimizer,
   schedule: LrSchedule,
   config: TrainConfig,
@@ -372,7 +447,7 @@ function restoreProgress(
 interface Run extends RunSetup {
   opts: TrainOptions;
   emit: (event: TrainEvent) => void;
-  model: UNet3D;
+  model: SegmentationNet;
   optimizer: Optimizer;
   schedule: LrSchedule;
   /** Whether the schedule advances every step (all but plateau, which steps on validation). */
@@ -393,6 +468,12 @@ async function runEpochs(
   let epoch = progress.startEpoch;
   for (; epoch < config.epochs; epoch++) {
     const it = await runSteps(run, epoch, epoch === progress.startEpoch ? progress.startIter : 0);
+    if (it < config.itersPerEpoch && pastDeadline(opts)) {
+      const improved = opts.validate !== undefined ? await validateEpoch(run, epoch) : false;
+      await saveCheckpoints(run, epoch, it, improved);
+      run.emit({ type: "stop", reason: "the time budget is spent" });
+      return { stoppedBy: "time-budget", epoch: epoch + 1 };
+    }
     if (opts.signal?.aborted) {
       // Mid-epoch: the checkpoint counts only whole epochs and remembers the steps taken,
       // so --resume finishes this epoch with the batches it would have seen.
@@ -410,6 +491,10 @@ async function runEpochs(
     }
   }
   return { stoppedBy: "completed", epoch };
+}
+
+function pastDeadline(opts: TrainOptions): boolean {
+  return opts.deadline !== undefined && Date.now() >= opts.deadline;
 }
 
 /** A step whose loss and clip control wait on the GPU for the next readback. */
@@ -432,7 +517,7 @@ async function runSteps(run: Run, epoch: number, it: number): Promise<number> {
   const window = { start: performance.now() };
   for (; it < config.itersPerEpoch; it++) {
     if (opts.beforeStep) await opts.beforeStep();
-    if (opts.signal?.aborted) break;
+    if (opts.signal?.aborted || pastDeadline(opts)) break;
     const next = await run.loader.next();
     if (next.done) throw new Error("the patch loader stopped early");
     upload(run.x, next.value.image);
@@ -456,6 +541,8 @@ async function runSteps(run: Run, epoch: number, it: number): Promise<number> {
     }
     if (checkpointNow) await saveCheckpoints(run, epoch, it + 1, false);
   }
+  // Steps left unread by a stop between steps (abort, deadline) are reported before returning.
+  if (pending.length > 0) await readBack(run, epoch, pending, window);
   return it;
 }
 
@@ -521,7 +608,9 @@ async function validateEpoch(run: Run, epoch: number): Promise<boolean> {
   const { config, progress, optimizer } = run;
   const v = await run.opts.validate!(run.model, {
     norm: run.record.normalisation,
+    ...(run.record.channelNormalisations ? { channelNorms: run.record.channelNormalisations } : {}),
     dataset: run.dataset,
+    split: run.validationSplit,
   });
   progress.lastMetrics = v.metrics;
   const better = config.monitor === "dice"
@@ -596,7 +685,7 @@ async function saveCheckpoints(
 
 /** One optimizer step; returns the loss [1] and the clip control [3], both kept for readback. */
 export function trainStep(
-  model: UNet3D,
+  model: SegmentationNet,
   optimizer: Optimizer,
   x: Tensor,
   labels: Tensor,
@@ -612,7 +701,14 @@ export function trainStep(
       const loss = tape.record(() =>
         withPrecision(
           config.precision,
-          () => lossFor(model.forward(x, { training: true }), labels, config),
+          () =>
+            model.config.deepSupervision === true
+              ? deepSupervisionLoss(
+                model.forwardDeep(x, { training: true }),
+                labels,
+                (logits, target) => lossFor(logits, target, config),
+              )
+              : lossFor(model.forward(x, { training: true }), labels, config),
         )
       );
       const grads = tape.backward(loss);
@@ -660,7 +756,7 @@ export function lossFor(logits: Tensor, labels: Tensor, config: TrainConfig): Te
 }
 
 function checkpointMeta(
-  { config, classNames, normalisation, spacingMm }: RunRecord,
+  { config, classNames, normalisation, channelNormalisations, spacingMm }: RunRecord,
   epoch: number,
   step: number,
   bestMetric: number | null,
@@ -670,6 +766,7 @@ function checkpointMeta(
     model: config.model,
     classNames,
     normalisation,
+    ...(channelNormalisations ? { channelNormalisations } : {}),
     patchSize: config.data.patchSize,
     spacingMm,
     training: {
@@ -700,26 +797,57 @@ function resolveNormalization(config: TrainConfig, dataset: Dataset): Normalizat
     return { kind: "ct-window", lo: config.data.window[0], hi: config.data.window[1] };
   }
   if (kind === "auto") {
-    return dataset.modality === "CT"
-      ? { kind: "ct-window", lo: config.data.window[0], hi: config.data.window[1] }
+    if (dataset.modality === "CT") {
+      return { kind: "ct-window", lo: config.data.window[0], hi: config.data.window[1] };
+    }
+    // nnU-Net's scheme for modalities without absolute units: each case by its own statistics
+    // (datasets converted before those were recorded fall back to the dataset's foreground).
+    return dataset.cases.every((c) => c.image)
+      ? { kind: "zscore-case" }
       : normalizationFromDataset(dataset, "zscore");
   }
   return normalizationFromDataset(dataset, kind);
 }
 
+/**
+ * Each input channel's normalisation when the dataset has several (CT channels by the CT
+ * window, others per case; see src/data/channels.ts), channel 0's replaced by a plan's exact
+ * choice when one is given; undefined for one channel.
+ */
+function runChannelNormalizations(
+  config: TrainConfig,
+  dataset: Dataset,
+  planned: Normalization | undefined,
+): Normalization[] | undefined {
+  if (channelCount(dataset) === 1) return undefined;
+  const norms = resolveChannelNormalizations(dataset, {
+    kind: config.data.normalisation,
+    window: config.data.window,
+  });
+  if (planned) norms[0] = planned;
+  return norms;
+}
+
 function checkCompatible(config: TrainConfig, dataset: Dataset): void {
+  const channels = channelCount(dataset);
+  if (channels !== config.model.inChannels) {
+    throw new Error(
+      `the dataset has ${channels} input channel(s) but model.inChannels is ` +
+        `${config.model.inChannels}; set --model.inChannels ${channels}`,
+    );
+  }
   if (dataset.classes.length !== config.model.classes) {
     throw new Error(
       `the dataset has ${dataset.classes.length} classes (${dataset.classes.join(", ")}) but ` +
         `model.classes is ${config.model.classes}; set --model.classes ${dataset.classes.length}`,
     );
   }
-  const m = 2 ** (config.model.depth - 1);
-  if (config.data.patchSize.some((s) => s % m !== 0)) {
+  const m = patchMultiple(config.model);
+  if (config.data.patchSize.some((s, a) => s % m[a] !== 0)) {
     throw new Error(
-      `patch size ${config.data.patchSize.join("×")} must be divisible by ${m} for a depth-` +
-        `${config.model.depth} U-Net; e.g. --patch ${
-          config.data.patchSize.map((s) => Math.max(m, Math.round(s / m) * m)).join(",")
+      `patch size ${config.data.patchSize.join("×")} must be divisible by ${m.join("×")} for ` +
+        `this network; e.g. --patch ${
+          config.data.patchSize.map((s, a) => Math.max(m[a], Math.round(s / m[a]) * m[a])).join(",")
         }`,
     );
   }

@@ -203,17 +203,24 @@ Deno.test("voxseg convert/export: missing flags, files and bad inputs give clear
       strictEqual(r.code, code, `${argv.join(" ")}: ${r.stderr}`);
       match(r.stderr, re);
     }
-    // An nnU-Net folder with two channels, or a missing label, is refused by name.
+    // A gap in a case's channels, cases with different channels, or a missing label, are
+    // refused by name.
     const raw = join(dir, "raw");
     await rawFolder(raw, 1);
     const img = join(raw, "imagesTr", "lung_0_0000.nii.gz");
-    await Deno.copyFile(img, join(raw, "imagesTr", "lung_0_0001.nii.gz"));
+    await Deno.copyFile(img, join(raw, "imagesTr", "lung_0_0002.nii.gz"));
     let r = await runCliCaptured(["convert", "--raw", raw, "--out", join(dir, "o")]);
     strictEqual(r.code, 1);
     match(
       r.stderr,
-      /case "lung_0" .* has channel files lung_0_0000\.nii\.gz, lung_0_0001\.nii\.gz/,
+      /case "lung_0" .* channels must be lung_0_0000 … lung_0_0001 .*missing lung_0_0001/,
     );
+    await Deno.rename(
+      join(raw, "imagesTr", "lung_0_0002.nii.gz"),
+      join(raw, "imagesTr", "lung_0_0001.nii.gz"),
+    );
+    r = await runCliCaptured(["convert", "--raw", raw, "--out", join(dir, "o")]);
+    match(r.stderr, /case "lung_9" has 1 channel file\(s\) but case "lung_0" has 2/);
     await Deno.remove(join(raw, "imagesTr", "lung_0_0001.nii.gz"));
     await Deno.remove(join(raw, "labelsTr", "lung_0.nii.gz"));
     r = await runCliCaptured(["convert", "--raw", raw, "--out", join(dir, "o")]);
@@ -279,4 +286,145 @@ Deno.test({
       strictEqual(patch[0], srcLabel.data[80 + W * (100 + H * 80)]);
     });
   },
+});
+
+/** An MRI-like channel on the phantom's grid: float intensities without absolute units. */
+function mriLike(image: Volume, seed: number): Volume {
+  const rng = new Random(seed);
+  const data = Float32Array.from(image.data, (hu) => 0.5 * (hu + 1000) + 20 + rng.normal());
+  return { ...image, data };
+}
+
+Deno.test("voxseg convert --raw: two channels (CT + MRI-like) → c,z,y,x cases and per-channel statistics", async () => {
+  await withTempDir(async (dir) => {
+    const raw = join(dir, "Dataset002_Two");
+    for (const sub of ["imagesTr", "labelsTr"]) {
+      await Deno.mkdir(join(raw, sub), { recursive: true });
+    }
+    const sources: Volume[][] = [];
+    for (let i = 0; i < 3; i++) {
+      const { image, label } = phantom([6, 11, 13], i);
+      const mr = mriLike(image, 10 + i);
+      sources.push([image, mr, label]);
+      await writeNifti(join(raw, "imagesTr", `c${i}_0000.nii.gz`), image);
+      await writeNifti(join(raw, "imagesTr", `c${i}_0001.nii.gz`), mr);
+      await writeNifti(join(raw, "labelsTr", `c${i}.nii.gz`), label);
+    }
+    await Deno.writeTextFile(
+      join(raw, "dataset.json"),
+      JSON.stringify({
+        channel_names: { "0": "CT", "1": "T2" },
+        labels: { background: 0, lung: 1, infection: 2 },
+      }),
+    );
+    const out = join(dir, "ds");
+    const r = await runCliCaptured(["convert", "--raw", raw, "--out", out, "--chunks", "4"]);
+    strictEqual(r.code, 0, r.stderr);
+    match(r.stdout, /3 cases .*channels CT, T2/);
+    const ds = await readDataset(out);
+    deepStrictEqual(ds.channels, ["CT", "T2"]);
+    strictEqual(ds.modality, "CT");
+    deepStrictEqual(ds.intensityChannels![0], ds.intensity);
+    // Channel 1's foreground statistics: of T2 values at lung voxels, never of CT ones.
+    const fg1 = ds.intensityChannels![1]!;
+    let lo = Infinity, hi = -Infinity;
+    for (const [image, mr, label] of sources) {
+      for (let v = 0; v < label.data.length; v++) {
+        if (label.data[v] === 0) continue;
+        lo = Math.min(lo, mr.data[v]);
+        hi = Math.max(hi, mr.data[v]);
+        ok(image.data[v] < 0);
+      }
+    }
+    deepStrictEqual([fg1.min, fg1.max], [lo, hi]);
+    ok(fg1.mean > 20 && fg1.mean < 200 && fg1.p0_5 >= lo && fg1.p99_5 <= hi);
+    for (const [k, entry] of ds.cases.entries()) {
+      const [image, mr, label] = sources[k];
+      strictEqual(entry.imageChannels!.length, 2);
+      deepStrictEqual(entry.image, entry.imageChannels![0]);
+      const mean = Array.from(mr.data).reduce((s, v) => s + v, 0) / mr.data.length;
+      ok(Math.abs(entry.imageChannels![1].mean - mean) < 1e-3);
+      const c = await openCase(resolveCase(ds, entry.id));
+      strictEqual(c.channels, 2);
+      deepStrictEqual(c.channelNames, ["CT", "T2"]);
+      const [back0, back1] = await c.readFullChannels();
+      deepStrictEqual(Array.from(back0.data), Array.from(image.data));
+      deepStrictEqual(Float32Array.from(back1.data), mr.data);
+      deepStrictEqual((await c.readFullLabel()).data, label.data);
+      const meta = JSON.parse(await Deno.readTextFile(join(out, entry.path, "0", "zarr.json")));
+      deepStrictEqual(meta.dimension_names, ["c", "z", "y", "x"]);
+    }
+  });
+});
+
+Deno.test("voxseg convert: a channel on another grid is refused naming the file; --image a,b", async () => {
+  await withTempDir(async (dir) => {
+    const { image, label } = phantom([5, 9, 7], 1);
+    const a = join(dir, "a_0000.nii.gz"), b = join(dir, "a_0001.nii.gz");
+    await writeNifti(a, image);
+    await writeNifti(b, mriLike(image, 2));
+    await writeNifti(join(dir, "seg.nii.gz"), label);
+    const out = join(dir, "a.zarr");
+    const r = await runCliCaptured([
+      ...["convert", "--image", `${a},${b}`, "--label", join(dir, "seg.nii.gz")],
+      ...["--out", out],
+    ]);
+    strictEqual(r.code, 0, r.stderr);
+    match(r.stdout, /5×9×7 voxels, 2 channels/);
+    strictEqual((await openCase(out)).channels, 2);
+    // The second channel shifted by 3 mm, then resized: both refused, naming its file.
+    const moved = { ...image, affine: image.affine.map((v, i) => (i === 3 ? v + 3 : v)) };
+    await writeNifti(b, mriLike(moved, 2));
+    let bad = await runCliCaptured(["convert", "--image", `${a},${b}`, "--out", out]);
+    strictEqual(bad.code, 1);
+    match(
+      bad.stderr,
+      /a_0001\.nii\.gz: channel 1 is not on the grid of channel 0 \(.*a_0000\.nii\.gz\): affine differs by up to 3 mm/,
+    );
+    const raw = join(dir, "raw");
+    await Deno.mkdir(join(raw, "imagesTr"), { recursive: true });
+    await Deno.mkdir(join(raw, "labelsTr"));
+    await writeNifti(join(raw, "imagesTr", "x_0000.nii.gz"), image);
+    await writeNifti(
+      join(raw, "imagesTr", "x_0001.nii.gz"),
+      mriLike(phantom([5, 9, 8], 1).image, 2),
+    );
+    await writeNifti(join(raw, "labelsTr", "x.nii.gz"), label);
+    bad = await runCliCaptured(["convert", "--raw", raw, "--out", join(dir, "ds")]);
+    strictEqual(bad.code, 1);
+    match(
+      bad.stderr,
+      /x_0001\.nii\.gz: channel 1 is not on the grid of channel 0 .*shape 5×9×8 differs from 5×9×7/,
+    );
+  });
+});
+
+Deno.test("voxseg convert --raw: a one-channel dataset keeps the one-channel manifest and case layout", async () => {
+  await withTempDir(async (dir) => {
+    await rawFolder(join(dir, "raw"), 2, {
+      channel_names: { "0": "CT" },
+      labels: { background: 0, lung: 1, infection: 2 },
+    });
+    const r = await runCliCaptured([
+      "convert",
+      "--raw",
+      join(dir, "raw"),
+      "--out",
+      join(dir, "ds"),
+    ]);
+    strictEqual(r.code, 0, r.stderr);
+    const text = await Deno.readTextFile(join(dir, "ds", "dataset.json"));
+    ok(!/channels|imageChannels|intensityChannels/.test(text), "no channel fields");
+    const ds = await readDataset(join(dir, "ds"));
+    for (const entry of ds.cases) {
+      const meta = JSON.parse(
+        await Deno.readTextFile(join(dir, "ds", entry.path, "0", "zarr.json")),
+      );
+      deepStrictEqual(meta.dimension_names, ["z", "y", "x"]);
+      strictEqual(meta.shape.length, 3);
+      const group = JSON.parse(await Deno.readTextFile(join(dir, "ds", entry.path, "zarr.json")));
+      strictEqual(group.attributes.ome.multiscales[0].axes.length, 3);
+      strictEqual(group.attributes.voxseg.channels, undefined);
+    }
+  });
 });

@@ -1,11 +1,22 @@
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
+import { isDeepStrictEqual as deepEqual } from "node:util";
 import { join } from "node:path";
 import { generateSynthDataset } from "../../src/cli/synth.ts";
-import { readDataset, resolveCase } from "../../src/data/dataset.ts";
+import { Random } from "../../src/base/random.ts";
+import { channelCaseStats, withChannels } from "../../src/data/channels.ts";
+import {
+  buildManifest,
+  caseStats,
+  readDataset,
+  resolveCase,
+  writeDataset,
+} from "../../src/data/dataset.ts";
 import { type Batch, createLoader, type LoaderOptions } from "../../src/data/loader.ts";
+import type { Normalization } from "../../src/data/normalize.ts";
 import { openCase } from "../../src/data/ome_zarr/reader.ts";
-import { readPatch } from "../../src/data/sampler.ts";
-import type { Shape3 } from "../../src/data/volume.ts";
+import { writeCase } from "../../src/data/ome_zarr/writer.ts";
+import { augmentationFromFlags, flipAxis, readPatch } from "../../src/data/sampler.ts";
+import { affineFromSpacing, type Shape3 } from "../../src/data/volume.ts";
 import { withTempDir } from "./temp_dir.ts";
 
 const PATCH: Shape3 = [8, 24, 24];
@@ -197,5 +208,223 @@ Deno.test("loader: rejects bad options before starting workers", async () => {
     await rejects(createLoader(options(dir, { prefetch: 0 })), /prefetch/);
     await rejects(createLoader(options(dir, { startBatch: -1 })), /startBatch/);
     await rejects(createLoader(options(join(dir, "missing"))), /no dataset\.json/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Two channels
+
+const SHAPE2: Shape3 = [8, 12, 12];
+const PATCH2: Shape3 = [4, 8, 8];
+const V2 = 4 * 8 * 8;
+
+/**
+ * A two-case, two-channel dataset ("CT", "T2") with chunks of 4: channel 0 HU-like int16,
+ * channel 1 `twice` ? exactly 2 × channel 0 : an MRI-like float image. Returns the raw arrays.
+ */
+async function twoChannelDataset(dir: string, twice = false) {
+  const [D, H, W] = SHAPE2;
+  const geometry = {
+    shape: SHAPE2,
+    spacingMm: [1, 1, 1] as Shape3,
+    affine: affineFromSpacing([1, 1, 1]),
+  };
+  const raw: { ct: Int16Array; mr: Float32Array; label: Uint8Array }[] = [];
+  const entries = [], foreground = [];
+  for (let k = 0; k < 2; k++) {
+    const rng = new Random(k);
+    const ct = new Int16Array(D * H * W), label = new Uint8Array(D * H * W);
+    for (let z = 0, i = 0; z < D; z++) {
+      for (let y = 0; y < H; y++) {
+        for (let x = 0; x < W; x++, i++) {
+          label[i] = Math.hypot(z - 4, y - 6, x - 6) < 3 ? 1 : 0;
+          ct[i] = label[i] ? -700 + rng.int(0, 200) : rng.int(-1200, 600);
+        }
+      }
+    }
+    const mr = twice
+      ? Float32Array.from(ct, (v) => 2 * v)
+      : Float32Array.from(ct, (v, i) => 300 + 0.1 * v + 5 * Math.sin(i));
+    raw.push({ ct, mr, label });
+    const channels = [{ ...geometry, data: ct }, { ...geometry, data: mr }];
+    const labelVolume = { ...geometry, data: label };
+    const caseRng = new Random(10 + k);
+    const stats = { ...caseStats(channels[0], labelVolume, 2, caseRng) };
+    const perChannel = channelCaseStats(channels, labelVolume, caseRng);
+    foreground.push(perChannel.foreground!);
+    const path = `cases/c${k}.zarr`;
+    await writeCase(join(dir, path), {
+      image: channels,
+      label: labelVolume,
+      chunks: 4,
+      channelNames: ["CT", "T2"],
+    });
+    entries.push({
+      id: `c${k}`,
+      path,
+      split: "train" as const,
+      stats: { ...stats, imageChannels: perChannel.imageChannels },
+    });
+  }
+  const manifest = buildManifest({
+    name: "two",
+    modality: "CT",
+    classes: ["background", "lung"],
+    cases: entries,
+  });
+  await writeDataset(dir, withChannels(manifest, ["CT", "T2"], foreground));
+  return raw;
+}
+
+/** The raw voxels of a patch box (z, y, x), `fill` outside the volume. */
+function rawBox(src: ArrayLike<number>, start: Shape3, fill: number): number[] {
+  const [D, H, W] = SHAPE2, out: number[] = [];
+  for (let z = start[0]; z < start[0] + PATCH2[0]; z++) {
+    for (let y = start[1]; y < start[1] + PATCH2[1]; y++) {
+      for (let x = start[2]; x < start[2] + PATCH2[2]; x++) {
+        const inside = z >= 0 && z < D && y >= 0 && y < H && x >= 0 && x < W;
+        out.push(inside ? src[x + W * (y + H * z)] : fill);
+      }
+    }
+  }
+  return out;
+}
+
+Deno.test("loader, two channels: batches [B,2,D,H,W], CT window on channel 0, the case's own z-score on channel 1", async () => {
+  await withTempDir(async (dir) => {
+    const raw = await twoChannelDataset(dir);
+    const loader = await createLoader({
+      dataset: dir,
+      patchSize: PATCH2,
+      batchSize: 3,
+      seed: 5,
+      workers: 1,
+    });
+    try {
+      strictEqual(loader.channels, 2);
+      deepStrictEqual(loader.channelNorms, [{ kind: "ct-window", lo: -1000, hi: 400 }, {
+        kind: "zscore-case",
+      }]);
+      const { value: batch } = await loader.next();
+      strictEqual(batch.image.length, 3 * 2 * V2);
+      strictEqual(batch.label.length, 3 * V2);
+      for (let b = 0; b < 3; b++) {
+        const { caseId, start } = batch.requests[b];
+        const { ct, mr, label } = raw[Number(caseId.slice(1))];
+        // Hand computation: ct-window clip to −1000…400 and scale; z-score with the case's
+        // whole-image mean and (population) std of channel 1, clipped to its min…max.
+        let sum = 0, sq = 0, min = Infinity, max = -Infinity;
+        for (const v of mr) {
+          sum += v;
+          min = Math.min(min, v);
+          max = Math.max(max, v);
+        }
+        const mean = sum / mr.length;
+        for (const v of mr) sq += (v - mean) ** 2;
+        const std = Math.sqrt(sq / mr.length);
+        const want0 = rawBox(ct, start, -1000).map((v) =>
+          Math.min(1, Math.max(0, (v + 1000) / 1400))
+        );
+        const want1 = rawBox(mr, start, min).map((v) =>
+          (Math.min(max, Math.max(min, v)) - mean) / std
+        );
+        const got = batch.image.subarray(b * 2 * V2, (b + 1) * 2 * V2);
+        want0.forEach((w, i) => ok(Math.abs(got[i] - w) < 1e-5, `patch ${b} channel 0 voxel ${i}`));
+        want1.forEach((w, i) =>
+          ok(Math.abs(got[V2 + i] - w) < 1e-4, `patch ${b} channel 1 voxel ${i}`)
+        );
+        deepStrictEqual(
+          Array.from(batch.label.subarray(b * V2, (b + 1) * V2)),
+          rawBox(label, start, 0),
+        );
+      }
+    } finally {
+      loader.close();
+    }
+    await rejects(
+      createLoader({
+        dataset: dir,
+        patchSize: PATCH2,
+        batchSize: 1,
+        seed: 0,
+        norm: { kind: "none" },
+      }),
+      /has 2 image channels \(CT, T2\): give one normalisation per channel/,
+    );
+    await rejects(
+      createLoader({
+        dataset: dir,
+        patchSize: PATCH2,
+        batchSize: 1,
+        seed: 0,
+        channelNorms: [{ kind: "none" }],
+      }),
+      /channelNorms has 1 entries but dataset "two" has 2 image channels/,
+    );
+  });
+});
+
+Deno.test("loader, two channels: one spatial transform and mirroring for both channels, intensity drawn per channel", async () => {
+  await withTempDir(async (dir) => {
+    const raw = await twoChannelDataset(dir, true); // channel 1 = 2 × channel 0
+    const none: Normalization[] = [{ kind: "none" }, { kind: "none" }];
+    const base = {
+      dataset: dir,
+      patchSize: PATCH2,
+      batchSize: 4,
+      seed: 3,
+      workers: 0,
+      channelNorms: none,
+    };
+    const [plain] = await takeBatches(base, 1);
+    const [mirrored] = await takeBatches({ ...base, augment: { flipAxes: [2] } }, 1);
+    deepStrictEqual(mirrored.requests, plain.requests);
+    let flipped = 0;
+    for (let b = 0; b < 4; b++) {
+      const img = (x: Batch, c: number) => x.image.slice((2 * b + c) * V2, (2 * b + c + 1) * V2);
+      const lab = (x: Batch) => x.label.slice(b * V2, (b + 1) * V2);
+      const mirror = <T extends Float32Array | Uint8Array>(a: T) => {
+        const out = a.slice() as T;
+        flipAxis(out, PATCH2, 2);
+        return out;
+      };
+      const was = deepEqual(img(mirrored, 0), img(plain, 0));
+      if (!was) {
+        flipped++;
+        deepStrictEqual(img(mirrored, 0), mirror(img(plain, 0)));
+        deepStrictEqual(img(mirrored, 1), mirror(img(plain, 1)));
+        deepStrictEqual(lab(mirrored), mirror(lab(plain)));
+      } else {
+        deepStrictEqual(img(mirrored, 1), img(plain, 1));
+        deepStrictEqual(lab(mirrored), lab(plain));
+      }
+    }
+    ok(flipped > 0 && flipped < 4, `${flipped} of 4 patches mirrored`);
+    // Rotation, scaling, elastic deformation, flips and 90° turns: channel 1 stays 2 × channel 0.
+    const spatial = augmentationFromFlags({
+      spatial: true,
+      elastic: true,
+      flip: true,
+      rotate90: true,
+    });
+    spatial.spatial = { ...spatial.spatial!, pRotation: 1, pScaling: 1, pElastic: 1 };
+    const [warped] = await takeBatches({ ...base, augment: spatial }, 1);
+    for (let b = 0; b < 4; b++) {
+      const c0 = warped.image.subarray(2 * b * V2, (2 * b + 1) * V2);
+      const c1 = warped.image.subarray((2 * b + 1) * V2, (2 * b + 2) * V2);
+      c0.forEach((v, i) => strictEqual(c1[i], 2 * v));
+      ok(
+        !deepEqual(c0, plain.image.subarray(2 * b * V2, (2 * b + 1) * V2)),
+        "the patch was transformed",
+      );
+    }
+    // Intensity scale: one factor per channel, drawn separately.
+    const [scaled] = await takeBatches({ ...base, augment: { intensityScale: 0.25 } }, 1);
+    const ratio = (c: number) => {
+      const i = plain.image.subarray(c * V2, (c + 1) * V2).findIndex((v) => Math.abs(v) > 50);
+      return scaled.image[c * V2 + i] / plain.image[c * V2 + i];
+    };
+    ok(Math.abs(ratio(0) - ratio(1)) > 1e-4, `factors ${ratio(0)}, ${ratio(1)}`);
+    strictEqual(raw.length, 2);
   });
 });

@@ -288,3 +288,161 @@ Deno.test("ome-zarr errors name the problem", async () => {
     );
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// Channels
+
+/** SHA-256 over every file of a folder (sorted relative path, NUL, bytes, NUL). */
+async function folderDigest(dir: string): Promise<string> {
+  const files: string[] = [];
+  const walk = async (d: string) => {
+    for await (const e of Deno.readDir(d)) {
+      const p = join(d, e.name);
+      if (e.isDirectory) await walk(p);
+      else files.push(p);
+    }
+  };
+  await walk(dir);
+  files.sort();
+  const enc = new TextEncoder();
+  const parts = [];
+  for (const f of files) {
+    parts.push(
+      enc.encode(f.slice(dir.length + 1) + "\0"),
+      await Deno.readFile(f),
+      enc.encode("\0"),
+    );
+  }
+  const all = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
+  parts.reduce((o, p) => (all.set(p, o), o + p.length), 0);
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+  return Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A fixed one-channel case: int16 image with labels, and a float32 image. */
+function fixedOneChannel() {
+  const [D, H, W] = [7, 19, 23];
+  const image = new Int16Array(D * H * W), label = new Uint8Array(D * H * W);
+  const float = new Float32Array(D * H * W);
+  for (let i = 0; i < image.length; i++) {
+    image[i] = ((i * 7919) % 2001) - 1000;
+    label[i] = i % 5 === 0 ? 1 + (i % 3) % 2 : 0;
+    float[i] = Math.sin(i / 7) * 3.25;
+  }
+  const geometry = {
+    shape: [D, H, W] as Shape3,
+    spacingMm: [2.5, 0.8, 0.7] as Shape3,
+    affine: [-0.7, 0, 0, 10, 0, 0.8, 0, -20, 0, 0, 2.5, 30, 0, 0, 0, 1],
+  };
+  return {
+    image: { ...geometry, data: image },
+    float: { ...geometry, data: float },
+    label: { ...geometry, data: label },
+  };
+}
+
+Deno.test("ome-zarr one channel: files byte-identical to the writer before channels existed", async () => {
+  await withTempDir(async (dir) => {
+    const p = fixedOneChannel();
+    const classNames = ["background", "lung", "infection"];
+    // Digests of the same cases written by the one-channel writer (git HEAD eb8a14b).
+    const expected = [
+      "da0041af4c788130f178e8e368c5a628add8b3628dd6f4b9580b34767a7013d7",
+      "54c208ed952bb04ea34a1b36b8e41543cd94efc3690748e82e34504f85a7a783",
+    ];
+    for (const asList of [false, true]) {
+      const a = join(dir, `a${asList}.zarr`), b = join(dir, `b${asList}.zarr`);
+      const image = asList ? [p.image] : p.image;
+      await writeCase(a, { image, label: p.label, chunks: 8, name: "a", classNames });
+      await writeCase(b, {
+        image: asList ? [p.float] : p.float,
+        chunks: [4, 8, 16],
+        codec: "gzip",
+      });
+      deepStrictEqual([await folderDigest(a), await folderDigest(b)], expected);
+      const meta = JSON.parse(await Deno.readTextFile(join(a, "0", "zarr.json")));
+      deepStrictEqual(meta.dimension_names, ["z", "y", "x"]);
+      deepStrictEqual(meta.shape, [7, 19, 23]);
+      const c = await openCase(a);
+      strictEqual(c.channels, 1);
+      deepStrictEqual((await c.readFullChannels())[0].data, p.image.data);
+    }
+  });
+});
+
+Deno.test("ome-zarr two channels: axes c,z,y,x, one channel per chunk, read back bit-exact", async () => {
+  await withTempDir(async (dir) => {
+    const ct = ctVolume(3);
+    // An MRI-like channel: fractional values, so the image is stored float32.
+    const rng = new Random(9);
+    const mr = { ...ct, data: Float32Array.from(ct.data, () => 100 + 30 * rng.normal()) };
+    const path = join(dir, "two.zarr");
+    await writeCase(path, {
+      image: [ct, mr],
+      label: labelVolume(),
+      chunks: 16,
+      channelNames: ["CT", "T2"],
+      name: "two",
+    });
+    const group = JSON.parse(await Deno.readTextFile(join(path, "zarr.json"))).attributes;
+    const ms = group.ome.multiscales[0];
+    deepStrictEqual(ms.axes.map((a: { name: string; type: string }) => [a.name, a.type]), [
+      ["c", "channel"],
+      ["z", "space"],
+      ["y", "space"],
+      ["x", "space"],
+    ]);
+    deepStrictEqual(ms.datasets[0].coordinateTransformations[0].scale, [1, ...SPACING]);
+    deepStrictEqual(group.voxseg.channels, ["CT", "T2"]);
+    const array = JSON.parse(await Deno.readTextFile(join(path, "0", "zarr.json")));
+    deepStrictEqual(array.shape, [2, ...SHAPE]);
+    deepStrictEqual(array.chunk_grid.configuration.chunk_shape, [1, 16, 16, 16]);
+    deepStrictEqual(array.dimension_names, ["c", "z", "y", "x"]);
+    strictEqual(array.data_type, "float32");
+    ok((await Deno.stat(join(path, "0", "c", "1", "0", "0", "0"))).isFile);
+
+    const c = await openCase(path);
+    strictEqual(c.channels, 2);
+    deepStrictEqual(c.channelNames, ["CT", "T2"]);
+    deepStrictEqual(c.shape, SHAPE);
+    deepStrictEqual(c.chunks, [16, 16, 16]);
+    deepStrictEqual(c.spacingMm, SPACING);
+    const full = await c.readFullChannels();
+    deepStrictEqual(full.map((v) => v.shape), [SHAPE, SHAPE]);
+    deepStrictEqual(Array.from(full[0].data), Array.from(ct.data));
+    deepStrictEqual(full[1].data, mr.data);
+    await rejects(c.readFullImage(), /has 2 image channels; read them with readFullChannels/);
+    // A box across chunks and past the edge: channel-major, each channel padded by its fill.
+    const start: Shape3 = [30, -3, 20], size: Shape3 = [9, 12, 13];
+    const box = await c.readImage(start, size, [-1024, 7]);
+    const n = size[0] * size[1] * size[2];
+    strictEqual(box.length, 2 * n);
+    deepStrictEqual(Array.from(box.subarray(0, n)), crop(ct.data, start, size, -1024));
+    deepStrictEqual(box.subarray(n), Float32Array.from(crop(mr.data, start, size, 7)));
+    deepStrictEqual(
+      await c.readLabel(start, size),
+      Uint8Array.from(crop(labelVolume().data, start, size, 0)),
+    );
+    await rejects(c.readImage(start, size, [1, 2, 3]), /fill has 3 values for the 2 channels/);
+  });
+});
+
+Deno.test("ome-zarr channels must share one grid", async () => {
+  await withTempDir(async (dir) => {
+    const ct = ctVolume();
+    const other = { ...ct, shape: [SHAPE[0], SHAPE[2], SHAPE[1]] as Shape3 };
+    await rejects(
+      writeCase(join(dir, "x.zarr"), { image: [ct, other] }),
+      /image channel 1: shape \[37,29,41\] differs from channel 0's \[37,41,29\]/,
+    );
+    const moved = { ...ct, affine: ct.affine.map((v, i) => (i === 3 ? v + 1 : v)) };
+    await rejects(
+      writeCase(join(dir, "x.zarr"), { image: [ct, moved] }),
+      /image channel 1: spacing or affine differs from channel 0's/,
+    );
+    await rejects(
+      writeCase(join(dir, "x.zarr"), { image: [ct, ct], channelNames: ["CT"] }),
+      /channelNames has 1 names for 2 channels/,
+    );
+  });
+});

@@ -6,6 +6,8 @@ import { fromArray, initGpu, readTensors, scope } from "../../src/gpu/mod.ts";
 import { Random } from "../../src/base/random.ts";
 import {
   encodeVarint,
+  modelParameterShapes,
+  modelToOnnx,
   ONNX_IR_VERSION,
   ONNX_OPSET,
   ProtoMessage,
@@ -13,6 +15,7 @@ import {
   unet3dToOnnx,
 } from "../../src/nn/onnx.ts";
 import { UNet3D, type UNet3DConfig } from "../../src/nn/unet3d.ts";
+import { PlainConvUNet, type PlainConvUNetConfig } from "../../src/nn/plain_unet.ts";
 import { type HostTensor } from "../../src/nn/safetensors.ts";
 import { loadWeights, readWeights } from "../../src/nn/weights.ts";
 import { runCliCaptured } from "../data/cli_capture.ts";
@@ -128,7 +131,7 @@ async function randomNet(config: Partial<UNet3DConfig>, seed: number) {
   return { net, weights };
 }
 
-async function gpuProbabilities(net: UNet3D, shape: number[], x: Float32Array) {
+async function gpuProbabilities(net: UNet3D | PlainConvUNet, shape: number[], x: Float32Array) {
   const p = scope(() => softmaxChannels(net.forward(fromArray(shape, x), { training: false })));
   const [host] = await readTensors([p]);
   p.dispose();
@@ -262,6 +265,111 @@ Deno.test("unet3dToOnnx names a missing or misshapen weight; model header and me
     /"up.0.bias" has shape \[3\] \(3 values\), the model config needs \[2\]/,
   );
 });
+
+// ---------------------------------------------------------------------------------------------
+// The PlainConvUNet export: strided Conv down, per-axis ConvTranspose up
+
+/** nnU-Net's setting on anisotropic voxels: 1×3×3 then 3×3×3; in-plane, then isotropic. */
+const PLAIN: PlainConvUNetConfig = {
+  arch: "plain",
+  inChannels: 2,
+  classes: 3,
+  baseChannels: 4,
+  depth: 3,
+  convsPerLevel: 2,
+  activation: "leaky_relu",
+  norm: "instance",
+  init: "he",
+  deepSupervision: true,
+  strides: [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+  kernels: [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+  maxChannels: 6,
+};
+
+Deno.test({
+  name: "ONNX export of a PlainConvUNet (strides 1,1,1/1,2,2/2,2,2, kernels 1,3,3/3,3,3/3,3,3) " +
+    "in onnxruntime = voxseg GPU forward, input 2×2×4×12×20",
+  ...opts,
+  async fn() {
+    await initGpu();
+    const net = new PlainConvUNet(PLAIN, 4);
+    const weights = await readWeights(net);
+    const rng = new Random(104);
+    for (const [name, t] of weights) {
+      const fill = (f: () => number) => t.data.forEach((_, i) => t.data[i] = f());
+      if (/norm\d\.weight$/.test(name)) fill(() => rng.uniform(0.5, 1.5));
+      else if (!name.endsWith(".weight")) fill(() => rng.normal(0, 0.1));
+    }
+    loadWeights(net, weights);
+    try {
+      const shape = [2, 2, 4, 12, 20];
+      const x = Float32Array.from({ length: shape.reduce((a, b) => a * b) }, () => rng.normal());
+      const want = await gpuProbabilities(net, shape, x);
+      const soft = want.reduce((s, p) => s + Math.min(p, 1 - p), 0) / want.length;
+      assert.ok(soft > 0.02, `probabilities nearly one-hot (mean min(p, 1−p) = ${soft})`);
+      assert.equal(unet3dToOnnx, modelToOnnx, "the old name exports any architecture");
+      const bytes = modelToOnnx(net.config, weights, { logits: true });
+      const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
+      try {
+        assert.deepEqual(session.outputNames, ["probabilities", "logits"]);
+        const out = await session.run({ image: new ort.Tensor("float32", x, shape) });
+        assert.deepEqual(out.probabilities.dims, [2, 3, 4, 12, 20]);
+        const diff = maxAbsDiff(out.probabilities.data as Float32Array, want);
+        assert.ok(diff <= 1e-4, `max |Δp| ${diff}`);
+      } finally {
+        await session.release();
+      }
+    } finally {
+      net.dispose();
+    }
+  },
+});
+
+Deno.test(
+  "modelParameterShapes of a PlainConvUNet: its tensors but the aux heads; the graph's ops",
+  opts,
+  async () => {
+    await initGpu();
+    for (const norm of ["instance", "batch"] as const) {
+      const net = new PlainConvUNet({ ...PLAIN, norm }, 0);
+      const want = new Map(
+        [...net.params].filter(([n]) => !n.startsWith("aux.")).map(([n, p]) => [n, p.tensor.shape]),
+      );
+      assert.deepEqual(
+        new Map([...modelParameterShapes(net.config)].sort()),
+        new Map([...want].sort()),
+      );
+      net.dispose();
+    }
+    const weights = new Map<string, HostTensor>();
+    for (const [name, shape] of modelParameterShapes(PLAIN)) {
+      weights.set(name, { shape, data: new Float32Array(shape.reduce((a, b) => a * b)) });
+    }
+    const graph = readFields(
+      readFields(modelToOnnx(PLAIN, weights)).find((f) => f.field === 7)!
+        .value as Uint8Array,
+    );
+    const nodes = graph.filter((f) => f.field === 1).map((f) => readFields(f.value as Uint8Array));
+    const ops = nodes.map((n) => text(n.find((f) => f.field === 4)!.value));
+    assert.ok(!ops.includes("MaxPool"), "down-sampling is by strided convolution");
+    assert.equal(ops.filter((o) => o === "ConvTranspose").length, 2);
+    assert.equal(ops.filter((o) => o === "InstanceNormalization").length, 10);
+    const node = (output: string) =>
+      nodes.find((n) => text(n.find((f) => f.field === 2)!.value) === output)!;
+    const ints = (n: Field[], name: string) => {
+      const a = n.filter((f) => f.field === 5).map((f) => readFields(f.value as Uint8Array))
+        .find((f) => text(f.find((x) => x.field === 1)!.value) === name)!;
+      return a.filter((f) => f.field === 8).map((f) => Number(f.value));
+    };
+    assert.deepEqual(ints(node("enc.1.conv1"), "strides"), [1, 2, 2]);
+    assert.deepEqual(ints(node("enc.0.conv1"), "kernel_shape"), [1, 3, 3]);
+    assert.deepEqual(ints(node("enc.0.conv1"), "pads"), [0, 1, 1, 0, 1, 1]);
+    assert.deepEqual(ints(node("enc.1.conv2"), "strides"), [1, 1, 1]);
+    assert.deepEqual(ints(node("up.0"), "kernel_shape"), [1, 2, 2]);
+    assert.deepEqual(ints(node("up.0"), "strides"), [1, 2, 2]);
+    assert.equal(text(graph.find((f) => f.field === 2)!.value), "voxseg_plain_unet");
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // CLI

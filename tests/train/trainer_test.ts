@@ -12,6 +12,7 @@ import { fromArray, initGpu, keep, readTensors } from "../../src/gpu/mod.ts";
 import { datasetValidator, type Validator } from "../../src/infer/dataset_validator.ts";
 import { argmaxClasses, slidingWindow } from "../../src/infer/sliding_window.ts";
 import { UNet3D } from "../../src/nn/unet3d.ts";
+import type { SegmentationNet } from "../../src/nn/model.ts";
 import { loadOptimizerState } from "../../src/train/checkpoint.ts";
 import { decodeCheckpoint, loadCheckpoint } from "../../src/nn/checkpoint.ts";
 import { resolveConfig, type TrainConfig } from "../../src/train/config.ts";
@@ -251,7 +252,7 @@ Deno.test(
       { length: shape[0] * shape[1] * shape[2] },
       (_, i) => 0.5 + 0.5 * Math.sin(i * 0.37) * Math.cos(i * 0.011),
     );
-    const predict = (model: UNet3D) =>
+    const predict = (model: SegmentationNet) =>
       slidingWindow((x) => model.forward(x, { training: false }), image, shape, 3, {
         patchSize: PATCH,
         overlap: 0.5,

@@ -1,11 +1,13 @@
 /**
  * Kernel benchmarks: conv3d forward, backward-data and backward-weight at N=1, C=K=32, 32³ and
  * C=K=16, 64³; the U-Net's first layer (Ci=1 → Co=16 at 64³); conv_transpose3d forward and
- * backward up to those grids; and the bias gradient. Each sample times a batch of calls (about
- * a quarter second) up to a GPU sync, divided by the batch size; the median sample is
- * reported. The forward also runs with binary16 operands (`withPrecision("f16")`). GFLOP/s
- * counts a multiply-add as 2; the bias gradient counts one addition per value of gy. On a
- * software adapter `gflops_cpu_time` also counts the process's CPU time, for shared machines.
+ * backward up to those grids; the bias gradient; and the general kernels nnU-Net's
+ * PlainConvUNet needs (1×3×3, stride 2, transposed 1×2×2) at C=K=32 on 8×64×64. Each sample
+ * times a batch of calls (about a quarter second) up to a GPU sync, divided by the batch size;
+ * the median sample is reported. The forward also runs with binary16 operands
+ * (`withPrecision("f16")`). GFLOP/s counts a multiply-add as 2; the bias gradient counts one
+ * addition per value of gy. On a software adapter `gflops_cpu_time` also counts the process's
+ * CPU time, for shared machines.
  *
  * The cases are defined once, here; bench/ops_bench.ts runs the same ones under `deno bench`.
  */
@@ -77,7 +79,78 @@ export function opCases(): OpCase[] {
     inputs: [gy],
     call: ([g]) => biasGrad(g),
   });
+  cases.push(...generalCases());
   return cases;
+}
+
+/**
+ * The general kernels (conv3d_general.ts) at C=K=32 on an anisotropic 8×64×64 grid: a 1×3×3
+ * convolution forward, backward-data and backward-weight; a 3×3×3 stride-2 convolution
+ * (nnU-Net's down-sampling) to 4×32×32; a 1×2×2 transposed convolution from 8×32×32.
+ */
+function generalCases(): OpCase[] {
+  const c = 32;
+  const x = [1, c, 8, 64, 64];
+  const tag = `C=K=${c} 8×64×64`;
+  const w133 = [c, c, 1, 3, 3];
+  const flop133 = 2 * c * c * 9 * 8 * 64 * 64;
+  const down = [1, c, 4, 32, 32];
+  const w333 = [c, c, 3, 3, 3];
+  const flopDown = 2 * c * c * 27 * 4 * 32 * 32;
+  const xt = [1, c, 8, 32, 32];
+  const w122 = [c, c, 1, 2, 2];
+  const flopUp = 2 * c * c * 4 * 8 * 32 * 32;
+  const s2 = { stride: 2 };
+  return [
+    {
+      name: `conv3d general forward 1×3×3 ${tag}`,
+      flop: flop133,
+      inputs: [x, w133],
+      call: ([a, b]) => ops.conv3dGeneral(a, b, null),
+    },
+    {
+      name: `conv3d general backward-data 1×3×3 ${tag}`,
+      flop: flop133,
+      inputs: [x, w133],
+      call: ([g, b]) => ops.conv3dGeneralBackwardInput(g, b, x),
+    },
+    {
+      name: `conv3d general backward-weight 1×3×3 ${tag}`,
+      flop: flop133,
+      inputs: [x, x],
+      call: ([a, g]) => ops.conv3dGeneralBackwardWeight(a, g, [1, 3, 3]),
+    },
+    {
+      name: `conv3d stride 2 forward 3×3×3 ${tag} → 4×32×32`,
+      flop: flopDown,
+      inputs: [x, w333],
+      call: ([a, b]) => ops.conv3dGeneral(a, b, null, s2),
+    },
+    {
+      name: `conv3d stride 2 backward 3×3×3 ${tag} → 4×32×32`,
+      flop: 2 * flopDown,
+      inputs: [x, w333, down],
+      call: ([a, b, g]) => {
+        ops.conv3dGeneralBackwardInput(g, b, x, s2);
+        return ops.conv3dGeneralBackwardWeight(a, g, [3, 3, 3], s2);
+      },
+    },
+    {
+      name: `conv_transpose3d 1×2×2 forward C=K=${c} 8×32×32 → 8×64×64`,
+      flop: flopUp,
+      inputs: [xt, w122],
+      call: ([a, b]) => ops.convTranspose3dGeneral(a, b, null),
+    },
+    {
+      name: `conv_transpose3d 1×2×2 backward C=K=${c} 8×32×32 → 8×64×64`,
+      flop: 2 * flopUp,
+      inputs: [xt, w122, x],
+      call: ([a, b, g]) => {
+        ops.convTranspose3dGeneralBackwardInput(g, b);
+        return ops.convTranspose3dGeneralBackwardWeight(a, g, [1, 2, 2]);
+      },
+    },
+  ];
 }
 
 /** conv3d forward, backward-data (when `inputGrad`) and backward-weight, k = 3, on x. */

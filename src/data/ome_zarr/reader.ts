@@ -1,7 +1,8 @@
 /**
  * Reads a case (see ./metadata.ts for the layout) with zarrita, from a folder or over HTTP(S).
  * Reads go chunk by chunk through a {@link ChunkCache}, so a patch read touches only the chunks
- * it overlaps.
+ * it overlaps. A case of C > 1 channels (axes c, z, y, x) reads every channel of a box at once,
+ * channel-major: C blocks of D·H·W voxels.
  */
 
 import * as zarr from "zarrita";
@@ -11,7 +12,14 @@ import { resolve } from "node:path";
 import { ChunkCache } from "../chunk_cache.ts";
 import type { NiftiGeometry } from "../nifti_geometry.ts";
 import { affineFromSpacing, type Shape3, type Volume, type VoxelArray } from "../volume.ts";
-import { type CaseAttributes, IMAGE_PATH, type ImageDtype, LABEL_PATH } from "./metadata.ts";
+import {
+  type CaseAttributes,
+  type CasePreprocessing,
+  checkPreprocessing,
+  IMAGE_PATH,
+  type ImageDtype,
+  LABEL_PATH,
+} from "./metadata.ts";
 
 export interface OpenCaseOptions {
   /** Byte budget of the decoded-chunk cache created for this case (default 256 MiB). */
@@ -28,6 +36,7 @@ type ZarrArray = zarr.Array<zarr.DataType, zarr.Readable>;
  * @example
  * const c = await openCase("data/a.zarr");
  * const patch = await c.readImage([10, -8, 0], [64, 64, 64], -1024); // padded where outside
+ * // c.channels > 1: c.channels·64³ voxels, channel-major; fill may be one value per channel
  */
 export async function openCase(location: string, options: OpenCaseOptions = {}) {
   const isUrl = /^https?:\/\//i.test(location);
@@ -72,13 +81,17 @@ export async function openCase(location: string, options: OpenCaseOptions = {}) 
   return new CaseReader(location, image, label, spacingMm, voxseg, attrs, cache);
 }
 
+/** z, y, x spacing from the OME multiscales; a leading channel axis (scale 1) is skipped. */
 function multiscaleSpacing(attrs: Record<string, unknown>, location: string): Shape3 {
   const ome = attrs.ome as { multiscales?: unknown[] } | undefined;
   const ms = (ome?.multiscales ?? (attrs.multiscales as unknown[] | undefined))?.[0] as {
+    axes?: { type?: string }[];
     datasets?: { coordinateTransformations?: { type: string; scale?: number[] }[] }[];
   } | undefined;
-  const scale = ms?.datasets?.[0]?.coordinateTransformations?.find((t) => t.type === "scale")
+  const all = ms?.datasets?.[0]?.coordinateTransformations?.find((t) => t.type === "scale")
     ?.scale;
+  const channelAxis = all?.length === 4 && ms?.axes?.[0]?.type === "channel";
+  const scale = channelAxis ? all!.slice(1) : all;
   if (!scale || scale.length !== 3 || scale.some((s) => !(s > 0))) {
     throw new Error(
       `case ${location}: no OME multiscales "scale" with 3 positive spacings in zarr.json ` +
@@ -90,15 +103,24 @@ function multiscaleSpacing(attrs: Record<string, unknown>, location: string): Sh
 
 /** Region and full-volume reads of one case; image and label share one chunk cache. */
 export class CaseReader {
-  /** D, H, W. */
+  /** D, H, W (of each channel). */
   readonly shape: Shape3;
+  /** D, H, W of a chunk. */
   readonly chunks: Shape3;
+  /** Image channels: 1 for a z, y, x image; C for a c, z, y, x one. */
+  readonly channels: number;
+  /** Channel names, when the case records them (multi-channel cases from `convert --raw`). */
+  readonly channelNames?: string[];
+  /** Channels per chunk along c (1 as voxseg writes). */
+  readonly #channelChunk: number;
   readonly affine: number[];
   readonly imageDtype: ImageDtype;
   readonly hasLabel: boolean;
   /** The source NIfTI geometry, when the case came from NIfTI. */
   readonly nifti?: NiftiGeometry;
   readonly classNames?: string[];
+  /** On a preprocessed case: how its grid maps back to the original; undefined otherwise. */
+  readonly preprocessing?: CasePreprocessing;
 
   constructor(
     readonly location: string,
@@ -110,18 +132,38 @@ export class CaseReader {
     readonly attrs: Record<string, unknown>,
     readonly cache: ChunkCache,
   ) {
-    if (image.shape.length !== 3) {
-      throw new Error(`case ${location}: image has ${image.shape.length} axes (expected z,y,x)`);
+    if (image.shape.length !== 3 && image.shape.length !== 4) {
+      throw new Error(
+        `case ${location}: image has ${image.shape.length} axes (expected z,y,x or c,z,y,x)`,
+      );
     }
     if (image.dtype !== "int16" && image.dtype !== "float32") {
       throw new Error(`case ${location}: image dtype ${image.dtype} (expected int16 or float32)`);
     }
-    this.shape = [image.shape[0], image.shape[1], image.shape[2]];
-    this.chunks = [image.chunks[0], image.chunks[1], image.chunks[2]];
+    const a = image.shape.length - 3;
+    this.channels = a ? image.shape[0] : 1;
+    this.#channelChunk = a ? image.chunks[0] : 1;
+    this.shape = [image.shape[a], image.shape[a + 1], image.shape[a + 2]];
+    this.chunks = [image.chunks[a], image.chunks[a + 1], image.chunks[a + 2]];
+    const names = voxseg?.channels;
+    if (Array.isArray(names) && names.length === this.channels && this.channels > 1) {
+      this.channelNames = names.map(String);
+    }
     this.imageDtype = image.dtype;
     this.affine = voxseg?.affine ?? affineFromSpacing(spacingMm);
     this.nifti = voxseg?.nifti;
     this.classNames = voxseg?.classNames;
+    if (voxseg?.preprocessing !== undefined) {
+      checkPreprocessing(voxseg.preprocessing, `case ${location}`);
+      const { size } = voxseg.preprocessing.cropBox;
+      if (size.some((s, i) => s !== this.shape[i])) {
+        throw new Error(
+          `case ${location}: preprocessing.cropBox.size [${size}] differs from the image shape ` +
+            `[${this.shape}] — preprocess the dataset again`,
+        );
+      }
+      this.preprocessing = voxseg.preprocessing;
+    }
     this.hasLabel = label !== undefined;
     if (label && label.shape.some((s, i) => s !== this.shape[i])) {
       throw new Error(
@@ -132,17 +174,35 @@ export class CaseReader {
 
   /**
    * Image voxels of the box `start`..`start+size` (z,y,x) as float32; voxels outside the
-   * volume read as `fill`. Only the chunks the box overlaps are read.
+   * volume read as `fill`. Only the chunks the box overlaps are read. With C > 1 channels the
+   * result holds C boxes one after another (channel-major, C·d·h·w) and `fill` may give one
+   * value per channel.
    */
-  readImage(start: Shape3, size: Shape3, fill = 0): Promise<Float32Array> {
-    return this.#readRegion(
-      this.image,
-      IMAGE_PATH,
-      start,
-      size,
-      new Float32Array(count(size)),
-      fill,
+  async readImage(
+    start: Shape3,
+    size: Shape3,
+    fill: number | readonly number[] = 0,
+  ): Promise<Float32Array> {
+    const n = count(size), C = this.channels;
+    const fills = typeof fill === "number" ? Array(C).fill(fill) : [...fill];
+    if (fills.length !== C) {
+      throw new RangeError(`fill has ${fills.length} values for the ${C} channels of the image`);
+    }
+    if (C === 1) {
+      return await this.#readRegion(this.image, IMAGE_PATH, start, size, new Float32Array(n), {
+        fill: fills[0],
+      });
+    }
+    const out = new Float32Array(C * n);
+    await Promise.all(
+      fills.map((f, c) =>
+        this.#readRegion(this.image, IMAGE_PATH, start, size, out.subarray(c * n, (c + 1) * n), {
+          fill: f,
+          channel: c,
+        })
+      ),
     );
+    return out;
   }
 
   /** Label voxels of a box, as {@link readImage}; throws when the case has no label. */
@@ -153,13 +213,30 @@ export class CaseReader {
       start,
       size,
       new Uint8Array(count(size)),
-      fill,
+      { fill },
     );
   }
 
-  /** The whole image as a volume (int16 or float32 as stored), bypassing the cache. */
-  readFullImage(): Promise<Volume> {
-    return this.#readFull(this.image);
+  /**
+   * The whole image as a volume (int16 or float32 as stored), bypassing the cache. A case of
+   * several channels has no one image: read them with {@link readFullChannels}.
+   */
+  async readFullImage(): Promise<Volume> {
+    if (this.channels > 1) {
+      throw new Error(
+        `the case has ${this.channels} image channels; read them with readFullChannels() ` +
+          "(one volume each)",
+      );
+    }
+    return await this.#readFull(this.image);
+  }
+
+  /** Every channel of the image as a volume (one for a one-channel case), bypassing the cache. */
+  async readFullChannels(): Promise<Volume[]> {
+    if (this.channels === 1) return [await this.#readFull(this.image)];
+    const out: Volume[] = [];
+    for (let c = 0; c < this.channels; c++) out.push(await this.#readFull(this.image, c));
+    return out;
   }
 
   /** The whole label map as a uint8 volume, bypassing the cache. */
@@ -176,8 +253,10 @@ export class CaseReader {
     return this.label;
   }
 
-  async #readFull(array: ZarrArray): Promise<Volume> {
-    const chunk = await zarr.get(array);
+  async #readFull(array: ZarrArray, channel?: number): Promise<Volume> {
+    const chunk = channel === undefined
+      ? await zarr.get(array)
+      : await zarr.get(array, [channel, null, null, null]);
     return {
       shape: [...this.shape],
       spacingMm: [...this.spacingMm],
@@ -192,7 +271,7 @@ export class CaseReader {
     start: Shape3,
     size: Shape3,
     out: T,
-    fill: number,
+    { fill, channel }: { fill: number; channel?: number },
   ): Promise<T> {
     checkBox(start, size);
     out.fill(fill);
@@ -207,7 +286,7 @@ export class CaseReader {
         for (let cx = first[2]; cx <= last[2]; cx++) {
           const coords: Shape3 = [cz, cy, cx];
           jobs.push(
-            this.#chunk(array, arrayPath, coords).then((data) =>
+            this.#chunk(array, arrayPath, coords, channel).then((data) =>
               copyChunk(data, coords, this.chunks, lo, hi, start, size, out)
             ),
           );
@@ -218,19 +297,33 @@ export class CaseReader {
     return out;
   }
 
-  #chunk(array: ZarrArray, arrayPath: string, coords: Shape3): Promise<VoxelArray> {
-    const key = `${this.location}#${arrayPath}#${coords.join("/")}`;
-    return this.cache.get(key, async () => {
-      const chunk = await array.getChunk(coords).catch((e) => {
-        throw chunkError(this.location, arrayPath, coords, e);
+  /**
+   * The z, y, x chunk at `coords` (of `channel` on a multi-channel image), C order. A chunk
+   * holding several channels is cached whole; each channel is a view of it.
+   */
+  async #chunk(
+    array: ZarrArray,
+    arrayPath: string,
+    coords: Shape3,
+    channel?: number,
+  ): Promise<VoxelArray> {
+    const cc = this.#channelChunk;
+    const full = channel === undefined ? coords : [Math.floor(channel / cc), ...coords];
+    const key = `${this.location}#${arrayPath}#${full.join("/")}`;
+    const data = await this.cache.get(key, async () => {
+      const chunk = await array.getChunk(full).catch((e) => {
+        throw chunkError(this.location, arrayPath, full, e);
       });
       return cOrder(chunk.data as VoxelArray, chunk.shape, chunk.stride);
     });
+    if (channel === undefined || cc === 1) return data;
+    const n = this.chunks[0] * this.chunks[1] * this.chunks[2];
+    return data.subarray((channel % cc) * n, (channel % cc + 1) * n);
   }
 }
 
 /** A chunk read failure that names the chunk's file or URL and says what went wrong. */
-function chunkError(location: string, arrayPath: string, coords: Shape3, e: unknown): Error {
+function chunkError(location: string, arrayPath: string, coords: number[], e: unknown): Error {
   const file = `${location.replace(/\/+$/, "")}/${arrayPath}/c/${coords.join("/")}`;
   const hint = zarr.isZarritaError(e, "CodecPipelineError")
     ? " — the file is truncated or corrupt; convert the case again"
@@ -283,15 +376,27 @@ function copyChunk(
   }
 }
 
-/** The data in C order (x fastest); zarrita may hand back another order for transposed arrays. */
+/**
+ * The data of a 3- or 4-axis chunk in C order (last axis fastest); zarrita may hand back
+ * another order for transposed arrays.
+ */
 function cOrder(data: VoxelArray, shape: number[], stride: number[]): VoxelArray {
-  const [d, h, w] = shape;
-  if (stride[0] === h * w && stride[1] === w && stride[2] === 1) return data;
-  const out = new (data.constructor as new (n: number) => VoxelArray)(d * h * w);
+  let expect = 1, contiguous = true;
+  for (let a = shape.length - 1; a >= 0; a--) {
+    if (stride[a] !== expect && shape[a] > 1) contiguous = false;
+    expect *= shape[a];
+  }
+  if (contiguous) return data;
+  // A leading channel axis is handled as that many z, y, x blocks.
+  const [c, d, h, w] = shape.length === 4 ? shape : [1, ...shape];
+  const [sc, sz, sy, sx] = shape.length === 4 ? stride : [0, ...stride];
+  const out = new (data.constructor as new (n: number) => VoxelArray)(c * d * h * w);
   let i = 0;
-  for (let z = 0; z < d; z++) {
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) out[i++] = data[z * stride[0] + y * stride[1] + x * stride[2]];
+  for (let k = 0; k < c; k++) {
+    for (let z = 0; z < d; z++) {
+      for (let y = 0; y < h; y++) {
+        for (let x = 0; x < w; x++) out[i++] = data[k * sc + z * sz + y * sy + x * sx];
+      }
     }
   }
   return out;

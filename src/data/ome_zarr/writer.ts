@@ -16,7 +16,10 @@ import {
   CASE_CODECS,
   type CaseAttributes,
   type CaseCodec,
+  type CasePreprocessing,
+  checkPreprocessing,
   IMAGE_PATH,
+  imageAxes,
   type ImageDtype,
   LABEL_PATH,
 } from "./metadata.ts";
@@ -26,7 +29,11 @@ const ZSTD_LEVEL = 3;
 const GZIP_LEVEL = 6; // CompressionStream's fixed level, recorded in the metadata
 
 export interface WriteCaseOptions {
-  image: Volume;
+  /**
+   * The image: one volume, or one per channel (all on one grid; see ./metadata.ts). A list of
+   * one is written exactly as a single volume.
+   */
+  image: Volume | readonly Volume[];
   /** Label map on the image's grid; integer values 0..255. */
   label?: Volume;
   /** Chunk shape (D,H,W) or one edge for all three; default 64. */
@@ -39,10 +46,14 @@ export interface WriteCaseOptions {
   imageDtype?: ImageDtype;
   /** Class names by label value, stored as image-label properties. */
   classNames?: string[];
+  /** Channel names, one per channel of a multi-channel image (`attributes.voxseg.channels`). */
+  channelNames?: string[];
   /** NIfTI geometry to restore on export; default: the image's header if it came from NIfTI. */
   nifti?: NiftiGeometry;
   /** Extra entries for `attributes.voxseg` (e.g. modality, source file). */
   attributes?: Record<string, unknown>;
+  /** For a preprocessed case: how its grid maps back to the original (data/preprocess.ts). */
+  preprocessing?: CasePreprocessing;
 }
 
 /**
@@ -53,36 +64,20 @@ export interface WriteCaseOptions {
  * const ct = await readNifti("a.nii.gz");
  * const seg = await readNifti("a_seg.nii.gz");
  * await writeCase("data/a.zarr", { image: ct, label: seg, name: "a" });
+ * // two channels (axes c, z, y, x): { image: [ct, pet], channelNames: ["CT", "PET"], … }
  */
 export async function writeCase(dir: string, options: WriteCaseOptions): Promise<void> {
-  const { image, label, name, codec = "zstd" } = options;
-  checkVolume(image, "image");
-  checkFiniteImage(image);
+  const { label, name, codec = "zstd" } = options;
+  const channels = channelList(options.image, options.channelNames);
+  const image = channels[0];
   if (!CASE_CODECS.includes(codec)) {
     throw new RangeError(`unknown codec "${codec}" (use ${CASE_CODECS.join(" or ")})`);
   }
   const chunks = chunkShape(options.chunks ?? 64);
-  const imageDtype = options.imageDtype ?? chooseImageDtype(image.data);
-  const imageData = imageDtype === "int16"
-    ? toInt16(image.data)
-    : image.data instanceof Float32Array
-    ? image.data
-    : Float32Array.from(image.data as ArrayLike<number>);
-  let labelData: Uint8Array | undefined;
-  if (label) {
-    if (label.shape.length !== 3 || label.shape.some((s, i) => s !== image.shape[i])) {
-      throw new RangeError(
-        `label shape [${label.shape}] differs from image shape [${image.shape}] (D,H,W); ` +
-          "the label map must be on the image's voxel grid",
-      );
-    }
-    if (label.data.length !== image.data.length) {
-      throw new RangeError(
-        `label has ${label.data.length} voxels, shape [${label.shape}] needs ${image.data.length}`,
-      );
-    }
-    labelData = labelArray(label);
-  }
+  const imageDtype = options.imageDtype ??
+    (channels.every((c) => chooseImageDtype(c.data) === "int16") ? "int16" : "float32");
+  const imageData = channelMajor(channels, imageDtype);
+  const labelData = label ? labelOnGrid(label, image) : undefined;
   const nifti = options.nifti ?? (image as Partial<NiftiVolume>).header;
   const attrs: CaseAttributes = {
     ...options.attributes,
@@ -91,7 +86,19 @@ export async function writeCase(dir: string, options: WriteCaseOptions): Promise
     imageDtype,
     ...(nifti ? { nifti: niftiGeometry(nifti) } : {}),
     ...(options.classNames ? { classNames: [...options.classNames] } : {}),
+    ...(options.preprocessing ? { preprocessing: structuredClone(options.preprocessing) } : {}),
+    ...(channels.length > 1 && options.channelNames ? { channels: [...options.channelNames] } : {}),
   };
+  if (attrs.preprocessing) {
+    checkPreprocessing(attrs.preprocessing, "writeCase");
+    if (attrs.preprocessing.cropBox.size.some((s, i) => s !== image.shape[i])) {
+      throw new RangeError(
+        `preprocessing.cropBox.size [${attrs.preprocessing.cropBox.size}] differs from the ` +
+          `image shape [${image.shape}]; the record must describe this image's grid`,
+      );
+    }
+  }
+  const C = channels.length > 1 ? channels.length : undefined;
 
   const absDir = resolve(dir);
   const tmp = tempSibling(absDir);
@@ -100,11 +107,11 @@ export async function writeCase(dir: string, options: WriteCaseOptions): Promise
     await writeJson(
       join(tmp, "zarr.json"),
       groupMetadata({
-        ome: { version: OME_VERSION, multiscales: [multiscale(image.spacingMm, name)] },
+        ome: { version: OME_VERSION, multiscales: [multiscale(image.spacingMm, name, C)] },
         voxseg: attrs,
       }),
     );
-    await writeArray(join(tmp, IMAGE_PATH), imageData, image.shape, chunks, codec);
+    await writeArray(join(tmp, IMAGE_PATH), imageData, image.shape, chunks, codec, C);
     if (labelData) {
       await writeJson(
         join(tmp, "labels", "zarr.json"),
@@ -135,6 +142,84 @@ function chunkShape(chunks: number | Shape3): Shape3 {
     throw new RangeError(`chunks must be 3 positive integers (D,H,W), got [${shape}]`);
   }
   return shape;
+}
+
+/** The label map's class indices, after checking that it lies on the image's grid. */
+function labelOnGrid(label: Volume, image: Volume): Uint8Array {
+  if (label.shape.length !== 3 || label.shape.some((s, i) => s !== image.shape[i])) {
+    throw new RangeError(
+      `label shape [${label.shape}] differs from image shape [${image.shape}] (D,H,W); ` +
+        "the label map must be on the image's voxel grid",
+    );
+  }
+  if (label.data.length !== image.data.length) {
+    throw new RangeError(
+      `label has ${label.data.length} voxels, shape [${label.shape}] needs ${image.data.length}`,
+    );
+  }
+  return labelArray(label);
+}
+
+/**
+ * The image's channels as a checked list: one volume or several on one grid (same shape,
+ * spacing and affine), each finite; `names`, when given, one per channel.
+ */
+function channelList(image: Volume | readonly Volume[], names?: string[]): readonly Volume[] {
+  const list = "data" in image ? [image as Volume] : image as readonly Volume[];
+  if (list.length === 0) throw new RangeError("image: give at least one channel");
+  list.forEach((c, i) => {
+    const what = list.length > 1 ? `image channel ${i}` : "image";
+    checkVolume(c, what);
+    if (i > 0) checkSameChannelGrid(list[0], c, i);
+    try {
+      checkFiniteImage(c);
+    } catch (e) {
+      throw list.length > 1 ? new RangeError(`${what}: ${(e as Error).message}`) : e;
+    }
+  });
+  if (names && names.length !== list.length) {
+    throw new RangeError(
+      `channelNames has ${names.length} names for ${list.length} channels; give one per channel`,
+    );
+  }
+  return list;
+}
+
+/** Largest difference of spacing or affine entries (mm) accepted as the same grid. */
+const GRID_TOLERANCE_MM = 1e-3;
+
+function checkSameChannelGrid(ref: Volume, c: Volume, i: number): void {
+  const differs = (a: number[], b: number[]) =>
+    a.some((v, k) => !(Math.abs(v - b[k]) <= GRID_TOLERANCE_MM));
+  if (c.shape.some((s, k) => s !== ref.shape[k])) {
+    throw new RangeError(
+      `image channel ${i}: shape [${c.shape}] differs from channel 0's [${ref.shape}] (D,H,W); ` +
+        "every channel must lie on one voxel grid — resample it onto channel 0's",
+    );
+  }
+  if (differs(c.spacingMm, ref.spacingMm) || differs(c.affine, ref.affine)) {
+    throw new RangeError(
+      `image channel ${i}: spacing or affine differs from channel 0's; every channel must lie ` +
+        "on one voxel grid — resample it onto channel 0's",
+    );
+  }
+}
+
+/** The channels' voxels one after another (channel-major, x fastest) in the storage type. */
+function channelMajor(channels: readonly Volume[], dtype: ImageDtype): Int16Array | Float32Array {
+  const convert = (data: VoxelArray) =>
+    dtype === "int16"
+      ? toInt16(data)
+      : data instanceof Float32Array
+      ? data
+      : Float32Array.from(data as ArrayLike<number>);
+  if (channels.length === 1) return convert(channels[0].data);
+  const n = channels[0].data.length;
+  const out = dtype === "int16"
+    ? new Int16Array(channels.length * n)
+    : new Float32Array(channels.length * n);
+  channels.forEach((c, i) => out.set(convert(c.data), i * n));
+  return out;
 }
 
 /** int16 when every value is an integer in int16 range (lossless), else float32. */
@@ -216,13 +301,18 @@ function groupMetadata(attributes: Record<string, unknown>) {
   return { zarr_format: 3, node_type: "group", attributes };
 }
 
-function multiscale(spacingMm: Shape3, name?: string) {
+/** OME multiscales of one level; `channels` (C > 1) adds the leading channel axis. */
+function multiscale(spacingMm: Shape3, name?: string, channels?: number) {
+  const space = ["z", "y", "x"].map((axis) => ({ name: axis, type: "space", unit: "millimeter" }));
   return {
     ...(name ? { name } : {}),
-    axes: ["z", "y", "x"].map((axis) => ({ name: axis, type: "space", unit: "millimeter" })),
+    axes: channels ? [{ name: "c", type: "channel" }, ...space] : space,
     datasets: [{
       path: "0",
-      coordinateTransformations: [{ type: "scale", scale: [...spacingMm] }],
+      coordinateTransformations: [{
+        type: "scale",
+        scale: channels ? [1, ...spacingMm] : [...spacingMm],
+      }],
     }],
   };
 }
@@ -262,13 +352,18 @@ const DATA_TYPE: Record<string, string> = {
   Uint8Array: "uint8",
 };
 
-/** Writes a Zarr v3 array: metadata, then every chunk that is not all fill (0). */
+/**
+ * Writes a Zarr v3 array: metadata, then every chunk that is not all fill (0). With `channels`
+ * (C > 1), `data` holds C volumes of `shape` one after another and the array is c, z, y, x
+ * with chunks of one channel (1, d, h, w); without, it is z, y, x.
+ */
 async function writeArray(
   dir: string,
   data: ChunkData,
   shape: Shape3,
   chunks: Shape3,
   codec: CaseCodec,
+  channels?: number,
 ): Promise<void> {
   const compressor = codec === "zstd"
     ? { name: "zstd", configuration: { level: ZSTD_LEVEL, checksum: false } }
@@ -276,23 +371,42 @@ async function writeArray(
   await writeJson(join(dir, "zarr.json"), {
     zarr_format: 3,
     node_type: "array",
-    shape,
+    shape: channels ? [channels, ...shape] : shape,
     data_type: DATA_TYPE[data.constructor.name],
-    chunk_grid: { name: "regular", configuration: { chunk_shape: chunks } },
+    chunk_grid: {
+      name: "regular",
+      configuration: { chunk_shape: channels ? [1, ...chunks] : chunks },
+    },
     chunk_key_encoding: { name: "default", configuration: { separator: "/" } },
     fill_value: 0,
     codecs: [{ name: "bytes", configuration: { endian: "little" } }, compressor],
-    dimension_names: ["z", "y", "x"],
+    dimension_names: imageAxes(channels ?? 1),
     attributes: {},
   });
   const encode = chunkEncoder(codec);
+  const n = shape[0] * shape[1] * shape[2];
+  for (let c = 0; c < (channels ?? 1); c++) {
+    // Chunk keys: c/cz/cy/cx for one channel, c/channel/cz/cy/cx for several.
+    const root = channels ? join(dir, "c", String(c)) : join(dir, "c");
+    await writeChunks(root, data.subarray(c * n, (c + 1) * n), shape, chunks, encode);
+  }
+}
+
+/** Writes the chunks of one z, y, x volume under `root` (`root/cz/cy/cx`), skipping fill. */
+async function writeChunks(
+  root: string,
+  data: ChunkData,
+  shape: Shape3,
+  chunks: Shape3,
+  encode: (b: Uint8Array) => Promise<Uint8Array>,
+): Promise<void> {
   const grid = shape.map((s, i) => Math.ceil(s / chunks[i]));
   const [cd, ch, cw] = chunks;
   const [, H, W] = shape;
   const chunk = new (data.constructor as new (n: number) => ChunkData)(cd * ch * cw);
   for (let cz = 0; cz < grid[0]; cz++) {
     for (let cy = 0; cy < grid[1]; cy++) {
-      const folder = join(dir, "c", String(cz), String(cy));
+      const folder = join(root, String(cz), String(cy));
       await Deno.mkdir(folder, { recursive: true });
       for (let cx = 0; cx < grid[2]; cx++) {
         // Edge chunks are stored full size, padded with the fill value (Zarr v3).

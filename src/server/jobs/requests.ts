@@ -7,6 +7,7 @@
 import { isPrecision, type Precision, PRECISIONS } from "../../ops/precision.ts";
 import { type Dataset, readDataset } from "../../data/dataset.ts";
 import { configAliases, ConfigError, resolveConfig, type TrainConfig } from "../../train/config.ts";
+import { datasetOverrides } from "../../train/dataset_fit.ts";
 import { ApiError } from "../errors.ts";
 import { NAME_PATTERN } from "../models.ts";
 import type { DataRoot } from "../paths.ts";
@@ -134,14 +135,13 @@ export async function trainConfig(
     else if (typeof value === "string" || typeof value === "number") flags[key] = String(value);
     else invalid(`config.${key} must be a number, string, boolean, list or object`);
   }
-  const setsClasses = Object.keys(flags).some((k) => (configAliases[k] ?? k) === "model.classes") ||
-    (isObject(file.model) && file.model.classes !== undefined);
-  if (!setsClasses) flags["model.classes"] = String(dataset.classes.length);
   flags.out = out;
   flags["data.dataset"] = datasetPath;
   let config: TrainConfig;
   try {
-    config = resolveConfig(Object.keys(file).length ? file : undefined, flags);
+    // Layers as on the command line: defaults ← the dataset's classes ← the request.
+    const base = resolveConfig(undefined, datasetOverrides(dataset));
+    config = resolveConfig(Object.keys(file).length ? file : undefined, flags, base);
   } catch (e) {
     if (e instanceof ConfigError) throw new ApiError(400, "invalid_config", e.message);
     throw e;

@@ -4,6 +4,7 @@ import { PRECISIONS } from "../../ops/precision.ts";
 import { MODEL_FIELDS } from "../../nn/model_config.ts";
 import { bool, type ConfigField, field, int, num, oneOf } from "../../nn/config_fields.ts";
 import {
+  AUGMENT_PRESETS,
   MONITORS,
   NORMALISATION_KINDS,
   OPTIMIZER_KINDS,
@@ -28,6 +29,15 @@ export const configFields: readonly ConfigField[] = [
   field("data.augment.rotate90", bool, "random axial 90° rotations"),
   field("data.augment.intensity", bool, "random intensity scale/shift"),
   field("data.augment.noise", bool, "Gaussian noise"),
+  field("data.augment.preset", oneOf(AUGMENT_PRESETS), "basic (the switches) or nnunet (all)"),
+  field("data.augment.spatial", bool, "random rotation ±30° and scaling 0.7–1.4"),
+  field("data.augment.elastic", bool, "elastic deformation"),
+  field("data.augment.inPlane", bool, "spatial and low-res transforms in the axial plane"),
+  field("data.augment.blur", bool, "Gaussian blur"),
+  field("data.augment.brightness", bool, "multiplicative brightness"),
+  field("data.augment.contrast", bool, "contrast"),
+  field("data.augment.lowRes", bool, "simulated low resolution"),
+  field("data.augment.gamma", bool, "gamma"),
   field("data.workers", int(0, 64), "loader workers (0: main thread)"),
   field("loss.tverskyWeight", num(0), "weight of the Tversky loss"),
   field("loss.ceWeight", num(0), "weight of cross-entropy"),

@@ -4,6 +4,7 @@
  */
 
 import { checkRange, ConfigError, type ConfigField, describeType } from "../../nn/config_fields.ts";
+import { checkPatchSize, completeModelConfig } from "../../nn/model_config.ts";
 import {
   configAliases,
   configFields,
@@ -84,13 +85,8 @@ function mergeFile(tree: Tree, json: unknown, prefix: string): void {
 
 /** Cross-field rules that no single field's type can express. */
 function validateTogether(c: TrainConfig): void {
-  const levels = 2 ** (c.model.depth - 1);
-  if (c.data.patchSize.some((d) => d % levels !== 0)) {
-    throw new ConfigError(
-      `data.patchSize [${c.data.patchSize}] must be divisible by 2^(model.depth − 1) = ${levels} ` +
-        `in every dimension (model.depth is ${c.model.depth})`,
-    );
-  }
+  c.model = completeModelConfig(c.model);
+  checkPatchSize(c.model, c.data.patchSize);
   const weights = c.loss.classWeights;
   if (weights && weights.length !== c.model.classes) {
     throw new ConfigError(

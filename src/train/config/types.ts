@@ -4,11 +4,14 @@ import type { Precision } from "../../ops/precision.ts";
 import { NORMALIZATION_KINDS } from "../../base/normalization.ts";
 import { defaultUNetConfig } from "../../nn/unet3d.ts";
 import type { ModelConfig } from "../../nn/model_config.ts";
+import { AUGMENT_PRESETS, type AugmentPreset } from "../../data/augment.ts";
+
+export { AUGMENT_PRESETS };
 
 /**
  * Intensity normalisation applied to each image before it reaches the network: one of
- * src/data/normalize.ts's kinds, or `auto` (the loader's choice: ct-window for CT, zscore
- * otherwise).
+ * src/data/normalize.ts's kinds, or `auto`: ct-window for CT; otherwise zscore-case (each case
+ * by its own statistics) when the dataset records them, else zscore.
  */
 export const NORMALISATION_KINDS = ["auto", ...NORMALIZATION_KINDS] as const;
 export type NormalisationKind = (typeof NORMALISATION_KINDS)[number];
@@ -38,6 +41,29 @@ export interface DataConfig {
     intensity: boolean;
     /** Additive Gaussian noise. */
     noise: boolean;
+    /**
+     * `basic`: each switch stands for itself; `nnunet`: nnU-Net v2's default augmentation
+     * (rotation, scaling, noise, blur, brightness, contrast, low resolution, gamma, mirroring)
+     * whatever the other switches say, except `elastic` and `inPlane` (src/data/sampler.ts
+     * augmentationFromFlags; the numbers are in src/data/augment.ts).
+     */
+    preset: AugmentPreset;
+    /** nnU-Net's rotation (±30° about each axis) and scaling (0.7–1.4), each p 0.2. */
+    spatial: boolean;
+    /** Elastic deformation (p 0.2; off in nnU-Net v2's default). */
+    elastic: boolean;
+    /** Rotate (±180°), scale, deform and lower the resolution in the axial plane only. */
+    inPlane: boolean;
+    /** nnU-Net's Gaussian blur. */
+    blur: boolean;
+    /** nnU-Net's multiplicative brightness. */
+    brightness: boolean;
+    /** nnU-Net's contrast. */
+    contrast: boolean;
+    /** nnU-Net's simulated low resolution. */
+    lowRes: boolean;
+    /** nnU-Net's gamma (on the image and on the inverted image). */
+    gamma: boolean;
   };
   /** Patch-loading workers; 0 loads on the main thread. */
   workers: number;
@@ -162,7 +188,21 @@ export const defaultTrainConfig: TrainConfig = deepFreeze({
     foregroundFraction: 0.33,
     normalisation: "auto",
     window: [-1000, 400],
-    augment: { flip: true, rotate90: false, intensity: true, noise: false },
+    augment: {
+      flip: true,
+      rotate90: false,
+      intensity: true,
+      noise: false,
+      preset: "basic",
+      spatial: false,
+      elastic: false,
+      inPlane: false,
+      blur: false,
+      brightness: false,
+      contrast: false,
+      lowRes: false,
+      gamma: false,
+    },
     workers: 1,
   },
   loss: {
