@@ -223,6 +223,25 @@ const OWN_FLAGS = [
 ];
 
 /**
+ * A planned run trains on the cases it preprocessed (its run.json names that dataset), while
+ * the user resumes it with the `--data` they started it with: when the stored dataset was
+ * preprocessed from the one named now, the resumed run keeps the stored one.
+ */
+async function keepPreprocessedDataset(
+  stored: TrainConfig,
+  overrides: Record<string, string | boolean | undefined>,
+): Promise<void> {
+  const given = overrides["data.dataset"];
+  if (typeof given !== "string" || given === stored.data.dataset) return;
+  const [trained, named] = await Promise.all([
+    readDataset(stored.data.dataset).catch(() => undefined),
+    readDataset(given).catch(() => undefined),
+  ]);
+  const from = (trained?.source as { preprocessedFrom?: unknown } | undefined)?.preprocessedFrom;
+  if (named && from === named.name) overrides["data.dataset"] = stored.data.dataset;
+}
+
+/**
  * Parses the flags and resolves the config: defaults (with {@link SYNTH_PRESET} when no dataset
  * is named), what the dataset says, the plan, --config's file, then the flags; on --resume,
  * checked against the run's stored config. Bad flags, files or values are {@link UsageError}s.
@@ -262,6 +281,7 @@ async function parseCommand(argv: string[], startedAt: number): Promise<Command>
       : join("runs", new Date().toISOString().replace(/[:.]/g, "-")),
   };
   if (stored) {
+    await keepPreprocessedDataset(stored, overrides);
     return {
       config: configError(() => resumedConfig(stored, resolveConfig(fileJson, overrides, stored))),
       useSynth,

@@ -50,7 +50,21 @@ Deno.test({
       const data = await tinyDataset(join(root, "ds"), env);
       const config = tinyConfig(2, 10);
       const straight = join(dir, "straight");
-      await voxseg(["train", "--data", data, ...asFlags(config), "--out", straight, "--json"], env);
+      // A server job trains the config it is given, unplanned: so does the reference run.
+      await voxseg(
+        [
+          "train",
+          "--data",
+          data,
+          "--plan",
+          "none",
+          ...asFlags(config),
+          "--out",
+          straight,
+          "--json",
+        ],
+        env,
+      );
 
       const serverArgs = [
         "--data-root",

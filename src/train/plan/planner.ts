@@ -209,7 +209,12 @@ function planNetworks(
   o: PlanOptions,
 ) {
   const base = o.baseChannels ?? 32, maxChannels = o.maxChannels ?? 320;
-  const shape = { inChannels: o.inChannels ?? 1, classes, convsPerLevel: o.convsPerLevel ?? 2 };
+  const shape = {
+    inChannels: o.inChannels ?? 1,
+    classes,
+    convsPerLevel: o.convsPerLevel ?? 2,
+    deepSupervision: true,
+  };
   const batch = o.batchSize ?? 2, fixed = o.patchSize !== undefined;
   const topo = (p: Shape3) => {
     const t = poolingTopology(spacingMm, p, {
@@ -271,6 +276,7 @@ function unet3dNet(u: Omit<UNet3DPlan, "memory">): NetworkShape {
     classes,
     convsPerLevel,
     levels: unet3dLevels(u.patchSize, u.depth, u.baseChannels),
+    deepSupervision: true, // planOverrides trains every plan with deep supervision
   };
 }
 

@@ -181,6 +181,11 @@ export interface NetworkShape {
   classes: number;
   convsPerLevel: number;
   levels: LevelPlan[];
+  /**
+   * 1×1×1 auxiliary heads on the decoder levels 1 … levels − 2 (deep supervision; every plan
+   * trains with them): their logits, probabilities and gradients are saved too.
+   */
+  deepSupervision?: boolean;
 }
 
 /**
@@ -229,6 +234,12 @@ export function estimateTrainingMemory(
     conv(up.stride, up.channels, c);
     for (let i = 0; i < convs; i++) conv(kernel, i > 0 ? c : 2 * c, c);
   });
+  if (net.deepSupervision) {
+    for (let l = 1; l < levels.length - 1; l++) {
+      values += 3 * classes * vox(levels[l].featureShape);
+      params += levels[l].channels * classes + classes;
+    }
+  }
   values += 2 * largest;
   const activationBytes = batch * values * 4, parameterBytes = params * BYTES_PER_PARAM;
   const totalBytes = activationBytes + parameterBytes;

@@ -228,6 +228,17 @@ Deno.test("estimateTrainingMemory: activations scale with batch and patch, weigh
   ok(!estimateTrainingMemory(net([32, 32, 32]), 2, { ...BIG_GPU, gpuMemoryBytes: 1e6 }).fits);
 });
 
+Deno.test("estimateTrainingMemory: deep supervision adds the heads of decoder levels 1 … L−2", () => {
+  const levels = unet3dLevels([32, 32, 32], 4, 16); // 16, 32, 64, 128 channels; 32³ … 4³
+  const net = { inChannels: 1, classes: 3, convsPerLevel: 2, levels };
+  const plain = estimateTrainingMemory(net, 2);
+  const deep = estimateTrainingMemory({ ...net, deepSupervision: true }, 2);
+  // Levels 1 (16³, 32 channels) and 2 (8³, 64 channels): logits, softmax and gradient of 3
+  // classes each, batch 2; weights 32·3 + 3 and 64·3 + 3.
+  strictEqual(deep.activationBytes - plain.activationBytes, 2 * 3 * 3 * (16 ** 3 + 8 ** 3) * 4);
+  strictEqual(deep.parameterBytes - plain.parameterBytes, (99 + 195) * 16);
+});
+
 Deno.test("plan: the whole median shape when it fits; shrunk, divisible and fitting when not", () => {
   const fp = fingerprint([fpCase("a"), fpCase("b"), fpCase("c")]);
   const roomy = plan(fp, BIG_GPU);
