@@ -29,6 +29,10 @@ const suites: Record<string, { summary: string; load: () => Promise<{ suite: Ben
     summary: "GPU time per kernel of one training step (train preset, reference)",
     load: () => import("./bench/profile.ts"),
   },
+  dicom: {
+    summary: "read a 512×512×300 CT series to a volume: slices/s vs dcm2niix",
+    load: () => import("./bench/dicom.ts"),
+  },
   peers: {
     summary: "side-by-side peers: PyTorch, onnxruntime-node, TF.js WebGPU",
     load: () => import("./bench/peers.ts"),

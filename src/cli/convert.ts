@@ -18,6 +18,8 @@ import {
 } from "../data/dataset.ts";
 import { commitFolder, tempSibling } from "../base/atomic.ts";
 import { type NiftiVolume, readNifti } from "../data/nifti.ts";
+import type { Volume } from "../data/volume.ts";
+import { loadDicomInput, readDicomSeries } from "../data/dicom/series.ts";
 import { CASE_CODECS, type CaseCodec } from "../data/ome_zarr/metadata.ts";
 import { checkFiniteImage, labelArray, writeCase } from "../data/ome_zarr/writer.ts";
 import { Random } from "../base/random.ts";
@@ -32,13 +34,23 @@ import {
 const HELP =
   `voxseg convert --image a.nii.gz[,a_0001.nii.gz,…] [--label a_seg.nii.gz] --out DIR/a.zarr
 voxseg convert --raw DIR --out DIR [--val 0.2] [--test 0.1] [--seed 0] [--name NAME]
+voxseg convert --dicom DIR|ZIP|a.dcm,b.dcm,… --out DIR/a.zarr [--label a_seg.nii.gz]
+               [--series UID] [--deidentify]
 
 One case: converts a NIfTI image (and its label map) into an OME-Zarr 0.5 case folder; several
 images separated by commas are the channels of one case (e.g. CT and PET, or MRI sequences),
 in channel order, on one voxel grid.
 
+DICOM: reads one image series (a folder, searched recursively, a .zip, or a list of files;
+--series UID picks one when there are several) into a case in HU, with its geometry (LPS →
+RAS+ affine). The case keeps only the modality, spacing and affine: no patient name, ID, dates,
+UIDs or series description reach its attributes. --deidentify also keeps the output's file
+name out of the case (its multiscales name becomes "case") and the series UID out of what
+convert prints; it does not rewrite the DICOM files.
+
 Whole dataset: reads an nnU-Net raw folder — imagesTr/CASE_0000.nii.gz (and CASE_0001… for
-more channels), labelsTr/CASE.nii.gz, optional imagesTs/ (split "test"; labelsTs/ used when
+more channels; a DICOM series as a CASE_0000 folder or CASE_0000.zip in its place),
+labelsTr/CASE.nii.gz, optional imagesTs/ (split "test"; labelsTs/ used when
 present) and optional dataset.json whose "labels" name the classes (else classes are inferred
 from the label values) and whose "channel_names" name the channels — and
 writes OUT/cases/CASE.zarr for each case plus OUT/dataset.json with splits, intensity
@@ -71,6 +83,9 @@ const FLAGS = {
   seed: { type: "string" },
   name: { type: "string" },
   modality: { type: "string" },
+  dicom: { type: "string" },
+  series: { type: "string" },
+  deidentify: { type: "boolean" },
 } as const;
 
 export async function main(argv: string[]): Promise<number> {
@@ -78,6 +93,10 @@ export async function main(argv: string[]): Promise<number> {
   if (v.image && v.raw) throw new UsageError("give either --image (one case) or --raw (a dataset)");
   const chunks = shapeFlag(v.chunks, "chunks", [64, 64, 64]);
   const codec = choiceFlag<CaseCodec>(v.codec, "codec", CASE_CODECS, "zstd");
+  if (v.dicom !== undefined) return await convertDicom(v, chunks, codec);
+  for (const flag of ["series", "deidentify"] as const) {
+    if (v[flag] !== undefined) throw new UsageError(`--${flag} applies to --dicom only`);
+  }
   if (v.raw) {
     return await convertRaw(String(v.raw), String(v.out), {
       chunks,
@@ -119,6 +138,52 @@ export async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** `convert --dicom`: one DICOM image series (and an optional NIfTI label map) → a case. */
+async function convertDicom(
+  v: Record<string, unknown>,
+  chunks: [number, number, number],
+  codec: CaseCodec,
+): Promise<number> {
+  if (v.image !== undefined || v.raw !== undefined) {
+    throw new UsageError("give one of --dicom, --image or --raw");
+  }
+  for (const flag of ["val", "test", "seed", "name", "modality"]) {
+    if (v[flag] !== undefined) throw new UsageError(`--${flag} applies to --raw only`);
+  }
+  const t0 = performance.now();
+  const input = String(v.dicom);
+  if (input.trim() === "") throw new UsageError("--dicom needs a folder, a .zip or files");
+  if (v.label) await checkInput(String(v.label), "--label");
+  const series = await readDicomSeries(await loadDicomInput(input), {
+    seriesUid: v.series as string | undefined,
+  });
+  const image = series.volume;
+  let label: NiftiVolume | undefined;
+  if (v.label) {
+    const labelPath = String(v.label);
+    label = await readNifti(labelPath);
+    checkSameGrid(image, label, "the DICOM series", labelPath);
+    label.data = inFile(labelPath, () => labelArray(label!));
+  }
+  const out = String(v.out);
+  const deidentify = v.deidentify === true;
+  await writeCase(out, {
+    image,
+    label,
+    chunks,
+    codec,
+    name: deidentify ? "case" : basename(out).replace(/\.zarr$/, ""),
+    // Only what places and describes the voxels: nothing from the Patient or Study modules.
+    attributes: { modality: series.modality || "OT", source: "dicom" },
+  });
+  const what = deidentify ? "" : ` from series ${series.seriesInstanceUid}`;
+  console.log(
+    `wrote ${out}${what}: ${series.modality} ${image.shape.join("×")} voxels, ` +
+      `${mm(image.spacingMm)} mm${label ? ", with label" : ""}, ${codec} (${seconds(t0)})`,
+  );
+  return 0;
+}
+
 async function checkInput(path: string, flag: string): Promise<void> {
   if (path === "" || !(await Deno.stat(path).then((s) => s.isFile, () => false))) {
     throw new UsageError(`${flag} ${path}: no such file`);
@@ -134,10 +199,10 @@ async function checkInput(path: string, flag: string): Promise<void> {
 async function readCaseInputs(
   imagePaths: readonly string[],
   labelPath?: string,
-): Promise<{ channels: NiftiVolume[]; label?: NiftiVolume }> {
-  const channels: NiftiVolume[] = [];
+): Promise<{ channels: Volume[]; label?: NiftiVolume }> {
+  const channels: Volume[] = [];
   for (const path of imagePaths) {
-    const image = await readNifti(path);
+    const image = DICOM_IMAGE.test(path) ? await readRawDicom(path) : await readNifti(path);
     inFile(path, () => checkFiniteImage(image));
     channels.push(image);
   }
@@ -147,6 +212,18 @@ async function readCaseInputs(
   checkSameGrid(channels[0], label, imagePaths[0], labelPath);
   label.data = inFile(labelPath, () => labelArray(label));
   return { channels, label };
+}
+
+/**
+ * A DICOM series given as an nnU-Net image (a CASE_0000 folder or CASE_0000.zip): its volume in
+ * HU, with nothing of the Patient or Study modules.
+ */
+async function readRawDicom(path: string): Promise<Volume> {
+  try {
+    return (await readDicomSeries(await loadDicomInput(path))).volume;
+  } catch (e) {
+    throw new Error(`${path}: ${(e as Error).message}`);
+  }
 }
 
 /** Runs `check`, prefixing any error with the file it is about. */
@@ -163,8 +240,8 @@ const GRID_TOLERANCE_MM = 1e-3;
 
 /** A label map must share the image's voxel grid: the same shape and the same affine. */
 function checkSameGrid(
-  image: NiftiVolume,
-  label: NiftiVolume,
+  image: Volume,
+  label: Volume,
   imagePath: string,
   labelPath: string,
 ): void {
@@ -176,7 +253,7 @@ function checkSameGrid(
   }
   const diff = Math.max(...image.affine.map((a, i) => Math.abs(a - label.affine[i])));
   if (diff > GRID_TOLERANCE_MM) {
-    const origin = (v: NiftiVolume) => [3, 7, 11].map((i) => +v.affine[i].toFixed(3)).join(", ");
+    const origin = (v: Volume) => [3, 7, 11].map((i) => +v.affine[i].toFixed(3)).join(", ");
     throw new Error(
       `${labelPath}: label geometry differs from ${imagePath}: affine entries differ by up to ` +
         `${+diff.toPrecision(3)} (spacing ${mm(label.spacingMm)} vs ${mm(image.spacingMm)} mm, ` +
@@ -445,19 +522,26 @@ function nnunetClasses(labels: unknown, file: string): string[] {
   return classes as string[];
 }
 
-const NIFTI = /\.nii(\.gz)?$/;
+/** An nnU-Net image: NIfTI, or a DICOM series as a folder or a .zip (CASE_0000/, CASE_0000.zip). */
+const RAW_IMAGE = /^(.+)_(\d{4})(\.nii(\.gz)?|\.zip|\/)$/;
+const DICOM_IMAGE = /(\.zip|\/)$/i;
 
-/** Cases of one nnU-Net images folder: CASE_0000.nii.gz images, CASE.nii.gz labels. */
+/**
+ * Cases of one nnU-Net images folder: CASE_0000.nii.gz images (or DICOM series: a CASE_0000
+ * folder or CASE_0000.zip), CASE.nii.gz labels.
+ */
 async function listCases(raw: string, images: string, labels: string, needLabels: boolean) {
   const dir = join(raw, images);
-  const names = await listFiles(dir);
+  const names = await listFiles(dir, true);
   if (names === undefined) return [];
   const channels = new Map<string, string[]>();
-  for (const name of names.filter((n) => NIFTI.test(n)).sort()) {
-    const m = /^(.+)_(\d{4})\.nii(\.gz)?$/.exec(name);
+  const candidates = names.filter((n) => /\.nii(\.gz)?$|\.zip$|\/$/.test(n)).sort();
+  for (const name of candidates) {
+    const m = RAW_IMAGE.exec(name);
     if (!m) {
       throw new Error(
-        `${join(dir, name)}: no channel suffix — nnU-Net names images CASE_0000.nii.gz`,
+        `${join(dir, name)}: no channel suffix — nnU-Net names images CASE_0000.nii.gz (a DICOM ` +
+          "series: a CASE_0000 folder or CASE_0000.zip)",
       );
     }
     channels.set(m[1], [...(channels.get(m[1]) ?? []), name]);
@@ -466,7 +550,7 @@ async function listCases(raw: string, images: string, labels: string, needLabels
   const cases: RawCase[] = [];
   for (const [id, files] of channels) {
     // Channel files must be CASE_0000 … CASE_000N with no gap (sorted by name above).
-    const gap = files.findIndex((f, i) => !f.startsWith(`${id}_${pad4(i)}.nii`));
+    const gap = files.findIndex((f, i) => !RAW_IMAGE.test(f) || !f.startsWith(`${id}_${pad4(i)}`));
     if (gap >= 0) {
       throw new Error(
         `case "${id}" in ${dir} has channel files ${files.join(", ")}; channels must be ` +
@@ -488,10 +572,14 @@ async function listCases(raw: string, images: string, labels: string, needLabels
   return cases;
 }
 
-async function listFiles(dir: string): Promise<string[] | undefined> {
+/** The files of `dir`; with `folders`, its folders too, named with a trailing "/". */
+async function listFiles(dir: string, folders = false): Promise<string[] | undefined> {
   try {
     const names: string[] = [];
-    for await (const e of Deno.readDir(dir)) if (e.isFile) names.push(e.name);
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile) names.push(e.name);
+      else if (folders && e.isDirectory) names.push(`${e.name}/`);
+    }
     return names;
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return undefined;

@@ -1,9 +1,10 @@
 /**
- * `voxseg infer`: segments a NIfTI file or an OME-Zarr case with a checkpoint (or an ensemble
- * of checkpoints, `--model a,b,c`) and writes the label map — NIfTI with the input's exact geometry, or a `labels/pred` label image inside the
- * case — plus a JSON summary of per-class voxels and millilitres. A multi-channel model takes
- * one NIfTI per channel (`--in a_0000.nii.gz,a_0001.nii.gz`), a 4D NIfTI whose 4th dimension
- * is the channel, or a multi-channel case.
+ * `voxseg infer`: segments a NIfTI file, an OME-Zarr case or a DICOM series (infer_dicom.ts)
+ * with a checkpoint (or an ensemble of checkpoints, `--model a,b,c`) and writes the label map —
+ * NIfTI with the input's exact geometry, a `labels/pred` label image inside the case, or a DICOM
+ * Segmentation — plus a JSON summary of per-class voxels and millilitres. A multi-channel model
+ * takes one NIfTI per channel (`--in a_0000.nii.gz,a_0001.nii.gz`), a 4D NIfTI whose 4th
+ * dimension is the channel, or a multi-channel case.
  */
 
 import { isPrecision, PRECISIONS } from "../ops/precision.ts";
@@ -27,8 +28,17 @@ import { SPACING_TOLERANCE } from "../infer/resample.ts";
 import { numberFlag, parseNamedFlags } from "./args.ts";
 import { UsageError } from "./usage_error.ts";
 import { Progress } from "./progress.ts";
+import {
+  isDicomLocation,
+  isDicomOutName,
+  predictSeries,
+  type PulledSeries,
+  pullSeries,
+  readSeriesInput,
+} from "./infer_dicom.ts";
 
 const HELP = `voxseg infer --model M.safetensors[,M2.safetensors,…] --in X [--out Y] [flags]
+       voxseg infer --model M --dicomweb URL --study UID [--series UID] [--out Y] [--no-store]
 
 Segments X with the checkpoint M: a sliding window of the training patch size with Gaussian
 blending, intensities normalised as in training, and resampling to the training spacing (and
@@ -43,9 +53,17 @@ connected component, chosen on cross-validation) has it applied to the label map
      per channel separated by commas, in channel order (a_0000.nii.gz,a_0001.nii.gz), or one
      4D NIfTI whose 4th dimension is the channel, or a multi-channel case; the labels lie on
      the grid of channel 0.
+     Or a DICOM series: a folder of DICOM files (any names, any order), a .zip, or DICOM
+     files separated by commas; --series UID picks one when there are several.
   Y  a .nii or .nii.gz label map with X's exact geometry (shape, affine, qform/sform); or, for
      a case, a folder for the label image. With a local case and no --out (or --out-group),
-     the labels go into the case as labels/pred (--label-name to change).
+     the labels go into the case as labels/pred (--label-name to change). For a DICOM series
+     also a .dcm: a DICOM Segmentation (one segment per class, coded) referencing the series.
+
+DICOMweb: --dicomweb URL --study UID pulls the series (--series UID, else the CT series with
+the most slices, skipping localizers and derived images, and says which), segments it and
+stores the Segmentation back to the same server (STOW-RS; --no-store to skip). Credentials
+come from VOXSEG_DICOMWEB_TOKEN (bearer) or VOXSEG_DICOMWEB_USER and VOXSEG_DICOMWEB_PASSWORD.
 
 flags:
   --overlap F            fraction of a window neighbours share, 0 ≤ F < 1 (default 0.5)
@@ -116,6 +134,10 @@ export function predictOptionsFromFlags(
 const FLAGS = {
   model: { type: "string" },
   in: { type: "string" },
+  series: { type: "string" },
+  dicomweb: { type: "string" },
+  study: { type: "string" },
+  "no-store": { type: "boolean" },
   out: { type: "string" },
   "out-group": { type: "boolean" },
   "label-name": { type: "string" },
@@ -206,15 +228,27 @@ async function decodeInput(location: string, bytes: Uint8Array): Promise<NiftiVo
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values: v } = parseNamedFlags(argv, FLAGS, HELP, ["model", "in"]);
+  const { values: v } = parseNamedFlags(argv, FLAGS, HELP, ["model"]);
   const out = typeof v.out === "string" ? v.out : undefined;
   if (out && v["out-group"]) throw new UsageError("give either --out or --out-group, not both");
+  if (!v.in === !v.dicomweb) {
+    throw new UsageError(`give --in X, or --dicomweb URL with --study UID\n\n${HELP}`);
+  }
   const options: PredictOptions = {
     ...predictOptionsFromFlags(v),
     postprocess: !v["no-postprocess"],
   };
   const json = Boolean(v.json);
   const progress = new Progress({ json });
+  if (v.dicomweb || await isDicomLocation(String(v.in))) {
+    return await dicomMain(v, out, options, progress);
+  }
+  if (out && isDicomOutName(out)) {
+    throw new UsageError(
+      "--out .dcm writes a DICOM Segmentation, which references its source series: give a " +
+        "DICOM series as --in (a folder, a .zip or DICOM files), or --out a .nii.gz",
+    );
+  }
 
   const input = await readInput(String(v.in));
   if (input.kind === "nifti" && (!out || !isNiftiName(out))) {
@@ -278,6 +312,64 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
+    for (const l of loaded) l.dispose();
+  }
+}
+
+type FlagValues = Record<string, string | boolean | string[] | undefined>;
+
+/** `infer` on a DICOM series: from files or a DICOMweb server, to a SEG, NIfTI or the server. */
+async function dicomMain(
+  v: FlagValues,
+  out: string | undefined,
+  options: PredictOptions,
+  progress: Progress,
+): Promise<number> {
+  if (v["out-group"]) throw new UsageError("--out-group is for OME-Zarr cases, not DICOM series");
+  if (out && !isDicomOutName(out) && !isNiftiName(out)) {
+    throw new UsageError(`--out for a DICOM series is a .dcm, .nii or .nii.gz file, got "${out}"`);
+  }
+  const series = typeof v.series === "string" ? v.series : undefined;
+  const log = (line: string) => progress.log(line);
+  let pulled: PulledSeries | undefined;
+  if (typeof v.dicomweb === "string") {
+    if (typeof v.study !== "string") throw new UsageError("--dicomweb needs --study UID");
+    pulled = await pullSeries(v.dicomweb, v.study, series, log);
+  } else if (!out) {
+    throw new UsageError("--out (a .dcm Segmentation or a .nii.gz label map) is required");
+  } else if (v.study) {
+    throw new UsageError("--study goes with --dicomweb");
+  }
+  const source = pulled?.series ?? await readSeriesInput(String(v.in), series);
+  progress.log(
+    `series: ${source.modality} ${source.volume.shape.join("×")} at ` +
+      `${mm(source.volume.spacingMm)} mm`,
+  );
+  const loaded = await loadModels(modelPaths(String(v.model)), options.postprocess);
+  try {
+    const store = pulled && !v["no-store"] ? pulled.client : undefined;
+    const result = await predictSeries(loaded, source, out, {
+      ...options,
+      onProgress: (done, total) => progress.update({ phase: "infer", step: done, total }),
+    }, store);
+    if (result.stored) progress.log(`stored the Segmentation ${result.stored} on the server`);
+    const report = {
+      model: String(v.model),
+      output: result.written ?? null,
+      ...(result.stored ? { stored: result.stored } : {}),
+      ...(pulled?.choice ? { choice: pulled.choice } : {}),
+      ...result.summary,
+    };
+    if (typeof v.summary === "string") {
+      await writeFileAtomic(v.summary, JSON.stringify(report, null, 2) + "\n");
+    }
+    if (v.json) progress.done(report);
+    else {
+      progress.done({ windows: result.summary.windows ?? 0, output: result.written ?? "" });
+      console.log(summaryTable(result.summary));
+    }
+    return 0;
+  } finally {
     for (const l of loaded) l.dispose();
   }
 }

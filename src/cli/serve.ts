@@ -18,13 +18,16 @@ import {
 } from "../server/middleware/bearer_auth/bearer_auth.ts";
 import { allowedHostName, isFixedHost } from "../server/middleware/host_check/host_check.ts";
 import { formatBytes, parseBytes } from "../server/middleware/body_limit/body_limit.ts";
+import { parseRetention } from "../server/jobs/retention.ts";
+import { type PacsEndpoint, pacsListing, parsePacsFlags } from "../server/pacs.ts";
+import { DICOM_PIPELINE } from "../server/pacs_pipeline.ts";
 import { choiceFlag, numberFlag, parseNamedFlags } from "./args.ts";
 import { UsageError } from "./usage_error.ts";
 
 const HELP = `voxseg serve [--host 127.0.0.1] [--port 8080] [--data-root DIR] [--models DIR]
              [--token-file F] [--allowed-host NAME]… [--tls-cert F --tls-key F]
              [--access-log stderr|-|off|FILE] [--max-body 1GiB] [--memory-budget 2GiB]
-             [--queue 16] [--state DIR]
+             [--queue 16] [--state DIR] [--retain 7d] [--pacs NAME=URL]…
 
 Serves the HTTP API: synchronous prediction, training and prediction jobs with live events,
 models, health, Prometheus /metrics and /openapi.json.
@@ -53,7 +56,16 @@ models, health, Prometheus /metrics and /openapi.json.
   --memory-budget SIZE host memory the synchronous predictions may hold at once (default
                        2GiB): each reserves its share before its body is read, else 503
   --queue N            GPU tasks and queued jobs that may wait (default ${DEFAULT_MAX_QUEUE}); more → 503
-  --state DIR          job records and training runs (default <data-root>/.voxseg/jobs)`;
+  --state DIR          job records and training runs (default <data-root>/.voxseg/jobs)
+  --retain AGE         purge finished jobs older than AGE (30m, 12h, 7d): their outputs,
+                       pulled studies, run folders and records; interrupted jobs get AGE from
+                       the server's start. Checked at start and every AGE/10 (at most hourly).
+                       Default: keep everything
+  --pacs NAME=URL      a DICOMweb endpoint prediction jobs may name (repeatable; NAME is
+                       a-z 0-9 _ -, at most 32). Credentials from the environment only:
+                       VOXSEG_PACS_<NAME>_TOKEN, or VOXSEG_PACS_<NAME>_USER and _PASSWORD
+                       (NAME upper-cased, - as _), else VOXSEG_DICOMWEB_TOKEN / _USER /
+                       _PASSWORD`;
 
 /** True for addresses only this machine can reach. */
 export function isLoopback(host: string): boolean {
@@ -81,6 +93,10 @@ export interface ServeOptions {
   maxBodyBytes: number;
   memoryBudgetBytes: number;
   maxQueue: number;
+  /** --retain in milliseconds; undefined keeps every job. */
+  retainMs?: number;
+  /** The --pacs endpoints, credentials read from the environment. */
+  pacs: PacsEndpoint[];
 }
 
 const FLAGS = {
@@ -99,6 +115,8 @@ const FLAGS = {
   "memory-budget": { type: "string" },
   queue: { type: "string" },
   state: { type: "string" },
+  retain: { type: "string" },
+  pacs: { type: "string", multiple: true },
 } as const;
 
 export async function main(argv: string[]): Promise<number> {
@@ -116,6 +134,9 @@ export async function main(argv: string[]): Promise<number> {
     maxBodyBytes: options.maxBodyBytes,
     memoryBudgetBytes: options.memoryBudgetBytes,
     maxQueue: options.maxQueue,
+    retainMs: options.retainMs,
+    pacsEndpoints: options.pacs,
+    pacs: DICOM_PIPELINE,
   });
   server.gpuReady.then(
     () => log(`GPU: ${server.context.gpu()!.description} (${server.context.gpu()!.backend})`),
@@ -162,6 +183,9 @@ export async function serveOptions(argv: string[]): Promise<ServeOptions> {
     max: 100_000,
     integer: true,
   });
+  const retain = values.retain as string | undefined;
+  const retainMs = retain === undefined ? undefined : usage(() => parseRetention(retain));
+  const pacs = usage(() => parsePacsFlags((values.pacs as string[] | undefined) ?? []));
   if (!isLoopback(host) && !tokens.size) {
     throw new UsageError(
       `refusing to listen on ${host} without a token: anyone who can reach it could read ` +
@@ -184,7 +208,18 @@ export async function serveOptions(argv: string[]): Promise<ServeOptions> {
     maxBodyBytes,
     memoryBudgetBytes,
     maxQueue,
+    retainMs,
+    pacs,
   };
+}
+
+/** `parse()`, its Error (a --retain or --pacs problem) as a {@link UsageError}. */
+function usage<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    throw e instanceof Error ? new UsageError(e.message) : e;
+  }
 }
 
 /** --max-body and --memory-budget in bytes (defaults 1GiB and 2GiB). */
@@ -214,12 +249,33 @@ function warnAboutExposure(options: ServeOptions): void {
         "use VOXSEG_TOKEN or --token-file",
     );
   }
+  for (const endpoint of options.pacs) {
+    const { origin, auth } = pacsListing(endpoint);
+    log(`PACS ${endpoint.name}: ${origin}, ${auth === "none" ? "no credentials" : auth}`);
+    if (auth !== "none" && origin.startsWith("http:") && !isLoopback(new URL(origin).hostname)) {
+      log(
+        `warning: PACS ${endpoint.name} is plain http: its ${auth} credentials cross the ` +
+          "network unencrypted; use https",
+      );
+    }
+  }
+  if (options.retainMs !== undefined) {
+    log(`finished jobs are purged ${formatAge(options.retainMs)} after they end`);
+  }
   if (options.auth === "mutating") {
     log(
       "warning: --auth mutating leaves every read open to anyone who can connect: job lists " +
         "naming input files, scans and label maps, events, metrics",
     );
   }
+}
+
+/** `ms` as the largest whole unit that divides it: 7d, 12h, 90m, 45s. */
+function formatAge(ms: number): string {
+  for (const [unit, size] of [["d", 86400e3], ["h", 3600e3], ["m", 60e3]] as const) {
+    if (ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${Math.round(ms / 1000)}s`;
 }
 
 /** The line logged once listening: URL, folders, limits, who may call. */

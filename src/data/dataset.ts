@@ -27,6 +27,7 @@
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { writeFileAtomic } from "../base/atomic.ts";
 import { Random } from "../base/random.ts";
+import { type ClassCodes, parseClassCodes } from "../base/class_codes.ts";
 import type { Shape3, Volume } from "./volume.ts";
 import { type ImageStats, imageStats } from "./image_stats.ts";
 
@@ -89,6 +90,12 @@ export interface DatasetManifest {
   channels?: string[];
   /** Foreground intensity statistics of each channel, when there are C > 1 (length C). */
   intensityChannels?: (IntensityStats | null)[];
+  /**
+   * The coded meaning of classes (DICOM SegmentedPropertyCategory and Type), by class name, for
+   * the Segmentations a model trained on this dataset writes; classes not listed get a known
+   * code (lung, infection…) or a generic one.
+   */
+  classCodes?: ClassCodes;
   /** Where the data came from (generator name and options, converter, URL…); free-form. */
   source?: Record<string, unknown>;
   cases: CaseEntry[];
@@ -591,6 +598,13 @@ export function validateManifest(
   const classes = m.classes as unknown[];
   classes.forEach((c, i) => str(c, `classes[${i}]`));
   if (m.source !== undefined) obj(m.source, "source");
+  if (m.classCodes !== undefined) {
+    try {
+      parseClassCodes(m.classCodes, classes as string[]);
+    } catch (e) {
+      fail("classCodes", (e as Error).message.replace(/^classCodes /, ""));
+    }
+  }
   if (classes.length > 256) {
     fail("classes", `has ${classes.length} entries (uint8 labels: at most 256)`);
   }

@@ -13,6 +13,7 @@
 
 import { writeFileAtomic } from "../base/atomic.ts";
 import { type Normalization, parseNormalization } from "../base/normalization.ts";
+import { type ClassCodes, parseClassCodes } from "../base/class_codes.ts";
 import { ConfigError } from "./config_fields.ts";
 import { type ModelConfig, validateModelConfig } from "./model_config.ts";
 import {
@@ -42,6 +43,7 @@ export const CHECKPOINT_KEYS = {
   generation: "voxseg.generation",
   postprocessing: "voxseg.postprocessing",
   channelNormalisations: "voxseg.channel_normalisations",
+  classCodes: "voxseg.class_codes",
 } as const;
 
 /** Where training stood when the checkpoint was written. */
@@ -96,6 +98,11 @@ export interface CheckpointMeta {
   training: TrainingSummary;
   /** Post-processing to apply after the arg-max; absent (none) in older checkpoints. */
   postprocessing?: Postprocessing;
+  /**
+   * The coded meaning of classes by name (from the dataset's `classCodes`), for DICOM
+   * Segmentations; absent when the dataset gave none.
+   */
+  classCodes?: ClassCodes;
 }
 
 /** Weights plus their metadata. */
@@ -187,6 +194,14 @@ function validateMeta(meta: Record<string, unknown>, source: string): Checkpoint
   const out = { ...meta, model, normalisation } as unknown as CheckpointMeta;
   delete out.postprocessing;
   delete out.channelNormalisations;
+  delete out.classCodes;
+  if (meta.classCodes !== undefined) {
+    try {
+      out.classCodes = parseClassCodes(meta.classCodes, classes as string[]);
+    } catch (e) {
+      fail("classCodes", `is invalid: ${(e as Error).message}`);
+    }
+  }
   if (meta.postprocessing !== undefined) {
     out.postprocessing = parsePostprocessing(meta.postprocessing, model.classes, source);
   }
@@ -314,6 +329,7 @@ export function metadataStrings(meta: CheckpointMeta): Record<string, string> {
     ...(meta.channelNormalisations
       ? { [K.channelNormalisations]: JSON.stringify(meta.channelNormalisations) }
       : {}),
+    ...(meta.classCodes ? { [K.classCodes]: JSON.stringify(meta.classCodes) } : {}),
   };
 }
 
@@ -376,6 +392,7 @@ export function decodeCheckpoint(bytes: Uint8Array, source = "checkpoint"): Chec
   const K = CHECKPOINT_KEYS;
   const postprocessing = json(K.postprocessing, true);
   const channelNormalisations = json(K.channelNormalisations, true);
+  const classCodes = json(K.classCodes, true);
   const meta = validateMeta({
     model: json(K.model),
     classNames: json(K.classNames),
@@ -385,6 +402,7 @@ export function decodeCheckpoint(bytes: Uint8Array, source = "checkpoint"): Chec
     training: json(K.training),
     ...(postprocessing === undefined ? {} : { postprocessing }),
     ...(channelNormalisations === undefined ? {} : { channelNormalisations }),
+    ...(classCodes === undefined ? {} : { classCodes }),
   }, source);
   return { weights: tensors, meta };
 }

@@ -28,6 +28,7 @@ import {
   type PlainConvUNetConfig,
   stageChannels,
 } from "./plain_unet.ts";
+import { concatBytes } from "../base/bytes.ts";
 
 /** ONNX operator set the export targets (ai.onnx domain). */
 export const ONNX_OPSET = 17;
@@ -140,13 +141,7 @@ export class ProtoMessage {
 
   /** The encoded message as one buffer. */
   finish(): Uint8Array {
-    const out = new Uint8Array(this.#length);
-    let o = 0;
-    for (const c of this.#chunks) {
-      out.set(c, o);
-      o += c.length;
-    }
-    return out;
+    return concatBytes(this.#chunks, this.#length);
   }
 
   #tag(field: number, wire: number): void {

@@ -11,6 +11,8 @@ import { join } from "node:path";
 import denoJson from "../../deno.json" with { type: "json" };
 import { type GpuInfo, initGpu } from "../gpu/mod.ts";
 import { ApiError, errorResponse, renderError } from "./errors.ts";
+import type { PacsHooks } from "./jobs/deps.ts";
+import { RetentionSweeper } from "./jobs/retention.ts";
 import { JobRunner } from "./jobs/runner.ts";
 import { JobStore } from "./jobs/store.ts";
 import { Metrics } from "./metrics.ts";
@@ -32,11 +34,13 @@ import { drainGate } from "./middleware/drain_gate/drain_gate.ts";
 import { requestMetrics } from "./middleware/request_metrics/request_metrics.ts";
 import { type ModelEntry, ModelRegistry } from "./models.ts";
 import { openApiDocument } from "./openapi.ts";
+import { type PacsEndpoint, PacsRegistry } from "./pacs.ts";
 import { DataRoot } from "./paths.ts";
 import { dashboardRoutes } from "./routes/dashboard.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { modelRoutes } from "./routes/models.ts";
+import { pacsRoutes } from "./routes/pacs.ts";
 import type { ServerContext } from "./context.ts";
 import type { RouteSpec } from "./routes/table.ts";
 import { GpuScheduler, QueueFullError } from "./scheduler.ts";
@@ -72,6 +76,17 @@ export interface ServerOptions {
   memoryBudgetBytes?: number;
   /** GPU tasks and queued jobs that may wait at once. Default 16. */
   maxQueue?: number;
+  /** The PACS endpoints prediction jobs may name (`serve --pacs`); none by default. */
+  pacsEndpoints?: readonly PacsEndpoint[];
+  /** The DICOM pipeline of PACS prediction jobs; without it they fail `pacs_unavailable`. */
+  pacs?: PacsHooks;
+  /**
+   * Purge finished jobs older than this many milliseconds (`serve --retain`), at start and
+   * periodically; none by default.
+   */
+  retainMs?: number;
+  /** The retention's clock (ms since the epoch); default `Date.now`. For tests. */
+  now?: () => number;
   /** Acquires the GPU; default the process-wide {@link initGpu}. */
   acquireGpu?: () => Promise<{ info: GpuInfo }>;
 }
@@ -82,6 +97,8 @@ export interface VoxsegServer {
   /** Resolves when the GPU is acquired, rejects when it cannot be. */
   gpuReady: Promise<void>;
   context: ServerContext;
+  /** The retention sweeper, with `retainMs`. */
+  retention?: RetentionSweeper;
   /**
    * Stops taking work, lets the GPU work in progress finish, checkpoints and interrupts a
    * running training job, flushes job state and ends event streams. Idempotent.
@@ -122,7 +139,32 @@ export async function createApp(options: ServerOptions): Promise<VoxsegServer> {
   app.onError(onServerError);
 
   await parts.runner.recover();
-  return { app, routes, gpuReady: gpu.ready, context, shutdown: shutdownOnce(parts, lifecycle) };
+  const sweeper = await startRetention(parts.runner, options);
+  return {
+    app,
+    routes,
+    gpuReady: gpu.ready,
+    context,
+    retention: sweeper,
+    shutdown: shutdownOnce(parts, lifecycle, sweeper),
+  };
+}
+
+/** With `retainMs`: purges the expired jobs now, then on a timer. */
+async function startRetention(
+  runner: JobRunner,
+  { retainMs, now }: ServerOptions,
+): Promise<RetentionSweeper | undefined> {
+  if (retainMs === undefined) return undefined;
+  const sweeper = new RetentionSweeper({
+    retainMs,
+    now,
+    list: () => runner.list(),
+    purge: (id) => runner.purge(id, "retention"),
+  });
+  await sweeper.sweep();
+  sweeper.start();
+  return sweeper;
 }
 
 /** The server's parts and settings that do not depend on the GPU. */
@@ -132,6 +174,7 @@ interface ServerParts {
   scheduler: GpuScheduler;
   models: ModelRegistry;
   runner: JobRunner;
+  pacsEndpoints: PacsRegistry;
   metrics: Metrics;
   admission: MemoryBudget;
   maxBodyBytes: number;
@@ -151,14 +194,33 @@ async function openParts(root: DataRoot, options: ServerOptions): Promise<Server
     // Called per request, after `runner` exists.
     jobModels: (): ModelEntry[] => runner.jobModels(),
   });
-  const runner = new JobRunner({ store, scheduler, models, root, maxQueue });
+  const pacsEndpoints = new PacsRegistry(options.pacsEndpoints);
+  const runner = new JobRunner({
+    store,
+    scheduler,
+    models,
+    root,
+    maxQueue,
+    pacsEndpoints,
+    pacs: options.pacs,
+  });
   const metrics = new Metrics(() => ({
     gpuQueueDepth: scheduler.queueDepth,
     gpuBusySeconds: scheduler.busySeconds(),
     jobs: runner.counts(),
     training: runner.training(),
   }));
-  return { root, store, scheduler, models, runner, metrics, admission, maxBodyBytes };
+  return {
+    root,
+    store,
+    scheduler,
+    models,
+    runner,
+    pacsEndpoints,
+    metrics,
+    admission,
+    maxBodyBytes,
+  };
 }
 
 /** The GPU as the routes see it: the adapter once acquired, or why it could not be. */
@@ -199,6 +261,7 @@ function serverContext(parts: ServerParts, gpu: GpuState, lifecycle: Lifecycle):
     store,
     runner,
     models,
+    pacsEndpoints: parts.pacsEndpoints,
     scheduler,
     metrics,
     gpu: gpu.info,
@@ -227,6 +290,7 @@ export function routeTable(context: ServerContext, auth: AuthScope | "none"): Ro
     ...healthRoutes(context),
     ...modelRoutes(context),
     ...jobRoutes(context),
+    ...pacsRoutes(context),
     ...dashboardRoutes(context),
   ];
   let openapi: ReturnType<typeof openApiDocument> | undefined;
@@ -299,11 +363,16 @@ export function onServerError(err: Error, c: Context): Response {
  * Stops taking work, lets jobs and GPU work finish (a training job checkpoints), then ends
  * event streams and frees the models; the first call does it, later ones wait on it.
  */
-function shutdownOnce(parts: ServerParts, lifecycle: Lifecycle): () => Promise<void> {
+function shutdownOnce(
+  parts: ServerParts,
+  lifecycle: Lifecycle,
+  sweeper?: RetentionSweeper,
+): () => Promise<void> {
   let shut: Promise<void> | undefined;
   return () =>
     shut ??= (async () => {
       lifecycle.draining = true;
+      await sweeper?.stop();
       await parts.runner.shutdown();
       await parts.scheduler.idle();
       lifecycle.stopping.abort();

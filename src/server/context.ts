@@ -11,6 +11,7 @@ import type { JobRunner } from "./jobs/runner.ts";
 import type { JobStore } from "./jobs/store.ts";
 import type { Metrics } from "./metrics.ts";
 import type { ModelRegistry } from "./models.ts";
+import type { PacsRegistry } from "./pacs.ts";
 import type { DataRoot } from "./paths.ts";
 import type { GpuScheduler } from "./scheduler.ts";
 
@@ -20,6 +21,8 @@ export interface ServerContext {
   store: JobStore;
   runner: JobRunner;
   models: ModelRegistry;
+  /** The PACS endpoints the operator configured (`serve --pacs`). */
+  pacsEndpoints: PacsRegistry;
   scheduler: GpuScheduler;
   metrics: Metrics;
   /** The adapter, once acquired. */

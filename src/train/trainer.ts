@@ -17,6 +17,7 @@
 
 import { withPrecision } from "../ops/precision.ts";
 import { join } from "node:path";
+import { type ClassCodes, parseClassCodes } from "../base/class_codes.ts";
 import * as F from "../autograd/functional.ts";
 import { Tape } from "../autograd/mod.ts";
 import { keep, readTensors, scope, type Tensor, upload, zeros } from "../gpu/mod.ts";
@@ -152,6 +153,8 @@ export interface RunRecord {
   /** Per input channel when there are several (`normalisation` is channel 0's). */
   channelNormalisations?: Normalization[];
   classNames: string[];
+  /** The classes' coded meanings, from the dataset (for DICOM Segmentations). */
+  classCodes?: ClassCodes;
   spacingMm: [number, number, number];
   /** The fold this run trains, when it is one of a cross-validation. */
   fold?: RunFold;
@@ -205,6 +208,14 @@ export async function readRunRecord(runDir: string): Promise<RunRecord | undefin
       return bad((e as Error).message);
     }
   }
+  let classCodes: ClassCodes | undefined;
+  if (json.classCodes !== undefined) {
+    try {
+      classCodes = parseClassCodes(json.classCodes, classNames as string[]);
+    } catch (e) {
+      return bad((e as Error).message);
+    }
+  }
   const fold = json.fold as RunFold | undefined;
   if (
     fold !== undefined &&
@@ -221,6 +232,7 @@ export async function readRunRecord(runDir: string): Promise<RunRecord | undefin
     classNames: classNames as string[],
     spacingMm: spacingMm as [number, number, number],
     ...(channelNormalisations ? { channelNormalisations } : {}),
+    ...(classCodes ? { classCodes } : {}),
     ...(fold ? { fold } : {}),
   };
 }
@@ -249,6 +261,7 @@ async function runRecordFor(
     normalisation: channels?.[0] ?? normalisation ?? resolveNormalization(requested, dataset),
     ...(channels ? { channelNormalisations: channels } : {}),
     classNames: dataset.classes.slice(0, requested.model.classes),
+    ...(dataset.classCodes ? { classCodes: dataset.classCodes } : {}),
     spacingMm: dataset.targetSpacingMm,
     ...(fold ? { fold } : {}),
   };
@@ -756,7 +769,7 @@ export function lossFor(logits: Tensor, labels: Tensor, config: TrainConfig): Te
 }
 
 function checkpointMeta(
-  { config, classNames, normalisation, channelNormalisations, spacingMm }: RunRecord,
+  { config, classNames, classCodes, normalisation, channelNormalisations, spacingMm }: RunRecord,
   epoch: number,
   step: number,
   bestMetric: number | null,
@@ -767,6 +780,7 @@ function checkpointMeta(
     classNames,
     normalisation,
     ...(channelNormalisations ? { channelNormalisations } : {}),
+    ...(classCodes ? { classCodes } : {}),
     patchSize: config.data.patchSize,
     spacingMm,
     training: {

@@ -218,6 +218,43 @@ Deno.test(
       400,
       "invalid_request",
     );
+
+    // Purged: the label map it wrote, its folder and record go; the input stays.
+    const purged = await app.request(`/v1/jobs/${job.id}?purge=true`, { method: "DELETE" });
+    assert.equal(purged.status, 200);
+    const report = await purged.json();
+    assert.deepEqual(report.removed, { outputs: 1, pulledFiles: 0, runFiles: 0, record: true });
+    await assert.rejects(Deno.stat(join(root, "outputs/a/ct_seg.nii.gz")), Deno.errors.NotFound);
+    assert.ok((await Deno.stat(join(root, "inputs/ct.nii.gz"))).isFile);
+    assert.deepEqual((await (await app.request("/v1/jobs")).json()).jobs, []);
+    await assertError(await app.request(`/v1/jobs/${job.id}`), 404, "job_not_found");
+  },
+);
+
+Deno.test(
+  "purge of a running training job: 202, it stops, then its run folder and record go",
+  testOpts,
+  async () => {
+    const server = await newServer();
+    const { app } = server;
+    const a = (await (await app.request("/v1/jobs/train", train("purged", { itersPerEpoch: 40 })))
+      .json()) as Job;
+    await afterSteps(server, a.id, 2);
+    const jobDir = join(server.context.store.dir, a.id);
+    const res = await app.request(`/v1/jobs/${a.id}?purge=true`, { method: "DELETE" });
+    assert.equal(res.status, 202);
+    const pending = await res.json();
+    assert.equal(pending.id, a.id);
+    assert.match(pending.purge, /pending/);
+    while (server.context.store.get(a.id)) await new Promise((r) => setTimeout(r, 20));
+    await assert.rejects(Deno.stat(jobDir), Deno.errors.NotFound);
+    assert.deepEqual((await (await app.request("/v1/jobs")).json()).jobs, []);
+    await assertError(await app.request("/v1/models/purged"), 404, "model_not_found");
+    // Its stop and purge left the runner working: the name is free again.
+    const again = await app.request("/v1/jobs/train", train("purged"));
+    assert.equal(again.status, 202);
+    await waitForJob(server, ((await again.json()) as Job).id, ["succeeded"]);
+    await server.shutdown();
   },
 );
 

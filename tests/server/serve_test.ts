@@ -34,7 +34,15 @@ Deno.test("voxseg serve refuses a non-loopback address without a token, and bad 
 
 /** Runs `fn` with none of serve's environment variables set, then puts them back. */
 async function withoutServeEnv<T>(fn: () => Promise<T>): Promise<T> {
-  const names = ["VOXSEG_TOKEN", "VOXSEG_TOKEN_FILE", "VOXSEG_ALLOWED_HOSTS"];
+  const names = [
+    "VOXSEG_TOKEN",
+    "VOXSEG_TOKEN_FILE",
+    "VOXSEG_ALLOWED_HOSTS",
+    "VOXSEG_DICOMWEB_TOKEN",
+    "VOXSEG_DICOMWEB_USER",
+    "VOXSEG_DICOMWEB_PASSWORD",
+    "VOXSEG_PACS_MAIN_TOKEN",
+  ];
   const saved = names.map((n) => [n, Deno.env.get(n)] as const);
   for (const n of names) Deno.env.delete(n);
   try {
@@ -61,6 +69,8 @@ Deno.test("serveOptions: the defaults, without flags or environment", async () =
     maxBodyBytes: 1024 ** 3,
     memoryBudgetBytes: 2 * 1024 ** 3,
     maxQueue: DEFAULT_MAX_QUEUE,
+    retainMs: undefined,
+    pacs: [],
   });
 });
 
@@ -118,4 +128,54 @@ Deno.test("listeningLine: scheme, bracketed IPv6, folders, limits and who may ca
     "listening on https://0.0.0.0:1/ (data root /d, models m, body limit 1 GiB, memory budget " +
       "2 GiB, no token)",
   );
+});
+
+Deno.test("serveOptions: --retain takes 30m, 12h, 7d; anything else is a usage error", async () => {
+  const retain = async (v: string) =>
+    (await withoutServeEnv(() => serveOptions([`--retain=${v}`]))).retainMs;
+  assert.equal(await retain("30m"), 30 * 60e3);
+  assert.equal(await retain("12h"), 12 * 3600e3);
+  assert.equal(await retain("7d"), 7 * 86400e3);
+  assert.equal(await retain("1d12h"), 36 * 3600e3);
+  for (const bad of ["7", "7 d", "7days", "-1d", "d", "", "1w"]) {
+    await assert.rejects(withoutServeEnv(() => serveOptions([`--retain=${bad}`])), (e) => {
+      assert.ok(e instanceof UsageError, String(e));
+      assert.match(e.message, /--retain must be a duration with a unit, such as 30m, 12h, 7d/);
+      return true;
+    });
+  }
+  await assert.rejects(
+    withoutServeEnv(() => serveOptions(["--retain=30s"])),
+    /--retain must be at least 1m/,
+  );
+});
+
+Deno.test("serveOptions: --pacs is repeatable, reads credentials from the environment, refuses bad values", async () => {
+  const options = await withoutServeEnv(async () => {
+    Deno.env.set("VOXSEG_PACS_MAIN_TOKEN", "env-token-123");
+    return await serveOptions([
+      "--pacs=main=https://pacs.example/dicom-web",
+      "--pacs",
+      "b=http://10.1.2.3",
+    ]);
+  });
+  assert.deepEqual(options.pacs.map((p) => [p.name, p.url, p.auth.kind]), [
+    ["main", "https://pacs.example/dicom-web", "bearer"],
+    ["b", "http://10.1.2.3", "none"],
+  ]);
+  for (
+    const [flag, message] of [
+      ["BAD=https://p.example", /NAME=URL with NAME/],
+      ["x=https://u:secret-pw@p.example", /holds a user or password/],
+      ["x=file:///etc/passwd", /must be http or https/],
+      ["x", /NAME=URL/],
+    ] as const
+  ) {
+    await assert.rejects(withoutServeEnv(() => serveOptions([`--pacs=${flag}`])), (e) => {
+      assert.ok(e instanceof UsageError, String(e));
+      assert.match(e.message, message);
+      assert.doesNotMatch(e.message, /secret-pw/);
+      return true;
+    });
+  }
 });

@@ -105,6 +105,19 @@ Deno.test({
       ], work);
       assert.equal(train.code, 0, train.stderr);
       await Deno.stat(join(work, "run", "best.safetensors"));
+      // The DICOM codecs (JPEG lossless in JS, JPEG-LS and JPEG 2000 in WebAssembly) load from
+      // inside the binary: pydicom's real compressed files, when Debian's python3-pydicom is here.
+      const pydicom = "/usr/lib/python3/dist-packages/pydicom/data/test_files";
+      for (const file of ["MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"]) {
+        const path = join(pydicom, file);
+        if (!(await Deno.stat(path).then(() => true, () => false))) continue;
+        const converted = await run(
+          bin,
+          ["convert", "--dicom", path, "--out", `${file}.zarr`],
+          work,
+        );
+        assert.equal(converted.code, 0, `${file}: ${converted.stderr}`);
+      }
 
       const server = new Deno.Command(bin, {
         args: ["serve", "--port", "0", "--data-root", work],
@@ -157,5 +170,14 @@ Deno.test("the binary's module graph leaves out the benchmark peers and their np
   const npm = new Set(
     specifiers.filter((s) => s.startsWith("npm:")).map((s) => s.match(/^npm:\/?(@?[^@/]+)/)![1]),
   );
-  assert.deepEqual([...npm].sort(), ["@zarrita", "hono", "numcodecs", "zarrita"]);
+  assert.deepEqual([...npm].sort(), [
+    "@cornerstonejs", // JPEG-LS and JPEG 2000 decoders (WebAssembly), loaded on first use
+    "@zarrita",
+    "dcmjs",
+    "fflate",
+    "hono",
+    "jpeg-lossless-decoder-js",
+    "numcodecs",
+    "zarrita",
+  ]);
 });

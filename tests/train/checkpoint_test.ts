@@ -447,3 +447,30 @@ Deno.test("removeStaleTempFiles: only the temp files of interrupted checkpoint w
     assertEquals(await listDir(dir), keep.sort());
   });
 });
+
+Deno.test("checkpoint: class codes round-trip under voxseg.class_codes; a bad one is named", () => {
+  const lung = {
+    category: { value: "123037004", scheme: "SCT", meaning: "Anatomical Structure" },
+    type: { value: "39607008", scheme: "SCT", meaning: "Lung" },
+  };
+  const withCodes = { ...meta(), classCodes: { lung } };
+  const bytes = encodeCheckpoint({ weights: weights(), meta: withCodes });
+  assertEquals(decodeSafetensors(bytes).metadata["voxseg.class_codes"], JSON.stringify({ lung }));
+  assertEquals(decodeCheckpoint(bytes).meta, withCodes);
+  assertThrows(
+    () =>
+      encodeCheckpoint({ weights: weights(), meta: { ...meta(), classCodes: { liver: lung } } }),
+    CheckpointError,
+    'classCodes is invalid: classCodes names "liver", which is not a class',
+  );
+  const noMeaning = { ...lung, type: { value: "39607008", scheme: "SCT", meaning: "" } };
+  assertThrows(
+    () =>
+      encodeCheckpoint({
+        weights: weights(),
+        meta: { ...meta(), classCodes: { lung: noMeaning } },
+      }),
+    CheckpointError,
+    "classCodes.lung.type.meaning must be a non-empty string",
+  );
+});

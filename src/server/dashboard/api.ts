@@ -93,7 +93,22 @@ export function isGzip(bytes: ArrayBuffer): boolean {
   return b.length === 2 && b[0] === 0x1f && b[1] === 0x8b;
 }
 
-/** Segments a NIfTI volume with `model`; returns the label map's bytes and the seconds taken. */
+/** True when `bytes` start as a zip archive ("PK\x03\x04"). */
+export function isZip(bytes: ArrayBuffer): boolean {
+  const b = new Uint8Array(bytes, 0, Math.min(4, bytes.byteLength));
+  return b.length === 4 && b[0] === 0x50 && b[1] === 0x4b && b[2] === 3 && b[3] === 4;
+}
+
+/** The Content-Type of an upload: a zip of a DICOM series, gzipped NIfTI, or NIfTI. */
+function uploadType(volume: ArrayBuffer): string {
+  if (isZip(volume)) return "application/zip";
+  return isGzip(volume) ? "application/gzip" : "application/octet-stream";
+}
+
+/**
+ * Segments a NIfTI volume, or a zip of a DICOM series, with `model`; returns the label map's
+ * bytes (NIfTI) and the seconds taken.
+ */
 export async function predict(
   model: string,
   volume: ArrayBuffer,
@@ -101,7 +116,7 @@ export async function predict(
   const res = await call(`/v1/models/${encodeURIComponent(model)}/predict`, {
     method: "POST",
     body: volume,
-    headers: { "content-type": isGzip(volume) ? "application/gzip" : "application/octet-stream" },
+    headers: { "content-type": uploadType(volume) },
   });
   const seconds = Number(res.headers.get("x-voxseg-seconds") ?? NaN);
   return {

@@ -2,9 +2,9 @@
 /**
  * The dashboard page (served at `/`, bundled into dist/app.js by build.ts): the models and
  * jobs (polled), a selected job's events followed live (training curves; a prediction job's
- * label map shown over its CT when it finishes), and a form that segments a NIfTI file the
- * user picks and shows the result over it. Everything from the server goes into the page as
- * text, never as HTML.
+ * label map shown over its CT when it finishes), and a form that segments a NIfTI file (or a
+ * zip of a DICOM series) the user picks and shows the result over it. Everything from the
+ * server goes into the page as text, never as HTML.
  */
 
 import type { Job, JobState, PredictJobRequest } from "../jobs/job.ts";
@@ -17,6 +17,7 @@ import {
   getJob,
   getToken,
   isGzip,
+  isZip,
   listJobs,
   listModels,
   predict,
@@ -275,7 +276,9 @@ async function segmentUpload(event: SubmitEvent): Promise<void> {
   const button = byId<HTMLButtonElement>("segment-run");
   const caption = byId("viewer-caption");
   if (!model || !file) {
-    caption.textContent = model ? "pick a NIfTI file" : "no usable model to segment with";
+    caption.textContent = model
+      ? "pick a NIfTI file or a .zip of a DICOM series"
+      : "no usable model to segment with";
     return;
   }
   button.disabled = true;
@@ -284,13 +287,13 @@ async function segmentUpload(event: SubmitEvent): Promise<void> {
     const image = await file.arrayBuffer();
     const { labels, seconds } = await predict(model, image);
     const classes = models.find((m) => m.name === model)?.classes ?? [];
-    await viewer.show(
-      { bytes: image, name: file.name },
-      { bytes: labels, name: isGzip(labels) ? "labels.nii.gz" : "labels.nii" },
-      classes,
-    );
+    const labelFile = { bytes: labels, name: isGzip(labels) ? "labels.nii.gz" : "labels.nii" };
+    // The viewer reads NIfTI: a zipped DICOM series is shown by its label map alone.
+    const dicom = isZip(image);
+    await viewer.show(dicom ? labelFile : { bytes: image, name: file.name }, labelFile, classes);
     caption.textContent = `${file.name} segmented by ${model}` +
-      (seconds === undefined ? "" : ` in ${seconds.toFixed(1)} s`);
+      (seconds === undefined ? "" : ` in ${seconds.toFixed(1)} s`) +
+      (dicom ? " (the label map alone: the DICOM series is not shown)" : "");
   } catch (e) {
     caption.textContent = `could not segment ${file.name}: ${describe(e)}`;
   } finally {

@@ -54,7 +54,8 @@ export async function checkNiftiInput(root: DataRoot, resolved: string): Promise
       400,
       "invalid_nifti",
       `"input" ${JSON.stringify(root.display(resolved))} is not a NIfTI volume ` +
-        `(${(e as Error).message}); name a .nii or .nii.gz file`,
+        `(${(e as Error).message}); name a .nii or .nii.gz file, or a DICOM series (a folder ` +
+        "of its files or a .zip)",
     );
   } finally {
     file.close();
@@ -93,7 +94,7 @@ export async function pathExists(path: string): Promise<boolean> {
 
 /** `output` with `_2`, `_3`, … before its extension: the first that is free, for messages. */
 export async function freeName(root: DataRoot, output: string): Promise<string | undefined> {
-  const m = /^(.*?)(\.nii(?:\.gz)?)$/i.exec(output);
+  const m = /^(.*?)(\.nii(?:\.gz)?|\.dcm)$/i.exec(output);
   if (!m) return undefined;
   for (let i = 2; i < 100; i++) {
     const name = `${m[1]}_${i}${m[2]}`;

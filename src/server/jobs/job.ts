@@ -5,6 +5,9 @@ import type { FileStamp } from "../paths.ts";
 
 export type JobKind = "train" | "predict";
 
+/** How a DICOM series lies under the data root: a folder of its files, a zip, or one file. */
+export type DicomInputForm = "folder" | "zip" | "file";
+
 /**
  * `queued` → `running` → `succeeded` | `failed` | `cancelled` | `interrupted` (the server
  * stopped while it ran). `interrupted`, `cancelled` and `failed` jobs can be resumed, which
@@ -43,14 +46,54 @@ export interface TrainJobRequest {
 /** POST /v1/jobs/predict. */
 export interface PredictJobRequest {
   model: string;
-  /** NIfTI volume to segment, relative to the data root. */
+  /**
+   * What to segment, relative to the data root: a NIfTI volume, or a DICOM series (a folder of
+   * its files, a `.zip` of them, or one multi-frame file).
+   */
   input: string;
-  /** Where the label map goes (`.nii` or `.nii.gz`), relative to the data root. */
+  /** SeriesInstanceUID, for a DICOM input that holds several series. */
+  series?: string;
+  /**
+   * Where the result goes, relative to the data root: a label map (`.nii`, `.nii.gz`), or for a
+   * DICOM input also a DICOM Segmentation (`.dcm`).
+   */
   output: string;
   overlap?: number;
   tta?: boolean;
   /** Convolution operand precision (default f32). */
   precision?: Precision;
+}
+
+/**
+ * POST /v1/jobs/predict naming a study on a configured PACS instead of a file: the study is
+ * pulled into the job's folder (`<state>/<id>/pulled/`), segmented, and the result optionally
+ * stored back to the PACS as a DICOM Segmentation and/or written under the data root.
+ */
+export interface PacsPredictJobRequest {
+  model: string;
+  /** A PACS the operator configured (`voxseg serve --pacs NAME=URL`), by name. */
+  pacs: string;
+  /** StudyInstanceUID. */
+  study: string;
+  /** SeriesInstanceUID; default: the pipeline picks the study's series (and says why). */
+  series?: string;
+  /** Store the segmentation back to the PACS. Default false. */
+  store?: boolean;
+  /** Where the result also goes under the data root (`.nii`, `.nii.gz` or `.dcm`). */
+  output?: string;
+  overlap?: number;
+  tta?: boolean;
+  precision?: Precision;
+}
+
+/** Either kind of prediction request. */
+export type AnyPredictJobRequest = PredictJobRequest | PacsPredictJobRequest;
+
+/** True for a prediction that pulls its input from a PACS. */
+export function isPacsRequest(
+  request: Job["request"],
+): request is PacsPredictJobRequest {
+  return typeof (request as { pacs?: unknown }).pacs === "string";
 }
 
 export interface JobError {
@@ -67,7 +110,7 @@ export interface Job {
   createdAt: string;
   startedAt?: string;
   finishedAt?: string;
-  request: TrainJobRequest | PredictJobRequest;
+  request: TrainJobRequest | AnyPredictJobRequest;
   /** Times the job has been started (resumes included). */
   attempts: number;
   /** Latest progress: training step/epoch/loss, or prediction windows done. */
@@ -78,8 +121,15 @@ export interface Job {
   error?: JobError;
   /** Prediction: the input was read as a NIfTI header when the job was accepted. */
   inputChecked?: boolean;
+  /** Prediction: the input was found to be a DICOM series, and in what form, when accepted. */
+  dicomInput?: DicomInputForm;
   /** Prediction: the label map this job wrote, as it was written (the dashboard serves only it). */
   wrote?: FileStamp & { path: string };
+  /**
+   * When a purge was asked for while the job ran: it completes once the job has stopped, or
+   * at the next start if the server stopped first.
+   */
+  purgeRequestedAt?: string;
 }
 
 /** One entry of a job's event log (and of its server-sent event stream). */

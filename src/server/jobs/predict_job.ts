@@ -1,42 +1,78 @@
 /**
- * A prediction job: a NIfTI volume under the data root segmented with a model, holding the
- * GPU lane for the volume, and the label map written with the input's geometry as a new file
- * (never over an existing one), its folder checked again right before it is linked into place.
+ * A prediction job: a NIfTI volume or a DICOM series under the data root segmented with a
+ * model, holding the GPU lane for the volume, and the result — a label map with the input's
+ * geometry, or for a series also a DICOM Segmentation of it — written as a new file (never over
+ * an existing one), its folder checked again right before it is linked into place.
  */
 
+import type { DicomSeries } from "../../data/dicom/types.ts";
 import { gzip } from "../../data/gzip.ts";
-import { decodeNifti, encodeNifti } from "../../data/nifti.ts";
+import { decodeNifti, encodeNifti, type NiftiHeader } from "../../data/nifti.ts";
+import type { Volume } from "../../data/volume.ts";
+import { type NamedModel, segmentationOf } from "../../infer/dicom_seg.ts";
+import type { Prediction } from "../../infer/predict.ts";
 import { ApiError } from "../errors.ts";
 import { predictRequest } from "../inference.ts";
+import type { DataRoot } from "../paths.ts";
 import { stampOf } from "../paths.ts";
 import { StorageError } from "./store.ts";
+import { readDicomJobInput } from "./dicom_input.ts";
 import { pathExists, readVerified } from "./files.ts";
 import type { JobDeps } from "./deps.ts";
-import type { Job, PredictJobRequest } from "./job.ts";
+import type { Job, PacsPredictJobRequest, PredictJobRequest } from "./job.ts";
 
-/** Predicts; returns the job's result (model, output path, per-class summary). */
+/** What a job segments: the volume, and the NIfTI header or DICOM series it came with. */
+interface JobInput {
+  volume: Volume;
+  header?: NiftiHeader;
+  series?: DicomSeries;
+}
+
+/** Predicts; returns the job's result (model, output path, per-class summary, the series). */
 export async function runPredictJob(
   job: Job,
   signal: AbortSignal,
-  { root, models, scheduler, store }: JobDeps,
+  deps: JobDeps,
 ): Promise<Record<string, unknown>> {
+  const { root, models } = deps;
   const request = job.request as PredictJobRequest;
   const input = await root.resolve(request.input, { what: "input", mustExist: true });
   const output = await root.resolve(request.output, { what: "output" });
   if (await pathExists(output)) throw root.exists(output, "output");
   const entry = await models.entry(request.model);
-  let volume;
-  try {
-    volume = await decodeNifti(await readVerified(root, input, "input"));
-  } catch (e) {
-    if (e instanceof ApiError) throw e;
-    throw new ApiError(400, "invalid_nifti", root.redact((e as Error).message));
-  }
+  const source = await readJobInput(job, root, input);
+  const { model, ...prediction } = await segmentOnGpu(job, source.volume, signal, deps);
+  signal.throwIfAborted();
+  await writeJobOutput(
+    job,
+    root,
+    output,
+    await encodeOutput(output, prediction.labels, source, model),
+  );
+  return {
+    model: entry.name,
+    output: root.display(output),
+    ...(source.series ? { seriesUid: source.series.seriesInstanceUid } : {}),
+    summary: prediction.summary,
+  };
+}
+
+/**
+ * The job's model on `volume`, holding the GPU lane, with the request's overlap, flips and
+ * precision; with the prediction, the model's name and metadata (for a Segmentation).
+ */
+export async function segmentOnGpu(
+  job: Job,
+  volume: Volume,
+  signal: AbortSignal,
+  { models, scheduler, store }: JobDeps,
+): Promise<Prediction & { model: NamedModel }> {
+  const request = job.request as PredictJobRequest | PacsPredictJobRequest;
+  const entry = await models.entry(request.model);
   const lease = await scheduler.acquire(`predict job ${job.id}`, { bounded: false, signal });
-  let prediction;
   try {
     const loaded = await models.load(entry);
-    prediction = await predictRequest(loaded, volume, {
+    const prediction = await predictRequest(loaded, volume, {
       overlap: request.overlap,
       tta: request.tta,
       precision: request.precision,
@@ -46,12 +82,55 @@ export async function runPredictJob(
         store.append(job.id, "progress", job.progress);
       },
     });
+    return { ...prediction, model: { name: entry.name, meta: loaded.meta } };
   } finally {
     lease.release();
   }
-  signal.throwIfAborted();
-  const raw = encodeNifti(prediction.labels, { like: volume.header });
-  const bytes = /\.gz$/i.test(output) ? await gzip(raw) : raw;
+}
+
+/** The job's input: its DICOM series when it was accepted as one, else its NIfTI volume. */
+async function readJobInput(job: Job, root: DataRoot, input: string): Promise<JobInput> {
+  if (job.dicomInput) {
+    const request = job.request as PredictJobRequest;
+    const series = await readDicomJobInput(root, input, job.dicomInput, request.series);
+    return { volume: series.volume, series };
+  }
+  try {
+    const volume = await decodeNifti(await readVerified(root, input, "input"));
+    return { volume, header: volume.header };
+  } catch (e) {
+    if (e instanceof ApiError) throw e;
+    throw new ApiError(400, "invalid_nifti", root.redact((e as Error).message));
+  }
+}
+
+/**
+ * The output file's bytes: a DICOM Segmentation for `.dcm` (the input is a series: checked at
+ * submit), else the label map as NIfTI, gzipped for `.gz`.
+ */
+async function encodeOutput(
+  output: string,
+  labels: Volume,
+  source: JobInput,
+  model: NamedModel,
+): Promise<Uint8Array> {
+  if (/\.dcm$/i.test(output)) {
+    if (!source.series) {
+      throw new ApiError(400, "invalid_request", "a .dcm output needs a DICOM series as input");
+    }
+    return segmentationOf(labels.data as Uint8Array, source.series, [model]);
+  }
+  const raw = encodeNifti(labels, source.header ? { like: source.header } : {});
+  return /\.gz$/i.test(output) ? await gzip(raw) : raw;
+}
+
+/** Writes the output as a new file and records it as the job's (for the dashboard and purge). */
+export async function writeJobOutput(
+  job: Job,
+  root: DataRoot,
+  output: string,
+  bytes: Uint8Array,
+): Promise<void> {
   try {
     const info = await root.writeNew(output, bytes, "output");
     job.wrote = { path: root.display(output), ...stampOf(info) };
@@ -60,5 +139,4 @@ export async function runPredictJob(
     const failure = new StorageError(e, `the output ${JSON.stringify(root.display(output))}`);
     throw new ApiError(507, "output_write_failed", failure.message);
   }
-  return { model: entry.name, output: root.display(output), summary: prediction.summary };
 }

@@ -11,7 +11,8 @@ import { datasetOverrides } from "../../train/dataset_fit.ts";
 import { ApiError } from "../errors.ts";
 import { NAME_PATTERN } from "../models.ts";
 import type { DataRoot } from "../paths.ts";
-import type { PredictJobRequest, TrainJobRequest } from "./job.ts";
+import { PACS_NAME, unknownPacsMessage } from "../pacs.ts";
+import type { AnyPredictJobRequest, PacsPredictJobRequest, TrainJobRequest } from "./job.ts";
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === "object" && v !== null && !Array.isArray(v);
@@ -54,26 +55,135 @@ export function parseTrainRequest(body: unknown): TrainJobRequest {
   };
 }
 
-/** A predict request's shape, checked; paths and the model are checked by the runner. */
-export function parsePredictRequest(body: unknown): PredictJobRequest {
+/** Fields of a prediction request besides where its input comes from. */
+const PREDICT_OPTIONS = ["model", "output", "overlap", "tta", "precision"];
+/** Fields that only a PACS prediction takes. */
+const PACS_FIELDS = ["pacs", "study", "series", "store"];
+
+/**
+ * A predict request's shape, checked: a file or folder under the data root (`input`: NIfTI, or
+ * a DICOM series as a folder or zip, with `series` to pick one of several) or a study on a
+ * configured PACS (`pacs`, `study`); paths, the input's format and the model are checked by
+ * the runner. `pacsNames` are the configured PACS names.
+ */
+export function parsePredictRequest(
+  body: unknown,
+  pacsNames: readonly string[] = [],
+): AnyPredictJobRequest {
   if (!isObject(body)) invalid("the body must be a JSON object");
-  checkKeys(body, ["model", "input", "output", "overlap", "tta", "precision"], "predict");
-  const model = checkName(body.model, "model");
-  if (typeof body.input !== "string") {
-    invalid('"input" (a NIfTI file under the data root) is required');
+  refuseAddresses(body);
+  // "series" goes with either form: with "input" it picks a series of a DICOM upload.
+  const pacsField = PACS_FIELDS.find((f) => f in body && !(f === "series" && "input" in body));
+  if (pacsField !== undefined) {
+    if ("input" in body) {
+      invalid('give either "input" (a file under the data root) or "pacs" and "study", not both');
+    }
+    return parsePacsRequest(body, pacsNames);
   }
-  if (typeof body.output !== "string") invalid('"output" (a .nii or .nii.gz path) is required');
-  if (!/\.nii(\.gz)?$/i.test(body.output)) {
-    invalid(`"output" must end in .nii or .nii.gz, got ${JSON.stringify(body.output)}`);
+  checkKeys(body, ["input", "series", ...PREDICT_OPTIONS], "predict");
+  if (typeof body.input !== "string") {
+    invalid(
+      '"input" (a NIfTI file, or a DICOM series folder or .zip, under the data root) is ' +
+        'required, or "pacs" and "study" to segment a study from a configured PACS',
+    );
+  }
+  if (typeof body.output !== "string") {
+    invalid('"output" (a .nii, .nii.gz or .dcm path) is required');
+  }
+  if (!/\.(?:nii|nii\.gz|dcm)$/i.test(body.output)) {
+    invalid(
+      `"output" must end in .nii or .nii.gz (a label map), or .dcm (a DICOM Segmentation, for ` +
+        `a DICOM series input); got ${JSON.stringify(body.output)}`,
+    );
   }
   return {
-    model,
+    model: checkName(body.model, "model"),
     input: body.input,
     output: body.output,
+    ...(body.series !== undefined ? { series: checkUid(body.series, "series") } : {}),
+    ...predictOptions(body),
+  };
+}
+
+/** overlap, tta and precision when the body sets them, checked. */
+function predictOptions(body: Record<string, unknown>) {
+  return {
     ...(body.overlap !== undefined ? { overlap: checkOverlap(body.overlap) } : {}),
     ...(body.tta !== undefined ? { tta: checkBoolean(body.tta, "tta") } : {}),
     ...(body.precision !== undefined ? { precision: checkPrecision(body.precision) } : {}),
   };
+}
+
+/** Field names that carry an address: refused, whatever else the body holds. */
+const ADDRESS_FIELD = /(?:url|uri|endpoint|host|address)$/i;
+
+/**
+ * Refuses a body that names a server by address (`url`, `pacsUrl`, a `pacs` holding "://"):
+ * PACS endpoints are configured by the operator, so no request can make the server fetch
+ * from, or send credentials to, an address of its choosing.
+ */
+function refuseAddresses(body: Record<string, unknown>): void {
+  const field = Object.keys(body).find((k) => ADDRESS_FIELD.test(k));
+  const pacs = typeof body.pacs === "string" && /:\/\/|^[a-z][a-z0-9+.-]*:/i.test(body.pacs);
+  if (field === undefined && !pacs) return;
+  throw new ApiError(
+    400,
+    "pacs_address_refused",
+    `${field !== undefined ? `the field "${field}"` : '"pacs" holding an address'} is ` +
+      "refused: PACS endpoints are configured by the server's operator (`voxseg serve --pacs " +
+      'NAME=URL`); name one with "pacs" (GET /v1/pacs lists them)',
+  );
+}
+
+/** The PACS form of a predict request; `pacsNames` are the configured PACS. */
+function parsePacsRequest(
+  body: Record<string, unknown>,
+  pacsNames: readonly string[],
+): PacsPredictJobRequest {
+  checkKeys(body, [...PACS_FIELDS, ...PREDICT_OPTIONS], "PACS predict");
+  if (typeof body.pacs !== "string") {
+    invalid(
+      '"pacs" (the name of a configured PACS; GET /v1/pacs lists them) is required with ' +
+        '"study"',
+    );
+  }
+  if (!PACS_NAME.test(body.pacs) || !pacsNames.includes(body.pacs)) {
+    throw new ApiError(400, "unknown_pacs", unknownPacsMessage(body.pacs, pacsNames));
+  }
+  if (body.study === undefined) invalid('"study" (the StudyInstanceUID) is required with "pacs"');
+  const study = checkUid(body.study, "study");
+  if (body.output !== undefined) {
+    if (typeof body.output !== "string" || !/\.(?:nii|nii\.gz|dcm)$/i.test(body.output)) {
+      invalid(
+        `"output" (optional) must be a path ending in .nii, .nii.gz or .dcm, got ` +
+          JSON.stringify(body.output),
+      );
+    }
+  }
+  return {
+    model: checkName(body.model, "model"),
+    pacs: body.pacs,
+    study,
+    ...(body.series !== undefined ? { series: checkUid(body.series, "series") } : {}),
+    ...(body.store !== undefined ? { store: checkBoolean(body.store, "store") } : {}),
+    ...(body.output !== undefined ? { output: body.output as string } : {}),
+    ...predictOptions(body),
+  };
+}
+
+/** A DICOM UID: components of digits without leading zeros, joined by dots, ≤ 64 characters. */
+const UID = /^(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))+$/;
+
+/** `value` as a DICOM UID; 400 naming `field` otherwise. */
+export function checkUid(value: unknown, field: string): string {
+  if (typeof value === "string" && value.length <= 64 && UID.test(value)) return value;
+  const got = typeof value === "string"
+    ? `${value.length > 70 ? `${value.length} characters` : JSON.stringify(value)}`
+    : typeof value;
+  return invalid(
+    `"${field}" must be a DICOM UID: digits in dot-separated components without leading ` +
+      `zeros, at most 64 characters (e.g. "1.2.840.113619.2.55.3.1234"); got ${got}`,
+  );
 }
 
 /** Convolution operand precision, "f32" or "f16". */

@@ -11,6 +11,11 @@
  * died under them); POST /v1/jobs/{id}/resume queues an interrupted, cancelled or failed job
  * again, and a training job then continues from its last checkpoint.
  *
+ * Purging (DELETE /v1/jobs/{id}?purge=true, or the retention sweep) removes a finished job's
+ * files and record at once; a queued job is cancelled first; a running one is asked to stop,
+ * its purge is written down (`purgeRequestedAt`) and completes right after it stops — or at
+ * the next start, when the server stopped first — so nothing it wrote is left behind.
+ *
  * Every change of a job's state happens synchronously (a queue slot is reserved before a
  * submission's checks await anything, a cancelled job leaves the queue before its record is
  * written), so concurrent requests cannot overshoot the queue or run a cancelled job. Writing
@@ -22,18 +27,23 @@ import { resolve } from "node:path";
 import { ApiError } from "../errors.ts";
 import type { ModelEntry } from "../models.ts";
 import { QueueFullError } from "../scheduler.ts";
-import { checkNiftiInput, freeName, pathExists } from "./files.ts";
+import { checkPredictInput } from "./dicom_input.ts";
+import { freeName, pathExists } from "./files.ts";
 import type { JobDeps } from "./deps.ts";
 import {
+  type AnyPredictJobRequest,
+  isFinal,
+  isPacsRequest,
   type Job,
   JOB_STATES,
   type JobState,
   newJobId,
-  type PredictJobRequest,
   type TrainJobRequest,
 } from "./job.ts";
 import { trainConfig } from "./requests.ts";
+import { runPacsPredictJob } from "./pacs_predict_job.ts";
 import { runPredictJob } from "./predict_job.ts";
+import { purgeJobFiles, type PurgeReport } from "./purge.ts";
 import { StorageError } from "./store.ts";
 import { checkpointOf, runTrainJob } from "./train_job.ts";
 
@@ -66,6 +76,8 @@ export class JobRunner {
   /** Queue slots held by submissions still being checked. */
   #reserved = 0;
   #current?: { id: string; controller: AbortController; done: Promise<void> };
+  /** Purges in progress, by job id. */
+  readonly #purging = new Map<string, Promise<PurgeReport>>();
   readonly #training = new Map<string, { loss: number; step: number }>();
   #stopped = false;
 
@@ -77,6 +89,11 @@ export class JobRunner {
         this.#current.controller.abort(new StopRequest("storage", error));
       }
     });
+  }
+
+  /** Every job, newest first. */
+  list(): Job[] {
+    return this.#o.store.list();
   }
 
   /** Latest loss and step of the running training job(s), for /metrics. */
@@ -102,10 +119,18 @@ export class JobRunner {
     return out;
   }
 
-  /** After a restart: jobs that were running become interrupted; queued ones queue again. */
+  /**
+   * After a restart: jobs that were running become interrupted; queued ones queue again; a
+   * purge asked for before the stop completes now.
+   */
   async recover(): Promise<void> {
     for (const job of this.#o.store.list().reverse()) {
-      if (job.state === "running") {
+      if (job.purgeRequestedAt) {
+        if (!isFinal(job.state)) await this.#finish(job, "cancelled");
+        await this.#purgeNow(job, "requested before a restart", true).catch((e) => {
+          console.error(`voxseg serve: job ${job.id}: purge failed: ${(e as Error).message}`);
+        });
+      } else if (job.state === "running") {
         await this.#finish(job, "interrupted", {
           code: "interrupted",
           message: `the server stopped while this job ran; POST /v1/jobs/${job.id}/resume ` +
@@ -141,50 +166,62 @@ export class JobRunner {
   }
 
   /**
-   * Queues a prediction job: 404 for an unknown model; 400 for bad paths, an input that is not
-   * NIfTI, or an output naming the input; 409 `output_exists` when the output exists (or
-   * another queued or running job will write it): predictions never replace files.
+   * Queues a prediction job: 404 for an unknown model; 400 for bad paths, an input that is
+   * neither NIfTI nor a DICOM series (a .dcm output or "series" needs a series), or an output
+   * naming the input; 409 `output_exists` when the output exists (or another queued or running
+   * job will write it): predictions never replace files. A PACS prediction has no input file
+   * and its output is optional.
    */
-  async submitPredict(request: PredictJobRequest): Promise<Job> {
+  async submitPredict(request: AnyPredictJobRequest): Promise<Job> {
     const release = this.#reserve();
     try {
       const { root } = this.#o;
       await this.#o.models.entry(request.model);
-      const input = await root.resolve(request.input, { what: "input", mustExist: true });
-      const output = await root.resolve(request.output, { what: "output" });
-      if (input === output) {
-        throw new ApiError(
-          400,
-          "invalid_request",
-          '"output" names the input; the label map goes to a new file: choose another "output"',
-        );
-      }
-      await checkNiftiInput(root, input);
-      const exists = await pathExists(output);
-      if (exists || this.#outputTaken(output)) {
-        const other = await freeName(root, request.output);
-        const error = root.exists(output, "output");
-        if (!exists) {
-          error.message = `another queued or running job writes ${
-            JSON.stringify(root.display(output))
-          }; choose another "output" name`;
+      let checked: Pick<Job, "inputChecked" | "dicomInput"> = {};
+      if (!isPacsRequest(request)) {
+        const input = await root.resolve(request.input, { what: "input", mustExist: true });
+        const output = await root.resolve(request.output, { what: "output" });
+        if (input === output) {
+          throw new ApiError(
+            400,
+            "invalid_request",
+            '"output" names the input; the label map goes to a new file: choose another "output"',
+          );
         }
-        if (other) error.message += ` (e.g. ${JSON.stringify(other)})`;
-        throw error;
+        checked = await checkPredictInput(root, input, request);
       }
+      if (request.output !== undefined) await this.#checkOutputFree(request.output);
       const init = { id: newJobId(), kind: "predict" as const, name: request.model, request };
-      return await this.#create({ ...init, inputChecked: true }, release);
+      return await this.#create({ ...init, ...checked }, release);
     } finally {
       release();
     }
   }
 
+  /** 409 `output_exists` when `output` exists or a queued or running job will write it. */
+  async #checkOutputFree(name: string): Promise<void> {
+    const { root } = this.#o;
+    const output = await root.resolve(name, { what: "output" });
+    const exists = await pathExists(output);
+    if (!exists && !this.#outputTaken(output)) return;
+    const other = await freeName(root, name);
+    const error = root.exists(output, "output");
+    if (!exists) {
+      error.message = `another queued or running job writes ${
+        JSON.stringify(root.display(output))
+      }; choose another "output" name`;
+    }
+    if (other) error.message += ` (e.g. ${JSON.stringify(other)})`;
+    throw error;
+  }
+
   /** True when a queued or running prediction job writes `output` (a resolved path). */
   #outputTaken(output: string): boolean {
-    return this.#o.store.list().some((j) =>
-      j.kind === "predict" && (j.state === "queued" || j.state === "running") &&
-      resolve(this.#o.root.real, (j.request as PredictJobRequest).output) === output
-    );
+    return this.#o.store.list().some((j) => {
+      if (j.kind !== "predict" || (j.state !== "queued" && j.state !== "running")) return false;
+      const theirs = (j.request as AnyPredictJobRequest).output;
+      return theirs !== undefined && resolve(this.#o.root.real, theirs) === output;
+    });
   }
 
   /** The job `id`; 404 `job_not_found` when there is none. */
@@ -213,9 +250,67 @@ export class JobRunner {
     return job;
   }
 
+  /**
+   * Purges a job (see the module comment): the report when done now; `pending` when the job
+   * is running and the purge completes once it has stopped. 500 `purge_failed` when a file
+   * cannot be removed (the job then stays listed, and a retry goes on where it stopped).
+   */
+  async purge(
+    id: string,
+    why: "requested" | "retention" = "requested",
+  ): Promise<{ pending: true; job: Job } | { pending: false; report: PurgeReport }> {
+    const job = this.get(id);
+    const inFlight = this.#purging.get(id);
+    if (inFlight) return { pending: false, report: await inFlight };
+    if (job.state === "running" && this.#current?.id === id) {
+      if (!job.purgeRequestedAt) {
+        job.purgeRequestedAt = now();
+        this.#o.store.append(id, "log", { message: "purge requested: stopping first" });
+        this.#current.controller.abort(new StopRequest("cancel"));
+        await this.#save(job); // so a restart before it stops still purges it
+      }
+      return { pending: true, job };
+    }
+    let cancelled = false;
+    if (job.state === "queued" || job.state === "running") {
+      await this.cancel(id);
+      cancelled = true;
+    }
+    return { pending: false, report: await this.#purgeNow(job, why, cancelled) };
+  }
+
+  /** Purges a job that is not running; concurrent calls share one purge. */
+  #purgeNow(job: Job, why: string, cancelled: boolean): Promise<PurgeReport> {
+    const running = this.#purging.get(job.id);
+    if (running) return running;
+    const purge = (async () => {
+      try {
+        const report = await purgeJobFiles(job, this.#o, cancelled);
+        // The id alone: the log never names files, studies or patients.
+        console.error(`voxseg serve: purged job ${job.id} (${why})`);
+        return report;
+      } catch (e) {
+        if (e instanceof ApiError) throw e;
+        throw new ApiError(
+          500,
+          "purge_failed",
+          `could not remove a file of job ${job.id} (${(e as Error).name}); check that the ` +
+            "server may write there, then DELETE again",
+        );
+      } finally {
+        this.#purging.delete(job.id);
+      }
+    })();
+    this.#purging.set(job.id, purge);
+    return purge;
+  }
+
   /** Queues an interrupted, cancelled or failed job again. */
   async resume(id: string): Promise<Job> {
     const job = this.get(id);
+    if (this.#purging.has(id) || job.purgeRequestedAt) {
+      throw new ApiError(409, "being_purged", `job ${id} is being purged; it cannot be resumed`);
+    }
     if (!["interrupted", "cancelled", "failed"].includes(job.state)) {
       throw new ApiError(
         409,
@@ -272,7 +367,7 @@ export class JobRunner {
    * writes it; a failed write removes it again: 507 `insufficient_storage`.
    */
   async #create(
-    init: Pick<Job, "id" | "kind" | "name" | "request" | "inputChecked">,
+    init: Pick<Job, "id" | "kind" | "name" | "request" | "inputChecked" | "dicomInput">,
     release: () => void,
   ): Promise<Job> {
     const job: Job = { ...init, state: "queued", createdAt: now(), attempts: 0 };
@@ -327,6 +422,8 @@ export class JobRunner {
         ? await runTrainJob(job, signal, this.#o, (loss, step) => {
           this.#training.set(job.id, { loss, step });
         })
+        : isPacsRequest(job.request)
+        ? await runPacsPredictJob(job, signal, this.#o)
         : await runPredictJob(job, signal, this.#o);
     } catch (e) {
       if (!signal.aborted) {
@@ -344,6 +441,12 @@ export class JobRunner {
       }
     }
     await this.#finish(job, state, error);
+    if (job.purgeRequestedAt) {
+      // Asked for while it ran: now that it has stopped nothing writes to its files.
+      await this.#purgeNow(job, "requested", true).catch((e) => {
+        console.error(`voxseg serve: job ${job.id}: purge failed: ${(e as Error).message}`);
+      });
+    }
   }
 
   /** A job's error as clients see it: no absolute path, no file content. */

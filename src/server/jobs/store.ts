@@ -4,6 +4,7 @@
  *   <state>/<id>/job.json       the {@link Job} record, rewritten atomically on each change
  *   <state>/<id>/events.jsonl   its {@link JobEvent}s, one JSON per line, appended
  *   <state>/<id>/run/           a training job's run folder (checkpoints, metrics.jsonl)
+ *   <state>/<id>/pulled/        a PACS prediction job's pulled study
  *
  * Writes of one job are chained so they land in the order they were made. A failed write (a
  * full disk) rejects with a {@link StorageError} whose message names no path, and is reported
@@ -81,6 +82,8 @@ export class JobStore {
   readonly #listeners = new Map<string, Set<Listener>>();
   readonly #failureListeners = new Set<FailureListener>();
   readonly #writes = new Map<string, Promise<void>>();
+  /** Jobs being or already deleted: writes for them are dropped, so no folder comes back. */
+  readonly #deleted = new Set<string>();
 
   private constructor(dir: string, files: JobFiles) {
     this.dir = dir;
@@ -142,6 +145,30 @@ export class JobStore {
     await Deno.remove(join(this.dir, id), { recursive: true }).catch(() => {});
   }
 
+  /**
+   * Deletes a job for good: no write for it is made from now on, the ones in flight land, then
+   * its folder (record, events, run, pulled files) is removed and it leaves the listing. When
+   * the folder cannot be removed the job stays listed and the error is thrown.
+   */
+  async delete(id: string): Promise<void> {
+    this.#deleted.add(id);
+    await this.#writes.get(id)?.catch(() => {});
+    try {
+      await Deno.remove(join(this.dir, id), { recursive: true });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) {
+        this.#deleted.delete(id);
+        throw e;
+      }
+    }
+    this.#jobs.delete(id);
+    this.#lastId.delete(id);
+    this.#recent.delete(id);
+    this.#torn.delete(id);
+    this.#listeners.delete(id);
+    this.#views.delete(id);
+  }
+
   /** Writes the job's record (after the writes already queued for it). */
   save(job: Job): Promise<void> {
     const snapshot = JSON.stringify(job, null, 2) + "\n";
@@ -153,6 +180,9 @@ export class JobStore {
 
   /** Appends an event: to subscribers now, to disk in order. */
   append(id: string, type: JobEvent["type"], data: Record<string, unknown>): JobEvent {
+    if (this.#deleted.has(id)) {
+      return { id: 0, type, time: new Date().toISOString(), data }; // gone: recorded nowhere
+    }
     // A job from an earlier run: its numbering continues after the events on disk.
     const last = this.#lastId.get(id) ?? this.#loadLastId(id);
     const event: JobEvent = { id: last + 1, type, time: new Date().toISOString(), data };
@@ -267,7 +297,9 @@ export class JobStore {
   }
 
   #chain(id: string, write: () => Promise<void>): Promise<void> {
-    const next = (this.#writes.get(id) ?? Promise.resolve()).catch(() => {}).then(write).catch(
+    const next = (this.#writes.get(id) ?? Promise.resolve()).catch(() => {}).then(() =>
+      this.#deleted.has(id) ? undefined : write()
+    ).catch(
       (e) => {
         const error = e instanceof StorageError ? e : new StorageError(e);
         for (const listener of this.#failureListeners) listener(id, error);

@@ -15,7 +15,7 @@ import {
 } from "../dashboard/assets.ts";
 import { ApiError } from "../errors.ts";
 import { checkNiftiHead } from "../jobs/files.ts";
-import type { PredictJobRequest } from "../jobs/job.ts";
+import { isPacsRequest, type PredictJobRequest } from "../jobs/job.ts";
 import { sameFile, stampOf } from "../paths.ts";
 import { errorResponse } from "./schemas.ts";
 import type { ServerContext } from "../context.ts";
@@ -86,6 +86,20 @@ async function servePredictionVolume(
   }
   let path: string;
   if (which === "image") {
+    if (isPacsRequest(job.request)) {
+      throw new ApiError(
+        409,
+        "input_from_pacs",
+        `job ${job.id}'s input is a study on a PACS; view it in the PACS's viewer`,
+      );
+    }
+    if (job.dicomInput) {
+      throw new ApiError(
+        409,
+        "input_is_dicom",
+        `job ${job.id}'s input is a DICOM series; view it in a DICOM viewer`,
+      );
+    }
     if (!job.inputChecked) {
       throw new ApiError(
         409,
@@ -100,6 +114,13 @@ async function servePredictionVolume(
       throw new ApiError(409, "no_result", `job ${job.id} is ${job.state} and has no label map`);
     }
     path = job.wrote.path;
+    if (/\.dcm$/i.test(path)) {
+      throw new ApiError(
+        409,
+        "labels_not_nifti",
+        `job ${job.id} wrote a DICOM Segmentation; view it in a DICOM viewer with its series`,
+      );
+    }
   }
   const what = which === "image" ? "input" : "label map";
   const gone = (message: string) => new ApiError(404, "file_not_found", message);
@@ -178,8 +199,9 @@ export function dashboardRoutes(ctx: ServerContext): RouteSpec[] {
       400: errorResponse("a folder on the file's path was moved or became a symbolic link"),
       404: errorResponse("no such job, or the file is gone"),
       409: errorResponse(
-        "not a prediction job; (image) its input is not NIfTI; (labels) it has not succeeded " +
-          "or its label map changed since",
+        "not a prediction job; (image) its input is not NIfTI (a PACS study, a DICOM series); " +
+          "(labels) it has not succeeded, wrote a DICOM Segmentation, or its label map changed " +
+          "since",
       ),
     },
     handler: (c) => servePredictionVolume(ctx, c, which),

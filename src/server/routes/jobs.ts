@@ -20,6 +20,17 @@ async function jsonBody(c: Context): Promise<unknown> {
   }
 }
 
+/** The `purge` query parameter: absent or "false" → false, "true" → true, else 400. */
+function purgeFlag(value: string | undefined): boolean {
+  if (value === undefined || value === "false") return false;
+  if (value === "true") return true;
+  throw new ApiError(
+    400,
+    "invalid_request",
+    `purge must be true or false, got ${JSON.stringify(value.slice(0, 40))}`,
+  );
+}
+
 const jobResponse = { description: "the job", schema: ref("Job") };
 const notFound = errorResponse("no such job");
 /** The answers every queued job shares: accepted, queue full, no space to record it. */
@@ -72,7 +83,14 @@ export function jobRoutes(ctx: ServerContext): RouteSpec[] {
       method: "POST",
       path: "/v1/jobs/predict",
       tag: "jobs",
-      summary: "Queue a prediction: NIfTI in, NIfTI label map out, both under the data root",
+      summary: "Queue a prediction: NIfTI or a DICOM series in, a label map or DICOM " +
+        "Segmentation out, both under the data root; or a study from a configured PACS",
+      description: "Either `input` (a NIfTI file, or a DICOM series: a folder, a .zip or one " +
+        "multi-frame file; `series` picks one of several) and `output` (.nii, .nii.gz, or .dcm " +
+        "for a DICOM input), or `pacs` (a name from GET " +
+        "/v1/pacs), `study`, optional `series`, `store` and `output`. A PACS job pulls the " +
+        "study into the job's own folder in the state directory; DELETE with purge=true " +
+        "removes it.",
       body: {
         types: ["application/json"],
         description: "what to predict",
@@ -80,13 +98,21 @@ export function jobRoutes(ctx: ServerContext): RouteSpec[] {
       },
       responses: {
         ...queuedResponses,
-        400: errorResponse("bad path or field, an input that is not NIfTI, output = input"),
+        400: errorResponse(
+          "bad path or field, an input that is neither NIfTI nor DICOM (invalid_nifti, " +
+            "invalid_dicom), a .dcm output or series for a NIfTI input, output = input; " +
+            "unknown_pacs; " +
+            "pacs_address_refused (a URL-like field: PACS are configured by the operator)",
+        ),
         404: errorResponse("no such model"),
         409: errorResponse(
           "the output exists (or another job writes it): files are never replaced",
         ),
       },
-      handler: queueJob(parsePredictRequest, (request) => runner.submitPredict(request)),
+      handler: queueJob(
+        (body) => parsePredictRequest(body, ctx.pacsEndpoints.names()),
+        (request) => runner.submitPredict(request),
+      ),
     },
     {
       method: "GET",
@@ -200,15 +226,47 @@ export function jobRoutes(ctx: ServerContext): RouteSpec[] {
       path: "/v1/jobs/:id",
       tag: "jobs",
       summary: "Cancel a job; a training run stops after its current step and keeps its last " +
-        "checkpoint",
+        "checkpoint. With purge=true, remove the job and what it pulled and wrote",
+      description: "`purge=true` removes the output file a prediction wrote under the data " +
+        "root (only while it is still the file it wrote: one replaced since, or now behind a " +
+        "symbolic link, is kept and listed under `kept`), the files a PACS job pulled, a " +
+        "training run's folder, and the job's record and events: it is gone from GET " +
+        "/v1/jobs. A queued job is cancelled first (200); a running one is asked to stop and " +
+        "202 answers: the purge completes once it has stopped (or at the next start if the " +
+        "server stops first). The answer counts what was removed, by kind; it names no path.",
+      query: [{
+        name: "purge",
+        description: "true: remove the job and its files; false (default): cancel only",
+        schema: { type: "boolean" },
+      }],
       responses: {
-        200: { description: "cancelled (it was queued)", schema: ref("Job") },
-        202: { description: "cancelling: the running job stops shortly", schema: ref("Job") },
+        200: {
+          description: "cancelled (it was queued); with purge=true: purged, what was removed",
+          schema: { oneOf: [ref("Job"), ref("PurgeReport")] },
+        },
+        202: {
+          description: "cancelling: the running job stops shortly (and is then purged, with " +
+            "purge=true)",
+          schema: ref("Job"),
+        },
+        400: errorResponse("purge is neither true nor false"),
         404: notFound,
-        409: errorResponse("the job has already finished"),
+        409: errorResponse("the job has already finished (without purge)"),
+        500: errorResponse("purge_failed: a file could not be removed; the job stays listed"),
       },
       handler: async (c) => {
-        const job = await runner.cancel(c.req.param("id")!);
+        const id = c.req.param("id")!;
+        if (purgeFlag(c.req.query("purge"))) {
+          const outcome = await runner.purge(id);
+          if (outcome.pending) {
+            return c.json({
+              ...outcome.job,
+              purge: "pending: it completes once the job has stopped",
+            }, 202);
+          }
+          return c.json(outcome.report, 200);
+        }
+        const job = await runner.cancel(id);
         return c.json(job, job.state === "running" ? 202 : 200);
       },
     },

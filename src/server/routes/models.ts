@@ -1,5 +1,12 @@
-/** Models: list, detail, and synchronous prediction of one NIfTI volume. */
+/**
+ * Models: list, detail, and synchronous prediction of one volume — a NIfTI body, streamed, or
+ * a DICOM series (../dicom_upload.ts) — answered as a label map, a DICOM Segmentation or JSON.
+ */
 
+import type { Context } from "hono";
+import { segmentMeanings } from "../../data/dicom/codes.ts";
+import { parseMediaType } from "../../data/dicom/multipart.ts";
+import type { DicomSeries } from "../../data/dicom/types.ts";
 import { gzip } from "../../data/gzip.ts";
 import {
   encodeNifti,
@@ -10,11 +17,21 @@ import {
   type NiftiStreamResult,
   readNiftiStream,
 } from "../../data/nifti.ts";
+import type { Volume } from "../../data/volume.ts";
+import { type NamedModel, segmentationOf } from "../../infer/dicom_seg.ts";
+import type { PredictOptions } from "../../infer/predict.ts";
 import type { Reservation } from "../admission.ts";
+import {
+  DICOM_MULTIPART_TYPE,
+  DICOM_ZIP_TYPES,
+  dicomUploadOf,
+  readDicomUpload,
+} from "../dicom_upload.ts";
 import { ApiError } from "../errors.ts";
 import type { ModelSummary } from "../models.ts";
 import { predictRequest } from "../inference.ts";
-import { checkBoolean, checkOverlap, checkPrecision } from "../jobs/requests.ts";
+import { checkBoolean, checkOverlap, checkPrecision, checkUid } from "../jobs/requests.ts";
+import { incompleteBody, isConnectionError } from "../request_body.ts";
 import { errorResponse, queueFull, ref } from "./schemas.ts";
 import { GUNZIP_FACTOR, requireGpu, type ServerContext } from "../context.ts";
 import type { RouteSpec } from "./table.ts";
@@ -31,6 +48,13 @@ export const NIFTI_TYPES = [
   "image/x-nifti*",
   "image/nifti*",
 ] as const;
+
+/** Request body types of a synchronous prediction: NIfTI, or a DICOM series. */
+export const PREDICT_TYPES: readonly string[] = [
+  ...NIFTI_TYPES,
+  ...DICOM_ZIP_TYPES,
+  DICOM_MULTIPART_TYPE,
+];
 
 export function modelRoutes(ctx: ServerContext): RouteSpec[] {
   const nameParam = "name";
@@ -83,18 +107,29 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
       method: "POST",
       path: `/v1/models/:${nameParam}/predict`,
       tag: "models",
-      summary: "Segment one NIfTI volume now: label map (NIfTI) or, with Accept: " +
-        "application/json, per-class voxels and mL",
-      description: "The label map has the input's geometry (shape, spacing, affine) and is " +
-        "gzipped when the input was. Runs on the GPU between training steps when a training " +
-        "job is running; 503 with Retry-After when the GPU queue is full. Before its body is " +
-        "read the request reserves memory (Content-Length bytes, or --max-body without one) " +
-        "under --memory-budget, 503 with Retry-After when that is taken; once the NIfTI header " +
-        "has arrived the reservation becomes what the volume needs (decoded voxels plus the " +
-        "label map), 413 when more than the whole budget.",
+      summary: "Segment one volume now — NIfTI, or a DICOM series (zip or multipart/related) — " +
+        "into a label map (NIfTI), a DICOM Segmentation (Accept: application/dicom), or " +
+        "per-class voxels and mL (Accept: application/json)",
+      description: "A NIfTI body (`.nii`, `.nii.gz`) answers a label map with its geometry " +
+        "(shape, spacing, affine), gzipped when the input was. A DICOM series comes as a zip of " +
+        "its files (`application/zip`) or one instance per part (`multipart/related; " +
+        'type="application/dicom"; boundary=…`, as STOW-RS sends them); `?series=UID` picks ' +
+        "one when the upload holds several (else 400 listing them). It answers a DICOM " +
+        "Segmentation of the series with `Accept: application/dicom` (one segment per class, " +
+        "coded, referencing the series' instances; file name `segmentation.dcm`), else a " +
+        "gzipped NIfTI label map with the series' geometry (RAS affine). Runs on the GPU " +
+        "between training steps when a training job is running; 503 with Retry-After when the " +
+        "GPU queue is full. Before its body is read the request reserves memory " +
+        "(Content-Length bytes, or --max-body without one) under --memory-budget, 503 with " +
+        "Retry-After when that is taken; once the NIfTI header has arrived the reservation " +
+        "becomes what the volume needs (decoded voxels plus the label map), 413 when more than " +
+        "the whole budget. A DICOM upload is read whole; its reservation grows to the zip's " +
+        "declared entry sizes before they are inflated (more than 4 × --max-body: 400, a zip " +
+        "bomb) and to the images' Rows × Columns × frames before a pixel is decoded.",
       body: {
-        types: NIFTI_TYPES,
-        description: "a .nii or .nii.gz volume",
+        types: PREDICT_TYPES,
+        description: "a .nii or .nii.gz volume, a zip of one DICOM series, or multipart/related " +
+          "DICOM instances",
         maxBytes: ctx.maxBodyBytes,
       },
       query: [
@@ -113,20 +148,41 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
           description: "f32 (default) or f16: convolution operands in binary16, sums in f32",
           schema: { type: "string" },
         },
+        {
+          name: "series",
+          description: "DICOM uploads: the SeriesInstanceUID to segment when the upload holds " +
+            "several series",
+          schema: { type: "string" },
+        },
       ],
       responses: {
         200: {
-          description: "the uint8 label map, or the JSON summary",
-          types: ["application/octet-stream", "application/gzip", "application/json"],
+          description: "the uint8 label map, the DICOM Segmentation, or the JSON summary",
+          types: [
+            "application/octet-stream",
+            "application/gzip",
+            "application/dicom",
+            "application/json",
+          ],
           schema: ref("PredictSummary"),
         },
-        400: errorResponse("malformed NIfTI, or a bad query parameter"),
+        400: errorResponse(
+          "malformed NIfTI (invalid_nifti), unreadable DICOM or zip (invalid_dicom: truncated, " +
+            "not DICOM, a zip bomb, several series without ?series), a multipart body without " +
+            "a boundary or unreadable (invalid_multipart), or a bad query parameter",
+        ),
         404: errorResponse("no such model"),
+        406: errorResponse(
+          "Accept: application/dicom for a NIfTI body: a Segmentation references its source " +
+            "series, so send the DICOM series",
+        ),
         413: errorResponse(
           "body over --max-body, or a volume larger than --memory-budget or 4 × --max-body",
         ),
-        415: errorResponse("not a NIfTI content type"),
-        422: errorResponse("the model's checkpoint cannot be loaded"),
+        415: errorResponse("not a NIfTI, zip or multipart/related DICOM content type"),
+        422: errorResponse(
+          "the model's checkpoint cannot be loaded, or its classes cannot be coded as segments",
+        ),
         503: {
           ...queueFull,
           description: "the GPU queue is full, the memory budget is taken, there is no GPU, " +
@@ -137,12 +193,10 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
         const name = c.req.param(nameParam)!;
         const entry = await ctx.models.entry(name);
         requireGpu(ctx);
-        const overlapText = c.req.query("overlap");
-        const ttaText = c.req.query("tta");
-        const overlap = overlapText === undefined ? undefined : checkOverlap(overlapText);
-        const tta = ttaText === undefined ? undefined : checkBoolean(ttaText, "tta");
-        const precisionText = c.req.query("precision");
-        const precision = precisionText === undefined ? undefined : checkPrecision(precisionText);
+        const options = predictQuery(c);
+        const upload = dicomUploadOf(c.req.header("content-type"));
+        const answer = answerOf(c.req.header("accept"), upload !== undefined);
+        const seriesUid = seriesQuery(c, upload !== undefined);
         // Admission, before a byte of the body is read: the GPU queue, then the memory budget.
         checkQueue(ctx, reading);
         const declared = contentLength(c.req.header("content-length"));
@@ -152,45 +206,191 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
         );
         try {
           reading++;
-          let decoded: NiftiStreamResult;
+          let input: PredictInput;
           try {
-            decoded = await decodeBody(c.req.raw, ctx, share, declared);
+            input = upload
+              ? dicomInput(
+                await readDicomUpload(c.req.raw, upload, {
+                  declared,
+                  maxBodyBytes: ctx.maxBodyBytes,
+                  maxExpandedBytes: GUNZIP_FACTOR * ctx.maxBodyBytes,
+                  share,
+                  retryAfterSeconds: () => ctx.scheduler.retryAfterSeconds(),
+                  seriesUid,
+                }),
+              )
+              : niftiInput(await decodeBody(c.req.raw, ctx, share, declared));
           } finally {
             reading--;
           }
-          const { volume, gzipped } = decoded;
           const signal = c.req.raw.signal;
-          const prediction = await ctx.scheduler.run(
+          const { prediction, model } = await ctx.scheduler.run(
             `predict ${name}`,
-            async () =>
-              predictRequest(await ctx.models.load(entry), volume, {
-                overlap,
-                tta,
-                precision,
+            async () => {
+              const loaded = await ctx.models.load(entry);
+              const prediction = await predictRequest(loaded, input.volume, {
+                ...options,
                 signal,
-              }),
+              });
+              return { prediction, model: { name, meta: loaded.meta } };
+            },
             { signal },
           );
-          const wantsJson = (c.req.header("accept") ?? "").toLowerCase()
-            .includes("application/json");
-          if (wantsJson) return c.json({ model: name, ...prediction.summary });
-          const nifti = encodeNifti(prediction.labels, {
-            like: volume.header,
-            description: `voxseg labels (${name})`,
-          });
-          const body = (gzipped ? await gzip(nifti) : nifti) as Uint8Array<ArrayBuffer>;
-          return c.body(body, 200, {
-            "content-type": gzipped ? "application/gzip" : "application/octet-stream",
-            "content-disposition": `attachment; filename="labels.nii${gzipped ? ".gz" : ""}"`,
+          if (answer === "json") return c.json({ model: name, ...prediction.summary });
+          const headers = {
             "x-voxseg-model": name,
             "x-voxseg-seconds": prediction.summary.seconds.toFixed(3),
-          });
+          };
+          const file = answer === "segmentation"
+            ? segmentationAnswer(prediction.labels, input.series!, model)
+            : await labelMapAnswer(prediction.labels, input, name);
+          return c.body(file.body, 200, { ...headers, ...file.headers });
         } finally {
           share.release();
         }
       },
     },
   ];
+}
+
+/** What was sent: its volume, and the NIfTI header or the DICOM series it came with. */
+interface PredictInput {
+  volume: Volume;
+  /** A NIfTI body's header: the label map copies its geometry fields. */
+  header?: NiftiHeader;
+  /** A DICOM body's series: a Segmentation references it. */
+  series?: DicomSeries;
+  /** Answer the label map gzipped (as a gzipped NIfTI came; always for DICOM). */
+  gzipped: boolean;
+}
+
+const niftiInput = ({ volume, gzipped }: NiftiStreamResult): PredictInput => ({
+  volume,
+  header: volume.header,
+  gzipped,
+});
+
+const dicomInput = (series: DicomSeries): PredictInput => ({
+  volume: series.volume,
+  series,
+  gzipped: true,
+});
+
+/** overlap, tta and precision from the query string, checked (400 naming the bad one). */
+function predictQuery(c: Context): Pick<PredictOptions, "overlap" | "tta" | "precision"> {
+  const overlap = c.req.query("overlap");
+  const tta = c.req.query("tta");
+  const precision = c.req.query("precision");
+  return {
+    ...(overlap === undefined ? {} : { overlap: checkOverlap(overlap) }),
+    ...(tta === undefined ? {} : { tta: checkBoolean(tta, "tta") }),
+    ...(precision === undefined ? {} : { precision: checkPrecision(precision) }),
+  };
+}
+
+/** `?series=`, a DICOM UID, for DICOM bodies only. */
+function seriesQuery(c: Context, isDicom: boolean): string | undefined {
+  const series = c.req.query("series");
+  if (series === undefined) return undefined;
+  if (!isDicom) {
+    throw new ApiError(
+      400,
+      "invalid_request",
+      "?series picks a series of a DICOM upload; a NIfTI body holds one volume — drop it",
+    );
+  }
+  return checkUid(series, "series");
+}
+
+/** What the answer is, by the Accept header: see {@link acceptQuality}. */
+type Answer = "labels" | "segmentation" | "json";
+
+/**
+ * The answer the client asked for: a Segmentation when it accepts application/dicom (at least
+ * as much as JSON) and sent a series; JSON when it accepts application/json; else the label map.
+ * 406 when it asks for a Segmentation of a NIfTI body and not for JSON.
+ */
+function answerOf(accept: string | undefined, isDicom: boolean): Answer {
+  const dicom = acceptQuality(accept, "application/dicom");
+  const json = acceptQuality(accept, "application/json");
+  if (isDicom && dicom > 0 && dicom >= json) return "segmentation";
+  if (json > 0) return "json";
+  if (dicom > 0) {
+    throw new ApiError(
+      406,
+      "not_acceptable",
+      "a DICOM Segmentation references the series it segments, so it needs a DICOM series as " +
+        "input: send the series (Content-Type application/zip or multipart/related; " +
+        'type="application/dicom"), or accept the NIfTI label map or application/json',
+    );
+  }
+  return "labels";
+}
+
+/**
+ * The quality (q) the Accept header gives `type` by name (wildcards do not count): 0 when it
+ * is not named.
+ */
+export function acceptQuality(accept: string | undefined, type: string): number {
+  let best = 0;
+  for (const range of (accept ?? "").split(",")) {
+    const { type: named, params } = parseMediaType(range);
+    if (named !== type) continue;
+    const q = params.q === undefined ? 1 : Number(params.q);
+    if (Number.isFinite(q)) best = Math.max(best, Math.min(1, Math.max(0, q)));
+  }
+  return best;
+}
+
+/** The encoded answer: its bytes and content headers. */
+interface AnswerFile {
+  body: Uint8Array<ArrayBuffer>;
+  headers: Record<string, string>;
+}
+
+/** The label map as NIfTI, with the input's geometry, gzipped when {@link PredictInput} says. */
+async function labelMapAnswer(
+  labels: Volume,
+  input: PredictInput,
+  name: string,
+): Promise<AnswerFile> {
+  const nifti = encodeNifti(labels, {
+    ...(input.header ? { like: input.header } : {}),
+    description: `voxseg labels (${name})`,
+  });
+  const gz = input.gzipped;
+  return {
+    body: (gz ? await gzip(nifti) : nifti) as Uint8Array<ArrayBuffer>,
+    headers: {
+      "content-type": gz ? "application/gzip" : "application/octet-stream",
+      "content-disposition": `attachment; filename="labels.nii${gz ? ".gz" : ""}"`,
+    },
+  };
+}
+
+/**
+ * The label map as a DICOM Segmentation of `series`: one segment per foreground class, coded
+ * from the checkpoint. A file name that says nothing of the patient or the series.
+ */
+function segmentationAnswer(labels: Volume, series: DicomSeries, model: NamedModel): AnswerFile {
+  try {
+    segmentMeanings(model.meta.classNames, model.meta.classCodes);
+  } catch (e) {
+    throw new ApiError(
+      422,
+      "invalid_model",
+      `model ${JSON.stringify(model.name)}'s classes cannot be written as DICOM segments: ` +
+        (e as Error).message,
+    );
+  }
+  const body = segmentationOf(labels.data as Uint8Array, series, [model]);
+  return {
+    body: body as Uint8Array<ArrayBuffer>,
+    headers: {
+      "content-type": "application/dicom",
+      "content-disposition": 'attachment; filename="segmentation.dcm"',
+    },
+  };
 }
 
 /**
@@ -278,25 +478,10 @@ async function decodeBody(
     if (e instanceof InvalidNiftiError) {
       throw new ApiError(400, "invalid_nifti", `not a readable NIfTI volume: ${e.message}`);
     }
-    if (CONNECTION_ERRORS.some((E) => e instanceof E)) {
-      // The client closed or broke the connection mid-body: its fault, and nobody reads this.
-      throw new ApiError(
-        400,
-        "incomplete_body",
-        "the request body ended before its Content-Length (the connection closed); resend it",
-      );
-    }
+    // The client closed or broke the connection mid-body: its fault, and nobody reads this.
+    if (isConnectionError(e)) throw incompleteBody();
     throw e;
   }
 }
-
-const CONNECTION_ERRORS = [
-  Deno.errors.BadResource,
-  Deno.errors.Http,
-  Deno.errors.ConnectionReset,
-  Deno.errors.ConnectionAborted,
-  Deno.errors.UnexpectedEof,
-  Deno.errors.Interrupted,
-];
 
 const formatMiB = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;

@@ -5,6 +5,20 @@ import type { JsonSchema, ResponseSpec } from "./table.ts";
 
 export const ref = (name: string): JsonSchema => ({ $ref: `#/components/schemas/${name}` });
 
+/** A DICOM UID: digit components without leading zeros, dot-separated. */
+const UID_PATTERN = "^(0|[1-9][0-9]*)(\\.(0|[1-9][0-9]*))+$";
+
+/** The options both kinds of prediction request take. */
+const predictOptions = {
+  overlap: { type: "number", minimum: 0, maximum: 0.95 },
+  tta: { type: "boolean" },
+  precision: {
+    type: "string",
+    enum: ["f32", "f16"],
+    description: "convolution operands in binary16 with f32 sums (f16), or f32 (default)",
+  },
+};
+
 export const schemas: Record<string, JsonSchema> = {
   Error: {
     type: "object",
@@ -88,19 +102,107 @@ export const schemas: Record<string, JsonSchema> = {
     },
   },
   PredictRequest: {
+    oneOf: [ref("FilePredictRequest"), ref("PacsPredictRequest")],
+  },
+  FilePredictRequest: {
     type: "object",
     required: ["model", "input", "output"],
     additionalProperties: false,
     properties: {
       model: { type: "string" },
-      input: { type: "string", description: "NIfTI file under the data root" },
-      output: { type: "string", description: ".nii or .nii.gz path under the data root" },
-      overlap: { type: "number", minimum: 0, maximum: 0.95 },
-      tta: { type: "boolean" },
-      precision: {
+      input: {
         type: "string",
-        enum: ["f32", "f16"],
-        description: "convolution operands in binary16 with f32 sums (f16), or f32 (default)",
+        description: "under the data root: a NIfTI file, or a DICOM series — a folder of its " +
+          "files, a .zip of them, or one multi-frame file",
+      },
+      series: {
+        type: "string",
+        pattern: UID_PATTERN,
+        maxLength: 64,
+        description: "SeriesInstanceUID, when the DICOM input holds several series",
+      },
+      output: {
+        type: "string",
+        description: "under the data root: a label map (.nii, .nii.gz), or for a DICOM input " +
+          "also a DICOM Segmentation (.dcm)",
+      },
+      ...predictOptions,
+    },
+  },
+  PacsPredictRequest: {
+    type: "object",
+    required: ["model", "pacs", "study"],
+    additionalProperties: false,
+    description: "A study on a PACS the operator configured. Fields naming an address " +
+      '(`url`, `pacsUrl`, …) or a "pacs" holding one are refused with 400 ' +
+      "`pacs_address_refused`: endpoints are configured with `voxseg serve --pacs`.",
+    properties: {
+      model: { type: "string" },
+      pacs: {
+        type: "string",
+        pattern: "^[a-z0-9_-]{1,32}$",
+        description: "a configured PACS name (GET /v1/pacs); another → 400 unknown_pacs",
+      },
+      study: {
+        type: "string",
+        pattern: UID_PATTERN,
+        maxLength: 64,
+        description: "StudyInstanceUID",
+      },
+      series: {
+        type: "string",
+        pattern: UID_PATTERN,
+        maxLength: 64,
+        description: "SeriesInstanceUID; default: the pipeline picks one and says why",
+      },
+      store: {
+        type: "boolean",
+        description: "store the segmentation back to the PACS as a DICOM SEG (default false)",
+      },
+      output: {
+        type: "string",
+        description: "also write the result under the data root: .nii, .nii.gz or .dcm",
+      },
+      ...predictOptions,
+    },
+  },
+  Pacs: {
+    type: "object",
+    required: ["name", "origin", "auth"],
+    properties: {
+      name: { type: "string" },
+      origin: { type: "string", description: "scheme, host and port of the DICOMweb URL" },
+      auth: { enum: ["bearer", "basic", "none"] },
+    },
+  },
+  PurgeReport: {
+    type: "object",
+    required: ["id", "purged", "cancelled", "removed", "kept"],
+    properties: {
+      id: { type: "string" },
+      purged: { const: true },
+      cancelled: { type: "boolean", description: "it was queued and was cancelled first" },
+      removed: {
+        type: "object",
+        properties: {
+          outputs: { type: "integer", description: "files the job wrote under the data root" },
+          pulledFiles: { type: "integer", description: "files pulled from a PACS" },
+          runFiles: { type: "integer", description: "training run files (checkpoints…)" },
+          record: { type: "boolean", description: "the job's record and events" },
+        },
+      },
+      kept: {
+        type: "array",
+        description: "files the job wrote that were left in place (replaced since, or now " +
+          "behind a symbolic link)",
+        items: {
+          type: "object",
+          properties: {
+            what: { const: "output" },
+            reason: { enum: ["replaced", "moved", "not_a_file"] },
+            message: { type: "string" },
+          },
+        },
       },
     },
   },

@@ -23,7 +23,7 @@ export interface RouteSpec {
   path: string;
   summary: string;
   description?: string;
-  tag: "health" | "models" | "jobs" | "dashboard";
+  tag: "health" | "models" | "jobs" | "pacs" | "dashboard";
   /**
    * Request body: the content types accepted (others → 415) and its size limit (default
    * JSON_BODY_LIMIT, 1 MiB; larger → 413).
