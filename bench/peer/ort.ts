@@ -205,8 +205,10 @@ export async function* ortPeer(options: { quick: boolean }): AsyncIterable<Bench
     const voxels = shape[0] * shape[1] * shape[2];
     const windows = windowPlan(shape, patch).windows.length;
 
-    // voxseg, after a warm-up window that compiles the pipelines.
-    await predictVolume(loaded, phantomCt(patch, [1, 1, 1]).image);
+    // voxseg, after a warm-up window that compiles the pipelines (onnxruntime: one warm-up
+    // window below). Both timers cover the CT window's normalisation of the raw HU volume:
+    // predictVolume applies it inside, ortSlidingWindow too.
+    await predictVolume(loaded, phantomCt(patch, [1, 1, 1]).image, { overlap: OVERLAP });
     const v0 = performance.now();
     const mine = await predictVolume(loaded, image, { overlap: OVERLAP });
     const voxsegMs = performance.now() - v0;
@@ -227,11 +229,13 @@ export async function* ortPeer(options: { quick: boolean }): AsyncIterable<Bench
 
     let same = 0;
     for (let i = 0; i < voxels; i++) if (theirs[i] === mine.labels.data[i]) same++;
+    // At least 99.9 % of the labels equal (agreement.ts LABELS_TOLERANCE).
     const agreement = labelsAgreement(mine.labels.data, theirs);
     const maxAbsDiff = await windowDifference(net, session, raw, shape, meta);
     const common = {
       // > 1: voxseg is faster; null when the labels disagree beyond the tolerance.
       ratio: agreedRatio(ortMs, voxsegMs, agreement),
+      agree: agreement.agree,
       agreement: agreement.agreement,
       max_abs_diff: maxAbsDiff,
       label_agreement: same / voxels,

@@ -7,9 +7,11 @@ step at most floor(patch * (1 - overlap))), several per batch, softmax, a Gaussi
 map with sigma = patch / 8 per axis, blended over the whole volume like MONAI's
 sliding_window_inference (full-volume float accumulators), then arg-max.
 
-Measured as voxseg's side is (src/cli/bench/infer.ts): `--warmup` batches of windows run
-untimed first; the timer covers the CT window (`--window lo,hi`: clip and scale to [0, 1], as
-voxseg's normalisation does inside its prediction), the sliding window, blending and arg-max;
+Measured as voxseg's side is (src/cli/bench/infer.ts): `--warmup` whole predictions of a
+volume that makes exactly one batch of windows (patch size, x widened to `--batch` windows)
+run untimed first; the timer covers the CT window (`--window lo,hi`: clip and scale to
+[0, 1], as voxseg's normalisation does inside its prediction), the sliding window, blending
+and arg-max;
 the peak resident memory is reset (/proc/self/clear_refs) right before the timed part and read
 (VmHWM) right after it, as on voxseg's side.
 
@@ -52,38 +54,10 @@ def gaussian_axis(n):
     return g / g.max()
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--weights", required=True)
-    p.add_argument("--volume", required=True, help="safetensors with 'image' [D, H, W]")
-    p.add_argument("--in-channels", type=int, default=1)
-    p.add_argument("--classes", type=int, default=3)
-    p.add_argument("--base", type=int, default=16)
-    p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--patch", default="64,64,64")
-    p.add_argument("--overlap", type=float, default=0.5)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--pad-value", type=float, default=0.0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--labels-out")
-    p.add_argument("--window", help="lo,hi: clip to [lo, hi] and scale to [0, 1] (timed)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed batches of windows first")
-    a = p.parse_args()
-
-    torch.set_num_threads(a.threads)
-    model = UNet3D(a.in_channels, a.classes, a.base, a.depth).eval()
-    model.load_state_dict(load_safetensors(a.weights), strict=True)
-    image = load_safetensors(a.volume)["image"].float()
+def predict(model, image, a):
+    """Labels of `image` (HU, [D, H, W]): CT window (--window), sliding window, blending, arg-max."""
     pd, ph, pw = (int(s) for s in a.patch.split(","))
     D, H, W = image.shape
-
-    with torch.inference_mode():  # warm-up: first-call allocations and kernel selection
-        for _ in range(a.warmup):
-            model(torch.zeros((a.batch, a.in_channels, pd, ph, pw), dtype=torch.float32))
-
-    rss_before = proc_status_mb("VmRSS")
-    peak_reset = reset_peak_rss()
-    t0 = time.perf_counter()
     if a.window:
         lo, hi = (float(v) for v in a.window.split(","))
         image = ((image - lo) / (hi - lo)).clamp_(0, 1)
@@ -105,7 +79,44 @@ def main():
             for (z, y, x), pr in zip(batch, probs):
                 acc[:, z:z + pd, y:y + ph, x:x + pw] += pr * weights
                 wsum[z:z + pd, y:y + ph, x:x + pw] += weights
-        labels = torch.argmax(acc[:, :D, :H, :W] / wsum[:D, :H, :W], dim=0).to(torch.uint8)
+        return torch.argmax(acc[:, :D, :H, :W] / wsum[:D, :H, :W], dim=0).to(torch.uint8)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--weights", required=True)
+    p.add_argument("--volume", required=True, help="safetensors with 'image' [D, H, W]")
+    p.add_argument("--in-channels", type=int, default=1)
+    p.add_argument("--classes", type=int, default=3)
+    p.add_argument("--base", type=int, default=16)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--patch", default="64,64,64")
+    p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--pad-value", type=float, default=0.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--labels-out")
+    p.add_argument("--window", help="lo,hi: clip to [lo, hi] and scale to [0, 1] (timed)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed predictions of one batch of windows first")
+    a = p.parse_args()
+
+    torch.set_num_threads(a.threads)
+    model = UNet3D(a.in_channels, a.classes, a.base, a.depth).eval()
+    model.load_state_dict(load_safetensors(a.weights), strict=True)
+    image = load_safetensors(a.volume)["image"].float()
+    pd, ph, pw = (int(s) for s in a.patch.split(","))
+    D, H, W = image.shape
+
+    # Warm-up, as voxseg's side: whole predictions of a volume that is one batch of windows.
+    warm = torch.zeros((pd, ph, pw + (a.batch - 1) * max(1, math.floor(pw * (1 - a.overlap)))))
+    for _ in range(a.warmup):
+        predict(model, warm, a)
+
+    rss_before = proc_status_mb("VmRSS")
+    peak_reset = reset_peak_rss()
+    t0 = time.perf_counter()
+    labels = predict(model, image, a)
     seconds = time.perf_counter() - t0
     rss_peak = proc_status_mb("VmHWM") if peak_reset else None
 
@@ -115,7 +126,8 @@ def main():
     print(json.dumps({
         "seconds": seconds,
         "voxels_per_s": D * H * W / seconds,
-        "windows": len(starts),
+        "windows": math.prod(len(window_starts(max(n, p), p, a.overlap))
+                             for n, p in zip(image.shape, (pd, ph, pw))),
         "rss_before_mb": rss_before,
         "rss_peak_mb": rss_peak,
         "torch": torch.__version__,

@@ -411,6 +411,7 @@ export async function* tfjsPeer(options: { quick: boolean }): AsyncIterable<Benc
       if (i >= peerWarmup) tfjsTimes.push(ms);
     }
     const peerMs = median(tfjsTimes);
+    // First losses, before any update: 1e-3 relative (agreement.ts FIRST_LOSS_TOLERANCE).
     const agreement = lossAgreement(losses[0], tfjsLosses[0]);
     yield {
       name,
@@ -418,6 +419,7 @@ export async function* tfjsPeer(options: { quick: boolean }): AsyncIterable<Benc
       peer_ms: peerMs,
       // > 1: voxseg is faster; null when the first losses disagree.
       ratio: agreedRatio(peerMs, ms, agreement),
+      agree: agreement.agree,
       agreement: agreement.agreement,
       first_loss: losses[0],
       peer_first_loss: tfjsLosses[0],

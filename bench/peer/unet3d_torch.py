@@ -10,9 +10,10 @@ background excluded) on the softmax plus cross-entropy on the logits. Plain Adam
 Modes (`--mode`, default `train`), each printing one JSON line:
 
 - `train`: warm-up + timed Adam steps on one batch (`--batch`: image, labels; batch size from
-  its shape) → {"median_ms", "losses" (one per step, before its update), "rss_peak_mb" (peak
-  resident memory of the timed steps: reset after the warm-up, VmHWM after the last step, as
-  voxseg's side measures it), "torch", "threads", "steps", "warmup"}.
+  its shape) → {"median_ms", "losses" (one per step, before its update), "rss_before_mb"
+  (VmRSS after the warm-up), "rss_peak_mb" (peak resident memory of the timed steps: reset
+  after the warm-up, VmHWM after the last step, as voxseg's side measures it in its own fresh
+  process), "torch", "threads", "steps", "warmup"}.
 - `forward`: warm-up + timed forward passes under `torch.inference_mode()` → {"median_ms",
   "torch", "threads", "steps", "warmup"}; `--logits-out F` writes the logits as raw float32.
 - `train-short`: one Adam step per batch of `--batches` (train_image [S, B, C, D, H, W],
@@ -153,9 +154,10 @@ def sync(device):
 def timed_train(model, x, labels, a):
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     losses, times = [], []
-    peak_reset = False
+    peak_reset, rss_before = False, None
     for i in range(a.warmup + a.steps):
         if i == a.warmup:  # peak memory of the timed steps, measured as voxseg's side is
+            rss_before = proc_status_mb("VmRSS")
             peak_reset = reset_peak_rss()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -168,6 +170,7 @@ def timed_train(model, x, labels, a):
         if i >= a.warmup:
             times.append(ms)
     return {"median_ms": statistics.median(times), "losses": losses,
+            "rss_before_mb": rss_before,
             "rss_peak_mb": proc_status_mb("VmHWM") if peak_reset else None}
 
 

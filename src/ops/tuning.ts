@@ -106,9 +106,17 @@ export function tileOverride(kernel: TunedKernel): ConvTiles | undefined {
   return forced?.[kernel] ?? tunedTiles()?.[kernel];
 }
 
-/** Makes the kernels use these blocks until called again with null (for measuring them). */
-export function forceTiles(tiles: Partial<Record<TunedKernel, ConvTiles>> | null): void {
+/**
+ * Makes the kernels use these blocks (for measuring them, and in tests so that a cached block
+ * cannot change the path a test covers) until called again; null forces none. Returns what was
+ * forced before, for the caller to restore.
+ */
+export function forceTiles(
+  tiles: Partial<Record<TunedKernel, ConvTiles>> | null,
+): Partial<Record<TunedKernel, ConvTiles>> | null {
+  const before = forced;
   forced = tiles;
+  return before;
 }
 let warned = false;
 

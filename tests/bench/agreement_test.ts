@@ -58,3 +58,32 @@ Deno.test("labels agree when at least the stated share of voxels is equal", () =
   match(d.agreement, /^disagree: 99\.890 % of labels equal, tolerance 99\.9 %/);
   ok(!labelsAgreement(ours, theirs.subarray(1)).agree);
 });
+
+Deno.test("a stated tolerance replaces the default and is printed with the verdict", () => {
+  // 2e-3 apart: beyond the default 1e-3, within a stated 5e-3.
+  const [a, b] = [2, 2 * (1 + 2e-3)];
+  ok(!lossAgreement(a, b).agree);
+  const loose = lossAgreement(a, b, 5e-3);
+  ok(loose.agree);
+  match(loose.agreement, /tolerance 0\.005\)$/);
+  const theirs = Float32Array.from([1, 2]);
+  const ours = Float32Array.from([1, 2.01]);
+  ok(!logitsAgreement(ours, theirs).agree);
+  ok(logitsAgreement(ours, theirs, 1e-2).agree);
+  const labels = Uint8Array.from([0, 1, 2, 1]);
+  ok(!labelsAgreement(labels, Uint8Array.from([0, 1, 2, 2])).agree);
+  ok(labelsAgreement(labels, Uint8Array.from([0, 1, 2, 2]), 0.75).agree);
+});
+
+Deno.test("a NaN logit on either side disagrees", () => {
+  const theirs = Float32Array.from([1, 2, 3]);
+  ok(!logitsAgreement(Float32Array.from([1, Number.NaN, 3]), theirs).agree);
+  ok(!logitsAgreement(theirs, Float32Array.from([1, Number.NaN, 3])).agree);
+});
+
+Deno.test("no ratio against a zero or negative voxseg time, even when the sides agree", () => {
+  const a = lossAgreement(1, 1);
+  ok(a.agree);
+  equal(agreedRatio(10, 0, a), null);
+  equal(agreedRatio(10, -1, a), null);
+});

@@ -4,14 +4,9 @@ import * as ops from "../../src/ops/conv3d.ts";
 import { fromArray, initGpu, readTensors, scope, Tensor } from "../../src/gpu/mod.ts";
 import { Random } from "../../src/base/random.ts";
 import { checkOp, type OpCase } from "./check_op.ts";
-import {
-  CONV_TILES,
-  type ConvTiles,
-  forceTiles,
-  type TunedKernel,
-  WGRAD_TILES,
-} from "../../src/ops/tuning.ts";
+import { builtinTiles, CONV_TILES, WGRAD_TILES } from "../../src/ops/tuning.ts";
 import { conv3dRef } from "./conv3d_ref.ts";
+import { type ForcedTiles, withForcedTiles } from "./forced_tiles.ts";
 
 /** The software adapter's built-in K = 3 blocks (tuning.ts), whatever the adapter. */
 const SOFTWARE_TILES = {
@@ -181,17 +176,10 @@ for (const [x, co, k] of [[[2, 5, 3, 6, 9], 6, 3], [[1, 6, 3, 5, 8], 7, 1]] as c
  * backward), so that a block tuned and cached on this machine (`voxseg tune`) cannot change
  * the path a case covers. The cases' comments describe these blocks.
  */
-function tiledTest(tiles: Partial<Record<TunedKernel, ConvTiles>>, c: OpCase): void {
+function tiledTest(tiles: ForcedTiles, c: OpCase): void {
   Deno.test({
     name: c.name,
-    fn: async () => {
-      forceTiles(tiles);
-      try {
-        await checkOp(c);
-      } finally {
-        forceTiles(null);
-      }
-    },
+    fn: () => withForcedTiles(tiles, () => checkOp(c)),
     sanitizeResources: false,
     sanitizeOps: false,
   });
@@ -210,11 +198,9 @@ async function withGpuTiles(fn: () => Promise<void>): Promise<void> {
   ] as const;
   const saved = tables.map(([sw]) => ({ ...sw }));
   for (const [sw, gpu] of tables) Object.assign(sw, gpu);
-  forceTiles({ conv3: CONV_TILES.gpu[3], wgrad3: WGRAD_TILES.gpu[3] });
   try {
-    await fn();
+    await withForcedTiles({ conv3: CONV_TILES.gpu[3], wgrad3: WGRAD_TILES.gpu[3] }, fn);
   } finally {
-    forceTiles(null);
     tables.forEach(([sw], i) => Object.assign(sw, saved[i]));
   }
 }
@@ -255,13 +241,17 @@ Deno.test(
       z < 0 || y < 0 || x < 0 || z >= s || y >= s || x >= s
         ? 0
         : xh[((ch * s + z) * s + y) * s + x];
-    const { y, gx, gw } = scope(() => {
-      const x = fromArray([1, c, s, s, s], xh);
-      const w = fromArray([c, c, 3, 3, 3], wh);
-      const y = ops.conv3d(x, w, fromArray([c], bh));
-      // x doubles as gy, so the gradients are checkable from the same host copy.
-      return { y, gx: ops.conv3dBackwardInput(x, w), gw: ops.conv3dBackwardWeight(x, x, 3) };
-    });
+    // The adapter's built-in blocks, forced: the far-corner sample below must land in their
+    // last tile of every grid dimension whatever block is cached on this machine.
+    const builtin = { conv3: builtinTiles("conv3"), wgrad3: builtinTiles("wgrad3") };
+    const { y, gx, gw } = await withForcedTiles(builtin, () =>
+      scope(() => {
+        const x = fromArray([1, c, s, s, s], xh);
+        const w = fromArray([c, c, 3, 3, 3], wh);
+        const y = ops.conv3d(x, w, fromArray([c], bh));
+        // x doubles as gy, so the gradients are checkable from the same host copy.
+        return { y, gx: ops.conv3dBackwardInput(x, w), gw: ops.conv3dBackwardWeight(x, x, 3) };
+      }));
     const [yd, gxd, gwd] = await readTensors([y, gx, gw]);
     for (const t of [y, gx, gw]) t.dispose();
     const rng = new Random(5);

@@ -8,10 +8,10 @@ import { fromArray, initGpu, readInt, readTensors, Tensor } from "../../src/gpu/
 import { halfEligible } from "../../src/ops/conv3d.ts";
 import { CONV_TILES } from "../../src/ops/tuning.ts";
 import * as ops from "../../src/ops/mod.ts";
-import { forceTiles } from "../../src/ops/tuning.ts";
 import { packHalf, precision, withPrecision } from "../../src/ops/precision.ts";
 import { Random } from "../../src/base/random.ts";
 import { conv3dRef } from "./conv3d_ref.ts";
+import { withForcedTiles } from "./forced_tiles.ts";
 import { UNet3D } from "../../src/nn/unet3d.ts";
 import { recorder } from "../../src/gpu/mod.ts";
 import { predictVolume } from "../../src/infer/predict.ts";
@@ -46,14 +46,10 @@ async function checkHalfConv(
   const b = bias ? fromArray([co], bh) : null;
   const act = relu ? { kind: "relu" as const } : null;
   // The block is forced, so a tuned block cached on this machine cannot change the path.
-  forceTiles({ conv3: tiles });
-  let y16: Tensor, y32: Tensor;
-  try {
-    y16 = withPrecision("f16", () => ops.conv3d(x, w, b, act));
-    y32 = ops.conv3d(x, w, b, act);
-  } finally {
-    forceTiles(null);
-  }
+  const [y16, y32] = await withForcedTiles({ conv3: tiles }, () => [
+    withPrecision("f16", () => ops.conv3d(x, w, b, act)),
+    ops.conv3d(x, w, b, act),
+  ]);
   const [h16, h32] = await readTensors([y16, y32]);
   for (const t of [x, w, b, y16, y32]) t?.dispose();
 

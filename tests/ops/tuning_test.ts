@@ -9,7 +9,9 @@ import { fromArray, gpu, initGpu, readTensors } from "../../src/gpu/mod.ts";
 import * as ops from "../../src/ops/mod.ts";
 import {
   adapterFingerprint,
+  adapterKind,
   builtinTiles,
+  CONV_TILES,
   type ConvTiles,
   convTiles,
   forgetTunedTiles,
@@ -20,7 +22,9 @@ import {
   tunedTiles,
   validTiles,
   weightGradTiles,
+  WGRAD_TILES,
 } from "../../src/ops/tuning.ts";
+import { withForcedTiles } from "./forced_tiles.ts";
 import { tune } from "../../src/cli/tune.ts";
 import { Random } from "../../src/base/random.ts";
 import { conv3dRef } from "./conv3d_ref.ts";
@@ -93,6 +97,37 @@ Deno.test(
       ok(await forgetTunedTiles());
       equal(tunedTiles(), null);
       ok(!(await forgetTunedTiles()));
+    });
+  },
+);
+
+Deno.test(
+  "a forced block wins over the cached one until restored; K = 1 blocks are never tuned",
+  opts,
+  async () => {
+    await initGpu();
+    await withCacheDir(async () => {
+      await saveTunedTiles(entry(OTHER, OTHER));
+      deepStrictEqual(convTiles(3, 32, 32), OTHER);
+      const builtin = { conv3: builtinTiles("conv3"), wgrad3: builtinTiles("wgrad3") };
+      await withForcedTiles(builtin, async () => {
+        deepStrictEqual(convTiles(3, 32, 32), builtin.conv3);
+        deepStrictEqual(weightGradTiles(3, 32, 32), builtin.wgrad3);
+        // Nested: the inner block applies, and leaving it restores the outer one.
+        await withForcedTiles({ conv3: OTHER }, () => {
+          deepStrictEqual(convTiles(3, 32, 32), OTHER);
+          // A kernel left out of the forced set reads the cache.
+          deepStrictEqual(weightGradTiles(3, 32, 32), OTHER);
+        });
+        deepStrictEqual(convTiles(3, 32, 32), builtin.conv3);
+      });
+      deepStrictEqual(convTiles(3, 32, 32), OTHER);
+      // K = 1 (transposed convolutions, 1×1×1 heads) keeps the built-in table whatever is
+      // cached or forced, so tests of those paths need nothing forced.
+      await withForcedTiles({ conv3: OTHER, wgrad3: OTHER }, () => {
+        deepStrictEqual(convTiles(1, 32, 32), CONV_TILES[adapterKind()][1]);
+        deepStrictEqual(weightGradTiles(1, 32, 32), WGRAD_TILES[adapterKind()][1]);
+      });
     });
   },
 );

@@ -136,11 +136,13 @@ Deno.test("GET /openapi.json describes every route of the table", testOpts, asyn
   ) assert.ok(table.includes(route), `${route} missing`);
   const predict = doc.paths["/v1/models/{name}/predict"].post;
   assert.ok(predict.requestBody.content["application/gzip"]);
+  assert.ok(predict.requestBody.content["application/zip"], "a zipped DICOM series");
   assert.deepEqual(Object.keys(predict.responses).sort(), [
     "200",
     "400",
     "401",
     "404",
+    "406",
     "413",
     "415",
     "422",

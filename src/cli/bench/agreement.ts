@@ -26,19 +26,23 @@ export interface Agreement {
   agreement: string;
 }
 
-/** First losses a (voxseg) and b (the peer), relative to a. */
-export function lossAgreement(a: number, b: number): Agreement {
+/** First losses a (voxseg) and b (the peer), relative to a; NaN or ∞ on either side disagrees. */
+export function lossAgreement(a: number, b: number, tolerance = FIRST_LOSS_TOLERANCE): Agreement {
   const rel = Math.abs(a - b) / Math.max(Math.abs(a), 1e-30);
-  const agree = Number.isFinite(rel) && rel <= FIRST_LOSS_TOLERANCE;
+  const agree = Number.isFinite(rel) && rel <= tolerance;
   return verdict(
     agree,
     `first loss ${fmt(a)} vs ${fmt(b)}, relative difference ${rel.toExponential(1)}, ` +
-      `tolerance ${FIRST_LOSS_TOLERANCE}`,
+      `tolerance ${tolerance}`,
   );
 }
 
 /** Largest logit difference relative to the largest |logit| of the peer's. */
-export function logitsAgreement(ours: Float32Array, theirs: Float32Array): Agreement {
+export function logitsAgreement(
+  ours: Float32Array,
+  theirs: Float32Array,
+  tolerance = LOGITS_TOLERANCE,
+): Agreement {
   if (ours.length !== theirs.length) {
     return verdict(false, `logits of ${ours.length} and ${theirs.length} values`);
   }
@@ -49,14 +53,18 @@ export function logitsAgreement(ours: Float32Array, theirs: Float32Array): Agree
   }
   const rel = diff / Math.max(scale, 1e-30);
   return verdict(
-    Number.isFinite(rel) && rel <= LOGITS_TOLERANCE,
+    Number.isFinite(rel) && rel <= tolerance,
     `largest logit difference ${rel.toExponential(1)} of the largest logit, ` +
-      `tolerance ${LOGITS_TOLERANCE}`,
+      `tolerance ${tolerance}`,
   );
 }
 
 /** Fraction of equal labels. */
-export function labelsAgreement(ours: ArrayLike<number>, theirs: ArrayLike<number>): Agreement {
+export function labelsAgreement(
+  ours: ArrayLike<number>,
+  theirs: ArrayLike<number>,
+  tolerance = LABELS_TOLERANCE,
+): Agreement {
   if (ours.length !== theirs.length) {
     return verdict(false, `labels of ${ours.length} and ${theirs.length} voxels`);
   }
@@ -64,8 +72,8 @@ export function labelsAgreement(ours: ArrayLike<number>, theirs: ArrayLike<numbe
   for (let i = 0; i < ours.length; i++) if (ours[i] === theirs[i]) same++;
   const frac = same / Math.max(ours.length, 1);
   return verdict(
-    frac >= LABELS_TOLERANCE,
-    `${(100 * frac).toFixed(3)} % of labels equal, tolerance ${100 * LABELS_TOLERANCE} %`,
+    frac >= tolerance,
+    `${(100 * frac).toFixed(3)} % of labels equal, tolerance ${100 * tolerance} %`,
   );
 }
 

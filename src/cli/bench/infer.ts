@@ -167,6 +167,15 @@ async function runTorchPeer(
   };
 }
 
+/**
+ * A volume shape whose sliding window is exactly one batch of `batch` windows: the patch, x
+ * widened by `batch − 1` steps (the warm-up both sides of {@link throughput} run).
+ */
+export function oneBatchShape(patch: Shape3, overlap: number, batch: number): Shape3 {
+  const step = Math.max(1, Math.floor(patch[2] * (1 - overlap)));
+  return [patch[0], patch[1], patch[2] + (batch - 1) * step];
+}
+
 /** voxseg vs PyTorch on the reference network; see the module comment. */
 async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> {
   const patch: Shape3 = [64, 64, 64];
@@ -182,8 +191,10 @@ async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> 
   const { image } = phantomCt(shape, [1, 1, 1]);
   const dir = await Deno.makeTempDir({ prefix: "voxseg_bench_infer_" });
   try {
-    // Warm-up: compiles the pipelines and fills the buffer pool on one window.
-    await predictVolume(loaded, phantomCt(patch, [1, 1, 1]).image);
+    // Warm-up, as the peer's (sliding_window_torch.py): one whole prediction of a volume that
+    // is exactly one batch of 2 windows; it compiles the pipelines and fills the buffer pool.
+    const warm = phantomCt(oneBatchShape(patch, 0.5, 2), [1, 1, 1]).image;
+    await predictVolume(loaded, warm, { overlap: 0.5, batchSize: 2 });
     const rssBefore = procStatusMb("VmRSS");
     const peakReset = resetPeakRss();
     const { labels, summary } = await predictVolume(loaded, image, { overlap: 0.5, batchSize: 2 });
@@ -191,7 +202,7 @@ async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> 
     const voxels = shape[0] * shape[1] * shape[2];
 
     // The same prediction with binary16 convolution operands, right after (own warm-up).
-    await predictVolume(loaded, phantomCt(patch, [1, 1, 1]).image, { precision: "f16" });
+    await predictVolume(loaded, warm, { overlap: 0.5, batchSize: 2, precision: "f16" });
     const half = await predictVolume(loaded, image, {
       overlap: 0.5,
       batchSize: 2,
@@ -200,8 +211,8 @@ async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> 
     let halfSame = 0;
     for (let i = 0; i < voxels; i++) if (half.labels.data[i] === labels.data[i]) halfSame++;
 
-    // The peer gets the same weights and the volume in HU; it applies the same CT window
-    // inside its timer, as predictVolume does inside voxseg's, after a warm-up batch.
+    // The peer gets the same weights and the volume in HU: the CT window (HU → [0, 1]) is
+    // inside both timers, as predictVolume applies it inside voxseg's; both warm up alike.
     await Deno.writeFile(
       join(dir, "weights.safetensors"),
       encodeSafetensors(await readWeights(net)),
@@ -217,6 +228,7 @@ async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> 
       let same = 0;
       for (let i = 0; i < voxels; i++) if (peer.labels[i] === labels.data[i]) same++;
       agree = same / voxels;
+      // At least 99.9 % of the labels equal (agreement.ts LABELS_TOLERANCE).
       agreement = labelsAgreement(labels.data, peer.labels);
     }
     return {
@@ -234,6 +246,7 @@ async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> 
         ? agreedRatio(peer.seconds, summary.seconds, agreement)
         : null,
       label_agreement_vs_torch: agree,
+      agree: agreement?.agree ?? null,
       agreement: agreement?.agreement ?? null,
       f16_seconds: half.summary.seconds,
       // > 1: binary16 operands are faster than f32.

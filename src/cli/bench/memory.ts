@@ -2,7 +2,10 @@
  * Peak resident memory, measured the same way on both sides of a side-by-side benchmark: the
  * peak is reset (`/proc/self/clear_refs` ← 5) right before the measured work and read
  * (`VmHWM`) right after it, so neither side's figure includes its start-up, its warm-up or its
- * inputs' loading. The Python peers do the same (bench/peer/*.py).
+ * inputs' loading. The Python peers do the same (bench/peer/*.py). What the figure includes
+ * besides the measured work is what the process holds: `bench train` therefore runs each side
+ * of a row in a fresh process of its own (train.ts), as the peer always is; `bench infer`
+ * measures voxseg's side in the bench process, where it is the first thing run after start-up.
  */
 
 const MB = 1e6;

@@ -38,6 +38,7 @@ async function* torchTrain(quick: boolean): AsyncIterable<BenchResult> {
       ms: r.ms,
       peer_ms: r.torch_ms,
       ratio: r.speedup_vs_torch,
+      agree: r.agree ?? null,
       agreement: r.agreement ?? null,
       first_loss: r.first_loss,
       peer_first_loss: r.torch_first_loss,
@@ -100,6 +101,7 @@ async function* torchForward(quick: boolean): AsyncIterable<BenchResult> {
       maxAbs = Math.max(maxAbs, Math.abs(theirs[i]));
     }
     const peerMs = peer.out.median_ms as number;
+    // Logits within 1e-3 of the largest |logit| (agreement.ts LOGITS_TOLERANCE).
     const agreement = logitsAgreement(logits!, theirs);
     yield {
       name,
@@ -107,6 +109,7 @@ async function* torchForward(quick: boolean): AsyncIterable<BenchResult> {
       peer_ms: peerMs,
       // > 1: voxseg is faster; null when the logits disagree beyond the tolerance.
       ratio: agreedRatio(peerMs, ms, agreement),
+      agree: agreement.agree,
       agreement: agreement.agreement,
       max_logit_diff_rel: theirs.length === logits!.length ? maxDiff / maxAbs : null,
       steps: warmup + steps,

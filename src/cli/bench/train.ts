@@ -7,10 +7,12 @@
  *
  * Two rows: batch 1, and batch 2 (`…batch2`), where PyTorch's CPU convolutions run on oneDNN
  * (at batch 1 most of this network's layers take its slower im2col fallback) — the batch-2
- * row is the fair comparison. Both sides take the same warm-up steps, untimed; the batch is
- * uploaded once, outside the timed steps, on both sides; peak resident memory is measured the
- * same way on both (memory.ts). `speedup_vs_torch` is given only when the first losses agree
- * (agreement.ts); otherwise it is null and `agreement` says how they differ.
+ * row is the fair comparison. Each side of a row runs in its own fresh process (voxseg's: this
+ * module as a script; PyTorch's: the peer script), one after the other. Both take the same
+ * warm-up steps, untimed; the batch is already normalised and uploaded once, outside the timed
+ * steps, on both sides; peak resident memory is that of the timed steps, measured the same
+ * way on both (memory.ts). `speedup_vs_torch` is given only when the first losses agree
+ * (agreement.ts); otherwise it is null, `agree` false, and `agreement` says how they differ.
  *
  * Gradient clipping is off on both sides (PyTorch's plain `Adam`). A step is timed up to GPU
  * completion; the median is reported. The same batch-1 step with `precision: "f16"` (binary16
@@ -19,7 +21,7 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { initGpu } from "../../gpu/mod.ts";
+import { bufferPool, initGpu } from "../../gpu/mod.ts";
 import { resolveConfig, type TrainConfig } from "../../train/config.ts";
 import { referenceBatch, TrainStepBench } from "../../train/step_timing.ts";
 import { type BenchResult, type BenchSuite, median } from "./suite.ts";
@@ -117,14 +119,35 @@ export function torchLabel(out: Record<string, unknown>): string {
   return `pytorch ${out.torch}, ${where}`;
 }
 
-/** One batch size of the reference step on both sides: voxseg's times, losses and peak memory. */
-async function sideBySide(
+/** voxseg's side of one row: step times, losses and peak memory of the timed steps. */
+export interface VoxsegSide {
+  times: number[];
+  /** One per step taken, warm-ups included (each before its update). */
+  losses: number[];
+  rss_before_mb: number | null;
+  rss_peak_mb: number | null;
+  params: number;
+  adapter: string;
+  /** Where it ran: "fresh child process" (as the PyTorch peer) or "bench process". */
+  process: string;
+}
+
+/**
+ * Runs voxseg's side of one row in this process: writes the initial weights and the batch to
+ * `dir` (weights_b<B>, batch_b<B>.safetensors) for the peer, takes `warmup` untimed and `steps`
+ * timed steps, and measures the peak resident memory of the timed steps as the peer does
+ * (memory.ts: reset after the warm-ups, VmHWM after the last step).
+ */
+export async function voxsegSide(
   config: TrainConfig,
   warmup: number,
   steps: number,
   dir: string,
-): Promise<BenchResult> {
+  where = "bench process",
+): Promise<VoxsegSide> {
   const gpu = await initGpu();
+  // Idle buffers of an earlier row would stay resident and count in this row's peak.
+  bufferPool().trim();
   const bench = new TrainStepBench(config);
   try {
     // The initial weights go to the peer before voxseg's steps change them.
@@ -132,50 +155,110 @@ async function sideBySide(
     const tag = `b${config.data.batchSize}`;
     await Deno.writeFile(join(dir, `weights_${tag}.safetensors`), files.weights);
     await Deno.writeFile(join(dir, `batch_${tag}.safetensors`), files.batch);
-    // Equal warm-ups on both sides; peak memory of the timed steps only, as the peer does.
     await bench.timedSteps(warmup, 0);
     const rssBefore = procStatusMb("VmRSS");
     const peakReset = resetPeakRss();
     const times = await bench.timedSteps(0, steps);
     const rssPeak = peakReset ? procStatusMb("VmHWM") : undefined;
-    const losses = await bench.losses();
-    const ms = median(times);
-    const peer = await runUnetTorch(config, [
-      ...["--weights", join(dir, `weights_${tag}.safetensors`)],
-      ...["--batch", join(dir, `batch_${tag}.safetensors`)],
-      ...["--warmup", String(warmup), "--steps", String(steps)],
-    ]);
-    const peerLosses = peer.ok ? peer.out.losses as number[] : [];
-    const agreement = peer.ok ? lossAgreement(losses[0], peerLosses[0]) : null;
-    const [D, H, W] = config.data.patchSize;
-    const m = config.model;
     return {
-      name: `train step unet3d base${m.baseChannels} depth${m.depth} ${D}×${H}×${W} ` +
-        `batch${config.data.batchSize}`,
-      ms,
-      torch_ms: peer.ok ? peer.out.median_ms as number : null,
-      // > 1: voxseg is faster; null when the first losses disagree (agreement.ts).
-      speedup_vs_torch: peer.ok && agreement
-        ? agreedRatio(peer.out.median_ms as number, ms, agreement)
-        : null,
-      agreement: agreement?.agreement ?? null,
-      first_loss: losses[0],
-      torch_first_loss: peer.ok ? peerLosses[0] : null,
-      last_loss: losses.at(-1)!,
-      torch_last_loss: peer.ok ? peerLosses.at(-1)! : null,
+      times,
+      losses: await bench.losses(),
       rss_before_mb: rssBefore ?? null,
       rss_peak_mb: rssPeak ?? null,
-      torch_rss_peak_mb: peer.ok ? (peer.out.rss_peak_mb as number | null) ?? null : null,
-      warmup,
-      steps,
       params: bench.model.trainable().reduce((a, p) => a + p.tensor.size, 0),
       adapter: gpu.info.description,
-      peer: peer.ok ? torchLabel(peer.out) : "skipped",
-      ...(peer.ok ? {} : { peer_skipped: peer.reason }),
+      process: where,
     };
   } finally {
     bench.dispose();
   }
+}
+
+/** This module, run as a script: voxseg's side of one row (see {@link voxsegSideInChild}). */
+const SIDE_SCRIPT = new URL(import.meta.url);
+
+/**
+ * {@link voxsegSide} of the reference step at `batchSize` in a fresh `deno` process, so that
+ * its peak memory is taken as the PyTorch peer's is — a new process holding one network, its
+ * compiled pipelines and its buffers — and not on top of what earlier rows left in this one.
+ * In a compiled binary (no source tree to run) it runs here instead, after freeing the idle
+ * buffers; there the PyTorch peer, a script of the source tree, is skipped anyway.
+ */
+async function voxsegSideInChild(
+  batchSize: number,
+  warmup: number,
+  steps: number,
+  dir: string,
+): Promise<VoxsegSide> {
+  if (Deno.build.standalone || SIDE_SCRIPT.protocol !== "file:") {
+    const config = referenceConfig({ "data.batchSize": String(batchSize) });
+    return await voxsegSide(config, warmup, steps, dir);
+  }
+  const args = [
+    ...["run", "-A", "--config", fileURLToPath(new URL("../../../deno.json", import.meta.url))],
+    fileURLToPath(SIDE_SCRIPT),
+    ...[batchSize, warmup, steps, dir].map(String),
+  ];
+  const out = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" })
+    .output();
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success) {
+    const stderr = new TextDecoder().decode(out.stderr).trim();
+    throw new Error(`voxseg's side of the batch-${batchSize} row exited ${out.code}: ${stderr}`);
+  }
+  return JSON.parse(stdout.split("\n").at(-1)!);
+}
+
+/** One batch size of the reference step on both sides, each in a fresh process. */
+async function sideBySide(
+  batchSize: number,
+  warmup: number,
+  steps: number,
+  dir: string,
+): Promise<BenchResult> {
+  const config = referenceConfig({ "data.batchSize": String(batchSize) });
+  // Equal warm-ups on both sides; peak memory of the timed steps only, on both.
+  const side = await voxsegSideInChild(batchSize, warmup, steps, dir);
+  const { losses } = side;
+  const ms = median(side.times);
+  const tag = `b${batchSize}`;
+  const peer = await runUnetTorch(config, [
+    ...["--weights", join(dir, `weights_${tag}.safetensors`)],
+    ...["--batch", join(dir, `batch_${tag}.safetensors`)],
+    ...["--warmup", String(warmup), "--steps", String(steps)],
+  ]);
+  const peerLosses = peer.ok ? peer.out.losses as number[] : [];
+  // First losses, before any update: 1e-3 relative (agreement.ts FIRST_LOSS_TOLERANCE).
+  const agreement = peer.ok ? lossAgreement(losses[0], peerLosses[0]) : null;
+  const [D, H, W] = config.data.patchSize;
+  const m = config.model;
+  return {
+    name: `train step unet3d base${m.baseChannels} depth${m.depth} ${D}×${H}×${W} ` +
+      `batch${batchSize}`,
+    ms,
+    torch_ms: peer.ok ? peer.out.median_ms as number : null,
+    // > 1: voxseg is faster; null when the first losses disagree (agreement.ts).
+    speedup_vs_torch: peer.ok && agreement
+      ? agreedRatio(peer.out.median_ms as number, ms, agreement)
+      : null,
+    agree: agreement?.agree ?? null,
+    agreement: agreement?.agreement ?? null,
+    first_loss: losses[0],
+    torch_first_loss: peer.ok ? peerLosses[0] : null,
+    last_loss: losses.at(-1)!,
+    torch_last_loss: peer.ok ? peerLosses.at(-1)! : null,
+    rss_before_mb: side.rss_before_mb,
+    rss_peak_mb: side.rss_peak_mb,
+    torch_rss_before_mb: peer.ok ? (peer.out.rss_before_mb as number | null) ?? null : null,
+    torch_rss_peak_mb: peer.ok ? (peer.out.rss_peak_mb as number | null) ?? null : null,
+    voxseg_process: side.process,
+    warmup,
+    steps,
+    params: side.params,
+    adapter: side.adapter,
+    peer: peer.ok ? torchLabel(peer.out) : "skipped",
+    ...(peer.ok ? {} : { peer_skipped: peer.reason }),
+  };
 }
 
 export const suite: BenchSuite = {
@@ -184,8 +267,10 @@ export const suite: BenchSuite = {
     const warmup = quick ? 1 : 2, steps = quick ? 2 : 5;
     const dir = await Deno.makeTempDir({ prefix: "voxseg_bench_train_" });
     try {
-      const batch1 = await sideBySide(referenceConfig(), warmup, steps, dir);
-      // The same step with binary16 forward convolution operands, from the same weights.
+      const batch1 = await sideBySide(1, warmup, steps, dir);
+      // The same step with binary16 forward convolution operands, from the same weights, in
+      // this process (its time is compared with voxseg's f32 step only).
+      await initGpu();
       const half = new TrainStepBench(referenceConfig({ precision: "f16" }));
       let halfTimes: number[], halfLosses: number[];
       try {
@@ -205,9 +290,18 @@ export const suite: BenchSuite = {
       };
       // Batch 2: PyTorch's CPU convolutions take oneDNN above batch 1 (at batch 1 most of
       // this network's layers fall back to its slower im2col path), so this is the fair row.
-      yield await sideBySide(referenceConfig({ "data.batchSize": "2" }), warmup, steps, dir);
+      yield await sideBySide(2, warmup, steps, dir);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
   },
 };
+
+// As a script (voxsegSideInChild): `train.ts <batch> <warmup> <steps> <dir>` prints one
+// VoxsegSide as a JSON line.
+if (import.meta.main) {
+  const [batch, warmup, steps, dir] = Deno.args;
+  const config = referenceConfig({ "data.batchSize": batch });
+  const side = await voxsegSide(config, Number(warmup), Number(steps), dir, "fresh child process");
+  console.log(JSON.stringify(side));
+}

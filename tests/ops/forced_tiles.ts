@@ -1,0 +1,20 @@
+/**
+ * Register blocks forced for one test (src/ops/tuning.ts `forceTiles`): a block that
+ * `voxseg tune` measured and cached on this machine would otherwise replace the one a test
+ * describes, and the test would cover another path than its name says.
+ */
+
+import { type ConvTiles, forceTiles, type TunedKernel } from "../../src/ops/tuning.ts";
+
+/** The K = 3 blocks to force; a kernel left out reads the cache. */
+export type ForcedTiles = Partial<Record<TunedKernel, ConvTiles>>;
+
+/** Runs `fn` with `tiles` forced, then restores whatever was forced before (even on a throw). */
+export async function withForcedTiles<T>(tiles: ForcedTiles, fn: () => T | Promise<T>): Promise<T> {
+  const before = forceTiles(tiles);
+  try {
+    return await fn();
+  } finally {
+    forceTiles(before);
+  }
+}
