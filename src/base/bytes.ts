@@ -16,3 +16,18 @@ export function concatBytes(
   }
   return out;
 }
+
+/**
+ * The first `bytes` bytes of an open file (fewer when it is shorter), read from its current
+ * position: enough to tell a format by its header without reading the file.
+ */
+export async function readHead(file: Deno.FsFile, bytes: number): Promise<Uint8Array> {
+  const head = new Uint8Array(bytes);
+  let n = 0;
+  while (n < head.length) {
+    const read = await file.read(head.subarray(n));
+    if (read === null) break;
+    n += read;
+  }
+  return head.subarray(0, n);
+}

@@ -32,8 +32,8 @@ import {
   isDicomLocation,
   isDicomOutName,
   predictSeries,
-  type PulledSeries,
-  pullSeries,
+  type PulledStudy,
+  pullStudy,
   readSeriesInput,
 } from "./infer_dicom.ts";
 
@@ -331,10 +331,10 @@ async function dicomMain(
   }
   const series = typeof v.series === "string" ? v.series : undefined;
   const log = (line: string) => progress.log(line);
-  let pulled: PulledSeries | undefined;
+  let pulled: PulledStudy | undefined;
   if (typeof v.dicomweb === "string") {
     if (typeof v.study !== "string") throw new UsageError("--dicomweb needs --study UID");
-    pulled = await pullSeries(v.dicomweb, v.study, series, log);
+    pulled = await pullStudy(v.dicomweb, v.study, series, log);
   } else if (!out) {
     throw new UsageError("--out (a .dcm Segmentation or a .nii.gz label map) is required");
   } else if (v.study) {

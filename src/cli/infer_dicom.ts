@@ -7,8 +7,8 @@
 import { DicomWebClient } from "../data/dicom/dicomweb.ts";
 import { dicomWebAuthFromEnv } from "../data/dicom/dicomweb_auth.ts";
 import { DicomInputError } from "../data/dicom/errors.ts";
-import { isDicomPart10, isZip, type NamedBytes } from "../data/dicom/input.ts";
-import { chooseSeriesOnServer } from "../data/dicom/series_choice.ts";
+import { isDicomPart10, isZip } from "../data/dicom/input.ts";
+import { pullSeries } from "../data/dicom/pull.ts";
 import { loadDicomInput, readDicomSeries } from "../data/dicom/series.ts";
 import type { DicomSeries } from "../data/dicom/types.ts";
 import { writeNifti } from "../data/nifti.ts";
@@ -17,6 +17,7 @@ import { segmentSeries } from "../infer/dicom_seg.ts";
 import type { Models } from "../infer/ensemble.ts";
 import type { PredictionSummary, PredictOptions } from "../infer/predict.ts";
 import { UsageError } from "./usage_error.ts";
+import { readHead } from "../base/bytes.ts";
 
 /** True when `--out` names a DICOM Segmentation file. */
 export const isDicomOutName = (s: string) => /\.dcm$/i.test(s);
@@ -38,16 +39,10 @@ export async function isDicomLocation(location: string): Promise<boolean> {
     return !(await Deno.stat(`${first}/zarr.json`).then(() => true, () => false));
   }
   if (/\.zip$/i.test(first)) return true;
-  const head = new Uint8Array(132);
   const file = await Deno.open(first);
   try {
-    let n = 0;
-    while (n < head.length) {
-      const read = await file.read(head.subarray(n));
-      if (read === null) break;
-      n += read;
-    }
-    return isDicomPart10(head.subarray(0, n)) || isZip(head.subarray(0, n));
+    const head = await readHead(file, 132); // the preamble and "DICM"
+    return isDicomPart10(head) || isZip(head);
   } finally {
     file.close();
   }
@@ -61,7 +56,7 @@ export async function readSeriesInput(location: string, seriesUid?: string): Pro
 }
 
 /** A study on a DICOMweb server: the series pulled, and the client to store the result with. */
-export interface PulledSeries {
+export interface PulledStudy {
   series: DicomSeries;
   client: DicomWebClient;
   /** Why this series (when it was chosen, not named). */
@@ -73,26 +68,18 @@ export interface PulledSeries {
  * VOXSEG_DICOMWEB_TOKEN or VOXSEG_DICOMWEB_USER/PASSWORD); with no `seriesUid`, the CT series
  * with the most slices, skipping localizers and derived images.
  */
-export async function pullSeries(
+export async function pullStudy(
   url: string,
   study: string,
   seriesUid: string | undefined,
   log: (line: string) => void,
-): Promise<PulledSeries> {
+): Promise<PulledStudy> {
   const client = new DicomWebClient(url, { auth: dicomWebAuthFromEnv(Deno.env) });
-  let uid = seriesUid;
-  let choice: string | undefined;
-  if (!uid) {
-    const chosen = await chooseSeriesOnServer(client, study);
-    uid = chosen.seriesInstanceUid;
-    choice = chosen.reason;
-    log(`series: ${chosen.reason}`);
-  }
-  const instances = await client.retrieveSeries(study, uid);
-  log(`pulled ${instances.length} instance(s) of series ${uid}`);
-  const files: NamedBytes[] = instances.map((bytes, i) => ({ name: `instance ${i + 1}`, bytes }));
-  const series = await asUsage(() => readDicomSeries(files, { seriesUid: uid }));
-  return { series, client, ...(choice ? { choice } : {}) };
+  const pulled = await asUsage(() => pullSeries(client, study, seriesUid));
+  const chosen = pulled.choice !== "requested";
+  if (chosen) log(`series: ${pulled.choice}`);
+  log(`pulled ${pulled.instances} instance(s) of series ${pulled.series.seriesInstanceUid}`);
+  return { series: pulled.series, client, ...(chosen ? { choice: pulled.choice } : {}) };
 }
 
 /** What a DICOM prediction wrote and stored. */

@@ -260,14 +260,7 @@ function datasetSource(o: ResolvedOptions): Record<string, unknown> {
   };
 }
 
-function synthSource(o: {
-  cases: number;
-  shape: Shape3;
-  seed: number;
-  val: number;
-  test: number;
-  cohort: SynthCohort;
-}): Record<string, unknown> {
+function synthSource(o: Omit<ResolvedOptions, "spacingScale">): Record<string, unknown> {
   return { generator: SYNTH_GENERATOR, ...o, shape: [...o.shape] };
 }
 

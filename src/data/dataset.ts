@@ -30,6 +30,7 @@ import { Random } from "../base/random.ts";
 import { type ClassCodes, parseClassCodes } from "../base/class_codes.ts";
 import type { Shape3, Volume } from "./volume.ts";
 import { type ImageStats, imageStats } from "./image_stats.ts";
+import { parseJson } from "../base/json.ts";
 
 export type Split = "train" | "val" | "test";
 export const SPLITS: readonly Split[] = ["train", "val", "test"];
@@ -485,17 +486,14 @@ export async function readDataset(
       );
     }
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    // The parser quotes the text it choked on: keep only where, never the content.
-    const at = /at position \d+(?: \(line \d+ column \d+\))?/.exec((e as Error).message);
-    throw new Error(
-      `${file} is not valid JSON${at ? ` (${at[0]})` : ""}; it must hold a dataset manifest ` +
-        "(`voxseg convert --raw` or `voxseg synth` write one)",
-    );
-  }
+  const json = parseJson(
+    text,
+    (where) =>
+      new Error(
+        `${file} is not valid JSON${where}; it must hold a dataset manifest ` +
+          "(`voxseg convert --raw` or `voxseg synth` write one)",
+      ),
+  );
   validateManifest(json, file);
   if (confineTo !== undefined) await checkConfined(json, root, confineTo, file);
   return { ...json, root };

@@ -56,14 +56,13 @@ export function normalizationFromDataset(
         "normalisation is undefined; use ct-window",
     );
   }
-  // A constant foreground would divide by zero; nnU-Net guards the same way.
-  return {
-    kind: "zscore",
-    clipLo: s.p0_5,
-    clipHi: s.p99_5,
-    mean: s.mean,
-    std: Math.max(s.std, 1e-8),
-  };
+  return zscore(s.p0_5, s.p99_5, s.mean, s.std);
+}
+
+/** A z-score normalisation; a constant intensity (std 0) would divide by zero, so std ≥ 1e-8
+ * (nnU-Net guards the same way). */
+function zscore(clipLo: number, clipHi: number, mean: number, std: number): Normalization {
+  return { kind: "zscore", clipLo, clipHi, mean, std: Math.max(std, 1e-8) };
 }
 
 /**
@@ -79,13 +78,7 @@ export function forCase(norm: Normalization, stats: ImageStats | undefined): Nor
         "(convert the dataset again to record them)",
     );
   }
-  return {
-    kind: "zscore",
-    clipLo: stats.min,
-    clipHi: stats.max,
-    mean: stats.mean,
-    std: Math.max(stats.std, 1e-8),
-  };
+  return zscore(stats.min, stats.max, stats.mean, stats.std);
 }
 
 /**

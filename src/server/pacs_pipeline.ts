@@ -12,14 +12,11 @@
 
 import { DicomWebClient } from "../data/dicom/dicomweb.ts";
 import { DicomInputError } from "../data/dicom/errors.ts";
-import type { NamedBytes } from "../data/dicom/input.ts";
-import { chooseSeriesOnServer } from "../data/dicom/series_choice.ts";
-import { readDicomSeries } from "../data/dicom/series.ts";
-import { gzip } from "../data/gzip.ts";
-import { encodeNifti } from "../data/nifti.ts";
+import { pullSeries } from "../data/dicom/pull.ts";
 import { segmentationOf } from "../infer/dicom_seg.ts";
 import { ApiError } from "./errors.ts";
 import type { PacsHooks, PacsPredictInput, PacsPredictOutput } from "./jobs/deps.ts";
+import { encodeOutput } from "./jobs/predict_job.ts";
 
 /** The hooks `createApp` takes to run PACS prediction jobs. */
 export const DICOM_PIPELINE: PacsHooks = { predict: predictFromPacs };
@@ -30,34 +27,30 @@ async function predictFromPacs(input: PacsPredictInput): Promise<PacsPredictOutp
     ...(pacs.auth.kind === "none" ? {} : { auth: pacs.auth }),
     signal,
   });
-  let seriesUid = input.series;
-  let choice = "requested";
-  if (!seriesUid) {
-    input.onProgress({ phase: "find-series" });
-    const chosen = await chooseSeriesOnServer(client, study);
-    seriesUid = chosen.seriesInstanceUid;
-    choice = chosen.reason;
-  }
-  input.onProgress({ phase: "pull", message: `series ${seriesUid}` });
-  const instances = await client.retrieveSeries(study, seriesUid);
-  const files: NamedBytes[] = instances.map((bytes, i) => ({ name: `instance ${i + 1}`, bytes }));
-  let series;
+  let pulled;
   try {
-    series = await readDicomSeries(files, { seriesUid });
+    pulled = await pullSeries(
+      client,
+      study,
+      input.series,
+      (phase, message) => input.onProgress(phase === "pull" ? { phase, message } : { phase }),
+    );
   } catch (e) {
     if (e instanceof DicomInputError) throw new ApiError(422, "invalid_dicom", e.message);
     throw e;
   }
+  const { series, choice } = pulled;
+  const seriesUid = series.seriesInstanceUid;
   signal.throwIfAborted();
   const { labels, summary, model } = await input.segment(series.volume);
   const segmentation = segmentationOf(labels.data as Uint8Array, series, [model]);
   if (input.output) {
-    const name = input.output.name;
-    if (/\.dcm$/i.test(name)) await input.output.write(segmentation);
-    else {
-      const raw = encodeNifti(labels, { description: "voxseg labels" });
-      await input.output.write(/\.gz$/i.test(name) ? await gzip(raw) : raw);
-    }
+    const { name, write } = input.output;
+    await write(
+      /\.dcm$/i.test(name)
+        ? segmentation
+        : await encodeOutput(name, labels, { volume: series.volume, series }, model),
+    );
   }
   let stored: PacsPredictOutput["stored"];
   if (input.store) {

@@ -16,6 +16,7 @@ import { ApiError } from "../errors.ts";
 import type { DataRoot } from "../paths.ts";
 import { checkNiftiInput, readVerified } from "./files.ts";
 import type { DicomInputForm, Job, PredictJobRequest } from "./job.ts";
+import { readHead as firstBytes } from "../../base/bytes.ts";
 
 /** Bytes that tell a zip ("PK\x03\x04") and a DICOM Part 10 file ("DICM" at 128) apart. */
 const HEAD_BYTES = 132;
@@ -84,22 +85,10 @@ export async function dicomInputForm(
 async function readHead(root: DataRoot, resolved: string): Promise<Uint8Array> {
   const file = await root.openRead(resolved, "input");
   try {
-    return await headOf(file);
+    return await firstBytes(file, HEAD_BYTES);
   } finally {
     file.close();
   }
-}
-
-/** The first {@link HEAD_BYTES} bytes of an open file (fewer when it is shorter). */
-async function headOf(file: Deno.FsFile): Promise<Uint8Array> {
-  const head = new Uint8Array(HEAD_BYTES);
-  let n = 0;
-  while (n < head.length) {
-    const read = await file.read(head.subarray(n));
-    if (read === null) break;
-    n += read;
-  }
-  return head.subarray(0, n);
 }
 
 /**
@@ -127,7 +116,7 @@ async function holdsDicomFile(dir: string): Promise<boolean> {
 async function startsAsDicom(path: string): Promise<boolean> {
   const file = await Deno.open(path, { read: true });
   try {
-    return isDicomPart10(await headOf(file));
+    return isDicomPart10(await firstBytes(file, HEAD_BYTES));
   } finally {
     file.close();
   }

@@ -10,6 +10,7 @@ import { isGzip } from "../../data/gzip.ts";
 import { parseNiftiHeader } from "../../data/nifti.ts";
 import { ApiError } from "../errors.ts";
 import type { DataRoot } from "../paths.ts";
+import { readHead } from "../../base/bytes.ts";
 
 /** Compressed bytes read to find the header of a .nii.gz: far more than its 348 or 540 bytes need. */
 const GZIP_HEAD_BYTES = 4096;
@@ -20,15 +21,8 @@ const RAW_HEAD_BYTES = 540;
  * only its first bytes and leaves it positioned at the start.
  */
 export async function checkNiftiHead(file: Deno.FsFile): Promise<void> {
-  const head = new Uint8Array(GZIP_HEAD_BYTES);
-  let n = 0;
-  while (n < head.length) {
-    const read = await file.read(head.subarray(n));
-    if (read === null) break;
-    n += read;
-  }
+  let bytes = await readHead(file, GZIP_HEAD_BYTES);
   await file.seek(0, Deno.SeekMode.Start);
-  let bytes: Uint8Array = head.subarray(0, n);
   if (isGzip(bytes)) {
     try {
       // The rest of the stream is not here: a sync flush returns what these bytes hold.

@@ -22,7 +22,7 @@ import type { JobDeps } from "./deps.ts";
 import type { Job, PacsPredictJobRequest, PredictJobRequest } from "./job.ts";
 
 /** What a job segments: the volume, and the NIfTI header or DICOM series it came with. */
-interface JobInput {
+export interface JobInput {
   volume: Volume;
   header?: NiftiHeader;
   series?: DicomSeries;
@@ -108,7 +108,7 @@ async function readJobInput(job: Job, root: DataRoot, input: string): Promise<Jo
  * The output file's bytes: a DICOM Segmentation for `.dcm` (the input is a series: checked at
  * submit), else the label map as NIfTI, gzipped for `.gz`.
  */
-async function encodeOutput(
+export async function encodeOutput(
   output: string,
   labels: Volume,
   source: JobInput,
@@ -120,7 +120,11 @@ async function encodeOutput(
     }
     return segmentationOf(labels.data as Uint8Array, source.series, [model]);
   }
-  const raw = encodeNifti(labels, source.header ? { like: source.header } : {});
+  // A series has no NIfTI header to copy: the label map says what wrote it, as the CLI's does.
+  const raw = encodeNifti(
+    labels,
+    source.header ? { like: source.header } : { description: "voxseg labels" },
+  );
   return /\.gz$/i.test(output) ? await gzip(raw) : raw;
 }
 

@@ -8,16 +8,13 @@ import { jobEventStream } from "../sse.ts";
 import { errorResponse, queueFull, ref } from "./schemas.ts";
 import { requireGpu, type ServerContext } from "../context.ts";
 import type { RouteSpec } from "./table.ts";
+import { parseJson } from "../../base/json.ts";
 
 async function jsonBody(c: Context): Promise<unknown> {
-  const text = await c.req.text();
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    // The parser quotes the text it choked on: say where, never echo the body.
-    const at = /at position \d+(?: \(line \d+ column \d+\))?/.exec((e as Error).message);
-    throw new ApiError(400, "invalid_json", `the body is not valid JSON${at ? ` (${at[0]})` : ""}`);
-  }
+  return parseJson(
+    await c.req.text(),
+    (where) => new ApiError(400, "invalid_json", `the body is not valid JSON${where}`),
+  );
 }
 
 /** The `purge` query parameter: absent or "false" → false, "true" → true, else 400. */

@@ -12,6 +12,7 @@ import {
   PLAN_NETWORKS,
   PLAN_VERSION,
 } from "./types.ts";
+import { parseJson } from "../../base/json.ts";
 
 /** The plan's file name inside a dataset or run folder. */
 export const PLAN_FILE = "plans.json";
@@ -45,15 +46,10 @@ export async function readPlan(path: string): Promise<Plan> {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
     throw new Error(`no ${PLAN_FILE} at ${file} — write one with \`voxseg plan\``);
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    const at = /at position \d+(?: \(line \d+ column \d+\))?/.exec((e as Error).message);
-    throw new Error(
-      `${file} is not valid JSON${at ? ` (${at[0]})` : ""}; write it again with \`voxseg plan\``,
-    );
-  }
+  const json = parseJson(
+    text,
+    (where) => new Error(`${file} is not valid JSON${where}; write it again with \`voxseg plan\``),
+  );
   validatePlan(json, file);
   return json;
 }

@@ -1,15 +1,14 @@
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import { Random } from "../../../src/base/random.ts";
 import {
-  type CaseFingerprint,
   detectIntensityConvention,
-  type Fingerprint,
   type ForegroundStats,
   foregroundStats,
   inferModality,
   type IntensityProfile,
 } from "../../../src/data/fingerprint.ts";
 import type { Shape3 } from "../../../src/data/volume.ts";
+import { FG, fingerprint, fpCase, HU_IMAGE } from "./fingerprint_fixture.ts";
 import { resolveConfig } from "../../../src/train/config/resolve.ts";
 import { sizeForBudget, sizeForBudgetAsync } from "../../../src/train/plan/budget.ts";
 import { huMapByQuantiles, poolForeground } from "../../../src/train/plan/normalisation.ts";
@@ -29,20 +28,8 @@ import {
 } from "../../../src/train/plan/topology.ts";
 
 // ---------------------------------------------------------------------------------------------
-// Hand-made fingerprints
+// Hand-made fingerprints (more in ./fingerprint_fixture.ts)
 
-const HU_IMAGE: IntensityProfile = {
-  min: -1024,
-  max: 1800,
-  mean: -500,
-  std: 480,
-  airFraction: 0.35,
-  integerValued: true,
-  p0_5: -1024,
-  p50: -600,
-  p99_5: 900,
-  samples: 1000,
-};
 const BYTE_IMAGE: IntensityProfile = {
   ...HU_IMAGE,
   min: 0,
@@ -65,53 +52,6 @@ const MRI_IMAGE: IntensityProfile = {
   p50: 30,
   p99_5: 125,
 };
-const FG: ForegroundStats = {
-  samples: 1000,
-  mean: -650,
-  std: 150,
-  min: -1000,
-  max: 100,
-  p0_5: -980,
-  p5: -900,
-  p50: -700,
-  p95: -300,
-  p99_5: 50,
-};
-
-function fpCase(id: string, o: Partial<CaseFingerprint> = {}): CaseFingerprint {
-  return {
-    id,
-    split: "train",
-    shape: [64, 128, 128],
-    spacingMm: [1, 1, 1],
-    hasLabel: true,
-    voxelsPerClass: [900_000, 100_000],
-    image: HU_IMAGE,
-    foreground: FG,
-    ...o,
-  };
-}
-
-function fingerprint(cases: CaseFingerprint[], o: Partial<Fingerprint> = {}): Fingerprint {
-  return {
-    name: "t",
-    modality: "CT",
-    classes: ["background", "lesion"],
-    intensity: {
-      mean: FG.mean,
-      std: FG.std,
-      p0_5: FG.p0_5,
-      p99_5: FG.p99_5,
-      min: FG.min,
-      max: FG.max,
-    },
-    samplesPerCase: 1000,
-    seed: 0,
-    cases,
-    ...o,
-  };
-}
-
 const BIG_GPU = {
   gpuMemoryBytes: 64 * 2 ** 30,
   maxStorageBufferBindingSize: 2 ** 31,

@@ -5,7 +5,6 @@
  */
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
-import type { CaseFingerprint, Fingerprint } from "../../../src/data/fingerprint.ts";
 import type { CaseEntry } from "../../../src/data/dataset.ts";
 import {
   budgetCandidates,
@@ -20,54 +19,14 @@ import {
   validationSeconds,
 } from "../../../src/train/plan/run_plan.ts";
 import { resolveConfig, type TrainConfig } from "../../../src/train/config.ts";
+import type { Fingerprint } from "../../../src/data/fingerprint.ts";
+import { fingerprint, fpCase } from "./fingerprint_fixture.ts";
 
-const IMAGE = {
-  min: -1024,
-  max: 1800,
-  mean: -500,
-  std: 480,
-  airFraction: 0.35,
-  integerValued: true,
-  p0_5: -1024,
-  p50: -600,
-  p99_5: 900,
-  samples: 1000,
-};
-const FG = {
-  samples: 1000,
-  mean: -650,
-  std: 150,
-  min: -1000,
-  max: 100,
-  p0_5: -980,
-  p5: -900,
-  p50: -700,
-  p95: -300,
-  p99_5: 50,
-};
-
-function fpCase(id: string, split: CaseFingerprint["split"]): CaseFingerprint {
-  return {
-    id,
-    split,
-    shape: [64, 128, 128],
-    spacingMm: [1, 1, 1],
-    hasLabel: true,
-    voxelsPerClass: [900_000, 100_000],
-    image: IMAGE,
-    foreground: FG,
-  };
-}
-
-const FP: Fingerprint = {
-  name: "t",
-  modality: "CT",
-  classes: ["background", "lesion"],
-  intensity: { mean: -650, std: 150, p0_5: -980, p99_5: 50, min: -1000, max: 100 },
-  samplesPerCase: 1000,
-  seed: 0,
-  cases: [fpCase("a", "train"), fpCase("b", "train"), fpCase("c", "val")],
-} as Fingerprint;
+const FP = fingerprint([
+  fpCase("a"),
+  fpCase("b"),
+  fpCase("c", { split: "val" }),
+]);
 
 const BIG = {
   gpuMemoryBytes: 16 * 2 ** 30,
