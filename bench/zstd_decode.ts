@@ -1,8 +1,10 @@
 /**
  * How long the loader's workers spend decoding one chunk: a 64³ int16 chunk of a CT-like
- * phantom (air, body, lungs, noise), compressed with zstd at voxseg's level (3) and decoded
- * with numcodecs' zstd, as `src/data/ome_zarr.ts` reads it. Prints one JSON line: wall and
- * process-CPU milliseconds per decode (CPU time holds on a shared machine), and the bytes.
+ * phantom (air, body, lungs, noise), compressed with zstd at voxseg's level (3) by numcodecs
+ * (as voxseg writes it), decoded by numcodecs' WebAssembly zstd and by Deno's native one told
+ * the decoded size (as src/data/ome_zarr/codecs.ts reads it). Prints one JSON line per decoder:
+ * wall and process-CPU milliseconds per decode (CPU time holds on a shared machine), and the
+ * bytes.
  *
  *   deno run -A bench/zstd_decode.ts
  *
@@ -10,6 +12,7 @@
  * the chunk cache misses, decoding alone costs about 8 × this per patch and worker.
  */
 
+import zlib from "node:zlib";
 import Zstd from "numcodecs/zstd";
 import { Random } from "../src/base/random.ts";
 import { processCpuMs } from "../src/cli/bench/ops.ts";
@@ -28,16 +31,22 @@ for (let z = 0, i = 0; z < side; z++) {
 }
 const zstd = Zstd.fromConfig({ id: "zstd", level: 3 });
 const encoded = new Uint8Array(await zstd.encode(new Uint8Array(chunk.buffer)));
-for (let i = 0; i < 10; i++) await zstd.decode(encoded); // warm-up: WASM compilation
-const reps = 200;
-const cpu0 = processCpuMs(), t0 = performance.now();
-for (let i = 0; i < reps; i++) await zstd.decode(encoded);
-const wallMs = (performance.now() - t0) / reps, cpuMs = (processCpuMs() - cpu0) / reps;
-console.log(JSON.stringify({
-  name: "zstd decode 64³ int16 chunk",
-  decoded_kib: (n * 2) / 1024,
-  compressed_kib: +(encoded.length / 1024).toFixed(1),
-  ms: +wallMs.toFixed(2),
-  cpu_ms: +cpuMs.toFixed(2),
-  mb_per_cpu_s: +((n * 2) / 1e3 / cpuMs).toFixed(0),
-}));
+const decoders: [string, () => unknown][] = [
+  ["numcodecs (WebAssembly)", () => zstd.decode(encoded)],
+  ["Deno native", () => zlib.zstdDecompressSync(encoded, { chunkSize: n * 2 })],
+];
+for (const [decoder, decode] of decoders) {
+  for (let i = 0; i < 10; i++) await decode(); // warm-up: WASM compilation
+  const reps = 200;
+  const cpu0 = processCpuMs(), t0 = performance.now();
+  for (let i = 0; i < reps; i++) await decode();
+  const wallMs = (performance.now() - t0) / reps, cpuMs = (processCpuMs() - cpu0) / reps;
+  console.log(JSON.stringify({
+    name: `zstd decode 64³ int16 chunk, ${decoder}`,
+    decoded_kib: (n * 2) / 1024,
+    compressed_kib: +(encoded.length / 1024).toFixed(1),
+    ms: +wallMs.toFixed(2),
+    cpu_ms: +cpuMs.toFixed(2),
+    mb_per_cpu_s: +((n * 2) / 1e3 / cpuMs).toFixed(0),
+  }));
+}

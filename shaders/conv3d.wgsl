@@ -16,7 +16,7 @@
 //                                                                         (convT input grad)
 //
 // Each thread owns a register block of 4·CG output channels × VZ planes × 4 rows × VX voxels
-// (CG ≤ 2, VZ ≤ 4, VX = 4 or 8; for K = 1 the VZ plane slots hold more channels of one plane
+// (CG = 1, 2 or 4 (F16: ≤ 2), VZ ≤ 4, VX = 4 or 8; for K = 1 the VZ plane slots hold more channels of one plane
 // instead) and reads its inputs straight from global memory: nothing goes through workgroup
 // memory and there are no barriers. Per input channel it loads the CG·K³ weight vec4s once
 // and every input row of its window once (K = 3: VZ + 2 planes × 6 rows of VX + 2 values, the
@@ -79,10 +79,12 @@ struct GroupAcc {
   z3: PlaneAcc,
 }
 
-// A thread's accumulators: channel groups 0 and 1 (CG = 2).
+// A thread's accumulators: channel groups 0 .. CG - 1.
 struct ThreadAcc {
   g0: GroupAcc,
   g1: GroupAcc,
+  g2: GroupAcc,
+  g3: GroupAcc,
 }
 
 // One kernel plane kz: w{ky}; column kx = the 4 channels' weights of tap (kz, ky, kx).
@@ -103,6 +105,14 @@ struct GroupWeights {
 struct GroupWeightsPair {
   g0: GroupWeights,
   g1: GroupWeights,
+}
+
+// The weights of every channel group of one input channel (groups past CG unused).
+struct GroupWeightsQuad {
+  g0: GroupWeights,
+  g1: GroupWeights,
+  g2: GroupWeights,
+  g3: GroupWeights,
 }
 
 struct KernelPlanePair {
@@ -148,42 +158,45 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }
       let wb = (tc * params.ciPad + ci) * CG * VZ;
       acc.g0 = pointGroup(acc.g0, wb, r[0], r[1], r[2], r[3]);
-      if (CG == 2u) { acc.g1 = pointGroup(acc.g1, wb + 1u, r[0], r[1], r[2], r[3]); }
+      if (CG >= 2u) { acc.g1 = pointGroup(acc.g1, wb + 1u, r[0], r[1], r[2], r[3]); }
+      if (CG == 4u) {
+        acc.g2 = pointGroup(acc.g2, wb + 2u, r[0], r[1], r[2], r[3]);
+        acc.g3 = pointGroup(acc.g3, wb + 3u, r[0], r[1], r[2], r[3]);
+      }
       continue;
     }
     // vec4 index of tap 0 of channel group 0; taps step by CG.
     let taps = (tc * params.ciPad + ci) * KT;
     let wb = taps * CG;
-    var w0: GroupWeights;
-    var w1: GroupWeights;
+    var w: GroupWeightsQuad;
     if (F16 == 1u) {
       let both = loadWeightsHalf(taps);
-      w0 = both.g0;
-      w1 = both.g1;
+      w.g0 = both.g0;
+      w.g1 = both.g1;
     } else {
-      w0 = loadGroupWeights(wb);
-      if (CG == 2u) { w1 = loadGroupWeights(wb + 1u); }
+      w.g0 = loadGroupWeights(wb);
+      if (CG >= 2u) { w.g1 = loadGroupWeights(wb + 1u); }
+      if (CG == 4u) {
+        w.g2 = loadGroupWeights(wb + 2u);
+        w.g3 = loadGroupWeights(wb + 3u);
+      }
     }
     // The VZ + 2 input planes of the window, unrolled by hand: lavapipe would run a loop over
     // register blocks as a loop over memory.
     let zp = i32(z0) - 1;
-    acc = feedInputPlane(acc, w0, w1, loadPlane(n, ci, zp, y0, x0), 0u);
-    acc = feedInputPlane(acc, w0, w1, loadPlane(n, ci, zp + 1, y0, x0), 1u);
-    acc = feedInputPlane(acc, w0, w1, loadPlane(n, ci, zp + 2, y0, x0), 2u);
-    if (VZ >= 2u) { acc = feedInputPlane(acc, w0, w1, loadPlane(n, ci, zp + 3, y0, x0), 3u); }
-    if (VZ >= 3u) { acc = feedInputPlane(acc, w0, w1, loadPlane(n, ci, zp + 4, y0, x0), 4u); }
-    if (VZ >= 4u) { acc = feedInputPlane(acc, w0, w1, loadPlane(n, ci, zp + 5, y0, x0), 5u); }
+    acc = feedInputPlane(acc, w, loadPlane(n, ci, zp, y0, x0), 0u);
+    acc = feedInputPlane(acc, w, loadPlane(n, ci, zp + 1, y0, x0), 1u);
+    acc = feedInputPlane(acc, w, loadPlane(n, ci, zp + 2, y0, x0), 2u);
+    if (VZ >= 2u) { acc = feedInputPlane(acc, w, loadPlane(n, ci, zp + 3, y0, x0), 3u); }
+    if (VZ >= 3u) { acc = feedInputPlane(acc, w, loadPlane(n, ci, zp + 4, y0, x0), 4u); }
+    if (VZ >= 4u) { acc = feedInputPlane(acc, w, loadPlane(n, ci, zp + 5, y0, x0), 5u); }
   }
 
-  // Slot k of group g: channels o0 + 4·g + k·oStep at plane z0 + k·zStep.
   if (K == 1u) {
     let o0 = tc * 4u * CG * VZ;
-    storeGroup(acc.g0, n, o0, 4u * CG, z0, 0u, y0, x0);
-    if (CG == 2u) { storeGroup(acc.g1, n, o0 + 4u, 4u * CG, z0, 0u, y0, x0); }
+    storeGroups(acc, n, o0, 4u * CG, z0, 0u, y0, x0);
   } else {
-    let o0 = tc * 4u * CG;
-    storeGroup(acc.g0, n, o0, 0u, z0, 1u, y0, x0);
-    if (CG == 2u) { storeGroup(acc.g1, n, o0 + 4u, 0u, z0, 1u, y0, x0); }
+    storeGroups(acc, n, tc * 4u * CG, 0u, z0, 1u, y0, x0);
   }
 }
 
@@ -225,10 +238,14 @@ fn addOuters(acc: mat4x4<f32>, w: mat4x4<f32>, p0: vec4<f32>, p1: vec4<f32>, p2:
 
 // Input plane p of the window (grid plane z0 + p - P) feeds output plane dz through kernel
 // plane p - dz; p is a constant at every call.
-fn feedInputPlane(a: ThreadAcc, w0: GroupWeights, w1: GroupWeights, r: Plane, p: u32) -> ThreadAcc {
+fn feedInputPlane(a: ThreadAcc, w: GroupWeightsQuad, r: Plane, p: u32) -> ThreadAcc {
   var o = a;
-  o.g0 = feedGroup(a.g0, w0, r, p);
-  if (CG == 2u) { o.g1 = feedGroup(a.g1, w1, r, p); }
+  o.g0 = feedGroup(a.g0, w.g0, r, p);
+  if (CG >= 2u) { o.g1 = feedGroup(a.g1, w.g1, r, p); }
+  if (CG == 4u) {
+    o.g2 = feedGroup(a.g2, w.g2, r, p);
+    o.g3 = feedGroup(a.g3, w.g3, r, p);
+  }
   return o;
 }
 
@@ -424,6 +441,17 @@ fn xRow(n: u32, ci: u32, z: u32, y: u32) -> u32 {
 }
 
 override X_STEP: u32 = select(1u, 2u, MODE == 2u);
+
+// Group g's slot k: channels o0 + 4·g + k·oStep at plane z0 + k·zStep.
+fn storeGroups(a: ThreadAcc, n: u32, o0: u32, oStep: u32, z0: u32, zStep: u32, y0: u32,
+               x0: u32) {
+  storeGroup(a.g0, n, o0, oStep, z0, zStep, y0, x0);
+  if (CG >= 2u) { storeGroup(a.g1, n, o0 + 4u, oStep, z0, zStep, y0, x0); }
+  if (CG == 4u) {
+    storeGroup(a.g2, n, o0 + 8u, oStep, z0, zStep, y0, x0);
+    storeGroup(a.g3, n, o0 + 12u, oStep, z0, zStep, y0, x0);
+  }
+}
 
 fn storeGroup(g: GroupAcc, n: u32, o0: u32, oStep: u32, z0: u32, zStep: u32, y0: u32, x0: u32) {
   storePlane(g.z0, n, o0, z0, y0, x0);

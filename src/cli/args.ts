@@ -1,6 +1,7 @@
 /** Flag parsing shared by the commands, on `node:util` parseArgs with voxseg's error style. */
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseDuration } from "../base/duration.ts";
 import { UsageError } from "./usage_error.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
@@ -115,17 +116,10 @@ export function shapeFlag(value: unknown, name: string, fallback: [number, numbe
  */
 export function durationFlag(value: unknown, name: string): number | undefined {
   if (value === undefined) return undefined;
-  const text = String(value).trim();
-  const unit: Record<string, number> = { h: 3600, m: 60, s: 1 };
-  let seconds = 0;
-  const parts = /^\d+(\.\d+)?$/.test(text) ? [[text, text, "s"]] : [
-    ...text.matchAll(/(\d+(?:\.\d+)?)([hms])/g),
-  ];
-  const consumed = parts.map((p) => p[0]).join("");
-  if (parts.length === 0 || (consumed !== text && !/^\d+(\.\d+)?$/.test(text))) {
+  const seconds = parseDuration(String(value));
+  if (seconds === undefined) {
     throw new UsageError(`--${name} must be a duration such as 15m, 90s or 1h30m, got "${value}"`);
   }
-  for (const p of parts) seconds += Number(p[1]) * unit[p[2]];
   if (!(seconds > 0)) throw new UsageError(`--${name} must be more than 0, got "${value}"`);
   return seconds;
 }

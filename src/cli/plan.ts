@@ -6,7 +6,6 @@
 
 import { join } from "node:path";
 import { readDataset } from "../data/dataset.ts";
-import { channelCount } from "../data/channels.ts";
 import { parseBytes } from "../server/middleware/body_limit/body_limit.ts";
 import { formatPlanTable, type PlanOptions } from "../train/plan/planner.ts";
 import { writePlan } from "../train/plan/plan_file.ts";
@@ -20,9 +19,11 @@ const HELP = `voxseg plan --data DIR|URL [--out DIR] [--preprocess] [--time-budg
 
 Reads a dataset's cases (shapes, spacings, intensities, classes) and plans its training as
 nnU-Net does: target spacing, intensity normalisation (CT in Hounsfield units, CT stored as
-0..255, or another modality, decided from the intensities), network depth and width, patch
-and batch sized to the GPU memory, and, with a time budget, the run's length from a measured
-timing of this adapter. Writes OUT/plans.json and OUT/splits.json (5 cross-validation folds
+0..255, or another modality, decided from the intensities; on a dataset of several channels,
+each channel by its own scheme: named in channel_names, CT is windowed and any other name
+z-scored per case, unnamed ones decided from their intensities), network depth and width,
+patch and batch sized to the GPU memory, and, with a time budget, the network and the run's
+length from a measured timing of this adapter. Writes OUT/plans.json and OUT/splits.json (5 cross-validation folds
 of the train and val cases). voxseg train finds plans.json beside its dataset.
 
   --data DIR|URL        the dataset (a folder or URL with dataset.json)
@@ -33,9 +34,11 @@ of the train and val cases). voxseg train finds plans.json beside its dataset.
   --target-spacing Z,Y,X   target spacing in mm
   --patch D,H,W  --batch N  --base N  --depth N  --max-channels N
   --normalisation ${NORMALISATION_SCHEMES.join("|")}
+                        (several channels: a CT scheme applies to the CT channels,
+                        zscore-per-case to all)
   --folds K             cross-validation folds in splits.json (default 5)
   --network unet3d|plain   train the isotropic U-Net (default) or nnU-Net's PlainConvUNet with
-                        the planned per-axis strides and kernels (no time budget)
+                        the planned per-axis strides and kernels (a time budget sizes either)
   --json                print the plan as JSON`;
 
 const FLAGS = {
@@ -62,12 +65,6 @@ export async function main(argv: string[]): Promise<number> {
   const dataset = await readDataset(dataPath).catch((e) => {
     throw new UsageError(`cannot read the dataset ${dataPath}: ${(e as Error).message}`);
   });
-  if (channelCount(dataset) > 1) {
-    throw new UsageError(
-      `the dataset has ${channelCount(dataset)} input channels; the planner reads one-channel ` +
-        "datasets (train a multi-channel one with voxseg train and your flags)",
-    );
-  }
   const out = typeof v.out === "string" ? v.out : localFolder(dataset.root);
   const log = (line: string) => (v.json ? console.error(line) : console.log(line));
   const plan = await planDataset(dataset, {
@@ -119,9 +116,6 @@ function planOptions(v: Record<string, unknown>): PlanOptions {
   o.maxChannels = int("max-channels", 1);
   if (v.network !== undefined) {
     o.network = choiceFlag(v.network, "network", PLAN_NETWORKS, "unet3d");
-    if (o.network === "plain" && v["time-budget"] !== undefined) {
-      throw new UsageError("--time-budget sizes the isotropic U-Net; drop it with --network plain");
-    }
   }
   if (v.normalisation !== undefined) {
     o.normalisation = choiceFlag(

@@ -8,6 +8,7 @@
 
 import { join } from "node:path";
 import type { Normalization } from "../base/normalization.ts";
+import { channelCount } from "../data/channels.ts";
 import { type Dataset, readDataset } from "../data/dataset.ts";
 import {
   DEFAULT_FOLDS,
@@ -24,8 +25,10 @@ import type { RunFold } from "../train/trainer.ts";
 import { PLAN_FILE, readPlan, writePlan } from "../train/plan/plan_file.ts";
 import type { PlanOptions } from "../train/plan/planner.ts";
 import {
+  planChannelNormalizations,
   planDataset,
   type PlanDatasetOptions,
+  planIntensityMaps,
   planNormalization,
   preprocessingReason,
   sizeToBudget,
@@ -49,7 +52,8 @@ export async function adapterLimits(): Promise<
 
 /**
  * Preprocesses `dataset` for `plan` into `dir` (resampled to its spacing, cropped, 0..255 CT
- * mapped onto HU), unless `dir` already holds that; returns the dataset to train on.
+ * mapped onto HU; every channel of a multi-channel dataset alike, onto one grid and one crop),
+ * unless `dir` already holds that; returns the dataset to train on.
  */
 export async function preprocessFor(
   plan: Plan,
@@ -69,11 +73,7 @@ export async function preprocessFor(
     log(`using the preprocessed cases in ${dir}`);
     return dir;
   }
-  const maps = Object.fromEntries(
-    Object.entries(plan.normalisation.huMaps).map((
-      [id, m],
-    ) => [id, { scale: m.scale, offset: m.offset }]),
-  );
+  const maps = planIntensityMaps(plan);
   await preprocessDataset(dataset, dir, {
     targetSpacingMm: plan.targetSpacingMm,
     crop: true,
@@ -93,7 +93,10 @@ export interface PlannedRun {
   plan: Plan;
   /** The dataset to train on (the preprocessed one when the plan needed it). */
   dataset: string;
+  /** Channel 0's on a multi-channel plan. */
   normalisation: Normalization;
+  /** Each input channel's, exactly, when the plan has several (train's `channelNormalisations`). */
+  channelNormalisations?: Normalization[];
   /** The folder the plan came from (its splits.json and preprocessed cases are reused). */
   planDir: string;
 }
@@ -110,6 +113,8 @@ export interface PlanForTrainingOptions {
   /** The network to train, replacing the plan's. */
   network?: PlanNetwork;
   log: (line: string) => void;
+  /** Times a candidate's training step for the budget (default: measured on this adapter). */
+  measure?: PlanDatasetOptions["measure"];
 }
 
 /**
@@ -140,12 +145,6 @@ export async function planForTraining(
   }
   checkPlanMatches(plan, dataset);
   if (opts.network) plan = { ...plan, network: opts.network };
-  if (plan.network === "plain" && opts.timeBudgetSeconds !== undefined) {
-    throw new UsageError(
-      "--time-budget sizes the isotropic U-Net (--network unet3d); the plain network trains the " +
-        "planned topology as it is, for the epochs you give",
-    );
-  }
   const reason = preprocessingReason(plan, dataset);
   let trainOn = dataset.root;
   if (reason) {
@@ -164,6 +163,7 @@ export async function planForTraining(
       timeBudgetSeconds: opts.timeBudgetSeconds,
       startedAt: opts.startedAt,
       log: opts.log,
+      ...(opts.measure ? { measure: opts.measure } : {}),
     };
     plan = await sizeToBudget(plan, budgetOptions);
     opts.log(`time budget: ${plan.budget!.reason}`);
@@ -176,7 +176,14 @@ export async function planForTraining(
   }
   await Deno.mkdir(opts.out, { recursive: true });
   await writePlan(opts.out, plan);
-  return { plan, dataset: trainOn, normalisation: planNormalization(plan), planDir };
+  const channels = planChannelNormalizations(plan);
+  return {
+    plan,
+    dataset: trainOn,
+    normalisation: planNormalization(plan),
+    ...(channels ? { channelNormalisations: channels } : {}),
+    planDir,
+  };
 }
 
 /** `plans.json` in the dataset's own folder, when it is a local folder that has one. */
@@ -186,8 +193,15 @@ async function besideDataset(dataset: Dataset): Promise<string | undefined> {
   return await Deno.stat(path).then((s) => (s.isFile ? path : undefined), () => undefined);
 }
 
-/** A plan made for another dataset (other classes or cases) is refused. */
+/** A plan made for another dataset (other classes, name or channel count) is refused. */
 function checkPlanMatches(plan: Plan, dataset: Dataset): void {
+  const channels = channelCount(dataset), planned = plan.channels?.length ?? 1;
+  if (planned !== channels) {
+    throw new UsageError(
+      `the plan was made for ${planned} input channel(s) but the dataset "${dataset.name}" has ` +
+        `${channels}; plan it again with voxseg plan`,
+    );
+  }
   const same = plan.dataset.classes.length === dataset.classes.length &&
     plan.dataset.classes.every((c, i) => c === dataset.classes[i]);
   if (!same || plan.dataset.name !== dataset.name) {

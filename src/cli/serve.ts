@@ -21,6 +21,7 @@ import { formatBytes, parseBytes } from "../server/middleware/body_limit/body_li
 import { parseRetention } from "../server/jobs/retention.ts";
 import { type PacsEndpoint, pacsListing, parsePacsFlags } from "../server/pacs.ts";
 import { DICOM_PIPELINE } from "../server/pacs_pipeline.ts";
+import { servePlanner } from "./serve_planning.ts";
 import { choiceFlag, numberFlag, parseNamedFlags } from "./args.ts";
 import { UsageError } from "./usage_error.ts";
 
@@ -137,6 +138,7 @@ export async function main(argv: string[]): Promise<number> {
     retainMs: options.retainMs,
     pacsEndpoints: options.pacs,
     pacs: DICOM_PIPELINE,
+    planner: servePlanner(),
   });
   server.gpuReady.then(
     () => log(`GPU: ${server.context.gpu()!.description} (${server.context.gpu()!.backend})`),

@@ -31,7 +31,6 @@ import { choiceFlag, durationFlag, numberFlag } from "./args.ts";
 import { PLAN_NETWORKS } from "../train/plan/types.ts";
 import { allFolds, foldFor, planForTraining } from "./planning.ts";
 import { DEFAULT_FOLDS } from "../data/folds.ts";
-import { channelCount } from "../data/channels.ts";
 import { choosePostprocessingForFolds, type TrainedFold } from "../infer/cross_validation.ts";
 import { evaluateDataset, type MeanMetrics, meanMetrics } from "../infer/evaluate.ts";
 import { type LoadedModel, loadModel } from "../infer/model.ts";
@@ -41,6 +40,7 @@ import { VALIDATION_PATCHES } from "../train/plan/run_plan.ts";
 import { initGpu } from "../gpu/mod.ts";
 import { Progress } from "./progress.ts";
 import { ensureSynthDataset } from "./synth.ts";
+import { fitDefaultRun } from "./default_run.ts";
 import { UsageError } from "./usage_error.ts";
 
 const HELP = `voxseg train [--data DIR|URL] [--out DIR] [--time-budget 15m] [--config FILE] [flags]
@@ -54,7 +54,8 @@ missing) with a small preset that finishes in minutes on a CPU-only machine.
 On a dataset of your own, what can be read from it is: the classes, and a plan (voxseg plan)
 of spacing, normalisation, network, patch and batch — the plan given with --plan, else
 plans.json beside the dataset, else one made now into --out. Cases are resampled to the
-plan's spacing first when they need it. Layers, each overriding the one before: defaults,
+plan's spacing first when they need it. A dataset of several channels (CASE_0000 …
+CASE_000N) is planned channel by channel, each normalised by its own scheme. Layers, each overriding the one before: defaults,
 the dataset, the plan, --config, flags. A dataset without a labelled val case validates on
 its training cases (with a warning).
 
@@ -67,7 +68,8 @@ its training cases (with a warning).
   --gpu-memory B     GPU memory the plan may use (default 4GiB)
   --network unet3d|plain   the network of the plan: the isotropic U-Net (default: the tuned
                      3×3×3 kernels, fast on every adapter) or nnU-Net's PlainConvUNet with the
-                     planned per-axis strides and kernels, instance norm, leaky ReLU
+                     planned per-axis strides and kernels, instance norm, leaky ReLU; a time
+                     budget sizes either
   --fold K|all       train cross-validation fold K (splits.json beside the plan, else the
                      dataset's 5 folds; test cases stay held out); each fold is an independent
                      run. all: every fold into --out/fold_K, then the post-processing (largest
@@ -108,7 +110,8 @@ export async function main(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const { config, useSynth, json } = command;
+  const { useSynth, json } = command;
+  let config = command.config;
   const progress = new Progress({ json, batchSize: config.data.batchSize });
   if (useSynth) {
     const created = await ensureSynthDataset(config.data.dataset);
@@ -116,6 +119,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   const gpu = await initGpu();
   progress.log(`adapter: ${gpu.info.description} (${gpu.info.backend})`);
+  if (command.fitDefault) {
+    const dataset = await readDataset(config.data.dataset);
+    config = (await fitDefaultRun(config, dataset, { startedAt, log: (l) => progress.log(l) }))
+      .config;
+  }
   const deadline = command.budgetSeconds ? startedWall + command.budgetSeconds * 1000 : undefined;
   if (!command.folds) return await runTraining(command, config, progress, deadline);
   const share = (k: number) =>
@@ -180,6 +188,9 @@ async function runTraining(
       onEvent: (e: TrainEvent) => report(e, config, progress),
       ...(command.fold ? { fold: command.fold } : {}),
       ...(command.normalisation ? { normalisation: command.normalisation } : {}),
+      ...(command.channelNormalisations
+        ? { channelNormalisations: command.channelNormalisations }
+        : {}),
       ...(deadline ? { deadline } : {}),
     });
     progress.done({ ...result, lastMetrics: result.lastMetrics });
@@ -202,10 +213,14 @@ type Command = "help" | {
   json: boolean;
   /** The plan's exact normalisation (run.json keeps it on resume). */
   normalisation?: Normalization;
+  /** A multi-channel plan's exact normalisation of each channel. */
+  channelNormalisations?: Normalization[];
   fold?: RunFold;
   /** `--fold all`: every fold, one after another. */
   folds?: RunFold[];
   budgetSeconds?: number;
+  /** The embedded default run, sized to end within 15 minutes (src/cli/default_run.ts). */
+  fitDefault?: boolean;
 };
 
 /** The train command's own flags, taken out before the rest reach the config. */
@@ -317,9 +332,14 @@ async function parseCommand(argv: string[], startedAt: number): Promise<Command>
     resume: Boolean(resume),
     json: Boolean(json),
     ...(planned?.normalisation ? { normalisation: planned.normalisation } : {}),
+    ...(planned?.channelNormalisations
+      ? { channelNormalisations: planned.channelNormalisations }
+      : {}),
     ...(fold ? { fold } : {}),
     ...(folds ? { folds } : {}),
     ...(budgetSeconds ? { budgetSeconds } : {}),
+    // The embedded default unless the user set its length: --epochs, or a whole --config.
+    ...(useSynth && !planned && rest.epochs === undefined ? { fitDefault: true } : {}),
   };
 }
 
@@ -333,29 +353,19 @@ async function plannedLayers(
   fileJson: unknown,
   overrides: Record<string, unknown>,
   o: { startedAt: number; budgetSeconds?: number; json: boolean },
-): Promise<
-  { base: TrainConfig; dataset?: string; normalisation?: Normalization; planDir?: string }
-> {
+): Promise<{
+  base: TrainConfig;
+  dataset?: string;
+  normalisation?: Normalization;
+  channelNormalisations?: Normalization[];
+  planDir?: string;
+}> {
   const path = datasetPathOf(fileJson, overrides);
   if (path === defaultTrainConfig.data.dataset) await ensureSynthDataset(path);
   const dataset = await readDataset(path).catch((e) => {
     throw new UsageError(`cannot read the dataset ${path}: ${(e as Error).message}`);
   });
   const fromDataset = datasetOverrides(dataset);
-  const channels = channelCount(dataset);
-  if (channels > 1 && own.plan === undefined && !o.budgetSeconds) {
-    // The planner fingerprints one channel; a multi-channel dataset trains as configured.
-    console.error(
-      `the dataset has ${channels} input channels and the planner reads one: training with ` +
-        "the defaults and your flags (each channel normalised by its own scheme)",
-    );
-    return { base: configError(() => resolveConfig(undefined, fromDataset)) };
-  }
-  if (channels > 1) {
-    throw new UsageError(
-      `--plan and --time-budget plan one-channel datasets; this one has ${channels} channels`,
-    );
-  }
   if (own.plan === "none") {
     if (o.budgetSeconds) throw new UsageError("--time-budget needs a plan: drop --plan none");
     return { base: configError(() => resolveConfig(undefined, fromDataset)) };
@@ -386,6 +396,9 @@ async function plannedLayers(
     base,
     dataset: planned.dataset,
     normalisation: planned.normalisation,
+    ...(planned.channelNormalisations
+      ? { channelNormalisations: planned.channelNormalisations }
+      : {}),
     planDir: planned.planDir,
   };
 }

@@ -44,10 +44,12 @@ export function candidates(kind: "software" | "gpu", kernel: TunedKernel, quick:
     // Large blocks (lavapipe's loads are per-lane loops, dearer still without AVX-512: see
     // CONV_TILES in ops/tuning.ts); workgroup size moves little. Smaller blocks for CPUs with 16
     // vector registers (AVX2) were measured and do not help there: the cost follows the words
-    // loaded per multiply-add, not register pressure.
+    // loaded per multiply-add, not register pressure. 16 channels × 2 planes (4×2×8) loads a
+    // third fewer input words per multiply-add than 2×4×8 with as many accumulators.
     const all = kernel === "conv3"
       ? [
         block(2, 4, 8, 64),
+        block(4, 2, 8, 64),
         block(2, 2, 8, 64),
         block(2, 3, 8, 64),
         block(1, 4, 8, 64),
@@ -58,7 +60,7 @@ export function candidates(kind: "software" | "gpu", kernel: TunedKernel, quick:
     return quick ? all.slice(0, 2) : all;
   }
   const out: ConvTiles[] = [];
-  for (const cg of [1, 2]) {
+  for (const cg of kernel === "conv3" ? [1, 2, 4] : [1, 2]) {
     for (const vz of kernel === "conv3" ? [1, 2, 4] : [1, 2]) {
       for (const vx of [4, 8]) {
         for (const wg of quick ? [128] : [64, 128, 256]) out.push(block(cg, vz, vx, wg));

@@ -7,6 +7,12 @@
  *
  * Reading is bounded in memory: a case is read one row of chunks at a time (chunk depth × chunk
  * height × full width, z, y, x), each chunk once, without caching.
+ *
+ * A dataset of C > 1 image channels (nnU-Net's CASE_0000 … CASE_000N, on one voxel grid) is
+ * fingerprinted channel by channel, as its manifest records it: the one-channel fields (`image`,
+ * `foreground`, `intensity`) hold channel 0's, and `imageChannels`, `foregroundChannels`,
+ * `intensityChannels` every channel's, sampled at the same voxels; {@link channelFingerprint}
+ * gives one channel's view as a one-channel fingerprint.
  */
 
 import { isAbsolute, relative } from "node:path";
@@ -75,6 +81,13 @@ export interface CaseFingerprint {
    * classes weighted by their voxel counts; null without a label or foreground.
    */
   foreground: ForegroundStats | null;
+  /** C > 1 channels only: each channel's whole-image statistics (`[0]` is `image`). */
+  imageChannels?: IntensityProfile[];
+  /**
+   * C > 1 channels only: each channel's foreground statistics at the same voxels (`[0]` is
+   * `foreground`).
+   */
+  foregroundChannels?: (ForegroundStats | null)[];
 }
 
 /** The fingerprint of a dataset: everything the planner reads. */
@@ -84,8 +97,18 @@ export interface Fingerprint {
   modality: string;
   /** Class names, background first. */
   classes: string[];
-  /** The manifest's pooled foreground statistics (all labelled cases); null without labels. */
+  /**
+   * The manifest's pooled foreground statistics (all labelled cases; channel 0's when there
+   * are several); null without labels.
+   */
   intensity: IntensityStats | null;
+  /**
+   * C > 1 channels only: the channel names in channel order (dataset.json `channels`, from
+   * nnU-Net's `channel_names`; `channel_N` where the raw dataset named none).
+   */
+  channels?: string[];
+  /** C > 1 channels only: each channel's pooled foreground statistics (`[0]` is `intensity`). */
+  intensityChannels?: (IntensityStats | null)[];
   samplesPerCase: number;
   seed: number;
   cases: CaseFingerprint[];
@@ -116,6 +139,7 @@ export async function fingerprintDataset(
   if (!(Number.isInteger(samplesPerCase) && samplesPerCase > 0)) {
     throw new RangeError(`samplesPerCase must be a positive integer, got ${samplesPerCase}`);
   }
+  const channels = dataset.channels?.length ?? 1;
   const cases: CaseFingerprint[] = [];
   for (const entry of dataset.cases) {
     const location = resolveCase(dataset, entry.id);
@@ -127,9 +151,16 @@ export async function fingerprintDataset(
           `[${entry.shape}]; rebuild the manifest (voxseg convert --raw)`,
       );
     }
+    if (reader.channels !== channels) {
+      throw new Error(
+        `case "${entry.id}" has ${reader.channels} image channel(s) but dataset.json lists ` +
+          `${channels}; rebuild the dataset (voxseg convert --raw) so every case has its channels`,
+      );
+    }
     const rng = new Random(seed ^ hashId(entry.id));
     const picks = foregroundPicks(entry.voxelsPerClass, entry.foreground, foregroundSamples, rng);
-    const { image, foreground } = await scanCase(reader, samplesPerCase, picks, rng);
+    const scanned = await scanCase(reader, samplesPerCase, picks, rng);
+    const fg = scanned.map((s) => (s.foreground.length ? foregroundStats(s.foreground) : null));
     cases.push({
       id: entry.id,
       split: entry.split,
@@ -137,8 +168,11 @@ export async function fingerprintDataset(
       spacingMm: [...entry.spacingMm],
       hasLabel: entry.hasLabel,
       voxelsPerClass: [...entry.voxelsPerClass],
-      image,
-      foreground: foreground.length ? foregroundStats(foreground) : null,
+      image: scanned[0].image,
+      foreground: fg[0],
+      ...(channels > 1
+        ? { imageChannels: scanned.map((s) => s.image), foregroundChannels: fg }
+        : {}),
     });
   }
   return {
@@ -146,9 +180,53 @@ export async function fingerprintDataset(
     modality: dataset.modality,
     classes: [...dataset.classes],
     intensity: dataset.intensity ? { ...dataset.intensity } : null,
+    ...(channels > 1
+      ? {
+        channels: [...dataset.channels!],
+        intensityChannels: dataset.channels!.map((_, c) =>
+          c === 0 ? dataset.intensity : dataset.intensityChannels?.[c] ?? null
+        ).map((s) => (s ? { ...s } : null)),
+      }
+      : {}),
     samplesPerCase,
     seed,
     cases,
+  };
+}
+
+/** The image channels of a fingerprint: 1 unless it lists several. */
+export function fingerprintChannels(fp: Pick<Fingerprint, "channels">): number {
+  return fp.channels?.length ?? 1;
+}
+
+/**
+ * Channel `c` of a fingerprint as a one-channel fingerprint (its whole-image and foreground
+ * statistics in the one-channel fields, its name as the modality); a one-channel fingerprint
+ * is its own channel 0.
+ *
+ * @example
+ * const pet = channelFingerprint(fp, 1); // pet.cases[k].image: case k's channel-1 statistics
+ */
+export function channelFingerprint(fp: Fingerprint, c: number): Fingerprint {
+  const n = fingerprintChannels(fp);
+  if (!(Number.isInteger(c) && c >= 0 && c < n)) {
+    throw new RangeError(`channel ${c} does not exist: the fingerprint has ${n} channel(s)`);
+  }
+  if (n === 1) return fp;
+  const { channels, intensityChannels, ...rest } = fp;
+  return {
+    ...rest,
+    modality: channels![c],
+    intensity: c === 0 ? fp.intensity : intensityChannels?.[c] ?? null,
+    cases: fp.cases.map(({ imageChannels, foregroundChannels, ...k }) => {
+      const image = imageChannels?.[c], foreground = foregroundChannels?.[c];
+      if (!image) {
+        throw new Error(
+          `case "${k.id}" has no statistics of channel ${c}; fingerprint the dataset again`,
+        );
+      }
+      return { ...k, image, foreground: foreground ?? null };
+    }),
   };
 }
 
@@ -232,15 +310,16 @@ class Moments {
 }
 
 /**
- * Reads a case one row of chunks at a time: exact moments over every voxel, the values at
- * `samples` uniformly drawn voxels and at the given foreground coordinates.
+ * Reads a case one row of chunks at a time: per channel, exact moments over every voxel, the
+ * values at `samples` uniformly drawn voxels and at the given foreground coordinates (the same
+ * voxels in every channel). One entry per channel.
  */
 async function scanCase(
   reader: CaseReader,
   samples: number,
   foregroundCoords: number[][],
   rng: Random,
-): Promise<{ image: IntensityProfile; foreground: Float64Array }> {
+): Promise<{ image: IntensityProfile; foreground: Float64Array }[]> {
   const [D, H, W] = reader.shape;
   const [cd, ch] = reader.chunks;
   const rowsY = Math.ceil(H / ch);
@@ -257,18 +336,39 @@ async function scanCase(
     put(Math.floor(f / (H * W)), Math.floor(f / W) % H, f % W, k);
   }
   foregroundCoords.forEach(([z, y, x], k) => put(z, y, x, samples + k));
-  const values = new Float64Array(samples + foregroundCoords.length);
-  const moments = new Moments();
+  const C = reader.channels;
+  const values = Array.from(
+    { length: C },
+    () => new Float64Array(samples + foregroundCoords.length),
+  );
+  const moments = Array.from({ length: C }, () => new Moments());
   for (let z0 = 0; z0 < D; z0 += cd) {
     for (let y0 = 0; y0 < H; y0 += ch) {
       const size: Shape3 = [Math.min(cd, D - z0), Math.min(ch, H - y0), W];
+      // C > 1: C blocks of size voxels one after another (channel-major).
       const block = await reader.readImage([z0, y0, 0], size);
-      moments.add(block, reader.imageDtype !== "int16");
+      const n = size[0] * size[1] * size[2];
+      for (let c = 0; c < C; c++) {
+        moments[c].add(
+          C > 1 ? block.subarray(c * n, (c + 1) * n) : block,
+          reader.imageDtype !== "int16",
+        );
+      }
       for (const { z, y, x, slot } of buckets.get(blockOf(z0, y0)) ?? []) {
-        values[slot] = block[((z - z0) * size[1] + (y - y0)) * W + x];
+        const at = ((z - z0) * size[1] + (y - y0)) * W + x;
+        for (let c = 0; c < C; c++) values[c][slot] = block[c * n + at];
       }
     }
   }
+  return moments.map((m, c) => profile(m, values[c], samples));
+}
+
+/** A channel's whole-image profile and foreground sample from its moments and sampled values. */
+function profile(
+  moments: Moments,
+  values: Float64Array,
+  samples: number,
+): { image: IntensityProfile; foreground: Float64Array } {
   const sample = values.slice(0, samples).sort();
   const mean = moments.sum / moments.n;
   return {

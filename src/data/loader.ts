@@ -144,7 +144,11 @@ export class BatchReader {
   #readers = new Map<string, Promise<CaseReader>>();
   #cache: ChunkCache;
 
-  constructor(readonly init: Extract<WorkerRequest, { type: "init" }>) {
+  /** @param options.syncReads read local chunk files synchronously (in a loader worker). */
+  constructor(
+    readonly init: Extract<WorkerRequest, { type: "init" }>,
+    readonly options: { syncReads?: boolean } = {},
+  ) {
     this.#cache = new ChunkCache(init.cacheBytes);
   }
 
@@ -155,7 +159,7 @@ export class BatchReader {
       if (!location) {
         throw new Error(`batch names case "${caseId}", which the loader does not know`);
       }
-      reader = openCase(location, { cache: this.#cache });
+      reader = openCase(location, { cache: this.#cache, syncReads: this.options.syncReads });
       // A failed open is not cached, so a transient error (HTTP) can be retried.
       reader.catch(() => this.#readers.delete(caseId));
       this.#readers.set(caseId, reader);
@@ -182,16 +186,19 @@ export class BatchReader {
       );
     }
     const norms = this.init.channelNorms ?? [norm];
+    // Each patch is read straight into its place in the batch: no per-patch arrays to copy.
     await Promise.all(requests.map(async (request, b) => {
-      const patch = await readPatch(
+      await readPatch(
         await this.#open(request.caseId),
         request,
         patchSize,
         this.init.caseNorms?.[request.caseId] ?? norms,
         augment,
+        {
+          image: image.subarray(b * channels * voxels, (b + 1) * channels * voxels),
+          label: label.subarray(b * voxels, (b + 1) * voxels),
+        },
       );
-      image.set(patch.image, b * channels * voxels);
-      label.set(patch.label, b * voxels);
     }));
     labelU32.set(label);
     return { type: "batch", index, image, label, labelU32 };
@@ -207,6 +214,13 @@ export function batchBuffers(patches: number, patchSize: Shape3, channels = 1): 
     labelU32: new Uint32Array(n),
   };
 }
+
+/**
+ * Batches a worker is given at once: the one it reads and the next, so that it starts the next
+ * as soon as it posts one back instead of idling until the main thread answers (a worker reads
+ * its batches one after another, in the order given).
+ */
+const WORKER_DEPTH = 2;
 
 interface Slot {
   requests: PatchRequest[];
@@ -328,7 +342,8 @@ function caseNormalizations(
 class WorkerLoader implements Loader {
   #slots = new Map<number, Slot>();
   #queue: number[] = [];
-  #idle: Worker[] = [];
+  /** Batches each worker holds (reading or queued). */
+  #inFlight = new Map<Worker, number>();
   #pool: Worker[] = [];
   #local?: BatchReader;
   /** Batches whose requests were drawn, handed out by next(), and delivered. */
@@ -368,7 +383,7 @@ class WorkerLoader implements Loader {
         this.#fail(new Error("loader worker sent an unreadable message"));
       worker.postMessage(init);
       this.#pool.push(worker);
-      this.#idle.push(worker);
+      this.#inFlight.set(worker, 0);
     }
     this.#fill();
   }
@@ -410,8 +425,11 @@ class WorkerLoader implements Loader {
       }
       return;
     }
-    while (this.#queue.length > 0 && this.#idle.length > 0) {
-      const index = this.#queue.shift()!, worker = this.#idle.pop()!;
+    while (this.#queue.length > 0) {
+      const worker = this.#leastBusy();
+      if (!worker) return;
+      const index = this.#queue.shift()!;
+      this.#inFlight.set(worker, this.#inFlight.get(worker)! + 1);
       const message: WorkerRequest = {
         type: "batch",
         index,
@@ -426,8 +444,18 @@ class WorkerLoader implements Loader {
     }
   }
 
+  /** The worker holding the fewest batches, if one holds fewer than {@link WORKER_DEPTH}. */
+  #leastBusy(): Worker | undefined {
+    let best: Worker | undefined, fewest = WORKER_DEPTH;
+    for (const worker of this.#pool) {
+      const n = this.#inFlight.get(worker)!;
+      if (n < fewest) [best, fewest] = [worker, n];
+    }
+    return best;
+  }
+
   #onReply(worker: Worker, reply: WorkerReply) {
-    this.#idle.push(worker);
+    this.#inFlight.set(worker, Math.max(0, (this.#inFlight.get(worker) ?? 1) - 1));
     if (reply.type === "error") {
       this.#fail(new Error(`loading batch ${reply.index}: ${reply.message}`));
       return;
@@ -453,7 +481,7 @@ class WorkerLoader implements Loader {
   #terminate() {
     for (const worker of this.#pool) worker.terminate();
     this.#pool = [];
-    this.#idle = [];
+    this.#inFlight.clear();
     this.#queue = [];
   }
 

@@ -11,13 +11,21 @@
 import { BatchReader, type WorkerReply, type WorkerRequest } from "./loader.ts";
 
 let reader: BatchReader | undefined;
+/** Batches are read one after another, in the order they came (the loader lends a worker up
+ * to two at once, so the next is waiting when one is posted back). */
+let queue = Promise.resolve();
 
-self.onmessage = async (e: MessageEvent<WorkerRequest>) => {
+self.onmessage = (e: MessageEvent<WorkerRequest>) => {
   const message = e.data;
   if (message.type === "init") {
-    reader = new BatchReader(message);
+    // A worker's thread only reads batches: synchronous file reads cost it less.
+    reader = new BatchReader(message, { syncReads: true });
     return;
   }
+  queue = queue.then(() => readBatch(message));
+};
+
+async function readBatch(message: Extract<WorkerRequest, { type: "batch" }>): Promise<void> {
   try {
     if (!reader) throw new Error("loader worker got a batch before its init message");
     const reply = await reader.read(message.index, message.requests, message);
@@ -32,4 +40,4 @@ self.onmessage = async (e: MessageEvent<WorkerRequest>) => {
     };
     self.postMessage(reply);
   }
-};
+}

@@ -16,7 +16,14 @@
  *
  * Intensities: an int16 image (CT in HU) stays int16, its resampled values rounded to the
  * nearest integer (halves up) and clamped to the int16 range; any other image is stored as
- * float32. Resampling at the original spacing is the identity, bit for bit.
+ * float32. Resampling at the original spacing is the identity, bit for bit. Intensities are
+ * not normalised here: training normalises each channel by its own scheme, from the statistics
+ * recorded with the preprocessed cases.
+ *
+ * Several channels (nnU-Net's CASE_0000 … CASE_000N, on one grid) are preprocessed together
+ * ({@link preprocessChannels}): each resampled the same way onto the same grid, and cropped to
+ * one box — the union of every channel's non-background region and the label's foreground — so
+ * they stay aligned voxel for voxel; the record (background included) is channel 0's.
  */
 
 import { join, resolve } from "node:path";
@@ -34,6 +41,7 @@ import {
   uncrop,
   unionBox,
 } from "./crop.ts";
+import { channelCaseStats, channelCount, type ForegroundSample, withChannels } from "./channels.ts";
 import {
   buildManifest,
   caseStats,
@@ -100,7 +108,47 @@ export function preprocessCase(
   label: Volume | undefined,
   options: PreprocessOptions,
 ): PreprocessedCase {
-  checkVolume(image, "image");
+  const { channels: [out], ...rest } = preprocessChannels([image], label, options);
+  return { image: out, ...rest };
+}
+
+/** A preprocessed case of one or more channels, all on the preprocessed grid. */
+export interface PreprocessedChannels {
+  /** Each channel (int16 where the input channel was int16, else float32), channel order. */
+  channels: Volume[];
+  /** uint8 class indices on the channels' grid. */
+  label?: Volume;
+  /** Channel 0's record (every channel shares its grid, resampling and crop). */
+  record: PreprocessRecord;
+}
+
+/**
+ * {@link preprocessCase} for the channels of one case (one voxel grid): every channel resampled
+ * onto the same grid and cropped to one box, the union of each channel's non-background region
+ * (its own background, by `options.background`) and the label's foreground, so the channels
+ * stay aligned voxel for voxel.
+ *
+ * @example
+ * const { channels: [ct, pet], label } = preprocessChannels([ct0, pet0], seg, {
+ *   targetSpacingMm: [2.5, 0.8, 0.8], crop: true, order: 3,
+ * });
+ */
+export function preprocessChannels(
+  images: readonly Volume[],
+  label: Volume | undefined,
+  options: PreprocessOptions,
+): PreprocessedChannels {
+  if (images.length === 0) throw new RangeError("give at least one image channel");
+  images.forEach((c, i) => checkVolume(c, images.length > 1 ? `image channel ${i}` : "image"));
+  const image = images[0];
+  images.forEach((c, i) => {
+    if (i > 0 && c.shape.some((s, a) => s !== image.shape[a])) {
+      throw new RangeError(
+        `image channel ${i}: shape [${c.shape}] differs from channel 0's [${image.shape}] ` +
+          "(D,H,W); every channel must lie on one voxel grid",
+      );
+    }
+  });
   const { targetSpacingMm: target, crop, order } = options;
   if (target?.length !== 3 || target.some((s) => !(s > 0) || !Number.isFinite(s))) {
     throw new RangeError(`targetSpacingMm must be 3 positive numbers (z,y,x mm), got [${target}]`);
@@ -112,17 +160,22 @@ export function preprocessCase(
     resampledSpacing(image.shape, image.spacingMm, outShape),
     order,
   );
-  const background = backgroundValue(image, options.background ?? "min");
+  const backgrounds = images.map((c) => backgroundValue(c, options.background ?? "min"));
+  const background = backgrounds[0];
   let box = fullBox(outShape);
   if (crop) {
-    const inBox = unionBox(
-      nonZeroBox(image, { background }),
-      labels && nonZeroBox({ data: labels, shape: image.shape }, { background: 0 }),
-    );
+    let inBox = labels && nonZeroBox({ data: labels, shape: image.shape }, { background: 0 });
+    images.forEach((c, i) => {
+      inBox = unionBox(nonZeroBox(c, { background: backgrounds[i] }), inBox);
+    });
     if (inBox) box = outputBox(image.shape, outShape, orders, inBox);
   }
-  const resampled = resampleImage(image, outShape, orders, box);
-  if (image.data instanceof Int16Array) resampled.data = roundToInt16(resampled.data);
+  const channels = images.map((c) => {
+    const resampled = resampleImage(c, outShape, orders, box);
+    if (c.data instanceof Int16Array) resampled.data = roundToInt16(resampled.data);
+    return resampled;
+  });
+  const resampled = channels[0];
   const classes = options.classes ?? labelClasses(labels);
   const nifti = options.nifti ?? (image as Partial<NiftiVolume>).header;
   const record: PreprocessRecord = {
@@ -137,9 +190,9 @@ export function preprocessCase(
     order,
     background: image.data instanceof Int16Array ? background : Math.fround(background),
   };
-  if (!labels) return { image: resampled, record };
+  if (!labels) return { channels, record };
   const data = resampleLabels(labels, image.shape, classes, outShape, box);
-  return { image: resampled, label: { ...resampled, data }, record };
+  return { channels, label: { ...resampled, data }, record };
 }
 
 /** A label map's uint8 data, checked to lie on the image's grid. */
@@ -239,8 +292,10 @@ export interface PreprocessDatasetOptions {
    * Per case id, a linear map applied to the image before anything else (`v·scale + offset`,
    * rounded into int16): how CT stored as 0..255 reaches the Hounsfield scale of the other cases
    * (the plan estimates it, see src/data/fingerprint.ts). Cases without one are left as they are.
+   * On a dataset of several channels, a list gives one map per channel (null: left as it is);
+   * a single map applies to channel 0.
    */
-  intensityMaps?: Record<string, IntensityMap>;
+  intensityMaps?: Record<string, IntensityMap | (IntensityMap | null)[]>;
   onCase?: (progress: PreprocessProgress) => void;
 }
 
@@ -287,9 +342,9 @@ export async function preprocessDataset(
   const stage = tempSibling(target);
   await Deno.mkdir(stage, { recursive: true });
   try {
-    const cases = await preprocessCases(dataset, stage, options);
+    const { entries: cases, foreground } = await preprocessCases(dataset, stage, options);
     const { targetSpacingMm, crop, order } = options;
-    const manifest = buildManifest({
+    const built = buildManifest({
       name: dataset.name,
       modality: dataset.modality,
       classes: dataset.classes,
@@ -302,6 +357,9 @@ export async function preprocessDataset(
         ...(options.intensityMaps ? { intensityMaps: options.intensityMaps } : {}),
       },
     });
+    const manifest = dataset.channels && dataset.channels.length > 1
+      ? withChannels(built, dataset.channels, foreground)
+      : built;
     manifest.targetSpacingMm = [...targetSpacingMm];
     await writeDataset(stage, manifest);
     await commitFolder(stage, target);
@@ -312,54 +370,89 @@ export async function preprocessDataset(
   }
 }
 
-/** Reads, preprocesses and writes each case under `stage`; its manifest entries. */
+/**
+ * Reads, preprocesses and writes each case under `stage`; its manifest entries and, for a
+ * multi-channel dataset, each labelled case's per-channel foreground samples (`withChannels`).
+ */
 async function preprocessCases(
   dataset: Dataset,
   stage: string,
   options: PreprocessDatasetOptions,
-): Promise<ManifestCase[]> {
+): Promise<{ entries: ManifestCase[]; foreground: ForegroundSample[][] }> {
   const rng = new Random(options.seed ?? 0);
   const paths = casePaths(dataset.cases.map((c) => c.id));
+  const C = channelCount(dataset);
   const entries: ManifestCase[] = [];
+  const foreground: ForegroundSample[][] = [];
   for (const [index, entry] of dataset.cases.entries()) {
     const t0 = performance.now();
     const caseRng = rng.fork();
     const reader = await openCase(resolveCase(dataset, entry.id), { cacheBytes: 0 });
-    const read = await reader.readFullImage();
-    const map = options.intensityMaps?.[entry.id];
-    const image = map ? mapIntensities(read, map) : read;
+    if (reader.channels !== C) {
+      throw new Error(
+        `case "${entry.id}" has ${reader.channels} image channel(s) but dataset.json lists ${C}; ` +
+          "convert the dataset again so every case has its channels",
+      );
+    }
+    const read = C > 1 ? await reader.readFullChannels() : [await reader.readFullImage()];
+    const maps = caseMaps(options.intensityMaps?.[entry.id], C, entry.id);
+    const images = read.map((c, i) => (maps[i] ? mapIntensities(c, maps[i]!) : c));
     const label = entry.hasLabel ? await reader.readFullLabel() : undefined;
-    const out = preprocessCase(image, label, {
+    const out = preprocessChannels(images, label, {
       ...options,
       classes: dataset.classes.length,
       nifti: reader.nifti,
     });
+    const image = out.channels[0];
+    const int16 = out.channels.every((c) => c.data instanceof Int16Array);
     await writeCase(join(stage, paths[index]), {
-      image: out.image,
+      image: C > 1 ? out.channels : image,
       label: out.label,
       chunks: options.chunks,
       codec: options.codec,
       name: entry.id,
-      imageDtype: out.image.data instanceof Int16Array ? "int16" : "float32",
+      imageDtype: int16 ? "int16" : "float32",
       classNames: reader.classNames ?? dataset.classes,
       preprocessing: out.record,
+      ...(C > 1 ? { channelNames: reader.channelNames ?? dataset.channels } : {}),
     });
-    const stats = out.label ? caseStats(out.image, out.label, dataset.classes, caseRng) : {
-      shape: out.image.shape,
-      spacingMm: out.image.spacingMm,
-      image: imageStats(out.image.data),
-    };
+    const stats: ManifestCase["stats"] = out.label
+      ? caseStats(image, out.label, dataset.classes, caseRng)
+      : { shape: image.shape, spacingMm: image.spacingMm, image: imageStats(image.data) };
+    if (C > 1) {
+      // Drawn after channel 0's statistics, so a one-channel dataset's draws are unchanged.
+      const perChannel = channelCaseStats(out.channels, out.label, caseRng);
+      stats.imageChannels = perChannel.imageChannels;
+      if (perChannel.foreground) foreground.push(perChannel.foreground);
+    }
     entries.push({ id: entry.id, path: paths[index], split: entry.split, stats });
     options.onCase?.({
       index,
       total: dataset.cases.length,
       id: entry.id,
-      originalShape: [...image.shape],
-      shape: [...out.image.shape],
+      originalShape: [...images[0].shape],
+      shape: [...image.shape],
       seconds: (performance.now() - t0) / 1000,
     });
   }
-  return entries;
+  return { entries, foreground };
+}
+
+/** A case's intensity maps, one per channel (undefined: none). */
+function caseMaps(
+  given: IntensityMap | (IntensityMap | null)[] | undefined,
+  channels: number,
+  id: string,
+): (IntensityMap | null)[] {
+  if (given === undefined) return [];
+  if (!Array.isArray(given)) return [given];
+  if (given.length !== channels) {
+    throw new RangeError(
+      `intensityMaps["${id}"] lists ${given.length} channel maps for ${channels} channels; ` +
+        "give one per channel (null leaves a channel as it is)",
+    );
+  }
+  return given;
 }
 
 /**

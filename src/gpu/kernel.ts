@@ -32,6 +32,19 @@ export interface Binding {
   access: "read" | "read_write";
   /** Element type of the `array<…>`; f32 by default. */
   type?: StorageType;
+  /**
+   * Bound as a uniform buffer, `var<uniform> name: array<type, uniformLength>`, instead of a
+   * storage buffer (read only; `type` f32 is not allowed there, use vec4<f32>). The bound buffer
+   * must hold at least `uniformLength` elements, within maxUniformBufferBindingSize. On a CPU
+   * adapter (llvmpipe/lavapipe) a uniform load is a gather with fixed lane positions, while a
+   * storage load is a loop over the lanes (see CONV_TILES in src/ops/tuning.ts).
+   */
+  uniformLength?: number;
+}
+
+/** Bytes of one element of a binding's array. */
+export function elementBytes(type: StorageType = "f32"): number {
+  return type === "vec4<f32>" || type === "vec4<u32>" ? 16 : type === "vec2<u32>" ? 8 : 4;
 }
 
 export interface KernelSpec<U extends string = string> {
@@ -88,7 +101,12 @@ export function wgslHeader(spec: KernelSpec): string {
   lines.push("@group(0) @binding(0) var<uniform> params: Params;");
   spec.bindings.forEach((b, i) => {
     const type = b.type ?? "f32";
-    lines.push(`@group(0) @binding(${i + 1}) var<storage, ${b.access}> ${b.name}: array<${type}>;`);
+    const at = `@group(0) @binding(${i + 1})`;
+    lines.push(
+      b.uniformLength
+        ? `${at} var<uniform> ${b.name}: array<${type}, ${b.uniformLength}>;`
+        : `${at} var<storage, ${b.access}> ${b.name}: array<${type}>;`,
+    );
   });
   if (spec.workgroupSize !== undefined) {
     lines.push(`override WG: u32 = ${spec.workgroupSize}u;`);
@@ -123,6 +141,13 @@ export function defineKernel<U extends string>(declared: KernelSpec<U>): Kernel<
     ? declared
     : { ...declared, constants: { WG: wg, ...declared.constants } };
   const wgsl = wgslHeader(spec as KernelSpec) + (spec.fragments ?? []).join("\n") + spec.body;
+  for (const b of spec.bindings) {
+    if (b.uniformLength && (b.access !== "read" || elementBytes(b.type) !== 16)) {
+      throw new Error(
+        `kernel ${spec.name}: uniform binding ${b.name} must be read-only vec4<f32> or vec4<u32>`,
+      );
+    }
+  }
   const fields = Object.entries(spec.uniforms) as [U, Scalar][];
   const uniformBytes = Math.max(16, Math.ceil((fields.length * 4) / 16) * 16);
   const pipelines = new Map<string, GPUComputePipeline>();
@@ -201,7 +226,9 @@ function explicitLayouts(
     ...spec.bindings.map((b, i): GPUBindGroupLayoutEntry => ({
       binding: i + 1,
       visibility: GPUShaderStage.COMPUTE,
-      buffer: { type: b.access === "read" ? "read-only-storage" : "storage" },
+      buffer: {
+        type: b.uniformLength ? "uniform" : b.access === "read" ? "read-only-storage" : "storage",
+      },
     })),
   ];
   const group = device.createBindGroupLayout({ label: spec.name, entries });

@@ -8,7 +8,10 @@
  * written by commands recorded later.
  */
 
-const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+// UNIFORM too: a kernel may read a small tensor through a uniform binding (conv3d's packed
+// weights on CPU adapters, src/ops/conv3d.ts).
+const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_SRC |
+  GPUBufferUsage.COPY_DST;
 
 /** Rounds a byte count up to its pool size class (≥ 256 bytes). */
 export function sizeClass(bytes: number): number {

@@ -12,7 +12,7 @@
  */
 
 import { gpu, throwIfDeviceError } from "./device.ts";
-import type { Kernel } from "./kernel.ts";
+import { elementBytes, type Kernel } from "./kernel.ts";
 
 const ARENA_BYTES = 1 << 20;
 
@@ -99,10 +99,14 @@ export class Recorder {
         { binding: 0, resource: { buffer: this.#arenaBuffer, offset, size: kernel.uniformBytes } },
         // Pooled buffers may be a size class above the binding limit while the tensor in them
         // fits (tensors are checked against the limit when created); bind at most the limit.
-        ...buffers.map((buffer, i) => ({
-          binding: i + 1,
-          resource: { buffer, size: Math.min(buffer.size, this.#maxBinding) },
-        })),
+        ...buffers.map((buffer, i) => {
+          const b = kernel.spec.bindings[i];
+          // A uniform binding covers exactly its declared array (the buffer may be larger).
+          const size = b.uniformLength
+            ? b.uniformLength * elementBytes(b.type)
+            : Math.min(buffer.size, this.#maxBinding);
+          return { binding: i + 1, resource: { buffer, size } };
+        }),
       ],
     });
     const pass = this.#profile ? this.#profiledPass(kernel, constants) : this.#computePass();

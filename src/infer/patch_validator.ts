@@ -5,10 +5,12 @@
  * false positives and negatives summed over all patches (nnU-Net's "pseudo Dice"). It costs
  * a few dozen forward passes instead of thousands of windows, which is what a time-budgeted run
  * on a slow adapter can afford; the whole-volume figures come from the final evaluation.
+ * A case of several channels is normalised channel by channel (the run's `channelNorms`).
  */
 
+import { caseChannelNormalizations } from "../data/channels.ts";
 import { type Dataset, resolveCase, type Split } from "../data/dataset.ts";
-import { forCase, type Normalization } from "../data/normalize.ts";
+import type { Normalization } from "../data/normalize.ts";
 import type { CaseReader } from "../data/ome_zarr/reader.ts";
 import { openCase } from "../data/ome_zarr/reader.ts";
 import { patchSampler, readPatch } from "../data/sampler.ts";
@@ -41,20 +43,24 @@ interface PatchSet {
 export function patchValidator(opts: PatchValidatorOptions): Validator {
   const { patchSize, patches = 64, batchSize = 2, seed = 0 } = opts;
   let set: PatchSet | undefined;
-  return async (model, { norm, dataset, split = "val" }) => {
-    const key = JSON.stringify([dataset.root, split, norm]);
+  return async (model, { norm, channelNorms, dataset, split = "val" }) => {
+    const norms = channelNorms ?? [norm];
+    const key = JSON.stringify([dataset.root, split, norms]);
     if (set?.key !== key) {
-      set = { key, ...await readPatches(dataset, split, norm, patchSize, patches, seed) };
+      set = { key, ...await readPatches(dataset, split, norms, patchSize, patches, seed) };
     }
     return await scorePatches(model, set, patchSize, batchSize, dataset.classes);
   };
 }
 
-/** Draws `count` patches of `split` (half centred on foreground) and reads them normalised. */
+/**
+ * Draws `count` patches of `split` (half centred on foreground) and reads them normalised, each
+ * channel by its own normalisation (`norms`, one per channel).
+ */
 async function readPatches(
   dataset: Dataset,
   split: Split,
-  norm: Normalization,
+  norms: readonly Normalization[],
   patchSize: Shape3,
   count: number,
   seed: number,
@@ -70,7 +76,12 @@ async function readPatches(
       readers.set(request.caseId, reader);
     }
     const entry = dataset.cases.find((c) => c.id === request.caseId)!;
-    const patch = await readPatch(reader, request, patchSize, forCase(norm, entry.image));
+    const patch = await readPatch(
+      reader,
+      request,
+      patchSize,
+      caseChannelNormalizations(entry, norms),
+    );
     images.push(patch.image);
     labels.push(patch.label);
   }

@@ -20,11 +20,18 @@ import reduceWgsl from "../../shaders/conv3d_reduce.wgsl" with { type: "text" };
 import biasWgsl from "../../shaders/conv3d_bias.wgsl" with { type: "text" };
 import packWgsl from "../../shaders/conv3d_pack.wgsl" with { type: "text" };
 import convWindowWgsl from "../../shaders/lib/conv_window.wgsl" with { type: "text" };
-import { defineKernel, recorder, Tensor } from "../gpu/mod.ts";
+import { defineKernel, type KernelSpec, recorder, Tensor } from "../gpu/mod.ts";
 import { activationCode, type FusedActivation } from "./elementwise.ts";
 import { assertRank } from "./shape.ts";
 import { packHalf, type Precision, precision } from "./precision.ts";
-import { adapterKind, type ConvTiles, convTiles, weightGradTiles } from "./tuning.ts";
+import {
+  adapterKind,
+  type ConvTiles,
+  convTiles,
+  UNIFORM_WEIGHT_VEC4S,
+  weightBinding,
+  weightGradTiles,
+} from "./tuning.ts";
 
 export type { ConvTiles };
 
@@ -65,7 +72,7 @@ function blockGrid(
   };
 }
 
-export const conv3dKernel = defineKernel({
+const conv3dSpec = {
   name: "conv3d",
   body: conv3dWgsl,
   fragments: [convWindowWgsl],
@@ -91,6 +98,20 @@ export const conv3dKernel = defineKernel({
   ],
   workgroupSize: 64,
   constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, F16: 0 },
+} satisfies KernelSpec;
+
+export const conv3dKernel = defineKernel(conv3dSpec);
+
+/**
+ * The same kernel reading the packed weights through a uniform binding of
+ * {@link UNIFORM_WEIGHT_VEC4S} vec4s (see {@link weightBinding}).
+ */
+export const conv3dUniformKernel = defineKernel({
+  ...conv3dSpec,
+  name: "conv3d_uniform",
+  bindings: conv3dSpec.bindings.map((b) =>
+    b.name === "pw" ? { ...b, uniformLength: UNIFORM_WEIGHT_VEC4S } : b
+  ),
 });
 
 export const packWeightsKernel = defineKernel({
@@ -341,14 +362,17 @@ export function halfEligible(r: Pick<ConvRun, "k" | "mode" | "grid">): boolean {
 /** Records the convolution kernel; shared with the transposed convolution. */
 export function runConv(r: ConvRun): Tensor {
   const [d, , w] = r.grid;
-  const t = convTiles(r.k, r.co, w);
+  const half = r.precision === "f16" && halfEligible(r);
+  const t = convTiles(r.k, r.co, w, { half });
   // Channels per tile; K = 1 spends the plane slots on channels (see conv3d.wgsl).
   const gw = 4 * t.cg * (r.k === 1 ? t.vz : 1);
   const tilesC = Math.ceil(r.co / gw);
   // K = 1 steps through input channels 4 at a time.
   const ciPad = r.k === 1 ? Math.ceil(r.ci / 4) * 4 : r.ci;
-  const pw = packWeights(r, tilesC, gw, ciPad);
-  const half = r.precision === "f16" && halfEligible(r);
+  // F16 reads the binary16 copy (pwh) from storage, so pw stays there too.
+  const binding = half ? "storage" : weightBinding((tilesC * gw * ciPad * r.k ** 3) / 4);
+  const kernel = binding === "uniform" ? conv3dUniformKernel : conv3dKernel;
+  const pw = packWeights(r, tilesC, gw, ciPad, binding === "uniform" ? UNIFORM_WEIGHT_VEC4S : 0);
   const pwh = half ? packHalf(pw) : null;
   const xh = half ? packHalf(r.src) : null;
   const b = blockGrid(r, t.vx, r.k === 1 ? d : Math.ceil(d / t.vz));
@@ -369,7 +393,7 @@ export function runConv(r: ConvRun): Tensor {
     F16: +half,
   };
   recorder().dispatch(
-    conv3dKernel,
+    kernel,
     {
       ...b,
       groups,
@@ -389,7 +413,7 @@ export function runConv(r: ConvRun): Tensor {
       (xh ?? r.src).buffer,
       (xh ?? r.src).buffer,
     ],
-    conv3dKernel.grid(groups, constants),
+    kernel.grid(groups, constants),
     constants,
   );
   pw.dispose();
@@ -398,10 +422,19 @@ export function runConv(r: ConvRun): Tensor {
   return y;
 }
 
-/** The weights of a run packed for conv3d.wgsl: [tilesC, ciPad, k³, gw], zero past Co, Ci. */
-function packWeights(r: ConvRun, tilesC: number, gw: number, ciPad: number): Tensor {
+/**
+ * The weights of a run packed for conv3d.wgsl: [tilesC, ciPad, k³, gw], zero past Co, Ci, in a
+ * tensor of at least `minVec4s` vec4s (a uniform binding's declared size).
+ */
+function packWeights(
+  r: ConvRun,
+  tilesC: number,
+  gw: number,
+  ciPad: number,
+  minVec4s: number,
+): Tensor {
   const kt = r.k ** 3;
-  const pw = new Tensor([tilesC * gw * ciPad * kt]);
+  const pw = new Tensor([Math.max(tilesC * gw * ciPad * kt, 4 * minVec4s)]);
   recorder().dispatch(
     packWeightsKernel,
     { tilesC, gw, kt, ci: r.ci, ciPad, co: r.co, ...r.strides },

@@ -168,7 +168,7 @@ function readCache(): TileCache | null {
       return ignore(path, "not a version-1 tile cache");
     }
     for (const [key, t] of Object.entries(cache.adapters)) {
-      if (!validTiles(t?.conv3) || !validTiles(t?.wgrad3)) {
+      if (!validTiles(t?.conv3, "conv3") || !validTiles(t?.wgrad3, "wgrad3")) {
         return ignore(path, `the entry for "${key}" has an invalid block`);
       }
     }
@@ -189,12 +189,15 @@ function ignore(path: string, why: string): null {
   return null;
 }
 
-/** A block the kernels implement: CG 1–2, VZ 1–4, VX 4 or 8, WG a power of two ≤ 256. */
-export function validTiles(t: unknown): t is ConvTiles {
+/**
+ * A block the kernel implements: CG 1, 2 (or 4 in conv3d.wgsl), VZ 1–4, VX 4 or 8, WG a power
+ * of two ≤ 256.
+ */
+export function validTiles(t: unknown, kernel: TunedKernel = "wgrad3"): t is ConvTiles {
   if (!t || typeof t !== "object") return false;
   const { cg, vz, vx, wg } = t as ConvTiles;
-  return (cg === 1 || cg === 2) && [1, 2, 3, 4].includes(vz) && (vx === 4 || vx === 8) &&
-    [32, 64, 128, 256].includes(wg);
+  return (cg === 1 || cg === 2 || (cg === 4 && kernel === "conv3")) &&
+    [1, 2, 3, 4].includes(vz) && (vx === 4 || vx === 8) && [32, 64, 128, 256].includes(wg);
 }
 
 /**
@@ -226,12 +229,14 @@ export function validTiles(t: unknown): t is ConvTiles {
  * Xeon); 2×2×8 (half the accumulators, far less spilling with AVX2's 16 vector registers)
  * 0.80–1.03× as fast as 2×4×8, and 1×4×8 (fewer multiply-adds per loaded row) 0.87–0.90×;
  * 128-bit lanes (`LP_NATIVE_VECTOR_WIDTH=128`) no faster. So blocks with fewer accumulators do
- * not help on AVX2, and the built-in block stays the same on both CPU kinds. What would help:
- * fewer loads per multiply-add (2×4×8 is already the largest block that compiles in reasonable
- * time), weights read through a uniform buffer (lavapipe gathers uniform-buffer words with
- * fixed lane indices, free of the stall; this needs a uniform binding kind in src/gpu and the
- * weights split into 64 KiB windows), or a Mesa that builds storage loads as masked gathers.
- * Lavapipe also lowers WGSL `fma` to a multiply and an add.
+ * not help on AVX2, and the built-in block stays the same on both CPU kinds. Weights read
+ * through a uniform binding (lavapipe gathers uniform words with fixed lane indices, free of the
+ * stall) ran 1.22–1.40× faster at C=K=16 (see {@link weightBinding}); with them, 16 channels per
+ * thread (4×2×8: a third fewer input words per multiply-add, as many accumulators) another
+ * 1.12×, but 0.83× with the weights in storage (twice the weight words), so it is a tuning
+ * candidate, not the default. What else would help: fewer input loads per multiply-add, or a
+ * Mesa that builds storage loads as masked gathers. Lavapipe also lowers WGSL `fma` to a
+ * multiply and an add.
  */
 export const CONV_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = {
   software: { 3: { cg: 2, vz: 4, vx: 8, wg: 64 }, 1: { cg: 2, vz: 2, vx: 8, wg: 64 } },
@@ -243,9 +248,16 @@ export const CONV_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = 
  * for small Co and 4 voxels along x for W ≤ 4. Planes are not shrunk to D, so shapes share
  * pipelines (a pipeline variant costs seconds of LLVM time on a CPU adapter).
  */
-export function convTiles(k: 1 | 3, co: number, w: number): ConvTiles {
+export function convTiles(
+  k: 1 | 3,
+  co: number,
+  w: number,
+  o: { half?: boolean } = {},
+): ConvTiles {
   const base = (k === 3 ? tileOverride("conv3") : undefined) ?? CONV_TILES[adapterKind()][k];
-  const cg = Math.min(base.cg, Math.ceil(co / 4));
+  // CG is 1, 2 or 4 (binary16 operands: at most 2).
+  const fit = Math.min(base.cg, o.half ? 2 : 4, Math.ceil(co / 4));
+  const cg = fit === 3 ? 4 : fit;
   // K = 1: plane slots carry channels, so drop the slots Co cannot fill.
   const vz = k === 1 ? Math.min(base.vz, Math.ceil(co / (4 * cg))) : base.vz;
   return { ...base, cg, vz, vx: w <= 4 ? 4 : base.vx };
@@ -254,6 +266,41 @@ export function convTiles(k: 1 | 3, co: number, w: number): ConvTiles {
 /** Whether the adapter is a CPU (software) one: it picks the built-in tables' rows. */
 export function adapterKind(): "software" | "gpu" {
   return gpu().info.isFallbackAdapter ? "software" : "gpu";
+}
+
+/** How conv3d.wgsl reads its packed weights: a storage binding, or a uniform one. */
+export type WeightBinding = "storage" | "uniform";
+
+/** vec4s of packed weights a uniform binding holds: 64 KiB, WebGPU's guaranteed binding size. */
+export const UNIFORM_WEIGHT_VEC4S = 4096;
+
+let forcedBinding: WeightBinding | null = null;
+
+/**
+ * Where conv3d.wgsl reads packed weights of `vec4s` vec4s from. On a CPU adapter, a uniform
+ * binding when they fit in one: lavapipe builds a uniform load as a gather with fixed lane
+ * positions, free of the per-lane store-to-load-forward stall of a storage load on CPUs without
+ * AVX-512 (see CONV_TILES). Measured at C=K=16, 32³, forward, block 2×4×8 on an AMD EPYC Zen 3
+ * (AVX2): 20–22.6 GFLOP/s against 16–17 with the weights in a storage binding
+ * (`C=16 deno run -A bench/conv_blocks.ts`, run by run). Weights that do not fit (C=K=32 is
+ * 108 KiB) stay in storage rather than split across dispatches: the layers that have them run on
+ * coarse grids, where a dispatch per 64 KiB window would leave too few threads per dispatch.
+ * GPUs keep storage: their lanes read different weights (the channel tile varies within a
+ * workgroup), which a uniform read serialises.
+ */
+export function weightBinding(vec4s: number): WeightBinding {
+  if (forcedBinding) return vec4s <= UNIFORM_WEIGHT_VEC4S ? forcedBinding : "storage";
+  return adapterKind() === "software" && vec4s <= UNIFORM_WEIGHT_VEC4S ? "uniform" : "storage";
+}
+
+/**
+ * Makes {@link weightBinding} choose `binding` wherever the weights fit (tests cover both
+ * paths this way); null restores the adapter's choice. Returns what was forced before.
+ */
+export function forceWeightBinding(binding: WeightBinding | null): WeightBinding | null {
+  const before = forcedBinding;
+  forcedBinding = binding;
+  return before;
 }
 
 /** The built-in K = 3 block of a tuned kernel on this adapter (what tuning starts from). */

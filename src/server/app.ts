@@ -11,7 +11,7 @@ import { join } from "node:path";
 import denoJson from "../../deno.json" with { type: "json" };
 import { type GpuInfo, initGpu } from "../gpu/mod.ts";
 import { ApiError, errorResponse, renderError } from "./errors.ts";
-import type { PacsHooks } from "./jobs/deps.ts";
+import type { PacsHooks, TrainPlanner } from "./jobs/deps.ts";
 import { RetentionSweeper } from "./jobs/retention.ts";
 import { JobRunner } from "./jobs/runner.ts";
 import { JobStore } from "./jobs/store.ts";
@@ -80,6 +80,12 @@ export interface ServerOptions {
   pacsEndpoints?: readonly PacsEndpoint[];
   /** The DICOM pipeline of PACS prediction jobs; without it they fail `pacs_unavailable`. */
   pacs?: PacsHooks;
+  /**
+   * The command line's planner (`voxseg serve` passes src/cli/serve_planning.ts's): training
+   * jobs are then planned as `voxseg train --data` plans; without it they train unplanned and
+   * a request naming planning fields is refused (400 `planning_unavailable`).
+   */
+  planner?: TrainPlanner;
   /**
    * Purge finished jobs older than this many milliseconds (`serve --retain`), at start and
    * periodically; none by default.
@@ -203,6 +209,7 @@ async function openParts(root: DataRoot, options: ServerOptions): Promise<Server
     maxQueue,
     pacsEndpoints,
     pacs: options.pacs,
+    planner: options.planner,
   });
   const metrics = new Metrics(() => ({
     gpuQueueDepth: scheduler.queueDepth,

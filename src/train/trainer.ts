@@ -118,6 +118,12 @@ export interface TrainOptions {
    * `config.data.normalisation` names. Stored in run.json; a resume keeps the stored one.
    */
   normalisation?: Normalization;
+  /**
+   * The exact normalisation of each input channel on a dataset of several (a multi-channel
+   * plan's, one per channel), instead of those `config.data.normalisation` resolves to; its
+   * first replaces `normalisation`. Stored in run.json; a resume keeps the stored ones.
+   */
+  channelNormalisations?: Normalization[];
 }
 
 /** A cross-validation fold of a run: its index and each case's split. */
@@ -248,12 +254,13 @@ async function runRecordFor(
   resume: boolean,
   fold: RunFold | undefined,
   normalisation: Normalization | undefined,
+  planned?: Normalization[],
 ): Promise<RunRecord> {
   const stored = resume ? await readRunRecord(requested.out) : undefined;
   if (stored) {
     return { ...stored, config: resumedConfig(stored.config, requested) };
   }
-  const channels = runChannelNormalizations(requested, dataset, normalisation);
+  const channels = runChannelNormalizations(requested, dataset, normalisation, planned);
   return {
     format: "voxseg-run",
     version: 1,
@@ -389,6 +396,7 @@ async function prepareRun(
     Boolean(opts.resume),
     opts.fold,
     opts.normalisation,
+    opts.channelNormalisations,
   );
   const dataset = record.fold ? withSplits(manifest, record.fold.splits) : manifest;
   const { config } = record;
@@ -824,16 +832,28 @@ function resolveNormalization(config: TrainConfig, dataset: Dataset): Normalizat
 }
 
 /**
- * Each input channel's normalisation when the dataset has several (CT channels by the CT
- * window, others per case; see src/data/channels.ts), channel 0's replaced by a plan's exact
- * choice when one is given; undefined for one channel.
+ * Each input channel's normalisation when the dataset has several: a plan's exact list when one
+ * is given (one per channel), else CT channels by the CT window, others per case (see
+ * src/data/channels.ts), channel 0's replaced by a plan's exact choice when one is given;
+ * undefined for one channel.
  */
 function runChannelNormalizations(
   config: TrainConfig,
   dataset: Dataset,
   planned: Normalization | undefined,
+  plannedChannels?: Normalization[],
 ): Normalization[] | undefined {
-  if (channelCount(dataset) === 1) return undefined;
+  const count = channelCount(dataset);
+  if (count === 1) return undefined;
+  if (plannedChannels) {
+    if (plannedChannels.length !== count) {
+      throw new Error(
+        `the plan normalises ${plannedChannels.length} channels but the dataset has ${count}; ` +
+          "plan the dataset again (voxseg plan)",
+      );
+    }
+    return [...plannedChannels];
+  }
   const norms = resolveChannelNormalizations(dataset, {
     kind: config.data.normalisation,
     window: config.data.window,

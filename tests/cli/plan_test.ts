@@ -2,14 +2,16 @@
  * `voxseg plan` and planning through `voxseg train` on a user's dataset: the plan and the
  * folds written beside the dataset, found again by train; a dataset that is not CT in HU
  * planned as such; `--fold all` trains every fold and stores the post-processing chosen on
- * their validation predictions in every fold's checkpoint.
+ * their validation predictions in every fold's checkpoint; a dataset of two channels planned
+ * channel by channel and trained past its plan.
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { generateSynthDataset } from "../../src/cli/synth.ts";
-import { buildManifest, caseStats, writeDataset } from "../../src/data/dataset.ts";
+import { buildManifest, caseStats, readDataset, writeDataset } from "../../src/data/dataset.ts";
 import { readSplits } from "../../src/data/folds.ts";
+import { writeNifti } from "../../src/data/nifti.ts";
 import { writeCase } from "../../src/data/ome_zarr/writer.ts";
 import { Random } from "../../src/base/random.ts";
 import { affineFromSpacing, type Shape3 } from "../../src/data/volume.ts";
@@ -169,5 +171,110 @@ Deno.test(
       }
       assert.equal(new Set(seen).size, seen.length, "no case validates in two folds");
       assert.equal(seen.length, 6);
+    }),
+);
+
+/**
+ * An nnU-Net raw dataset of two channels — CT in HU (`_0000`) and an MRI-like T2 (`_0001`),
+ * named in `channel_names` — converted at `dir`/ds: 3 train cases and 1 val case, two at 1 mm
+ * between slices and two at 1.5 mm (so a plan at the median, 1.25 mm, resamples all four).
+ */
+async function twoChannelDataset(dir: string): Promise<string> {
+  const raw = join(dir, "raw");
+  for (const sub of ["imagesTr", "labelsTr"]) await Deno.mkdir(join(raw, sub), { recursive: true });
+  const shape: Shape3 = [12, 16, 16], n = 12 * 16 * 16;
+  for (let i = 0; i < 4; i++) {
+    const ct = new Int16Array(n), t2 = new Float32Array(n), label = new Uint8Array(n);
+    for (let v = 0; v < n; v++) {
+      const z = Math.floor(v / 256), y = Math.floor(v / 16) % 16, x = v % 16;
+      const inside = (z - 6) ** 2 / 16 + (y - 8) ** 2 / 25 + (x - 8 + (i % 2)) ** 2 / 16 < 1;
+      label[v] = inside ? 1 : 0;
+      ct[v] = inside ? 40 + (v % 7) : x < 2 ? -1000 : -300 + (v % 11);
+      t2[v] = inside ? 300 + (v % 13) : 80 + (v % 5);
+    }
+    const spacingMm: Shape3 = [i % 2 ? 1.5 : 1, 1, 1];
+    const geometry = { shape, spacingMm, affine: affineFromSpacing(spacingMm) };
+    await writeNifti(join(raw, "imagesTr", `c${i}_0000.nii.gz`), { ...geometry, data: ct });
+    await writeNifti(join(raw, "imagesTr", `c${i}_0001.nii.gz`), { ...geometry, data: t2 });
+    await writeNifti(join(raw, "labelsTr", `c${i}.nii.gz`), { ...geometry, data: label });
+  }
+  await Deno.writeTextFile(
+    join(raw, "dataset.json"),
+    JSON.stringify({
+      channel_names: { "0": "CT", "1": "T2" },
+      labels: { background: 0, organ: 1 },
+    }),
+  );
+  const out = join(dir, "ds");
+  const r = await runCliCaptured([
+    "convert",
+    "--raw",
+    raw,
+    "--out",
+    out,
+    "--val",
+    "0.25",
+    "--test",
+    "0",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  return out;
+}
+
+Deno.test(
+  "voxseg plan and train --plan on a two-channel dataset: each channel by its own scheme",
+  opts,
+  () =>
+    withTempDir(async (dir) => {
+      const data = await twoChannelDataset(dir);
+      const planDir = join(dir, "plan");
+      const planned = await runCliCaptured(["plan", "--data", data, "--out", planDir]);
+      assert.equal(planned.code, 0, planned.stderr);
+      // The table prints each channel's choice and its reason.
+      assert.match(planned.stdout, /channels\s+2: CT, T2/);
+      assert.match(
+        planned.stdout,
+        /channel 0\s+CT: CT\s+by name: dataset\.json channel_names says "CT"/,
+      );
+      assert.match(planned.stdout, /channel 1\s+T2: T2\s+by name: .*not CT/);
+      assert.match(planned.stdout, /normalisation\s+ct-window/);
+      assert.match(planned.stdout, /normalisation\s+zscore-per-case/);
+      const plan = await readPlan(planDir);
+      assert.equal(plan.unet3d.inChannels, 2);
+      assert.deepEqual(plan.channels!.map((c) => c.normalisation.scheme), [
+        "ct-window",
+        "zscore-per-case",
+      ]);
+      const [lo, hi] = plan.channels![0].normalisation.window!;
+      assert.ok(lo >= 40 && hi <= 46, `CT window from the foreground: ${lo}..${hi}`);
+
+      // train past the plan: preprocesses both channels alike, trains 2 input channels, and
+      // normalises each exactly as planned.
+      const out = join(dir, "run");
+      const run = await runCliCaptured([
+        "train",
+        "--data",
+        data,
+        "--plan",
+        planDir,
+        "--out",
+        out,
+        ...TINY,
+      ]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, /preprocessing: 4 case\(s\) are not at the plan's spacing/);
+      const record = (await readRunRecord(out))!;
+      assert.equal(record.config.model.inChannels, 2);
+      assert.deepEqual(record.channelNormalisations, [{ kind: "ct-window", lo, hi }, {
+        kind: "zscore-case",
+      }]);
+      assert.deepEqual(record.normalisation, { kind: "ct-window", lo, hi });
+      const trained = await readDataset(record.config.data.dataset);
+      assert.deepEqual(trained.channels, ["CT", "T2"]);
+      assert.equal(trained.source?.preprocessedFrom, (await readDataset(data)).name);
+      assert.ok(trained.cases.every((c) => c.imageChannels?.length === 2));
+      assert.deepEqual((await readPlan(out)).channels, plan.channels);
+      const summary = JSON.parse(await Deno.readTextFile(join(out, "summary.json")));
+      assert.deepEqual([summary.steps, summary.stoppedBy], [2, "completed"]);
     }),
 );

@@ -1,4 +1,4 @@
-import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import { join } from "node:path";
 import { Random } from "../../src/base/random.ts";
 import {
@@ -9,8 +9,11 @@ import {
   readDataset,
   writeDataset,
 } from "../../src/data/dataset.ts";
+import { channelCaseStats, withChannels } from "../../src/data/channels.ts";
 import {
+  channelFingerprint,
   detectIntensityConvention,
+  fingerprintChannels,
   fingerprintDataset,
   foregroundStats,
   inferModality,
@@ -164,4 +167,88 @@ Deno.test("foregroundStats: percentiles and moments of a sample", () => {
   deepStrictEqual([s.min, s.p5, s.p50, s.p95, s.max, s.mean], [0, 5, 50, 95, 100, 50]);
   strictEqual(s.p0_5, 0.5);
   ok(Math.abs(s.std - Math.sqrt(850)) < 1e-9); // variance of 0..100 = (101² − 1) / 12
+});
+
+/**
+ * A dataset of two labelled cases of two channels, CT in HU and MRI-like (written as
+ * `convert --raw` writes them: channel axis, names, per-channel statistics), at `dir`; with
+ * `only0`, a one-channel dataset of channel 0 alone.
+ */
+async function twoChannelDataset(dir: string, only0 = false) {
+  const label = labelMap();
+  const { hu, mri } = images(label);
+  const classes = ["background", "ball", "corner"];
+  const names = ["CT", "T2"];
+  const cases: ManifestCase[] = [];
+  const foreground = [];
+  for (const id of ["p", "q"]) {
+    const channels = [volume(hu), volume(mri)], seg = volume(label);
+    await writeCase(join(dir, "cases", `${id}.zarr`), {
+      image: only0 ? channels[0] : channels,
+      label: seg,
+      chunks: [4, 5, 14],
+      ...(only0 ? {} : { channelNames: names }),
+    });
+    const rng = new Random(1);
+    const stats: ManifestCase["stats"] = caseStats(channels[0], seg, classes, rng);
+    if (!only0) {
+      const per = channelCaseStats(channels, seg, rng);
+      stats.imageChannels = per.imageChannels;
+      foreground.push(per.foreground!);
+    }
+    cases.push({ id, path: `cases/${id}.zarr`, split: "train", stats });
+  }
+  const manifest = buildManifest({ name: "two", modality: "CT", classes, cases });
+  await writeDataset(dir, only0 ? manifest : withChannels(manifest, names, foreground));
+  return { hu, mri };
+}
+
+Deno.test("fingerprintDataset: every channel of a multi-channel dataset, sampled at the same voxels", async () => {
+  await withTempDir(async (dir) => {
+    const { hu, mri } = await twoChannelDataset(join(dir, "two"));
+    const dataset = await readDataset(join(dir, "two"));
+    const fp = await fingerprintDataset(dataset, { samplesPerCase: 2_000, seed: 3 });
+    strictEqual(fingerprintChannels(fp), 2);
+    deepStrictEqual(fp.channels, ["CT", "T2"]);
+    deepStrictEqual(fp.intensityChannels, dataset.intensityChannels);
+    for (const c of fp.cases) {
+      strictEqual(c.imageChannels!.length, 2);
+      deepStrictEqual(c.imageChannels![0], c.image);
+      deepStrictEqual(c.foregroundChannels![0], c.foreground);
+      for (const [k, data] of [hu, mri].entries()) {
+        const e = exact(data), s = c.imageChannels![k];
+        deepStrictEqual([s.min, s.max, s.airFraction], [e.min, e.max, e.air]);
+        ok(Math.abs(s.mean - e.mean) < 1e-6 * Math.max(1, Math.abs(e.mean)));
+      }
+      // Foreground voxels only, in each channel: 40..44 HU, 3.5..4.5 in the MRI-like channel.
+      const [f0, f1] = c.foregroundChannels!;
+      deepStrictEqual([f0!.min, f0!.max, f1!.min, f1!.max], [40, 44, 3.5, 4.5]);
+      strictEqual(f0!.samples, f1!.samples);
+      deepStrictEqual(
+        c.imageChannels!.map((s) => detectIntensityConvention(s).convention),
+        ["hu", "other"],
+      );
+    }
+    // One channel's view: its statistics in the one-channel fields, its name as the modality.
+    const t2 = channelFingerprint(fp, 1);
+    strictEqual(t2.modality, "T2");
+    deepStrictEqual(t2.intensity, dataset.intensityChannels![1]);
+    deepStrictEqual(t2.cases[0].image, fp.cases[0].imageChannels![1]);
+    deepStrictEqual(t2.cases[0].foreground, fp.cases[0].foregroundChannels![1]);
+    strictEqual(t2.channels, undefined);
+    throws(() => channelFingerprint(fp, 2), /channel 2 does not exist: the fingerprint has 2/);
+    // Channel 0 reads exactly as the same image alone would (the same draws).
+    await twoChannelDataset(join(dir, "one"), true);
+    const alone = await fingerprintDataset(await readDataset(join(dir, "one")), {
+      samplesPerCase: 2_000,
+      seed: 3,
+    });
+    strictEqual(alone.channels, undefined);
+    strictEqual(alone.cases[0].imageChannels, undefined);
+    deepStrictEqual(
+      alone.cases.map((c) => [c.image, c.foreground]),
+      fp.cases.map((c) => [c.image, c.foreground]),
+    );
+    deepStrictEqual(channelFingerprint(alone, 0), alone);
+  });
 });

@@ -52,6 +52,9 @@ function crop(src: VoxelArray, start: Shape3, size: Shape3, fill: number): numbe
   return out;
 }
 
+/** A lookup table over int16 voxels (index v + 32768) for readImageMapped. */
+const TABLE = Float32Array.from({ length: 65536 }, (_, i) => (i - 32768) * 0.5 + 3);
+
 const REGIONS: [Shape3, Shape3][] = [
   [[0, 0, 0], [37, 41, 29]], // everything
   [[3, 5, 7], [16, 16, 16]], // straddles chunk borders
@@ -89,6 +92,20 @@ for (const codec of ["zstd", "gzip"] as CaseCodec[]) {
           Array.from(lab),
           crop(label.data, start, size, 255),
           `label ${start} ${size}`,
+        );
+        // Into given arrays (stale contents overwritten), and through a lookup table.
+        const n = size[0] * size[1] * size[2];
+        const into = new Float32Array(n).fill(NaN), labInto = new Uint8Array(n).fill(7);
+        strictEqual(await c.readImage(start, size, -1024, into), into);
+        deepStrictEqual(into, img);
+        strictEqual(await c.readLabel(start, size, 255, labInto), labInto);
+        deepStrictEqual(labInto, lab);
+        const mapped = await c.readImageMapped(start, size, [TABLE], [-7], into.fill(NaN));
+        strictEqual(mapped, into);
+        deepStrictEqual(
+          Array.from(mapped),
+          crop(image.data, start, size, NaN).map((v) => Number.isNaN(v) ? -7 : TABLE[v + 32768]),
+          `mapped ${start} ${size}`,
         );
       }
       const full = await c.readFullImage();

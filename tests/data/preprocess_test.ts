@@ -8,7 +8,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Random } from "../../src/base/random.ts";
+import {
+  caseChannelNormalizations,
+  channelCaseStats,
+  withChannels,
+} from "../../src/data/channels.ts";
 import { cropArray } from "../../src/data/crop.ts";
+import { ctWindow, normalizeInPlace } from "../../src/data/normalize.ts";
 import {
   buildManifest,
   caseStats,
@@ -22,6 +28,7 @@ import { openCase } from "../../src/data/ome_zarr/reader.ts";
 import { writeCase } from "../../src/data/ome_zarr/writer.ts";
 import {
   preprocessCase,
+  preprocessChannels,
   preprocessDataset,
   type PreprocessProgress,
   restoreLabels,
@@ -367,5 +374,182 @@ Deno.test("a case's preprocessing attribute is checked on write and on read", as
     meta.attributes.voxseg.preprocessing.cropBox = { start: [0, 0, 0], size: [5, 10, 10] };
     await Deno.writeTextFile(join(path, "zarr.json"), JSON.stringify(meta));
     await assert.rejects(openCase(path), /cropBox\.size \[5,10,10\] differs from the image shape/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Several channels
+
+/**
+ * A two-channel case: CT in HU (−1024 outside a body box, x 5..15) and a float PET-like channel
+ * (0 outside a box further left, x 2..10), a label ball where they overlap.
+ */
+function twoChannelCase(shape: Shape3, spacingMm: Shape3, seed: number) {
+  const [D, H, W] = shape;
+  const rng = new Random(seed);
+  const ct = new Int16Array(D * H * W).fill(-1024);
+  const pet = new Float32Array(D * H * W);
+  const label = new Uint8Array(D * H * W);
+  for (let z = 0, i = 0; z < D; z++) {
+    for (let y = 0; y < H; y++) {
+      for (let x = 0; x < W; x++, i++) {
+        if (z >= 1 && y >= 3 && y < H - 2 && x >= 5 && x < 15) ct[i] = rng.int(-900, 200);
+        if (z < D - 1 && y >= 5 && y < H - 4 && x >= 2 && x < 10) {
+          pet[i] = 1 + 9 * rng.uniform(0, 1);
+        }
+        if (Math.hypot(z - D / 2, y - H / 2, x - 8) < 2.5) label[i] = 1;
+      }
+    }
+  }
+  const affine = affineOf(spacingMm);
+  const vol = <T extends Volume["data"]>(data: T): Volume => ({ shape, spacingMm, affine, data });
+  return { channels: [vol(ct), vol(pet)], label: vol(label) };
+}
+
+/** Writes a two-channel dataset (CT, PET) of a train and a val case at `dir`. */
+async function twoChannelSource(dir: string) {
+  const names = ["CT", "PET"], classes = ["background", "lesion"];
+  const rng = new Random(7);
+  const cases: ManifestCase[] = [], foreground = [];
+  const originals = new Map<string, ReturnType<typeof twoChannelCase>>();
+  for (
+    const [id, split, spacing] of [["a", "train", [2, 1, 1]], ["b", "val", [2.5, 1, 1]]] as const
+  ) {
+    const c = twoChannelCase([8, 16, 18], [...spacing], originals.size + 1);
+    originals.set(id, c);
+    const path = `cases/${id}.zarr`;
+    await writeCase(join(dir, path), {
+      image: c.channels,
+      label: c.label,
+      chunks: 8,
+      name: id,
+      channelNames: names,
+    });
+    const caseRng = rng.fork();
+    const stats: ManifestCase["stats"] = caseStats(c.channels[0], c.label, classes, caseRng);
+    const per = channelCaseStats(c.channels, c.label, caseRng);
+    stats.imageChannels = per.imageChannels;
+    foreground.push(per.foreground!);
+    cases.push({ id, path, split, stats });
+  }
+  const manifest = buildManifest({ name: "ctpet", modality: "CT", classes, cases });
+  await writeDataset(dir, withChannels(manifest, names, foreground));
+  return originals;
+}
+
+Deno.test("preprocessChannels: every channel resampled onto one grid and cropped to the union of their regions", () => {
+  const { channels, label } = twoChannelCase([8, 16, 18], [2, 1, 1], 3);
+  const opts = { targetSpacingMm: [3, 1.5, 1.5] as Shape3, order: 3 as const };
+  const whole = preprocessChannels(channels, label, { ...opts, crop: false });
+  const cropped = preprocessChannels(channels, label, { ...opts, crop: true });
+  const outShape = whole.record.resampledShape;
+  // Each channel as it would be alone, on the same grid.
+  whole.channels.forEach((c, k) => {
+    assert.deepEqual(c.shape, outShape);
+    assert.deepEqual(
+      c.data,
+      preprocessCase(channels[k], label, { ...opts, crop: false }).image.data,
+    );
+  });
+  assert.ok(whole.channels[0].data instanceof Int16Array);
+  assert.ok(whole.channels[1].data instanceof Float32Array);
+  // One crop for all: the union of the CT's body (x from 5) and the PET's region (x 2..10).
+  const box = cropped.record.cropBox;
+  const ctOnly = preprocessCase(channels[0], label, { ...opts, crop: true }).record.cropBox;
+  assert.ok(
+    box.start[2] < ctOnly.start[2],
+    `the PET region widens the box: ${box.start} vs ${ctOnly.start}`,
+  );
+  cropped.channels.forEach((c, k) => {
+    assert.deepEqual(c.shape, box.size);
+    assert.deepEqual(
+      c.data,
+      cropArray(whole.channels[k].data, outShape, box),
+      `channel ${k} aligned`,
+    );
+  });
+  assert.deepEqual(cropped.label!.data, cropArray(whole.label!.data, outShape, box));
+  assert.equal(cropped.record.background, -1024);
+  assert.throws(
+    () =>
+      preprocessChannels(
+        [channels[0], twoChannelCase([8, 16, 17], [2, 1, 1], 3).channels[1]],
+        label,
+        {
+          ...opts,
+          crop: true,
+        },
+      ),
+    /image channel 1: .* differs from channel 0's/,
+  );
+});
+
+Deno.test("preprocessDataset: a two-channel dataset keeps its channels aligned, each with its own statistics", async () => {
+  await withTempDir(async (tmp) => {
+    const src = join(tmp, "src"), out = join(tmp, "pp");
+    const originals = await twoChannelSource(src);
+    const dataset = await readDataset(src);
+    // At case a's own spacing along z: a is only cropped; b is resampled. A map on b's PET only.
+    const manifest = await preprocessDataset(dataset, out, {
+      targetSpacingMm: [2, 1, 1],
+      crop: true,
+      order: 3,
+      chunks: 8,
+      intensityMaps: { b: [null, { scale: 10, offset: 5 }] },
+    });
+    const pp = await readDataset(out);
+    assert.deepEqual(pp.channels, ["CT", "PET"]);
+    assert.equal(pp.intensityChannels?.length, 2);
+    assert.deepEqual(pp.intensity, pp.intensityChannels![0]);
+    assert.deepEqual(pp.cases, manifest.cases);
+    for (const entry of pp.cases) {
+      const reader = await openCase(resolveCase(pp, entry.id));
+      assert.equal(reader.channels, 2);
+      assert.deepEqual(reader.channelNames, ["CT", "PET"]);
+      const [ct, pet] = await reader.readFullChannels();
+      assert.deepEqual(ct.shape, pet.shape);
+      assert.deepEqual(entry.shape, ct.shape);
+      // Each channel's own whole-image statistics, as z-scoring per case needs them.
+      for (const [k, c] of [ct, pet].entries()) {
+        const s = entry.imageChannels![k];
+        const mean = sum(c.data) / c.data.length;
+        assert.ok(Math.abs(s.mean - mean) < 1e-3 * Math.max(1, Math.abs(mean)), `${entry.id} ${k}`);
+      }
+      assert.deepEqual(entry.imageChannels![0], entry.image);
+      const norms = caseChannelNormalizations(entry, [ctWindow(-1000, 400), {
+        kind: "zscore-case",
+      }]);
+      assert.deepEqual(norms[0], { kind: "ct-window", lo: -1000, hi: 400 });
+      assert.equal(norms[1].kind, "zscore");
+      const z = normalizeInPlace(Float32Array.from(pet.data), norms[1]);
+      assert.ok(Math.abs(sum(z) / z.length) < 1e-3, "PET z-scored by its own mean");
+      if (entry.id !== "a") continue;
+      // Case a at its own spacing: each channel is exactly its original, cropped to one box.
+      const record = reader.preprocessing!;
+      const original = originals.get("a")!;
+      original.channels.forEach((c, k) => {
+        const got = k === 0 ? ct.data : pet.data;
+        assert.deepEqual(
+          Array.from(got),
+          Array.from(cropArray(c.data, c.shape, record.cropBox)),
+          `channel ${k}`,
+        );
+      });
+    }
+    // b's map changed its PET channel only (onto int16, ×10 + 5): values well above 1..10.
+    const b = await (await openCase(resolveCase(pp, "b"))).readFullChannels();
+    assert.ok(Math.max(...b[1].data) > 50 && Math.min(...b[0].data) >= -1024);
+    assert.deepEqual(pp.source?.intensityMaps, { b: [null, { scale: 10, offset: 5 }] });
+    // A per-channel list of the wrong length is refused, naming the fix.
+    await assert.rejects(
+      () =>
+        preprocessDataset(dataset, join(tmp, "bad"), {
+          targetSpacingMm: [2, 1, 1],
+          crop: false,
+          order: 1,
+          intensityMaps: { a: [null] },
+        }),
+      /intensityMaps\["a"\] lists 1 channel maps for 2 channels; give one per channel/,
+    );
   });
 });

@@ -1,13 +1,21 @@
 import { deepStrictEqual, notDeepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import { join } from "node:path";
 import type { CaseEntry, Split } from "../../src/data/dataset.ts";
-import { DEFAULT_CT_WINDOW, normalizeValue } from "../../src/data/normalize.ts";
+import {
+  DEFAULT_CT_WINDOW,
+  type Normalization,
+  normalizeInPlace,
+  normalizeValue,
+  padIntensity,
+} from "../../src/data/normalize.ts";
 import { openCase } from "../../src/data/ome_zarr/reader.ts";
 import { writeCase } from "../../src/data/ome_zarr/writer.ts";
 import { Random } from "../../src/base/random.ts";
 import {
+  augmentationFromFlags,
   augmentPatch,
   flipAxis,
+  normalizationTable,
   type PatchRequest,
   patchSampler,
   readPatch,
@@ -168,6 +176,61 @@ Deno.test("readPatch: normalised image and labels as direct reads, air and 0 as 
       }
     }
   });
+});
+
+Deno.test("readPatch: into given arrays and through the int16 table, the same patch", async () => {
+  await withCase(async (path, { image, label }) => {
+    const reader = await openCase(path);
+    const size: Shape3 = [16, 32, 32]; // 16384 voxels: read through the table
+    const norms: Normalization[] = [
+      DEFAULT_CT_WINDOW,
+      { kind: "zscore", clipLo: -900, clipHi: 300, mean: -400, std: 321.5 },
+      { kind: "none" },
+    ];
+    for (const norm of norms) {
+      for (const start of [[2, 4, 6], [-5, 20, -9], [10, -12, 15]] as Shape3[]) {
+        const request: PatchRequest = { caseId: "a", start, centeredOn: 0, seed: 3 };
+        const out = { image: new Float32Array(16 * 32 * 32), label: new Uint8Array(16 * 32 * 32) };
+        out.image.fill(NaN);
+        const patch = await readPatch(reader, request, size, norm, undefined, out);
+        strictEqual(patch, out);
+        const pad = normalizeValue(padIntensity(norm), norm);
+        for (let z = 0, dst = 0; z < size[0]; z++) {
+          for (let y = 0; y < size[1]; y++) {
+            for (let x = 0; x < size[2]; x++, dst++) {
+              const [vz, vy, vx] = [start[0] + z, start[1] + y, start[2] + x];
+              const inside = vz >= 0 && vy >= 0 && vx >= 0 && vz < 20 && vy < 40 && vx < 40;
+              const src = vx + 40 * (vy + 40 * vz);
+              strictEqual(out.image[dst], inside ? normalizeValue(image.data[src], norm) : pad);
+              strictEqual(out.label[dst], inside ? label.data[src] : 0);
+            }
+          }
+        }
+      }
+    }
+    // With every transform (spatial ones give new arrays, copied into `out`).
+    const augment = augmentationFromFlags({ preset: "nnunet", elastic: true, rotate90: true });
+    for (let seed = 0; seed < 12; seed++) {
+      const request: PatchRequest = { caseId: "a", start: [3, 5, 7], centeredOn: 0, seed };
+      const plain = await readPatch(reader, request, size, DEFAULT_CT_WINDOW, augment);
+      const out = { image: new Float32Array(16 * 32 * 32), label: new Uint8Array(16 * 32 * 32) };
+      await readPatch(reader, request, size, DEFAULT_CT_WINDOW, augment, out);
+      deepStrictEqual(out, { image: plain.image, label: plain.label });
+    }
+  });
+});
+
+Deno.test("normalizationTable: every int16 value normalised as normalizeInPlace does it", () => {
+  for (
+    const norm of [
+      DEFAULT_CT_WINDOW,
+      { kind: "zscore", clipLo: -914, clipHi: 27, mean: -814.0365, std: 152.569 },
+      { kind: "none" },
+    ] as Normalization[]
+  ) {
+    const values = Float32Array.from({ length: 65536 }, (_, i) => i - 32768);
+    deepStrictEqual(normalizationTable(norm), normalizeInPlace(values, norm));
+  }
 });
 
 Deno.test("readPatch: augmentation is seeded by the request and off by default", async () => {

@@ -6,7 +6,8 @@ import { Random } from "../../src/base/random.ts";
 import { checkOp, type OpCase } from "./check_op.ts";
 import { builtinTiles, CONV_TILES, WGRAD_TILES } from "../../src/ops/tuning.ts";
 import { conv3dRef } from "./conv3d_ref.ts";
-import { type ForcedTiles, withForcedTiles } from "./forced_tiles.ts";
+import { type ForcedTiles, withForcedTiles, withWeightBinding } from "./forced_tiles.ts";
+import type { WeightBinding } from "../../src/ops/tuning.ts";
 
 /** The software adapter's built-in K = 3 blocks (tuning.ts), whatever the adapter. */
 const SOFTWARE_TILES = {
@@ -22,13 +23,18 @@ interface Case {
   path: string;
   inputGrad?: boolean;
   fdSamples?: number;
+  /** Forces where the kernel reads its packed weights (else the adapter's choice). */
+  binding?: WeightBinding;
+  /** The forward block (CG×VZ×VX), else the software adapter's built-in one. */
+  conv3?: ForcedTiles["conv3"];
 }
 
 function conv3dCase(c: Case): void {
   const ci = c.x[1];
   const w = [c.co, ci, c.k, c.k, c.k];
-  tiledTest(SOFTWARE_TILES, {
+  tiledTest(c.conv3 ? { ...SOFTWARE_TILES, conv3: c.conv3 } : SOFTWARE_TILES, {
     name: `conv3d k${c.k} ${c.bias ? "bias" : "no bias"} x [${c.x}] w [${w}] (${c.path})`,
+    binding: c.binding,
     inputs: [
       { shape: c.x, grad: c.inputGrad ?? true },
       { shape: w },
@@ -76,8 +82,58 @@ conv3dCase({
   path: "multi-tile: channels, z, y, x, batch",
 });
 
+// The packed weights in a storage binding, where the software adapter would read them through
+// a uniform one (they fit in 64 KiB): the path GPUs take, and CPUs for larger weights.
+conv3dCase({
+  x: [2, 9, 9, 17, 17],
+  co: 20,
+  k: 3,
+  bias: true,
+  fdSamples: 8,
+  binding: "storage",
+  path: "multi-tile, weights in a storage binding",
+});
+conv3dCase({
+  x: [2, 5, 3, 6, 8],
+  co: 7,
+  k: 1,
+  bias: true,
+  binding: "storage",
+  path: "k1 path, weights in a storage binding",
+});
+// And through a uniform binding, whatever the adapter.
+conv3dCase({
+  x: [1, 6, 3, 5, 9],
+  co: 7,
+  k: 3,
+  bias: true,
+  binding: "uniform",
+  path: "weights in a uniform binding",
+});
+
+// 16 channels per thread (CG = 4, 4×2×8): a full tile and a partial one (Co 20), and Co 12,
+// three groups of 4 in a block of four; the input gradient (Co 5, 7) takes CG 2.
+conv3dCase({
+  x: [2, 5, 5, 7, 16],
+  co: 20,
+  k: 3,
+  bias: true,
+  conv3: { cg: 4, vz: 2, vx: 8, wg: 64 },
+  path: "block 4×2×8: 16 channels per thread",
+});
+conv3dCase({
+  x: [1, 7, 3, 5, 9],
+  co: 12,
+  k: 3,
+  bias: false,
+  binding: "storage",
+  conv3: { cg: 4, vz: 2, vx: 8, wg: 64 },
+  path: "block 4×2×8, Co 12, weights in a storage binding",
+});
+
 // Many channels on a small grid: 5 output-channel tiles of 8 in the forward pass (the last
-// half empty), 5 × 17 channel tiles in the weight gradient, 3 tiles in the input gradient.
+// half empty), 5 × 17 channel tiles in the weight gradient, 3 tiles in the input gradient;
+// the packed weights (18 360 and 23 328 floats) too large for a uniform binding.
 conv3dCase({
   x: [1, 17, 4, 5, 6],
   co: 36,
@@ -176,10 +232,11 @@ for (const [x, co, k] of [[[2, 5, 3, 6, 9], 6, 3], [[1, 6, 3, 5, 8], 7, 1]] as c
  * backward), so that a block tuned and cached on this machine (`voxseg tune`) cannot change
  * the path a case covers. The cases' comments describe these blocks.
  */
-function tiledTest(tiles: ForcedTiles, c: OpCase): void {
+function tiledTest(tiles: ForcedTiles, c: OpCase & { binding?: WeightBinding }): void {
+  const check = () => withForcedTiles(tiles, () => checkOp(c));
   Deno.test({
     name: c.name,
-    fn: () => withForcedTiles(tiles, () => checkOp(c)),
+    fn: () => c.binding ? withWeightBinding(c.binding, check) : check(),
     sanitizeResources: false,
     sanitizeOps: false,
   });

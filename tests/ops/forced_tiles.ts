@@ -4,7 +4,13 @@
  * describes, and the test would cover another path than its name says.
  */
 
-import { type ConvTiles, forceTiles, type TunedKernel } from "../../src/ops/tuning.ts";
+import {
+  type ConvTiles,
+  forceTiles,
+  forceWeightBinding,
+  type TunedKernel,
+  type WeightBinding,
+} from "../../src/ops/tuning.ts";
 
 /** The K = 3 blocks to force; a kernel left out reads the cache. */
 export type ForcedTiles = Partial<Record<TunedKernel, ConvTiles>>;
@@ -16,5 +22,21 @@ export async function withForcedTiles<T>(tiles: ForcedTiles, fn: () => T | Promi
     return await fn();
   } finally {
     forceTiles(before);
+  }
+}
+
+/**
+ * Runs `fn` with conv3d's packed weights read through `binding` wherever they fit (tuning.ts
+ * `weightBinding`), then restores what was forced before.
+ */
+export async function withWeightBinding<T>(
+  binding: WeightBinding,
+  fn: () => T | Promise<T>,
+): Promise<T> {
+  const before = forceWeightBinding(binding);
+  try {
+    return await fn();
+  } finally {
+    forceWeightBinding(before);
   }
 }

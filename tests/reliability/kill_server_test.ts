@@ -50,7 +50,8 @@ Deno.test({
       const data = await tinyDataset(join(root, "ds"), env);
       const config = tinyConfig(2, 10);
       const straight = join(dir, "straight");
-      // A server job trains the config it is given, unplanned: so does the reference run.
+      // A server job with "plan": "none" trains the config it is given, unplanned: so does the
+      // reference run.
       await voxseg(
         [
           "train",
@@ -77,6 +78,7 @@ Deno.test({
       let server = await startServer(serverArgs, env);
       const submitted = await call(server.base, "POST", "/v1/jobs/train", {
         dataset: "ds",
+        plan: "none",
         config,
         name: "tiny",
       });

@@ -149,6 +149,34 @@ Deno.test("GET /openapi.json describes every route of the table", testOpts, asyn
     "503",
   ]);
   assert.deepEqual(predict.security, [{ bearer: [] }]);
+  // A model of several input channels takes one NIfTI per multipart/form-data part.
+  assert.ok(predict.requestBody.content["multipart/form-data"], "channels as form parts");
+  assert.match(predict.responses["422"].description, /channel_count_mismatch/);
+  assert.match(predict.responses["422"].description, /channel_grid_mismatch/);
+  // Training jobs take the command line's planning options, and show what the plan chose.
+  const { schemas } = doc.components;
+  const train = doc.paths["/v1/jobs/train"].post;
+  assert.equal(
+    train.requestBody.content["application/json"].schema.$ref,
+    "#/components/schemas/TrainRequest",
+  );
+  assert.deepEqual(
+    Object.keys(schemas.TrainRequest.properties).sort(),
+    ["config", "dataset", "fold", "gpuMemory", "name", "network", "plan", "timeBudget"],
+  );
+  assert.deepEqual(schemas.TrainRequest.properties.network.enum, ["unet3d", "plain"]);
+  assert.match(train.responses["400"].description, /invalid_plan/);
+  assert.deepEqual(schemas.Job.properties.plan, { $ref: "#/components/schemas/JobPlan" });
+  assert.deepEqual(schemas.JobPlan.properties.source.enum, ["request", "dataset", "new", "none"]);
+  assert.ok(schemas.JobPlan.properties.budget && schemas.JobPlan.properties.targetSpacingMm);
+  // Prediction jobs take a list of channel files.
+  assert.deepEqual(
+    schemas.FilePredictRequest.properties.input.oneOf.map((s: { type: string }) => s.type),
+    ["string", "array"],
+  );
+  assert.ok(doc.paths["/v1/jobs/predict"].post.responses["422"]);
+  const image = doc.paths["/dashboard/jobs/{id}/image"].get;
+  assert.deepEqual(image.parameters.map((p: { name: string }) => p.name), ["id", "channel"]);
   // With a token every data route needs it, reads included; probes and the page stay open.
   assert.deepEqual(doc.paths["/v1/models"].get.security, [{ bearer: [] }]);
   assert.ok(doc.paths["/v1/models"].get.responses["401"]);

@@ -8,8 +8,9 @@
 import * as zarr from "zarrita";
 import FetchStore from "@zarrita/storage/fetch";
 import FileSystemStore from "@zarrita/storage/fs";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { ChunkCache } from "../chunk_cache.ts";
+import { useNativeCodecs } from "./codecs.ts";
 import type { NiftiGeometry } from "../nifti_geometry.ts";
 import { affineFromSpacing, type Shape3, type Volume, type VoxelArray } from "../volume.ts";
 import {
@@ -26,9 +27,17 @@ export interface OpenCaseOptions {
   cacheBytes?: number;
   /** Share an existing cache (e.g. one per loader) instead of creating one. */
   cache?: ChunkCache;
+  /**
+   * Read a local case's chunk files synchronously (default false): for a loader worker, whose
+   * thread has nothing else to do meanwhile, it costs less than an asynchronous read.
+   */
+  syncReads?: boolean;
 }
 
 type ZarrArray = zarr.Array<zarr.DataType, zarr.Readable>;
+
+// Chunks decode through Deno's native zstd and zlib rather than WebAssembly (./codecs.ts).
+useNativeCodecs();
 
 /**
  * Opens a case written by `writeCase` (./writer.ts) from a local path or an http(s) URL.
@@ -43,7 +52,7 @@ export async function openCase(location: string, options: OpenCaseOptions = {}) 
   const path = location.startsWith("file://") ? new URL(location).pathname : location;
   const store: zarr.Readable = isUrl
     ? new FetchStore(location)
-    : new FileSystemStore(resolve(path));
+    : new LocalStore(resolve(path), options.syncReads);
   const root = zarr.root(store);
   let group: zarr.Group<zarr.Readable>;
   try {
@@ -79,6 +88,28 @@ export async function openCase(location: string, options: OpenCaseOptions = {}) 
   }
   const cache = options.cache ?? new ChunkCache(options.cacheBytes ?? 256 * 2 ** 20);
   return new CaseReader(location, image, label, spacingMm, voxseg, attrs, cache);
+}
+
+/**
+ * zarrita's file store with whole-file reads done by one `Deno.readFile` rather than Node's
+ * open, stat, read and close, each a round trip to the thread pool (a tenth of a loader
+ * worker's time went there); with `sync`, by `Deno.readFileSync`, which skips the thread pool
+ * too (for a thread that has nothing else to do meanwhile: a loader worker).
+ */
+class LocalStore extends FileSystemStore {
+  constructor(readonly directory: string, readonly sync = false) {
+    super(directory);
+  }
+
+  override async get(key: string): Promise<Uint8Array | undefined> {
+    const path = join(this.directory, key.replace(/^\/+/, ""));
+    try {
+      return this.sync ? Deno.readFileSync(path) : await Deno.readFile(path);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    }
+  }
 }
 
 /** z, y, x spacing from the OME multiscales; a leading channel axis (scale 1) is skipped. */
@@ -176,43 +207,98 @@ export class CaseReader {
    * Image voxels of the box `start`..`start+size` (z,y,x) as float32; voxels outside the
    * volume read as `fill`. Only the chunks the box overlaps are read. With C > 1 channels the
    * result holds C boxes one after another (channel-major, C·d·h·w) and `fill` may give one
-   * value per channel.
+   * value per channel. `out` (C·d·h·w voxels), when given, receives the voxels and is returned.
    */
   async readImage(
     start: Shape3,
     size: Shape3,
     fill: number | readonly number[] = 0,
+    out?: Float32Array,
   ): Promise<Float32Array> {
     const n = count(size), C = this.channels;
     const fills = typeof fill === "number" ? Array(C).fill(fill) : [...fill];
     if (fills.length !== C) {
       throw new RangeError(`fill has ${fills.length} values for the ${C} channels of the image`);
     }
-    if (C === 1) {
-      return await this.#readRegion(this.image, IMAGE_PATH, start, size, new Float32Array(n), {
-        fill: fills[0],
-      });
+    return await this.#readChannels(start, size, fills, undefined, out ?? new Float32Array(C * n));
+  }
+
+  /**
+   * The box of {@link readImage} with every stored voxel mapped through a lookup table, into
+   * `out` (C·d·h·w voxels; returned): voxel v of channel c becomes `tables[c][v + 32768]`, and
+   * voxels outside the volume `fills[c]` (both in output units). For int16 images only; one
+   * table lookup replaces the int16 → float32 conversion and a separate pass over the patch
+   * (normalisation, as the training loader uses it).
+   */
+  async readImageMapped(
+    start: Shape3,
+    size: Shape3,
+    tables: readonly Float32Array[],
+    fills: readonly number[],
+    out: Float32Array,
+  ): Promise<Float32Array> {
+    const C = this.channels;
+    if (this.imageDtype !== "int16") {
+      throw new Error(
+        `case ${this.location}: lookup tables map int16 images, not ${this.imageDtype}`,
+      );
     }
-    const out = new Float32Array(C * n);
+    if (tables.length !== C || fills.length !== C) {
+      throw new RangeError(
+        `${tables.length} tables and ${fills.length} fills for the ${C} channels of the image`,
+      );
+    }
+    if (tables.some((t) => t.length !== INT16_TABLE)) {
+      throw new RangeError(`a lookup table of int16 voxels has ${INT16_TABLE} entries`);
+    }
+    return await this.#readChannels(start, size, fills, tables, out);
+  }
+
+  async #readChannels(
+    start: Shape3,
+    size: Shape3,
+    fills: readonly number[],
+    tables: readonly Float32Array[] | undefined,
+    out: Float32Array,
+  ): Promise<Float32Array> {
+    const n = count(size), C = this.channels;
+    if (out.length !== C * n) {
+      throw new RangeError(`out holds ${out.length} voxels for ${C} channel(s) of ${n}`);
+    }
+    if (C === 1) {
+      await this.#readRegion(this.image, IMAGE_PATH, start, size, out, {
+        fill: fills[0],
+        table: tables?.[0],
+      });
+      return out;
+    }
     await Promise.all(
       fills.map((f, c) =>
         this.#readRegion(this.image, IMAGE_PATH, start, size, out.subarray(c * n, (c + 1) * n), {
           fill: f,
           channel: c,
+          table: tables?.[c],
         })
       ),
     );
     return out;
   }
 
-  /** Label voxels of a box, as {@link readImage}; throws when the case has no label. */
-  async readLabel(start: Shape3, size: Shape3, fill = 0): Promise<Uint8Array> {
+  /**
+   * Label voxels of a box, as {@link readImage} (into `out` when given); throws when the case
+   * has no label.
+   */
+  async readLabel(start: Shape3, size: Shape3, fill = 0, out?: Uint8Array): Promise<Uint8Array> {
+    const n = count(size);
+    if (out && out.length !== n) {
+      throw new RangeError(`out holds ${out.length} voxels for a box of ${n}`);
+    }
     return await this.#readRegion(
       this.#label(),
       LABEL_PATH,
       start,
       size,
-      new Uint8Array(count(size)),
+      out ?? new Uint8Array(n),
       { fill },
     );
   }
@@ -271,12 +357,14 @@ export class CaseReader {
     start: Shape3,
     size: Shape3,
     out: T,
-    { fill, channel }: { fill: number; channel?: number },
+    { fill, channel, table }: { fill: number; channel?: number; table?: Float32Array },
   ): Promise<T> {
     checkBox(start, size);
-    out.fill(fill);
     const lo = start.map((s) => Math.max(s, 0));
     const hi = start.map((s, i) => Math.min(s + size[i], this.shape[i]));
+    // The chunks tile the volume: a box inside it is all copied, so only one reaching out of
+    // it needs the fill.
+    if (lo.some((l, i) => l !== start[i] || hi[i] !== start[i] + size[i])) out.fill(fill);
     if (lo.some((l, i) => l >= hi[i])) return out;
     const first = lo.map((l, i) => Math.floor(l / this.chunks[i]));
     const last = hi.map((h, i) => Math.floor((h - 1) / this.chunks[i]));
@@ -287,7 +375,19 @@ export class CaseReader {
           const coords: Shape3 = [cz, cy, cx];
           jobs.push(
             this.#chunk(array, arrayPath, coords, channel).then((data) =>
-              copyChunk(data, coords, this.chunks, lo, hi, start, size, out)
+              table
+                ? copyChunkMapped(
+                  data as Int16Array,
+                  table,
+                  coords,
+                  this.chunks,
+                  lo,
+                  hi,
+                  start,
+                  size,
+                  out as Float32Array,
+                )
+                : copyChunk(data, coords, this.chunks, lo, hi, start, size, out)
             ),
           );
         }
@@ -337,6 +437,9 @@ function withCause(e: Error): string {
   return cause && !e.message.includes(cause) ? `${e.message} (${cause})` : e.message;
 }
 
+/** Entries of a lookup table over int16 voxels (index = voxel + 32768). */
+export const INT16_TABLE = 65536;
+
 function count(size: Shape3): number {
   return size[0] * size[1] * size[2];
 }
@@ -372,6 +475,36 @@ function copyChunk(
       const dst = ((z - start[0]) * size[1] + (y - start[1])) * size[2] + (x0 - start[2]);
       // TypedArray.set converts element types (int16 → float32) as it copies.
       out.set(chunk.subarray(src, src + (x1 - x0)), dst);
+    }
+  }
+}
+
+/**
+ * {@link copyChunk} of an int16 chunk through a lookup table: voxel v becomes
+ * `table[v + 32768]`.
+ */
+function copyChunkMapped(
+  chunk: Int16Array,
+  table: Float32Array,
+  coords: Shape3,
+  chunks: Shape3,
+  lo: number[],
+  hi: number[],
+  start: Shape3,
+  size: Shape3,
+  out: Float32Array,
+): void {
+  const [cd, ch, cw] = chunks;
+  const origin = coords.map((c, i) => c * chunks[i]);
+  const z0 = Math.max(lo[0], origin[0]), z1 = Math.min(hi[0], origin[0] + cd);
+  const y0 = Math.max(lo[1], origin[1]), y1 = Math.min(hi[1], origin[1] + ch);
+  const x0 = Math.max(lo[2], origin[2]), x1 = Math.min(hi[2], origin[2] + cw);
+  const row = x1 - x0;
+  for (let z = z0; z < z1; z++) {
+    for (let y = y0; y < y1; y++) {
+      const src = ((z - origin[0]) * ch + (y - origin[1])) * cw + (x0 - origin[2]);
+      const dst = ((z - start[0]) * size[1] + (y - start[1])) * size[2] + (x0 - start[2]);
+      for (let x = 0; x < row; x++) out[dst + x] = table[chunk[src + x] + 32768];
     }
   }
 }

@@ -3,9 +3,13 @@
  * stored and served, so the job store can import the job types without importing itself back.
  */
 
+import type { Normalization } from "../../base/normalization.ts";
+import type { Dataset } from "../../data/dataset.ts";
 import type { Volume } from "../../data/volume.ts";
 import type { Prediction, PredictionSummary } from "../../infer/predict.ts";
 import type { NamedModel } from "../../infer/dicom_seg.ts";
+import type { RunFold } from "../../train/trainer.ts";
+import type { Plan, PlanNetwork } from "../../train/plan/types.ts";
 import type { ModelRegistry } from "../models.ts";
 import type { PacsEndpoint, PacsRegistry } from "../pacs.ts";
 import type { DataRoot } from "../paths.ts";
@@ -22,6 +26,63 @@ export interface JobDeps {
   pacsEndpoints?: PacsRegistry;
   /** The DICOM pipeline of PACS prediction jobs; without it they fail `pacs_unavailable`. */
   pacs?: PacsHooks;
+  /**
+   * Plans training jobs as `voxseg train` does (`voxseg serve` passes the command line's
+   * planner, src/cli/serve_planning.ts); without it training jobs train unplanned, and a
+   * request asking for a plan, a time budget, a network or a fold is refused with 400
+   * `planning_unavailable`.
+   */
+  planner?: TrainPlanner;
+}
+
+/**
+ * The command line's planning, as the server calls it: the server layer may not import the
+ * CLI (DESIGN.md, "Layers"), so `voxseg serve` hands it in. Both are the functions
+ * `voxseg train` runs (src/cli/planning.ts); their errors about what a client sent (a plan for
+ * another dataset, a fold out of range, no time left) are {@link ApiError}s (400).
+ */
+export interface TrainPlanner {
+  /**
+   * The plan a run on `dataset` uses — `planPath`'s, else a new one — with the cases
+   * preprocessed into `out` when it needs them, sized to the time budget when one is given,
+   * and written to `out` (`plans.json`) as the plan the run starts with.
+   */
+  plan(dataset: Dataset, input: TrainPlanInput): Promise<PlannedTraining>;
+  /** Cross-validation fold `index`: the splits beside the plan (`planDir`), else the dataset's. */
+  fold(dataset: Dataset, planDir: string | undefined, index: number): Promise<RunFold>;
+}
+
+/** What the server hands {@link TrainPlanner.plan}. */
+export interface TrainPlanInput {
+  /** A `plans.json` or the folder holding one, resolved inside the data root; else plan anew. */
+  planPath?: string;
+  /** The job's run folder. */
+  out: string;
+  timeBudgetSeconds?: number;
+  /** `performance.now()` when the budget started (the job's start). */
+  startedAt: number;
+  gpuMemoryBytes?: number;
+  network?: PlanNetwork;
+  /** A line worth showing (each choice and its reason); names no folder of the server. */
+  log(line: string): void;
+  /**
+   * Runs GPU work of the planning (the budget's timed training steps) holding the server's GPU
+   * lane, so that predictions neither wait behind the rest of the planning nor skew a timing.
+   */
+  onGpu<T>(work: () => Promise<T>): Promise<T>;
+}
+
+/** What planning decided for a run. */
+export interface PlannedTraining {
+  plan: Plan;
+  /** The dataset to train on (the preprocessed one when the plan needed it). */
+  dataset: string;
+  /** Channel 0's on a multi-channel plan. */
+  normalisation: Normalization;
+  /** Each input channel's, exactly, when the plan has several. */
+  channelNormalisations?: Normalization[];
+  /** The folder the plan came from (its splits.json and preprocessed cases are reused). */
+  planDir: string;
 }
 
 /** Where the DICOM pipeline plugs into the server. */

@@ -26,16 +26,17 @@ const MAX_FILES_CHECKED = 10_000;
 /**
  * Checks at submit what a file prediction reads — a DICOM series (its form recorded for the
  * run) or a NIfTI file — and that the request fits it: a `.dcm` output (a Segmentation, which
- * references its source series) or a `series` for a NIfTI input is a 400.
+ * references its source series) or a `series` for a NIfTI input is a 400. With what to record
+ * in the job, the image channels the input holds (a 4D NIfTI's 4th dimension, else 1).
  */
 export async function checkPredictInput(
   root: DataRoot,
   resolved: string,
   request: Pick<PredictJobRequest, "output" | "series">,
-): Promise<Pick<Job, "inputChecked" | "dicomInput">> {
+): Promise<{ checked: Pick<Job, "inputChecked" | "dicomInput">; channels: number }> {
   const form = await dicomInputForm(root, resolved);
-  if (form) return { dicomInput: form };
-  await checkNiftiInput(root, resolved);
+  if (form) return { checked: { dicomInput: form }, channels: 1 };
+  const channels = await checkNiftiInput(root, resolved);
   const input = JSON.stringify(root.display(resolved));
   if (/\.dcm$/i.test(request.output)) {
     throw new ApiError(
@@ -53,7 +54,7 @@ export async function checkPredictInput(
       `"series" picks a series of a DICOM input, but "input" ${input} is a NIfTI volume; drop it`,
     );
   }
-  return { inputChecked: true };
+  return { checked: { inputChecked: true }, channels };
 }
 
 /**

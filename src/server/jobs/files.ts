@@ -7,7 +7,7 @@
 
 import { constants, gunzipSync } from "node:zlib";
 import { isGzip } from "../../data/gzip.ts";
-import { parseNiftiHeader } from "../../data/nifti.ts";
+import { type NiftiHeader, parseNiftiHeader } from "../../data/nifti.ts";
 import { ApiError } from "../errors.ts";
 import type { DataRoot } from "../paths.ts";
 import { readHead } from "../../base/bytes.ts";
@@ -17,10 +17,14 @@ const GZIP_HEAD_BYTES = 4096;
 const RAW_HEAD_BYTES = 540;
 
 /**
- * Throws unless the open file starts with a NIfTI-1 or NIfTI-2 header (gzipped or not); reads
- * only its first bytes and leaves it positioned at the start.
+ * Throws unless the open file starts with a NIfTI-1 or NIfTI-2 header (gzipped or not) of a 3D
+ * volume, or of a 4D one whose 4th dimension is the image channels; reads only its first bytes
+ * and leaves it positioned at the start. Returns the header (one channel's, for a 4D file) and
+ * the number of channels.
  */
-export async function checkNiftiHead(file: Deno.FsFile): Promise<void> {
+export async function checkNiftiHead(
+  file: Deno.FsFile,
+): Promise<{ header: NiftiHeader; channels: number }> {
   let bytes = await readHead(file, GZIP_HEAD_BYTES);
   await file.seek(0, Deno.SeekMode.Start);
   if (isGzip(bytes)) {
@@ -31,17 +35,42 @@ export async function checkNiftiHead(file: Deno.FsFile): Promise<void> {
       throw new Error("not a NIfTI file: corrupt gzip data");
     }
   }
-  parseNiftiHeader(bytes.subarray(0, RAW_HEAD_BYTES));
+  const head = bytes.slice(0, RAW_HEAD_BYTES);
+  const channels = fourDChannels(head);
+  return { header: parseNiftiHeader(head), channels };
 }
 
 /**
- * Checks at submit that `resolved` (the job's input) is a NIfTI file; 400 `invalid_nifti`
- * naming the field otherwise.
+ * The channels of a 4D header (dim[4], nothing beyond), whose dims `head` is rewritten to one
+ * 3D channel's, as `decodeNiftiChannels` reads such a file; 1 for any other header.
  */
-export async function checkNiftiInput(root: DataRoot, resolved: string): Promise<void> {
+function fourDChannels(head: Uint8Array): number {
+  if (head.length < 348) return 1;
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const le = [348, 540].includes(view.getInt32(0, true));
+  const v2 = view.getInt32(0, le) === 540;
+  if (v2 && head.length < 540) return 1;
+  const dim = (i: number) =>
+    v2 ? Number(view.getBigInt64(16 + 8 * i, le)) : view.getInt16(40 + 2 * i, le);
+  const setDim = (i: number, v: number) =>
+    v2 ? view.setBigInt64(16 + 8 * i, BigInt(v), le) : view.setInt16(40 + 2 * i, v, le);
+  const ndim = dim(0);
+  if (!(ndim >= 4 && ndim <= 7 && dim(4) > 1)) return 1;
+  for (let i = 5; i <= ndim; i++) if (dim(i) > 1) return 1; // refused by the parser, naming it
+  const channels = dim(4);
+  setDim(0, 3);
+  setDim(4, 1);
+  return channels;
+}
+
+/**
+ * Checks at submit that `resolved` (the job's input) is a NIfTI file (3D, or 4D of channels);
+ * 400 `invalid_nifti` naming the field otherwise. Returns its channels.
+ */
+export async function checkNiftiInput(root: DataRoot, resolved: string): Promise<number> {
   const file = await root.openRead(resolved, "input");
   try {
-    await checkNiftiHead(file);
+    return (await checkNiftiHead(file)).channels;
   } catch (e) {
     if (e instanceof ApiError) throw e;
     throw new ApiError(

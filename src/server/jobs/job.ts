@@ -41,16 +41,81 @@ export interface TrainJobRequest {
   config?: Record<string, unknown>;
   /** The model's name once trained; default the job id. */
   name?: string;
+  /**
+   * The plan, as `voxseg train --plan`: a `plans.json` (or the folder holding one) under the
+   * data root, or "none" for the defaults and `config` only. Absent: the `plans.json` beside
+   * the dataset, else a new plan made into the job's run folder (what `voxseg train --data`
+   * does).
+   */
+  plan?: string;
+  /**
+   * `--time-budget`, in seconds: planning, preprocessing and training end within it (a request
+   * may also write "15m" or "1h30m"; it is stored in seconds).
+   */
+  timeBudget?: number;
+  /** `--network`: the network the plan trains (default the plan's, else unet3d). */
+  network?: "unet3d" | "plain";
+  /** `--fold K`: cross-validation fold K of the plan's splits (else the dataset's 5 folds). */
+  fold?: number;
+  /**
+   * `--gpu-memory`, in bytes: the GPU memory a new plan may use (default 4 GiB; a request may
+   * also write "8GiB"; it is stored in bytes).
+   */
+  gpuMemory?: number;
+}
+
+/**
+ * What a planned training job runs with, recorded in the job when planning is done (and shown
+ * by GET /v1/jobs/{id}); a resumed job reuses it and the plan stored in its run folder, and
+ * never plans again.
+ */
+export interface JobPlan {
+  /**
+   * Where the plan came from: `request` (the request's `plan`), `dataset` (`plans.json` beside
+   * the dataset), `new` (planned now), or `none` (not planned: the request's `plan` "none";
+   * `reason` says so).
+   */
+  source: "request" | "dataset" | "new" | "none";
+  /** The plan file used, relative to the data root (request and dataset plans). */
+  path?: string;
+  reason?: string;
+  network?: "unet3d" | "plain";
+  /** Target voxel spacing, z, y, x mm. */
+  targetSpacingMm?: number[];
+  normalisation?: { scheme: string; window?: [number, number] };
+  /** Why the cases were resampled or mapped into the run folder; absent when they were not. */
+  preprocessed?: string;
+  /** The network and schedule the plan chose (the request's `config` may override them). */
+  patchSize?: number[];
+  batchSize?: number;
+  baseChannels?: number;
+  depth?: number;
+  epochs?: number | null;
+  itersPerEpoch?: number | null;
+  /** How the time budget sized the run. */
+  budget?: {
+    budgetSeconds: number;
+    msPerStep: number;
+    steps: number;
+    estimatedSeconds: number;
+    reason: string;
+  };
+  fold?: number;
+  /** Why each choice was made. */
+  reasons?: Record<string, string>;
+  notes?: string[];
 }
 
 /** POST /v1/jobs/predict. */
 export interface PredictJobRequest {
   model: string;
   /**
-   * What to segment, relative to the data root: a NIfTI volume, or a DICOM series (a folder of
-   * its files, a `.zip` of them, or one multi-frame file).
+   * What to segment, relative to the data root: a NIfTI volume (3D, or 4D whose 4th dimension
+   * is the channels), or a DICOM series (a folder of its files, a `.zip` of them, or one
+   * multi-frame file). A model of several input channels takes a list of 3D NIfTI files, one
+   * per channel in channel order (`["a_0000.nii.gz", "a_0001.nii.gz"]`), or one 4D NIfTI.
    */
-  input: string;
+  input: string | string[];
   /** SeriesInstanceUID, for a DICOM input that holds several series. */
   series?: string;
   /**
@@ -115,6 +180,8 @@ export interface Job {
   attempts: number;
   /** Latest progress: training step/epoch/loss, or prediction windows done. */
   progress?: Record<string, unknown>;
+  /** Training: what the plan chose, once planned (see {@link JobPlan}). */
+  plan?: JobPlan;
   /** Latest validation metrics (training). */
   metrics?: Record<string, number | null>;
   result?: Record<string, unknown>;

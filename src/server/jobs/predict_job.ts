@@ -7,12 +7,13 @@
 
 import type { DicomSeries } from "../../data/dicom/types.ts";
 import { gzip } from "../../data/gzip.ts";
-import { decodeNifti, encodeNifti, type NiftiHeader } from "../../data/nifti.ts";
+import { encodeNifti, type NiftiHeader } from "../../data/nifti.ts";
+import { checkChannelGrids, decodeNiftiChannels } from "../../data/channels.ts";
 import type { Volume } from "../../data/volume.ts";
 import { type NamedModel, segmentationOf } from "../../infer/dicom_seg.ts";
 import type { Prediction } from "../../infer/predict.ts";
 import { ApiError } from "../errors.ts";
-import { predictRequest } from "../inference.ts";
+import { CHANNELS_IN_JOBS, predictRequest } from "../inference.ts";
 import type { DataRoot } from "../paths.ts";
 import { stampOf } from "../paths.ts";
 import { StorageError } from "./store.ts";
@@ -23,7 +24,10 @@ import type { Job, PacsPredictJobRequest, PredictJobRequest } from "./job.ts";
 
 /** What a job segments: the volume, and the NIfTI header or DICOM series it came with. */
 export interface JobInput {
+  /** Channel 0's, on whose grid the label map lies. */
   volume: Volume;
+  /** Every channel, in order, when the input has several (a list of files, a 4D NIfTI). */
+  channels?: Volume[];
   header?: NiftiHeader;
   series?: DicomSeries;
 }
@@ -36,12 +40,22 @@ export async function runPredictJob(
 ): Promise<Record<string, unknown>> {
   const { root, models } = deps;
   const request = job.request as PredictJobRequest;
-  const input = await root.resolve(request.input, { what: "input", mustExist: true });
+  const inputs = typeof request.input === "string" ? [request.input] : request.input;
+  const resolved: string[] = [];
+  for (const [c, input] of inputs.entries()) {
+    const what = inputs.length > 1 ? `input channel ${c}` : "input";
+    resolved.push(await root.resolve(input, { what, mustExist: true }));
+  }
   const output = await root.resolve(request.output, { what: "output" });
   if (await pathExists(output)) throw root.exists(output, "output");
   const entry = await models.entry(request.model);
-  const source = await readJobInput(job, root, input);
-  const { model, ...prediction } = await segmentOnGpu(job, source.volume, signal, deps);
+  const source = await readJobInput(job, root, resolved);
+  const { model, ...prediction } = await segmentOnGpu(
+    job,
+    source.channels ?? source.volume,
+    signal,
+    deps,
+  );
   signal.throwIfAborted();
   await writeJobOutput(
     job,
@@ -63,7 +77,7 @@ export async function runPredictJob(
  */
 export async function segmentOnGpu(
   job: Job,
-  volume: Volume,
+  volume: Volume | readonly Volume[],
   signal: AbortSignal,
   { models, scheduler, store }: JobDeps,
 ): Promise<Prediction & { model: NamedModel }> {
@@ -81,27 +95,47 @@ export async function segmentOnGpu(
         job.progress = { phase: "predict", done, total, fraction: done / total };
         store.append(job.id, "progress", job.progress);
       },
-    });
+    }, { model: entry.name, send: CHANNELS_IN_JOBS });
     return { ...prediction, model: { name: entry.name, meta: loaded.meta } };
   } finally {
     lease.release();
   }
 }
 
-/** The job's input: its DICOM series when it was accepted as one, else its NIfTI volume. */
-async function readJobInput(job: Job, root: DataRoot, input: string): Promise<JobInput> {
+/**
+ * The job's input: its DICOM series when it was accepted as one, else its NIfTI volume — or
+ * channels: a 4D NIfTI's volumes, or one 3D file per channel, which must lie on one grid (422
+ * `channel_grid_mismatch` naming the file that does not).
+ */
+async function readJobInput(job: Job, root: DataRoot, inputs: string[]): Promise<JobInput> {
   if (job.dicomInput) {
     const request = job.request as PredictJobRequest;
-    const series = await readDicomJobInput(root, input, job.dicomInput, request.series);
+    const series = await readDicomJobInput(root, inputs[0], job.dicomInput, request.series);
     return { volume: series.volume, series };
   }
+  const channels = [];
   try {
-    const volume = await decodeNifti(await readVerified(root, input, "input"));
-    return { volume, header: volume.header };
+    for (const [c, input] of inputs.entries()) {
+      const bytes = await readVerified(
+        root,
+        input,
+        inputs.length > 1 ? `input channel ${c}` : "input",
+      );
+      channels.push(...await decodeNiftiChannels(bytes));
+    }
   } catch (e) {
     if (e instanceof ApiError) throw e;
     throw new ApiError(400, "invalid_nifti", root.redact((e as Error).message));
   }
+  if (inputs.length > 1) {
+    try {
+      checkChannelGrids(channels, inputs.map((p) => JSON.stringify(root.display(p))));
+    } catch (e) {
+      throw new ApiError(422, "channel_grid_mismatch", root.redact((e as Error).message));
+    }
+  }
+  const volume = channels[0];
+  return { volume, header: volume.header, ...(channels.length > 1 ? { channels } : {}) };
 }
 
 /**

@@ -8,7 +8,9 @@ import { isPrecision, type Precision, PRECISIONS } from "../../ops/precision.ts"
 import { type Dataset, readDataset } from "../../data/dataset.ts";
 import { configAliases, ConfigError, resolveConfig, type TrainConfig } from "../../train/config.ts";
 import { datasetOverrides } from "../../train/dataset_fit.ts";
+import { parseDuration } from "../../base/duration.ts";
 import { ApiError } from "../errors.ts";
+import { parseBytes } from "../middleware/body_limit/body_limit.ts";
 import { NAME_PATTERN } from "../models.ts";
 import type { DataRoot } from "../paths.ts";
 import { PACS_NAME, unknownPacsMessage } from "../pacs.ts";
@@ -40,10 +42,19 @@ export function checkName(name: unknown, field = "name"): string {
   return name;
 }
 
-/** A train request's shape, checked; the dataset and config are checked by {@link trainConfig}. */
+/** The planning fields of a train request, as `voxseg train` has them as flags. */
+export const PLANNING_FIELDS = ["plan", "timeBudget", "network", "fold", "gpuMemory"] as const;
+
+/** The networks a plan can train (src/train/plan/types.ts). */
+const NETWORKS = ["unet3d", "plain"] as const;
+
+/**
+ * A train request's shape, checked; the dataset and config are checked by {@link trainConfig},
+ * the plan when the job is submitted.
+ */
 export function parseTrainRequest(body: unknown): TrainJobRequest {
   if (!isObject(body)) invalid("the body must be a JSON object");
-  checkKeys(body, ["dataset", "config", "name"], "train");
+  checkKeys(body, ["dataset", "config", "name", ...PLANNING_FIELDS], "train");
   if (typeof body.dataset !== "string") {
     invalid('"dataset" (a folder under the data root) is required');
   }
@@ -52,7 +63,77 @@ export function parseTrainRequest(body: unknown): TrainJobRequest {
     dataset: body.dataset,
     ...(body.config ? { config: body.config as Record<string, unknown> } : {}),
     ...(body.name !== undefined ? { name: checkName(body.name) } : {}),
+    ...planningFields(body),
   };
+}
+
+/** plan, timeBudget, network, fold and gpuMemory when the body sets them, checked. */
+function planningFields(body: Record<string, unknown>): Partial<TrainJobRequest> {
+  const { plan, timeBudget, network, fold, gpuMemory } = body;
+  if (plan !== undefined && (typeof plan !== "string" || plan.trim() === "")) {
+    invalid(
+      '"plan" must be a plans.json (or the folder holding one) under the data root, or "none" ' +
+        `for the defaults and "config" only; got ${JSON.stringify(plan)}`,
+    );
+  }
+  let seconds: number | undefined;
+  if (timeBudget !== undefined) {
+    seconds = typeof timeBudget === "number" || typeof timeBudget === "string"
+      ? parseDuration(timeBudget)
+      : undefined;
+    if (seconds === undefined || !(seconds > 0)) {
+      invalid(
+        '"timeBudget" must be a duration such as "15m", "90s" or "1h30m", or seconds (900); ' +
+          `got ${JSON.stringify(timeBudget)}`,
+      );
+    }
+    if (plan === "none") {
+      invalid('"timeBudget" sizes the run from a plan: drop "plan": "none", or the budget');
+    }
+  }
+  if (network !== undefined && !NETWORKS.includes(network as typeof NETWORKS[number])) {
+    invalid(`"network" must be one of ${NETWORKS.join(", ")}; got ${JSON.stringify(network)}`);
+  }
+  if (network !== undefined && plan === "none") {
+    invalid('"network" picks the network of a plan: drop "plan": "none", or the network');
+  }
+  if (fold === "all") {
+    invalid(
+      '"fold": "all" is not a job: submit one job per fold ("fold": 0, 1, …), each an ' +
+        "independent run, and ensemble their models with `voxseg infer --model a,b,…` (or " +
+        "run `voxseg train --fold all`)",
+    );
+  }
+  if (fold !== undefined && !(Number.isInteger(fold) && (fold as number) >= 0)) {
+    invalid(`"fold" must be a fold number (0, 1, …); got ${JSON.stringify(fold)}`);
+  }
+  let bytes: number | null | undefined;
+  if (gpuMemory !== undefined) {
+    bytes = typeof gpuMemory === "number"
+      ? (Number.isSafeInteger(gpuMemory) && gpuMemory > 0 ? gpuMemory : null)
+      : typeof gpuMemory === "string"
+      ? parseBytes(gpuMemory)
+      : null;
+    if (bytes === null) {
+      invalid(
+        `"gpuMemory" must be a size such as "4GiB", or bytes; got ${JSON.stringify(gpuMemory)}`,
+      );
+    }
+  }
+  return {
+    ...(plan !== undefined ? { plan: plan as string } : {}),
+    ...(seconds !== undefined ? { timeBudget: seconds } : {}),
+    ...(network !== undefined ? { network: network as TrainJobRequest["network"] } : {}),
+    ...(fold !== undefined ? { fold: fold as number } : {}),
+    ...(bytes ? { gpuMemory: bytes } : {}),
+  };
+}
+
+/** True when a train request asks for planning beyond the defaults (see {@link PLANNING_FIELDS}). */
+export function asksForPlanning(request: TrainJobRequest): boolean {
+  return (request.plan !== undefined && request.plan !== "none") ||
+    request.timeBudget !== undefined || request.network !== undefined ||
+    request.fold !== undefined || request.gpuMemory !== undefined;
 }
 
 /** Fields of a prediction request besides where its input comes from. */
@@ -81,12 +162,7 @@ export function parsePredictRequest(
     return parsePacsRequest(body, pacsNames);
   }
   checkKeys(body, ["input", "series", ...PREDICT_OPTIONS], "predict");
-  if (typeof body.input !== "string") {
-    invalid(
-      '"input" (a NIfTI file, or a DICOM series folder or .zip, under the data root) is ' +
-        'required, or "pacs" and "study" to segment a study from a configured PACS',
-    );
-  }
+  const input = checkInput(body.input);
   if (typeof body.output !== "string") {
     invalid('"output" (a .nii, .nii.gz or .dcm path) is required');
   }
@@ -96,13 +172,45 @@ export function parsePredictRequest(
         `a DICOM series input); got ${JSON.stringify(body.output)}`,
     );
   }
+  if (Array.isArray(input) && /\.dcm$/i.test(body.output)) {
+    invalid(
+      `"output" .dcm is a DICOM Segmentation, which references the series it segments, but ` +
+        '"input" lists NIfTI channels: name a .nii or .nii.gz "output"',
+    );
+  }
+  if (Array.isArray(input) && body.series !== undefined) {
+    invalid('"series" picks a series of a DICOM input, but "input" lists NIfTI files; drop it');
+  }
   return {
     model: checkName(body.model, "model"),
-    input: body.input,
+    input,
     output: body.output,
     ...(body.series !== undefined ? { series: checkUid(body.series, "series") } : {}),
     ...predictOptions(body),
   };
+}
+
+/** Most input channels a prediction job takes. */
+const MAX_INPUT_CHANNELS = 64;
+
+/**
+ * `input`: a path, or for a model of several input channels a list of them (channel order; a
+ * list of one is one path).
+ */
+function checkInput(input: unknown): string | string[] {
+  if (typeof input === "string") return input;
+  if (
+    Array.isArray(input) && input.length >= 1 && input.length <= MAX_INPUT_CHANNELS &&
+    input.every((p) => typeof p === "string")
+  ) {
+    return input.length === 1 ? input[0] : [...input];
+  }
+  return invalid(
+    '"input" (a NIfTI file, or a DICOM series folder or .zip, under the data root; for a ' +
+      "model of several input channels a list of NIfTI files, one per channel in channel " +
+      `order, at most ${MAX_INPUT_CHANNELS}) is required, or "pacs" and "study" to segment a ` +
+      "study from a configured PACS",
+  );
 }
 
 /** overlap, tta and precision when the body sets them, checked. */
@@ -220,14 +328,36 @@ export async function trainConfig(
   request: TrainJobRequest,
   root: DataRoot,
   out: string,
-): Promise<{ config: TrainConfig; dataset: Dataset }> {
+): Promise<{ config: TrainConfig; dataset: Dataset; datasetPath: string }> {
+  const { dataset, datasetPath } = await trainDataset(request, root);
+  return { config: resolveTrainConfig(request, dataset, datasetPath, out), dataset, datasetPath };
+}
+
+/** The request's dataset, resolved inside the data root and read (400 when it cannot be). */
+export async function trainDataset(
+  request: TrainJobRequest,
+  root: DataRoot,
+): Promise<{ dataset: Dataset; datasetPath: string }> {
   const datasetPath = await root.resolve(request.dataset, { what: "dataset", mustExist: true });
-  let dataset: Dataset;
   try {
-    dataset = await readDataset(datasetPath, { confineTo: root.real });
+    return { dataset: await readDataset(datasetPath, { confineTo: root.real }), datasetPath };
   } catch (e) {
     throw new ApiError(400, "invalid_dataset", root.redact((e as Error).message));
   }
+}
+
+/**
+ * The config layers as on the command line: defaults ← the dataset's classes ← the plan's
+ * choices (`planned`, see `planOverrides`) ← the request's `config`. `datasetPath` is where
+ * the dataset is; a planned run may train on its preprocessed copy (`trainOn`) instead.
+ */
+export function resolveTrainConfig(
+  request: TrainJobRequest,
+  dataset: Dataset,
+  datasetPath: string,
+  out: string,
+  { planned, trainOn }: { planned?: Record<string, string>; trainOn?: string } = {},
+): TrainConfig {
   const file: Record<string, unknown> = {};
   const flags: Record<string, string | boolean> = {};
   for (const [key, value] of Object.entries(request.config ?? {})) {
@@ -249,8 +379,7 @@ export async function trainConfig(
   flags["data.dataset"] = datasetPath;
   let config: TrainConfig;
   try {
-    // Layers as on the command line: defaults ← the dataset's classes ← the request.
-    const base = resolveConfig(undefined, datasetOverrides(dataset));
+    const base = resolveConfig(undefined, { ...datasetOverrides(dataset), ...planned });
     config = resolveConfig(Object.keys(file).length ? file : undefined, flags, base);
   } catch (e) {
     if (e instanceof ConfigError) throw new ApiError(400, "invalid_config", e.message);
@@ -264,5 +393,6 @@ export async function trainConfig(
         `classes (${dataset.classes.join(", ")})`,
     );
   }
-  return { config, dataset };
+  if (trainOn) config.data.dataset = trainOn;
+  return config;
 }

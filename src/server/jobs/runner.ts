@@ -28,7 +28,8 @@ import { ApiError } from "../errors.ts";
 import type { ModelEntry } from "../models.ts";
 import { QueueFullError } from "../scheduler.ts";
 import { checkPredictInput } from "./dicom_input.ts";
-import { freeName, pathExists } from "./files.ts";
+import { checkNiftiInput, freeName, pathExists } from "./files.ts";
+import { channelCountError, CHANNELS_IN_JOBS, metaChannels } from "../inference.ts";
 import type { JobDeps } from "./deps.ts";
 import {
   type AnyPredictJobRequest,
@@ -46,6 +47,7 @@ import { runPredictJob } from "./predict_job.ts";
 import { purgeJobFiles, type PurgeReport } from "./purge.ts";
 import { StorageError } from "./store.ts";
 import { checkpointOf, runTrainJob } from "./train_job.ts";
+import { checkTrainPlanning } from "./train_plan.ts";
 
 /** Why a running job was aborted. */
 class StopRequest extends Error {
@@ -143,13 +145,18 @@ export class JobRunner {
     this.#kick();
   }
 
-  /** Queues a training job; 400 for a bad dataset or config, 409 when the name is taken. */
+  /**
+   * Queues a training job; 400 for a bad dataset, config or plan (or planning asked of a server
+   * without a planner), 409 when the name is taken.
+   */
   async submitTrain(request: TrainJobRequest): Promise<Job> {
     const release = this.#reserve();
     try {
       const id = newJobId();
       const name = request.name ?? id;
-      await trainConfig(request, this.#o.root, this.#o.store.runDir(id)); // 400 before queueing
+      // 400 before queueing: the dataset, the config, and the planning asked for.
+      await trainConfig(request, this.#o.root, this.#o.store.runDir(id));
+      await checkTrainPlanning(request, this.#o);
       const taken = await this.#o.models.has(name);
       // Checked again after the await, in the same synchronous run as the job's creation.
       if (taken || this.#o.store.list().some((j) => j.kind === "train" && j.name === name)) {
@@ -170,25 +177,67 @@ export class JobRunner {
    * neither NIfTI nor a DICOM series (a .dcm output or "series" needs a series), or an output
    * naming the input; 409 `output_exists` when the output exists (or another queued or running
    * job will write it): predictions never replace files. A PACS prediction has no input file
-   * and its output is optional.
+   * and its output is optional. A model of several input channels takes a list of NIfTI files
+   * (one per channel) or one 4D NIfTI: another count is a 422 `channel_count_mismatch`.
    */
   async submitPredict(request: AnyPredictJobRequest): Promise<Job> {
     const release = this.#reserve();
     try {
-      const { root } = this.#o;
-      await this.#o.models.entry(request.model);
+      const { root, models } = this.#o;
+      const entry = await models.entry(request.model);
+      const wanted = metaChannels((await models.summary(entry)).meta);
       let checked: Pick<Job, "inputChecked" | "dicomInput"> = {};
       if (!isPacsRequest(request)) {
-        const input = await root.resolve(request.input, { what: "input", mustExist: true });
+        const inputs = typeof request.input === "string" ? [request.input] : request.input;
+        const resolved: string[] = [];
+        for (const [c, input] of inputs.entries()) {
+          const what = inputs.length > 1 ? `input channel ${c}` : "input";
+          resolved.push(await root.resolve(input, { what, mustExist: true }));
+        }
         const output = await root.resolve(request.output, { what: "output" });
-        if (input === output) {
+        if (resolved.includes(output)) {
           throw new ApiError(
             400,
             "invalid_request",
             '"output" names the input; the label map goes to a new file: choose another "output"',
           );
         }
-        checked = await checkPredictInput(root, input, request);
+        let given = inputs.length;
+        if (inputs.length === 1) {
+          const input = await checkPredictInput(root, resolved[0], request);
+          checked = input.checked;
+          given = input.channels;
+        } else {
+          for (const [c, path] of resolved.entries()) {
+            if (await checkNiftiInput(root, path) > 1) {
+              throw new ApiError(
+                400,
+                "invalid_nifti",
+                `"input" channel ${c} (${JSON.stringify(root.display(path))}) is a 4D NIfTI; a ` +
+                  "list of channels takes 3D files, one per channel (or name the 4D file alone)",
+              );
+            }
+          }
+          checked = { inputChecked: true };
+        }
+        if (given !== wanted) {
+          const what = inputs.length > 1
+            ? `${given} files`
+            : checked.dicomInput
+            ? "a DICOM series"
+            : given > 1
+            ? `a 4D NIfTI of ${given} volumes`
+            : "one volume";
+          throw channelCountError(request.model, wanted, given, what, CHANNELS_IN_JOBS);
+        }
+      } else if (wanted !== 1) {
+        throw channelCountError(
+          request.model,
+          wanted,
+          1,
+          "a DICOM series from a PACS",
+          "a PACS study is one channel: segment it with a one-channel model",
+        );
       }
       if (request.output !== undefined) await this.#checkOutputFree(request.output);
       const init = { id: newJobId(), kind: "predict" as const, name: request.model, request };

@@ -1,35 +1,42 @@
 /**
  * A training job: the request's config resolved again (the dataset may have changed since it
- * was queued), the trainer run holding the GPU lane and yielding it between steps, and its
- * events turned into job progress, metrics and checkpoints. Always `resume: true`: a first
- * run's folder is new, so it starts fresh; a resumed one continues from `last.safetensors`.
+ * was queued) — planned first, as `voxseg train` plans, unless the request says `"plan":
+ * "none"` (./train_plan.ts) —, the trainer run holding the GPU lane and yielding it between
+ * steps, and its events turned into job progress, metrics and checkpoints. Always
+ * `resume: true`: a first run's folder is new, so it starts fresh; a resumed one continues
+ * from `last.safetensors` with the plan and steps its first start recorded.
  */
 
 import { join, relative } from "node:path";
 import { datasetValidator } from "../../infer/dataset_validator.ts";
+import { patchValidator } from "../../infer/patch_validator.ts";
+import { VALIDATION_PATCHES } from "../../train/plan/run_plan.ts";
 import type { TrainConfig } from "../../train/config.ts";
 import { RUN_FILES, train, type TrainEvent } from "../../train/trainer.ts";
 import type { JobDeps } from "./deps.ts";
 import type { Job, TrainJobRequest } from "./job.ts";
-import { trainConfig } from "./requests.ts";
+import { trainDataset } from "./requests.ts";
+import { trainRun } from "./train_plan.ts";
 
 const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);
 
-/** Trains; returns the job's result (model name, checkpoint, scores, how it stopped). */
+/** Trains; returns the job's result (model name, checkpoint, scores, how it stopped, plan). */
 export async function runTrainJob(
   job: Job,
   signal: AbortSignal,
   deps: JobDeps,
   onStep: (loss: number, step: number) => void,
 ): Promise<Record<string, unknown>> {
-  const { store, root, scheduler } = deps;
-  const { config, dataset } = await trainConfig(
-    job.request as TrainJobRequest,
-    root,
-    store.runDir(job.id),
-  );
+  const { root, scheduler } = deps;
+  const { dataset, datasetPath } = await trainDataset(job.request as TrainJobRequest, root);
+  // Planning (when the job is planned) comes first, inside the time budget.
+  const run = await trainRun(job, dataset, datasetPath, deps, signal);
+  const { config } = run;
   const hasVal = dataset.cases.some((c) => c.split === "val" && c.hasLabel);
-  const validate = hasVal
+  // A planned run validates as the CLI's does, on a fixed set of patches; else whole volumes.
+  const validate = run.planned
+    ? patchValidator({ patchSize: config.data.patchSize, patches: VALIDATION_PATCHES })
+    : hasVal
     ? datasetValidator({ patchSize: config.data.patchSize, batchSize: 2 })
     : undefined;
   const lease = await scheduler.acquire(`train ${job.id}`, { bounded: false, signal });
@@ -43,8 +50,12 @@ export async function runTrainJob(
       signal,
       beforeStep: () => lease.yield(),
       // dataset.json is read again by the trainer and the loader: keep those reads confined too.
-      confineTo: root.real,
+      confineTo: run.confineTo,
       onEvent: (e) => reportTrainEvent(job, config, e, deps, onStep),
+      ...(run.normalisation ? { normalisation: run.normalisation } : {}),
+      ...(run.channelNormalisations ? { channelNormalisations: run.channelNormalisations } : {}),
+      ...(run.fold ? { fold: run.fold } : {}),
+      ...(run.deadline ? { deadline: run.deadline } : {}),
     });
   } finally {
     lease.release();
@@ -62,6 +73,7 @@ export async function runTrainJob(
     ),
     stoppedBy: result.stoppedBy,
     seconds: result.seconds,
+    ...(job.plan ? { plan: job.plan } : {}),
   };
 }
 

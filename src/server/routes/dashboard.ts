@@ -108,7 +108,11 @@ async function servePredictionVolume(
           "it is not shown; submit the prediction again",
       );
     }
-    path = (job.request as PredictJobRequest).input;
+    // A model of several input channels: the file of one (`?channel=K`, default channel 0,
+    // on whose grid the label map lies).
+    const input = (job.request as PredictJobRequest).input;
+    const files = typeof input === "string" ? [input] : input;
+    path = files[channelQuery(c.req.query("channel"), files.length, job.id)];
   } else {
     if (job.state !== "succeeded" || !job.wrote) {
       throw new ApiError(409, "no_result", `job ${job.id} is ${job.state} and has no label map`);
@@ -174,6 +178,22 @@ async function servePredictionVolume(
   });
 }
 
+/** `?channel=K`: an input channel of a job whose input lists `count` files; default 0. */
+function channelQuery(value: string | undefined, count: number, id: string): number {
+  if (value === undefined) return 0;
+  const k = Number(value);
+  if (!/^\d+$/.test(value) || !(k < count)) {
+    throw new ApiError(
+      400,
+      "invalid_request",
+      `channel must be ${count === 1 ? "0" : `0…${count - 1}`}: job ${id}'s input ` +
+        `${count === 1 ? "is one file" : `lists ${count} files, one per channel`}; got ` +
+        JSON.stringify(value.slice(0, 40)),
+    );
+  }
+  return k;
+}
+
 export function dashboardRoutes(ctx: ServerContext): RouteSpec[] {
   const assetRoute = (asset: DashboardAsset, summary: string): RouteSpec => ({
     method: "GET",
@@ -191,12 +211,25 @@ export function dashboardRoutes(ctx: ServerContext): RouteSpec[] {
     path: `/dashboard/jobs/:id/${which}`,
     tag: "dashboard",
     summary,
+    ...(which === "image"
+      ? {
+        query: [{
+          name: "channel",
+          description: "the input channel to show when the job's input lists one file per " +
+            "channel (default 0, the grid of the label map)",
+          schema: { type: "integer", minimum: 0 },
+        }],
+      }
+      : {}),
     responses: {
       200: {
         description: "the NIfTI file as written (gzipped when its name ends in .gz)",
         types: ["application/octet-stream", "application/gzip"],
       },
-      400: errorResponse("a folder on the file's path was moved or became a symbolic link"),
+      400: errorResponse(
+        "a folder on the file's path was moved or became a symbolic link" +
+          (which === "image" ? "; a channel the input does not have" : ""),
+      ),
       404: errorResponse("no such job, or the file is gone"),
       409: errorResponse(
         "not a prediction job; (image) its input is not NIfTI (a PACS study, a DICOM series); " +

@@ -61,9 +61,15 @@ export function jobRoutes(ctx: ServerContext): RouteSpec[] {
       method: "POST",
       path: "/v1/jobs/train",
       tag: "jobs",
-      summary: "Queue a training run on a dataset under the data root",
+      summary: "Queue a training run on a dataset under the data root, planned as " +
+        "`voxseg train --data` plans it",
       description: "The trained model is served under `name` (default: the job id) once the " +
-        "job succeeds. Config errors are reported now, as 400.",
+        "job succeeds. As on the command line, the run is planned — the `plan` given, else " +
+        "plans.json beside the dataset, else a new one — its cases preprocessed into the " +
+        'job\'s run folder when the plan needs it, and sized to `timeBudget`; `plan: "none"` ' +
+        "trains the defaults and `config` only. What the plan chose is the job's `plan` (GET " +
+        "/v1/jobs/{id}) once planning is done; a resumed job keeps it and its steps. Dataset, " +
+        "config and plan-file errors are reported now, as 400.",
       body: {
         types: ["application/json"],
         description: "what to train",
@@ -71,7 +77,10 @@ export function jobRoutes(ctx: ServerContext): RouteSpec[] {
       },
       responses: {
         ...queuedResponses,
-        400: errorResponse("bad dataset path, dataset or config"),
+        400: errorResponse(
+          "bad dataset path, dataset or config; invalid_plan (no plan at `plan`, or not one); " +
+            "planning_unavailable (a server started without the planner)",
+        ),
         409: errorResponse("the name is taken"),
       },
       handler: queueJob(parseTrainRequest, (request) => runner.submitTrain(request)),
@@ -104,6 +113,10 @@ export function jobRoutes(ctx: ServerContext): RouteSpec[] {
         404: errorResponse("no such model"),
         409: errorResponse(
           "the output exists (or another job writes it): files are never replaced",
+        ),
+        422: errorResponse(
+          "channel_count_mismatch: the input has another number of channels than the model's " +
+            "input channels (the message says how to name them)",
         ),
       },
       handler: queueJob(

@@ -1,6 +1,8 @@
 /**
- * Models: list, detail, and synchronous prediction of one volume — a NIfTI body, streamed, or
- * a DICOM series (../dicom_upload.ts) — answered as a label map, a DICOM Segmentation or JSON.
+ * Models: list, detail, and synchronous prediction of one volume — a NIfTI body, streamed, a
+ * DICOM series (../dicom_upload.ts), or for a model of several input channels one NIfTI per
+ * multipart/form-data part (../channel_upload.ts) — answered as a label map, a DICOM
+ * Segmentation or JSON.
  */
 
 import type { Context } from "hono";
@@ -29,7 +31,13 @@ import {
 } from "../dicom_upload.ts";
 import { ApiError } from "../errors.ts";
 import type { ModelSummary } from "../models.ts";
-import { predictRequest } from "../inference.ts";
+import { channelCountError, metaChannels, predictRequest } from "../inference.ts";
+import {
+  CHANNELS_HOW,
+  CHANNELS_MULTIPART_TYPE,
+  channelUploadOf,
+  readChannelUpload,
+} from "../channel_upload.ts";
 import { checkBoolean, checkOverlap, checkPrecision, checkUid } from "../jobs/requests.ts";
 import { incompleteBody, isConnectionError } from "../request_body.ts";
 import { errorResponse, queueFull, ref } from "./schemas.ts";
@@ -49,11 +57,15 @@ export const NIFTI_TYPES = [
   "image/nifti*",
 ] as const;
 
-/** Request body types of a synchronous prediction: NIfTI, or a DICOM series. */
+/**
+ * Request body types of a synchronous prediction: NIfTI, a DICOM series, or the channels of a
+ * model of several, one NIfTI per multipart/form-data part.
+ */
 export const PREDICT_TYPES: readonly string[] = [
   ...NIFTI_TYPES,
   ...DICOM_ZIP_TYPES,
   DICOM_MULTIPART_TYPE,
+  CHANNELS_MULTIPART_TYPE,
 ];
 
 export function modelRoutes(ctx: ServerContext): RouteSpec[] {
@@ -107,7 +119,8 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
       method: "POST",
       path: `/v1/models/:${nameParam}/predict`,
       tag: "models",
-      summary: "Segment one volume now — NIfTI, or a DICOM series (zip or multipart/related) — " +
+      summary: "Segment one volume now — NIfTI (one per channel as multipart/form-data for a " +
+        "model of several), or a DICOM series (zip or multipart/related) — " +
         "into a label map (NIfTI), a DICOM Segmentation (Accept: application/dicom), or " +
         "per-class voxels and mL (Accept: application/json)",
       description: "A NIfTI body (`.nii`, `.nii.gz`) answers a label map with its geometry " +
@@ -117,7 +130,13 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
         "one when the upload holds several (else 400 listing them). It answers a DICOM " +
         "Segmentation of the series with `Accept: application/dicom` (one segment per class, " +
         "coded, referencing the series' instances; file name `segmentation.dcm`), else a " +
-        "gzipped NIfTI label map with the series' geometry (RAS affine). Runs on the GPU " +
+        "gzipped NIfTI label map with the series' geometry (RAS affine). A model of several " +
+        "input channels (CT + PET, MRI sequences) takes them as `multipart/form-data`, one 3D " +
+        "NIfTI per part in channel order (`curl -F c0=@a_0000.nii.gz -F c1=@a_0001.nii.gz`), " +
+        "on one voxel grid; each is normalised by the model's scheme for its channel, and the " +
+        "label map has channel 0's geometry. Another number of parts, or a single volume, is " +
+        "422 `channel_count_mismatch`; channels on different grids 422 " +
+        "`channel_grid_mismatch`, naming the part. Runs on the GPU " +
         "between training steps when a training job is running; 503 with Retry-After when the " +
         "GPU queue is full. Before its body is read the request reserves memory " +
         "(Content-Length bytes, or --max-body without one) under --memory-budget, 503 with " +
@@ -128,8 +147,8 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
         "bomb) and to the images' Rows × Columns × frames before a pixel is decoded.",
       body: {
         types: PREDICT_TYPES,
-        description: "a .nii or .nii.gz volume, a zip of one DICOM series, or multipart/related " +
-          "DICOM instances",
+        description: "a .nii or .nii.gz volume, a zip of one DICOM series, multipart/related " +
+          "DICOM instances, or multipart/form-data of one NIfTI per input channel",
         maxBytes: ctx.maxBodyBytes,
       },
       query: [
@@ -167,9 +186,9 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
           schema: ref("PredictSummary"),
         },
         400: errorResponse(
-          "malformed NIfTI (invalid_nifti), unreadable DICOM or zip (invalid_dicom: truncated, " +
-            "not DICOM, a zip bomb, several series without ?series), a multipart body without " +
-            "a boundary or unreadable (invalid_multipart), or a bad query parameter",
+          "malformed NIfTI (invalid_nifti; a 4D part), unreadable DICOM or zip (invalid_dicom: " +
+            "truncated, not DICOM, a zip bomb, several series without ?series), a multipart " +
+            "body without a boundary or unreadable (invalid_multipart), or a bad query parameter",
         ),
         404: errorResponse("no such model"),
         406: errorResponse(
@@ -179,9 +198,13 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
         413: errorResponse(
           "body over --max-body, or a volume larger than --memory-budget or 4 × --max-body",
         ),
-        415: errorResponse("not a NIfTI, zip or multipart/related DICOM content type"),
+        415: errorResponse(
+          "not a NIfTI, zip, multipart/related DICOM or multipart/form-data content type",
+        ),
         422: errorResponse(
-          "the model's checkpoint cannot be loaded, or its classes cannot be coded as segments",
+          "the model's checkpoint cannot be loaded, or its classes cannot be coded as segments; " +
+            "channel_count_mismatch (not as many channels as the model's input channels), " +
+            "channel_grid_mismatch (channels on different voxel grids)",
         ),
         503: {
           ...queueFull,
@@ -195,8 +218,15 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
         requireGpu(ctx);
         const options = predictQuery(c);
         const upload = dicomUploadOf(c.req.header("content-type"));
+        const channelUpload = channelUploadOf(c.req.header("content-type"));
         const answer = answerOf(c.req.header("accept"), upload !== undefined);
         const seriesUid = seriesQuery(c, upload !== undefined);
+        // A model of several input channels takes them one per part: refused before the body.
+        const channels = metaChannels((await ctx.models.summary(entry)).meta);
+        if (channels > 1 && !channelUpload) {
+          const what = upload ? "a DICOM series (one channel)" : "one NIfTI volume";
+          throw channelCountError(name, channels, 1, what, CHANNELS_HOW);
+        }
         // Admission, before a byte of the body is read: the GPU queue, then the memory budget.
         checkQueue(ctx, reading);
         const declared = contentLength(c.req.header("content-length"));
@@ -219,6 +249,18 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
                   seriesUid,
                 }),
               )
+              : channelUpload
+              ? channelsInput(
+                await readChannelUpload(c.req.raw, channelUpload, {
+                  declared,
+                  maxBodyBytes: ctx.maxBodyBytes,
+                  maxExpandedBytes: GUNZIP_FACTOR * ctx.maxBodyBytes,
+                  share,
+                  retryAfterSeconds: () => ctx.scheduler.retryAfterSeconds(),
+                  model: name,
+                  channels,
+                }),
+              )
               : niftiInput(await decodeBody(c.req.raw, ctx, share, declared));
           } finally {
             reading--;
@@ -228,10 +270,12 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
             `predict ${name}`,
             async () => {
               const loaded = await ctx.models.load(entry);
-              const prediction = await predictRequest(loaded, input.volume, {
-                ...options,
-                signal,
-              });
+              const prediction = await predictRequest(
+                loaded,
+                input.channels ?? input.volume,
+                { ...options, signal },
+                { model: name, send: CHANNELS_HOW },
+              );
               return { prediction, model: { name, meta: loaded.meta } };
             },
             { signal },
@@ -255,7 +299,10 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
 
 /** What was sent: its volume, and the NIfTI header or the DICOM series it came with. */
 interface PredictInput {
+  /** Channel 0's, on whose grid the label map lies. */
   volume: Volume;
+  /** Every channel, in order, when the model takes several. */
+  channels?: Volume[];
   /** A NIfTI body's header: the label map copies its geometry fields. */
   header?: NiftiHeader;
   /** A DICOM body's series: a Segmentation references it. */
@@ -268,6 +315,14 @@ const niftiInput = ({ volume, gzipped }: NiftiStreamResult): PredictInput => ({
   volume,
   header: volume.header,
   gzipped,
+});
+
+/** The channels of a multipart/form-data upload: the label map copies channel 0's header. */
+const channelsInput = (channels: NiftiStreamResult[]): PredictInput => ({
+  volume: channels[0].volume,
+  channels: channels.map((c) => c.volume),
+  header: channels[0].volume.header,
+  gzipped: channels[0].gzipped,
 });
 
 const dicomInput = (series: DicomSeries): PredictInput => ({

@@ -46,7 +46,12 @@ export const schemas: Record<string, JsonSchema> = {
       attempts: { type: "integer" },
       progress: { type: "object" },
       metrics: { type: "object", additionalProperties: { type: ["number", "null"] } },
-      result: { type: "object" },
+      plan: ref("JobPlan"),
+      result: {
+        type: "object",
+        description: "training: the model, checkpoint, scores, how it stopped, and `plan`; " +
+          "prediction: the output and per-class volumes",
+      },
       error: {
         type: "object",
         properties: { code: { type: "string" }, message: { type: "string" } },
@@ -97,8 +102,84 @@ export const schemas: Record<string, JsonSchema> = {
       config: {
         type: "object",
         description: "training config overrides: nested as in a --config file, or dotted " +
-          'fields and aliases ({"optimizer.lr": 3e-4, "epochs": 5})',
+          'fields and aliases ({"optimizer.lr": 3e-4, "epochs": 5}); they override the plan',
       },
+      plan: {
+        type: "string",
+        description: "as `voxseg train --plan`: a plans.json (or the folder holding one) " +
+          'under the data root, or "none" for the defaults and `config` only. Absent: the ' +
+          "plans.json beside the dataset, else a new plan made into the job's run folder (what " +
+          "`voxseg train --data` does); cases are preprocessed there when the plan needs it",
+      },
+      timeBudget: {
+        type: ["string", "number"],
+        description: 'as `--time-budget`: "15m", "1h30m", or seconds; planning, ' +
+          "preprocessing and training end within it, counted from the job's start",
+        examples: ["15m", 900],
+      },
+      network: {
+        enum: ["unet3d", "plain"],
+        description: "as `--network`: the isotropic U-Net (default) or nnU-Net's PlainConvUNet " +
+          "with the planned per-axis strides and kernels",
+      },
+      fold: {
+        type: "integer",
+        minimum: 0,
+        description: "as `--fold K`: train cross-validation fold K (splits.json beside the " +
+          "plan, else the dataset's 5 folds). One job per fold; `all` is refused",
+      },
+      gpuMemory: {
+        type: ["string", "integer"],
+        description: 'as `--gpu-memory`: the GPU memory a new plan may use ("4GiB", or bytes)',
+      },
+    },
+  },
+  JobPlan: {
+    type: "object",
+    required: ["source"],
+    description: "What planning chose for a training job, once it is done (and why); a " +
+      "resumed job keeps it and never plans again",
+    properties: {
+      source: {
+        enum: ["request", "dataset", "new", "none"],
+        description: "the request's plan, plans.json beside the dataset, a new plan, or none " +
+          '("plan": "none")',
+      },
+      path: { type: "string", description: "the plan file, relative to the data root" },
+      reason: { type: "string" },
+      network: { enum: ["unet3d", "plain"] },
+      targetSpacingMm: { type: "array", items: { type: "number" }, minItems: 3, maxItems: 3 },
+      normalisation: {
+        type: "object",
+        properties: {
+          scheme: { type: "string" },
+          window: { type: "array", items: { type: "number" }, minItems: 2, maxItems: 2 },
+        },
+      },
+      preprocessed: {
+        type: "string",
+        description: "why the cases were resampled or mapped onto HU; absent when they were not",
+      },
+      patchSize: { type: "array", items: { type: "integer" }, minItems: 3, maxItems: 3 },
+      batchSize: { type: "integer" },
+      baseChannels: { type: "integer" },
+      depth: { type: "integer" },
+      epochs: { type: ["integer", "null"] },
+      itersPerEpoch: { type: ["integer", "null"] },
+      budget: {
+        type: "object",
+        description: "how the time budget sized the run",
+        properties: {
+          budgetSeconds: { type: "number" },
+          msPerStep: { type: "number" },
+          steps: { type: "integer" },
+          estimatedSeconds: { type: "number" },
+          reason: { type: "string" },
+        },
+      },
+      fold: { type: "integer" },
+      reasons: { type: "object", additionalProperties: { type: "string" } },
+      notes: { type: "array", items: { type: "string" } },
     },
   },
   PredictRequest: {
@@ -111,9 +192,14 @@ export const schemas: Record<string, JsonSchema> = {
     properties: {
       model: { type: "string" },
       input: {
-        type: "string",
+        oneOf: [
+          { type: "string" },
+          { type: "array", items: { type: "string" }, minItems: 1, maxItems: 64 },
+        ],
         description: "under the data root: a NIfTI file, or a DICOM series — a folder of its " +
-          "files, a .zip of them, or one multi-frame file",
+          "files, a .zip of them, or one multi-frame file. A model of several input channels " +
+          "takes a list of 3D NIfTI files, one per channel in channel order, or one 4D NIfTI " +
+          "whose 4th dimension is the channels (another count: 422 channel_count_mismatch)",
       },
       series: {
         type: "string",

@@ -3,16 +3,25 @@
  * nnU-Net's `ct-zscore`), and cases stored otherwise (e.g. CT windowed to 0..255) get a
  * per-case linear map onto HU, estimated by matching their foreground quantiles to the HU
  * cases'; other modalities are z-scored per case. Pure; reads only the fingerprint.
+ *
+ * A dataset of several channels is planned channel by channel ({@link planChannels}): a channel
+ * named in `channel_names` as nnU-Net does it (CT → the CT scheme, any other name → z-score per
+ * case), an unnamed one from its own intensities, exactly as a one-channel dataset.
  */
 
+import { isCtChannel } from "../../data/channels.ts";
 import { percentileSorted } from "../../data/dataset.ts";
-import type {
-  Fingerprint,
-  ForegroundStats,
-  IntensityConvention,
-  ModalityVerdict,
+import {
+  channelFingerprint,
+  detectIntensityConvention,
+  type Fingerprint,
+  fingerprintChannels,
+  type ForegroundStats,
+  inferModality,
+  type IntensityConvention,
+  type ModalityVerdict,
 } from "../../data/fingerprint.ts";
-import type { HuMap, NormalisationScheme, PlanNormalisation } from "./types.ts";
+import type { HuMap, NormalisationScheme, PlanChannel, PlanNormalisation } from "./types.ts";
 
 /** What a caller may fix about the normalisation. */
 export interface NormalisationOptions {
@@ -196,4 +205,101 @@ export function planNormalisation(
     },
     notes: ["zscore-per-case: the loader must z-score each case with its own statistics"],
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several channels
+
+/**
+ * Whether a channel name was chosen by someone (nnU-Net's `channel_names`) rather than given by
+ * the converter to an unnamed channel (`channel_0`, `channel_1`, …) or left unknown.
+ */
+export function isNamedChannel(name: string | undefined): name is string {
+  const n = (name ?? "").trim();
+  return n !== "" && !/^channel_\d+$/i.test(n) && !/^(unknown|other|none)$/i.test(n);
+}
+
+/** The modality of a named channel, as nnU-Net reads `channel_names`: CT or not. */
+function namedModality(name: string, conventions: IntensityConvention[]): ModalityVerdict {
+  const said = `dataset.json channel_names says "${name.trim()}"`;
+  if (isCtChannel(name)) {
+    const hu = conventions.filter((c) => c === "hu").length;
+    const clash = hu === 0 ? " (although no case has values near −1000 HU)" : "";
+    return { isCT: true, modality: "CT", reason: `${said}: nnU-Net's CT scheme${clash}` };
+  }
+  const clash = conventions.filter((c) => c === "hu").length > conventions.length / 2
+    ? " (although most cases look like HU)"
+    : "";
+  return {
+    isCT: false,
+    modality: name.trim(),
+    reason: `${said}: not CT, so z-scored per case as nnU-Net does${clash}`,
+  };
+}
+
+/**
+ * Each channel's normalisation for a fingerprint of C ≥ 1 channels (one {@link PlanChannel} per
+ * channel, channel order). A channel named in `channel_names` is decided by its name (CT → the
+ * CT scheme, `ct-window` or, with `normalisation: "ct-zscore"`, nnU-Net's; any other name →
+ * `zscore-per-case`); an unnamed one (`channel_N`) from its intensities, as one channel is
+ * ({@link inferModality}, {@link planNormalisation}). `normalisation: "zscore-per-case"` applies
+ * to every channel, a CT scheme and `window` to the CT channels. A channel named CT that holds
+ * no HU case is windowed on its own scale (its foreground percentiles, nnU-Net's CT scheme),
+ * with a note. Notes are prefixed with their channel.
+ *
+ * @example
+ * planChannels(fp).channels.map((c) => c.normalisation.scheme) // CT + T2: ["ct-window", "zscore-per-case"]
+ */
+export function planChannels(
+  fp: Fingerprint,
+  opts: NormalisationOptions = {},
+): { channels: PlanChannel[]; notes: string[] } {
+  const n = fingerprintChannels(fp);
+  const notes: string[] = [];
+  const channels = Array.from({ length: n }, (_, c): PlanChannel => {
+    const view = channelFingerprint(fp, c);
+    const name = n > 1 ? fp.channels![c] : fp.modality;
+    const conventions: Record<string, IntensityConvention> = Object.fromEntries(
+      view.cases.map((k) => [k.id, detectIntensityConvention(k.image).convention]),
+    );
+    const named = n > 1 && isNamedChannel(name);
+    const modality = named
+      ? namedModality(name, Object.values(conventions))
+      : inferModality(n > 1 ? undefined : fp.modality, Object.values(conventions));
+    const scheme: NormalisationScheme = opts.normalisation === "zscore-per-case" || !modality.isCT
+      ? "zscore-per-case"
+      : opts.normalisation ?? "ct-window";
+    const own = n > 1 ? { normalisation: scheme, ...(modality.isCT ? pick(opts) : {}) } : opts;
+    const noHu = modality.isCT && !Object.values(conventions).includes("hu");
+    const r = noHu && named
+      ? planNormalisation(view, modality, allHu(conventions), own)
+      : planNormalisation(view, modality, conventions, own);
+    const normalisation = { ...r.normalisation, conventions };
+    const prefix = n > 1 ? `channel ${c} (${name}): ` : "";
+    for (const note of r.notes) {
+      const line = note.startsWith("zscore-per-case:") ? note : prefix + note;
+      if (!notes.includes(line)) notes.push(line);
+    }
+    if (noHu && named) {
+      notes.push(
+        `${prefix}named CT but no case holds Hounsfield units; windowed on its own scale ` +
+          "(foreground percentiles, nnU-Net's CT scheme)",
+      );
+    }
+    return {
+      name,
+      decidedBy: named ? "channel_names" : "intensities",
+      modality,
+      normalisation,
+    };
+  });
+  return { channels, notes };
+}
+
+function pick(o: NormalisationOptions): NormalisationOptions {
+  return o.window ? { window: o.window } : {};
+}
+
+function allHu(conventions: Record<string, IntensityConvention>) {
+  return Object.fromEntries(Object.keys(conventions).map((id) => [id, "hu" as const]));
 }

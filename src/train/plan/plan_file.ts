@@ -1,11 +1,14 @@
 /**
  * `plans.json`: a {@link Plan} on disk, written atomically next to a dataset or a run and read
  * back with every field checked, so a hand-edited or truncated file fails with the field named.
+ * A plan of several input channels lists each one's normalisation in `channels`; a plan without
+ * them (every plan written before channels were planned) is a one-channel plan.
  */
 
 import { join } from "node:path";
 import { writeFileAtomic } from "../../base/atomic.ts";
 import {
+  CHANNEL_DECISIONS,
   NORMALISATION_SCHEMES,
   type Plan,
   PLAN_FORMAT,
@@ -113,14 +116,12 @@ export function validatePlan(value: unknown, where = PLAN_FILE): asserts value i
   }
   c.int(d.cases, "dataset.cases", 0);
   c.int(d.trainingCases, "dataset.trainingCases", 0);
-  const m = c.obj(p.modality, "modality");
-  if (typeof m.isCT !== "boolean") c.fail("modality.isCT", "must be true or false");
-  c.str(m.modality, "modality.modality");
-  c.str(m.reason, "modality.reason");
+  validateModality(p.modality, c, "modality");
   c.triple(p.targetSpacingMm, "targetSpacingMm");
   c.triple(p.medianShape, "medianShape", true);
   validateNormalisation(p.normalisation, c);
   validateNetworks(p, c);
+  validateChannels(p, c);
   const l = c.obj(p.limits, "limits");
   for (const k of ["gpuMemoryBytes", "maxStorageBufferBindingSize", "maxBufferSize"]) {
     c.num(l[k], `limits.${k}`, 0);
@@ -146,49 +147,101 @@ export function validatePlan(value: unknown, where = PLAN_FILE): asserts value i
   (p.notes as unknown[]).forEach((n, i) => c.str(n, `notes[${i}]`));
 }
 
-function validateNormalisation(value: unknown, c: ReturnType<typeof checkers>): void {
-  const n = c.obj(value, "normalisation");
+function validateModality(value: unknown, c: ReturnType<typeof checkers>, at: string): void {
+  const m = c.obj(value, at);
+  if (typeof m.isCT !== "boolean") c.fail(`${at}.isCT`, "must be true or false");
+  c.str(m.modality, `${at}.modality`);
+  c.str(m.reason, `${at}.reason`);
+}
+
+/**
+ * `channels` (several input channels): one entry per input channel of the network, each with
+ * its name, what decided it, its modality and normalisation. Without it the plan has one.
+ */
+function validateChannels(p: Record<string, unknown>, c: ReturnType<typeof checkers>): void {
+  const inChannels = (p.unet3d as { inChannels: number }).inChannels;
+  if (p.channels === undefined) {
+    if (inChannels !== 1) {
+      c.fail(
+        "channels",
+        `must list the normalisation of each of the ${inChannels} input channels ` +
+          "(unet3d.inChannels); plan the dataset again with voxseg plan",
+      );
+    }
+    return;
+  }
+  if (!Array.isArray(p.channels) || p.channels.length !== inChannels || inChannels < 2) {
+    c.fail(
+      "channels",
+      `must list one entry per input channel (unet3d.inChannels ${inChannels}, at least 2), ` +
+        `got ${show(p.channels)}`,
+    );
+  }
+  (p.channels as unknown[]).forEach((v, i) => {
+    const at = `channels[${i}]`, ch = c.obj(v, at);
+    c.str(ch.name, `${at}.name`);
+    if (!(CHANNEL_DECISIONS as readonly unknown[]).includes(ch.decidedBy)) {
+      c.fail(
+        `${at}.decidedBy`,
+        `must be ${CHANNEL_DECISIONS.join(" or ")}, got ${show(ch.decidedBy)}`,
+      );
+    }
+    validateModality(ch.modality, c, `${at}.modality`);
+    validateNormalisation(ch.normalisation, c, `${at}.normalisation`);
+  });
+  const first = (p.channels as { normalisation: { scheme: unknown } }[])[0].normalisation;
+  if (first.scheme !== (p.normalisation as { scheme: unknown }).scheme) {
+    c.fail("normalisation", "must be channel 0's (channels[0].normalisation)");
+  }
+}
+
+function validateNormalisation(
+  value: unknown,
+  c: ReturnType<typeof checkers>,
+  at = "normalisation",
+): void {
+  const n = c.obj(value, at);
   if (!NORMALISATION_SCHEMES.includes(n.scheme as never)) {
     c.fail(
-      "normalisation.scheme",
+      `${at}.scheme`,
       `must be one of ${NORMALISATION_SCHEMES.join(", ")}, got ${show(n.scheme)}`,
     );
   }
   if (n.scheme === "ct-window") {
     if (!Array.isArray(n.window) || n.window.length !== 2) {
-      c.fail("normalisation.window", `must be [low, high] for ct-window, got ${show(n.window)}`);
+      c.fail(`${at}.window`, `must be [low, high] for ct-window, got ${show(n.window)}`);
     }
     const [lo, hi] = n.window as unknown[];
-    if (c.num(lo, "normalisation.window[0]") >= c.num(hi, "normalisation.window[1]")) {
-      c.fail("normalisation.window", `low must be below high, got ${show(n.window)}`);
+    if (c.num(lo, `${at}.window[0]`) >= c.num(hi, `${at}.window[1]`)) {
+      c.fail(`${at}.window`, `low must be below high, got ${show(n.window)}`);
     }
   }
   if (n.scheme === "ct-zscore") {
-    const z = c.obj(n.zscore, "normalisation.zscore");
-    for (const k of ["clipLo", "clipHi", "mean"]) c.num(z[k], `normalisation.zscore.${k}`);
-    if (!(c.num(z.std, "normalisation.zscore.std") > 0)) {
-      c.fail("normalisation.zscore.std", `must be > 0, got ${show(z.std)}`);
+    const z = c.obj(n.zscore, `${at}.zscore`);
+    for (const k of ["clipLo", "clipHi", "mean"]) c.num(z[k], `${at}.zscore.${k}`);
+    if (!(c.num(z.std, `${at}.zscore.std`) > 0)) {
+      c.fail(`${at}.zscore.std`, `must be > 0, got ${show(z.std)}`);
     }
   }
-  const conventions = c.obj(n.conventions, "normalisation.conventions");
+  const conventions = c.obj(n.conventions, `${at}.conventions`);
   for (const [id, v] of Object.entries(conventions)) {
     if (!["hu", "byte", "unit", "other"].includes(v as string)) {
       c.fail(
-        `normalisation.conventions["${id}"]`,
+        `${at}.conventions["${id}"]`,
         `must be hu, byte, unit or other, got ${show(v)}`,
       );
     }
   }
-  const maps = c.obj(n.huMaps, "normalisation.huMaps");
+  const maps = c.obj(n.huMaps, `${at}.huMaps`);
   for (const [id, v] of Object.entries(maps)) {
-    const path = `normalisation.huMaps["${id}"]`, map = c.obj(v, path);
+    const path = `${at}.huMaps["${id}"]`, map = c.obj(v, path);
     c.num(map.scale, `${path}.scale`);
     c.num(map.offset, `${path}.offset`);
     if (!["fit", "median", "window"].includes(map.source as string)) {
       c.fail(`${path}.source`, `must be fit, median or window, got ${show(map.source)}`);
     }
   }
-  c.str(n.reason, "normalisation.reason");
+  c.str(n.reason, `${at}.reason`);
 }
 
 function validateNetworks(p: Record<string, unknown>, c: ReturnType<typeof checkers>): void {

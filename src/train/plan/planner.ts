@@ -10,14 +10,15 @@
  */
 
 import {
+  channelFingerprint,
   detectIntensityConvention,
   type Fingerprint,
-  inferModality,
+  fingerprintChannels,
   type IntensityConvention,
 } from "../../data/fingerprint.ts";
 import type { Shape3 } from "../../data/volume.ts";
 import { type BudgetChoice, sizeForBudget } from "./budget.ts";
-import { type NormalisationOptions, planNormalisation } from "./normalisation.ts";
+import { type NormalisationOptions, planChannels } from "./normalisation.ts";
 import {
   DEFAULT_PLAN_LIMITS,
   estimateTrainingMemory,
@@ -36,6 +37,7 @@ import {
   unet3dLevels,
 } from "./topology.ts";
 import {
+  type LevelPlan,
   type MemoryEstimate,
   type Plan,
   PLAN_FORMAT,
@@ -64,7 +66,7 @@ export interface PlanOptions extends NormalisationOptions {
   maxLevels?: number;
   /** Convolutions per block (default 2). */
   convsPerLevel?: number;
-  /** Input channels (default 1). */
+  /** Input channels (default: the fingerprint's; it must agree). */
   inChannels?: number;
   /** The network to train (default `unet3d`; see {@link Plan.network}). */
   network?: PlanNetwork;
@@ -92,13 +94,20 @@ export interface PlanOptions extends NormalisationOptions {
   itersPerEpoch?: number;
 }
 
-/** One configuration of today's network a time budget may choose. */
+/**
+ * One configuration of the plan's network a time budget may choose: today's UNet3D, or — with
+ * `strides` and `kernels` — nnU-Net's PlainConvUNet (`depth` stages of the planned topology).
+ */
 export interface StepCandidate {
   baseChannels: number;
   depth: number;
   /** D, H, W. */
   patchSize: Shape3;
   batchSize: number;
+  /** PlainConvUNet only: each stage's stride into it (z, y, x), stage 0's 1,1,1. */
+  strides?: Shape3[];
+  /** PlainConvUNet only: each stage's convolution kernel (z, y, x). */
+  kernels?: Shape3[];
 }
 
 /**
@@ -113,22 +122,34 @@ export function plan(fp: Fingerprint, options: PlanOptions = {}): Plan {
   const training = fp.cases.filter((c) => c.split !== "test");
   const cases = training.length ? training : fp.cases;
   if (cases.length === 0) throw new RangeError(`dataset "${fp.name}" has no cases to plan for`);
-  const verdicts = fp.cases.map((c) => ({ id: c.id, ...detectIntensityConvention(c.image) }));
-  const conventions: Record<string, IntensityConvention> = Object.fromEntries(
-    verdicts.map((v) => [v.id, v.convention]),
-  );
-  const modality = inferModality(fp.modality, Object.values(conventions));
+  const inChannels = fingerprintChannels(fp);
+  if (options.inChannels !== undefined && options.inChannels !== inChannels) {
+    throw new RangeError(
+      `inChannels ${options.inChannels} differs from the dataset's ${inChannels} image ` +
+        "channel(s); leave it out, the plan takes the dataset's",
+    );
+  }
+  // Each channel decided on its own (one channel: as the dataset's intensities say).
+  const planned = planChannels(fp, options);
+  const { modality } = planned.channels[0];
+  const intensities = { normalisation: planned.channels[0].normalisation, notes: planned.notes };
+  const verdicts = channelFingerprint(fp, 0).cases.map((c) => ({
+    id: c.id,
+    ...detectIntensityConvention(c.image),
+  }));
   const spacing = options.targetSpacingMm
     ? { spacingMm: options.targetSpacingMm, reason: "given" }
     : planSpacing(cases.map((c) => c.spacingMm));
   const medianShape = medianResampledShape(cases, spacing.spacingMm);
-  const intensities = planNormalisation(fp, modality, conventions, options);
   const limits = limitsFrom(options);
   const resampledVoxels = cases.reduce(
     (s, c) => s + voxels(c.shape.map((n, a) => (n * c.spacingMm[a]) / spacing.spacingMm[a])),
     0,
   );
-  const nets = planNetworks(fp.classes.length, spacing.spacingMm, medianShape, limits, options);
+  const nets = planNetworks(fp.classes.length, spacing.spacingMm, medianShape, limits, {
+    ...options,
+    inChannels,
+  });
   const batchSize = options.batchSize ?? growBatch(nets.unet3d, resampledVoxels, limits);
   const base: Plan = {
     format: PLAN_FORMAT,
@@ -143,6 +164,7 @@ export function plan(fp: Fingerprint, options: PlanOptions = {}): Plan {
     targetSpacingMm: spacing.spacingMm,
     medianShape,
     normalisation: intensities.normalisation,
+    ...(inChannels > 1 ? { channels: planned.channels } : {}),
     topology: nets.topology,
     unet3d: { ...nets.unet3d, memory: unet3dMemory(nets.unet3d, batchSize, limits) },
     batchSize,
@@ -154,7 +176,20 @@ export function plan(fp: Fingerprint, options: PlanOptions = {}): Plan {
       modality: modality.reason,
       conventions: conventionSummary(verdicts),
       spacing: spacing.reason,
-      normalisation: intensities.normalisation.reason,
+      normalisation: inChannels > 1
+        ? planned.channels.map((c, k) => `channel ${k} (${c.name}): ${c.normalisation.reason}`)
+          .join("; ")
+        : intensities.normalisation.reason,
+      ...(inChannels > 1
+        ? {
+          channels: `${inChannels} input channels, each normalised by its own scheme: ` +
+            planned.channels.map((c, k) =>
+              `channel ${k} (${c.name}) by ${
+                c.decidedBy === "channel_names" ? "its name" : "its intensities"
+              }`
+            ).join(", "),
+        }
+        : {}),
       topology: nets.topologyReason,
       unet3d: nets.unet3dReason,
       batch: options.batchSize !== undefined ? "given" : batchReason(batchSize),
@@ -304,39 +339,159 @@ function growBatch(u: UNet3DPlan, datasetVoxels: number, limits: PlanLimits): nu
 // Time budget
 
 /**
- * Today's network of a plan and smaller variants that fit its memory limits, costliest
- * (training FLOPs) first: the base halved twice (not below 8) and the patch halved in volume
- * up to three times (each edge × 2^(−1/3), kept divisible). Fixed choices stay fixed.
+ * The plan's network and smaller variants that fit its memory limits, costliest (training
+ * FLOPs) first: the base halved twice (not below 8) and the patch halved in volume up to three
+ * times (each edge × 2^(−1/3)), the depth following the patch. Today's UNet3D keeps the patch
+ * divisible by 2^(depth − 1); the plain network (`network: "plain"`) re-plans nnU-Net's
+ * topology (per-axis strides and kernels, fewer stages as the patch shrinks, never more than
+ * planned) for each patch. Fixed choices stay fixed (`maxLevels` caps the plain network's
+ * stages).
  */
 export function budgetCandidates(
   p: Plan,
-  fixed: Pick<PlanOptions, "baseChannels" | "patchSize" | "depth"> = {},
+  fixed: Pick<PlanOptions, "baseChannels" | "patchSize" | "depth" | "maxLevels"> = {},
 ): StepCandidate[] {
-  const u = p.unet3d;
+  const plain = p.network === "plain";
+  const planned = plain ? plainCandidate(p) : { ...p.unet3d, batchSize: p.batchSize };
+  const base0 = planned.baseChannels;
   const bases = fixed.baseChannels !== undefined
-    ? [u.baseChannels]
-    : [u.baseChannels, u.baseChannels / 2, u.baseChannels / 4]
-      .filter((b, i) => i === 0 || (Number.isInteger(b) && b >= 8));
+    ? [base0]
+    : [base0, base0 / 2, base0 / 4].filter((b, i) => i === 0 || (Number.isInteger(b) && b >= 8));
   const seen = new Set<string>();
   const out: (StepCandidate & { flops: number })[] = [];
   for (const baseChannels of bases) {
-    const maxDepth = fixed.depth ?? depthCap(baseChannels, p.topology.maxChannels);
     for (let k = 0; k <= (fixed.patchSize ? 0 : 3); k++) {
-      const r = k === 0 && baseChannels === u.baseChannels ? u : roundForUNet3D(
-        u.patchSize.map((e) => Math.max(8, e * 2 ** (-k / 3))) as Shape3,
-        maxDepth,
-      );
-      const depth = fixed.depth ?? r.depth;
-      const c = { baseChannels, depth, patchSize: r.patchSize, batchSize: p.batchSize };
+      const c: StepCandidate = plain
+        ? smallerPlain(p, planned, baseChannels, k, fixed.maxLevels)
+        : smallerUNet3D(p, baseChannels, k, fixed.depth);
       const key = JSON.stringify(c);
       if (seen.has(key)) continue;
       seen.add(key);
-      const net = unet3dNet({ ...u, ...c });
-      const fits = estimateTrainingMemory(net, p.batchSize, p.limits).fits;
-      if (fits || out.length === 0) out.push({ ...c, flops: stepFlops(net, p.batchSize) });
+      const net = candidateNet(p, c);
+      const fits = estimateTrainingMemory(net, c.batchSize, p.limits).fits;
+      if (fits || out.length === 0) out.push({ ...c, flops: stepFlops(net, c.batchSize) });
     }
   }
   return out.sort((a, b) => b.flops - a.flops).map(({ flops: _, ...c }) => c);
+}
+
+/** Today's UNet3D of the plan at `baseChannels`, its patch's volume halved `k` times. */
+function smallerUNet3D(
+  p: Plan,
+  baseChannels: number,
+  k: number,
+  fixedDepth: number | undefined,
+): StepCandidate {
+  const u = p.unet3d;
+  const maxDepth = fixedDepth ?? depthCap(baseChannels, p.topology.maxChannels);
+  const r = k === 0 && baseChannels === u.baseChannels ? u : roundForUNet3D(
+    u.patchSize.map((e) => Math.max(8, e * 2 ** (-k / 3))) as Shape3,
+    maxDepth,
+  );
+  return {
+    baseChannels,
+    depth: fixedDepth ?? r.depth,
+    patchSize: r.patchSize,
+    batchSize: p.batchSize,
+  };
+}
+
+/** The plan's planned topology as a PlainConvUNet candidate. */
+function plainCandidate(p: Plan): StepCandidate {
+  const t = p.topology;
+  return {
+    baseChannels: t.levels[0].channels,
+    depth: t.levels.length,
+    patchSize: [...t.patchSize],
+    batchSize: t.batchSize,
+    strides: t.levels.map((l) => [...l.stride] as Shape3),
+    kernels: t.levels.map((l) => [...l.kernel] as Shape3),
+  };
+}
+
+/**
+ * The planned topology re-planned (nnU-Net's rules at the plan's spacing) for the patch's volume
+ * halved `k` times, at `baseChannels`, with at most the planned number of stages.
+ */
+function smallerPlain(
+  p: Plan,
+  planned: StepCandidate,
+  baseChannels: number,
+  k: number,
+  maxLevels: number | undefined,
+): StepCandidate {
+  if (k === 0 && baseChannels === planned.baseChannels) return planned;
+  const patch = planned.patchSize.map((e) =>
+    k === 0 ? e : Math.max(8, Math.floor(e * 2 ** (-k / 3)))
+  ) as Shape3;
+  const t = poolingTopology(p.targetSpacingMm, patch, {
+    baseChannels,
+    maxChannels: p.topology.maxChannels,
+    maxLevels: Math.min(maxLevels ?? planned.depth, planned.depth),
+  });
+  return {
+    baseChannels,
+    depth: t.levels.length,
+    patchSize: t.patchSize,
+    batchSize: planned.batchSize,
+    strides: t.levels.map((l) => l.stride),
+    kernels: t.levels.map((l) => l.kernel),
+  };
+}
+
+/** A PlainConvUNet candidate's levels: channels doubling from its base, capped as planned. */
+function plainLevels(c: StepCandidate, maxChannels: number): LevelPlan[] {
+  const cumulative: Shape3 = [1, 1, 1];
+  return c.strides!.map((stride, l): LevelPlan => {
+    for (let a = 0; a < 3; a++) cumulative[a] *= stride[a];
+    return {
+      stride: [...stride] as Shape3,
+      kernel: [...c.kernels![l]] as Shape3,
+      channels: Math.min(c.baseChannels * 2 ** l, maxChannels),
+      featureShape: c.patchSize.map((e, a) => e / cumulative[a]) as Shape3,
+    };
+  });
+}
+
+/** A candidate as the memory and FLOP estimates see it. */
+function candidateNet(p: Plan, c: StepCandidate): NetworkShape {
+  if (!c.strides) return unet3dNet({ ...p.unet3d, ...c });
+  const { inChannels, classes, convsPerLevel } = p.unet3d;
+  return {
+    inChannels,
+    classes,
+    convsPerLevel,
+    levels: plainLevels(c, p.topology.maxChannels),
+    deepSupervision: true,
+  };
+}
+
+/**
+ * The plan training candidate `c` instead of its network: today's UNet3D (and the batch)
+ * replaced, or — for a plain candidate — the planned topology, which the plain network trains.
+ */
+export function withCandidate(p: Plan, c: StepCandidate): Plan {
+  if (c.strides) {
+    const levels = plainLevels(c, p.topology.maxChannels);
+    const divisibleBy = [0, 1, 2].map((a) => levels.reduce((m, l) => m * l.stride[a], 1)) as Shape3;
+    return {
+      ...p,
+      topology: {
+        ...p.topology,
+        patchSize: [...c.patchSize],
+        batchSize: c.batchSize,
+        divisibleBy,
+        levels,
+        memory: brief(estimateTrainingMemory(candidateNet(p, c), c.batchSize, p.limits)),
+      },
+    };
+  }
+  const u = { ...p.unet3d, baseChannels: c.baseChannels, depth: c.depth, patchSize: c.patchSize };
+  return {
+    ...p,
+    unet3d: { ...u, memory: unet3dMemory(u, c.batchSize, p.limits) },
+    batchSize: c.batchSize,
+  };
 }
 
 /**
@@ -350,13 +505,12 @@ export function applyBudget(
   timing: "measured" | "estimated",
 ): Plan {
   const c = choice.candidate;
-  const u = { ...p.unet3d, baseChannels: c.baseChannels, depth: c.depth, patchSize: c.patchSize };
-  const changed = c.baseChannels !== p.unet3d.baseChannels ||
-    c.patchSize.some((e, i) => e !== p.unet3d.patchSize[i]);
+  const before = c.strides ? plainCandidate(p) : p.unet3d;
+  const changed = c.baseChannels !== before.baseChannels || c.depth !== before.depth ||
+    c.patchSize.some((e, i) => e !== before.patchSize[i]);
+  const smaller = changed ? "; made smaller to train enough steps in time" : "";
   return {
-    ...p,
-    unet3d: { ...u, memory: unet3dMemory(u, c.batchSize, p.limits) },
-    batchSize: c.batchSize,
+    ...withCandidate(p, c),
     epochs: choice.epochs,
     itersPerEpoch: choice.itersPerEpoch,
     budget: {
@@ -369,7 +523,9 @@ export function applyBudget(
     },
     reasons: {
       ...p.reasons,
-      unet3d: p.reasons.unet3d + (changed ? "; made smaller to train enough steps in time" : ""),
+      ...(c.strides
+        ? { topology: p.reasons.topology + smaller }
+        : { unet3d: p.reasons.unet3d + smaller }),
       schedule: choice.reason,
     },
   };
@@ -378,8 +534,7 @@ export function applyBudget(
 /** {@link plan}'s budget step: candidates timed by `msPerStep`, or estimated from FLOPs. */
 function budgetPlan(p: Plan, o: PlanOptions): Plan {
   const rate = o.flopsPerSecond ?? 1e12;
-  const estimate = (c: StepCandidate) =>
-    (1000 * stepFlops(unet3dNet({ ...p.unet3d, ...c }), c.batchSize)) / rate;
+  const estimate = (c: StepCandidate) => (1000 * candidateFlops(p, c)) / rate;
   const choice = sizeForBudget({
     budgetSeconds: o.timeBudgetSeconds!,
     spentSeconds: o.spentSeconds,
@@ -405,14 +560,15 @@ function budgetPlan(p: Plan, o: PlanOptions): Plan {
 
 /** Training FLOPs of one optimizer step of a candidate of the plan's network. */
 export function candidateFlops(p: Plan, c: StepCandidate): number {
-  return stepFlops(unet3dNet({ ...p.unet3d, ...c }), c.batchSize);
+  return stepFlops(candidateNet(p, c), c.batchSize);
 }
 
 /** A candidate in a reason string. */
 export function describeCandidate(c: StepCandidate): string {
-  return `base ${c.baseChannels}, depth ${c.depth}, patch ${
-    c.patchSize.join("×")
-  }, batch ${c.batchSize}`;
+  const net = c.strides
+    ? `plain, ${c.depth} stages, base ${c.baseChannels}`
+    : `base ${c.baseChannels}, depth ${c.depth}`;
+  return `${net}, patch ${c.patchSize.join("×")}, batch ${c.batchSize}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -471,11 +627,26 @@ function plainOverrides(p: Plan): Record<string, string> {
 }
 
 function normalisationOverrides(p: Plan): Record<string, string> {
-  const n = p.normalisation;
-  if (n.scheme === "ct-window" && n.window) {
-    return { "data.normalisation": "ct-window", "data.window": n.window.join(",") };
-  }
-  return { "data.normalisation": n.scheme === "zscore-per-case" ? "zscore-case" : "zscore" };
+  const kinds = (p.channels ?? [{ normalisation: p.normalisation }]).map((c) => {
+    const n = c.normalisation;
+    return n.scheme === "ct-window" && n.window
+      ? "ct-window"
+      : n.scheme === "zscore-per-case"
+      ? "zscore-case"
+      : "zscore";
+  });
+  // The exact normalisations reach the trainer apart (run_plan.ts: planChannelNormalizations);
+  // the flags name them as closely as one kind can: one kind for every channel, else `auto`
+  // (the CT window for CT channels, z-score per case for the others).
+  const kind = kinds.every((k) => k === kinds[0]) ? kinds[0] : "auto";
+  const window = [p.normalisation, ...(p.channels ?? []).map((c) => c.normalisation)]
+    .find((n) => n.scheme === "ct-window" && n.window)?.window;
+  return {
+    "data.normalisation": kind,
+    ...(window && (kind === "ct-window" || kind === "auto")
+      ? { "data.window": window.join(",") }
+      : {}),
+  };
 }
 
 function scheduleOverrides(p: Plan): Record<string, string> {
@@ -493,6 +664,11 @@ export function formatPlanTable(p: Plan): string {
   const schedule = p.epochs !== null || p.itersPerEpoch !== null
     ? `${p.epochs ?? "default"} epochs × ${p.itersPerEpoch ?? "default"} steps`
     : "trainer defaults";
+  const normalisationRow: [string, string, string] = [
+    "normalisation",
+    normalisationText(p.normalisation),
+    r.normalisation,
+  ];
   const rows: [string, string, string][] = [
     [
       "dataset",
@@ -500,11 +676,11 @@ export function formatPlanTable(p: Plan): string {
       `${p.dataset.trainingCases} planned on`,
     ],
     ["classes", p.dataset.classes.join(", "), ""],
-    ["modality", p.modality.isCT ? "CT" : p.modality.modality, r.modality],
-    ["intensities", conventionCounts(p.normalisation.conventions), r.conventions],
+    ...channelRows(p),
     ["spacing", `${x(p.targetSpacingMm)} mm`, r.spacing],
     ["median shape", x(p.medianShape), "median case after resampling"],
-    ["normalisation", normalisationText(p.normalisation), r.normalisation],
+    // Several channels: each channel's normalisation is in its rows above.
+    ...(p.channels ? [] : [normalisationRow]),
     ["planned net", `${t.levels.length} levels, patch ${x(t.patchSize)}`, r.topology],
     ...t.levels.map((l, i): [string, string, string] => [
       `  level ${i}`,
@@ -521,6 +697,41 @@ export function formatPlanTable(p: Plan): string {
   const w1 = Math.max(...rows.map((row) => row[1].length));
   const lines = rows.map(([a, b, c]) => `${a.padEnd(w0)}  ${b.padEnd(w1)}  ${c}`.trimEnd());
   return [...lines, ...p.notes.map((note) => `note: ${note}`)].join("\n");
+}
+
+/**
+ * The modality, intensity and (several channels) per-channel normalisation rows of the table:
+ * for each channel its name, what decided it, its intensity conventions and its scheme, with
+ * the reasons.
+ */
+function channelRows(p: Plan): [string, string, string][] {
+  const r = p.reasons;
+  if (!p.channels) {
+    return [
+      ["modality", p.modality.isCT ? "CT" : p.modality.modality, r.modality],
+      ["intensities", conventionCounts(p.normalisation.conventions), r.conventions],
+    ];
+  }
+  return [
+    [
+      "channels",
+      `${p.channels.length}: ${p.channels.map((c) => c.name).join(", ")}`,
+      r.channels ?? "",
+    ],
+    ...p.channels.flatMap((c, k): [string, string, string][] => [
+      [
+        `  channel ${k}`,
+        `${c.name}: ${c.modality.isCT ? "CT" : c.modality.modality}`,
+        `${c.decidedBy === "channel_names" ? "by name" : "by intensities"}: ${c.modality.reason}`,
+      ],
+      [
+        "    intensities",
+        conventionCounts(c.normalisation.conventions),
+        "each case's convention (HU, 0..255, 0..1, other)",
+      ],
+      ["    normalisation", normalisationText(c.normalisation), c.normalisation.reason],
+    ]),
+  ];
 }
 
 function memoryText(m: MemoryEstimate): string {

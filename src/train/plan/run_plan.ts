@@ -21,8 +21,9 @@ import {
   type PlanOptions,
   planOverrides,
   type StepCandidate,
+  withCandidate,
 } from "./planner.ts";
-import type { Plan } from "./types.ts";
+import type { Plan, PlanNormalisation } from "./types.ts";
 
 /**
  * The fewest optimizer steps a measured budget accepts before it takes a smaller network: the
@@ -66,8 +67,12 @@ export async function planDataset(dataset: Dataset, opts: PlanDatasetOptions = {
  * seconds on a software adapter, and one step of the plan's full network can take a minute
  * there), so at most two candidates are timed: the cheapest, whose measured step gives this
  * adapter's training FLOP rate, from which the others' steps are estimated; then the one
- * chosen on those estimates, and the choice is made again with its measured step. Validation time is estimated from the step; the seconds spent so far
- * (since `startedAt`, timings included) count against the budget.
+ * chosen on those estimates, and the choice is made again with its measured step. Validation
+ * time is estimated from the step; the seconds spent so far (since `startedAt`, timings
+ * included) count against the budget. The candidates are those of the plan's network
+ * ({@link budgetCandidates}): today's UNet3D, or for `network: "plain"` the PlainConvUNet of
+ * the planned topology (its general kernels are slower per FLOP; timing its own cheapest
+ * candidate measures that rate).
  */
 export async function sizeToBudget(
   p: Plan,
@@ -140,21 +145,28 @@ export function validationSeconds(patches: number, msPerStep: number, batch: num
 }
 
 /** The trainer config a candidate of the plan would run (for timing it). */
-function candidateConfig(p: Plan, c: StepCandidate): TrainConfig {
+export function candidateConfig(p: Plan, c: StepCandidate): TrainConfig {
   return resolveConfig(undefined, {
-    ...planOverrides(p),
-    "model.baseChannels": String(c.baseChannels),
-    "model.depth": String(c.depth),
-    "data.patchSize": c.patchSize.join(","),
-    "data.batchSize": String(c.batchSize),
+    ...planOverrides(withCandidate(p, c)),
     epochs: "1",
     itersPerEpoch: "1",
   });
 }
 
-/** The normalisation a plan chose, exactly (its flags name only the kind). */
+/** The normalisation a plan chose, exactly (its flags name only the kind); channel 0's. */
 export function planNormalization(p: Plan): Normalization {
-  const n = p.normalisation;
+  return exactNormalization(p.normalisation);
+}
+
+/**
+ * Each input channel's normalisation a multi-channel plan chose, exactly (channel order);
+ * undefined for a one-channel plan (see {@link planNormalization}).
+ */
+export function planChannelNormalizations(p: Plan): Normalization[] | undefined {
+  return p.channels?.map((c) => exactNormalization(c.normalisation));
+}
+
+function exactNormalization(n: PlanNormalisation): Normalization {
   if (n.scheme === "ct-window" && n.window) {
     return { kind: "ct-window", lo: n.window[0], hi: n.window[1] };
   }
@@ -163,9 +175,31 @@ export function planNormalization(p: Plan): Normalization {
 }
 
 /**
+ * Each case's maps onto HU, by case id: one map (channel 0's) for a one-channel plan; one per
+ * channel (null: left as it is) when the plan has several channels and any of them maps a case.
+ */
+export function planIntensityMaps(
+  p: Plan,
+): Record<
+  string,
+  { scale: number; offset: number } | ({ scale: number; offset: number } | null)[]
+> {
+  const perChannel = (p.channels ?? [{ normalisation: p.normalisation }]).map((c) =>
+    c.normalisation.huMaps
+  );
+  const ids = [...new Set(perChannel.flatMap((m) => Object.keys(m)))];
+  const linear = (m: { scale: number; offset: number } | undefined) =>
+    m ? { scale: m.scale, offset: m.offset } : null;
+  return Object.fromEntries(ids.map((id) => [
+    id,
+    p.channels ? perChannel.map((m) => linear(m[id])) : linear(perChannel[0][id])!,
+  ]));
+}
+
+/**
  * Why the dataset must be preprocessed before training on the plan (a case's spacing differs
- * from the plan's by more than {@link PLAN_SPACING_TOLERANCE}, or cases need a map onto HU);
- * undefined when it need not be.
+ * from the plan's by more than {@link PLAN_SPACING_TOLERANCE}, or cases need a map onto HU, in
+ * any channel); undefined when it need not be.
  */
 export function preprocessingReason(p: Plan, dataset: Pick<Dataset, "cases">): string | undefined {
   const off = dataset.cases.filter((c) =>
@@ -173,7 +207,7 @@ export function preprocessingReason(p: Plan, dataset: Pick<Dataset, "cases">): s
       Math.abs(s - p.targetSpacingMm[a]) / p.targetSpacingMm[a] > PLAN_SPACING_TOLERANCE
     )
   );
-  const mapped = Object.keys(p.normalisation.huMaps);
+  const mapped = Object.keys(planIntensityMaps(p));
   const why = [
     ...(off.length ? [`${off.length} case(s) are not at the plan's spacing`] : []),
     ...(mapped.length ? [`${mapped.length} case(s) are mapped onto Hounsfield units`] : []),

@@ -45,6 +45,23 @@ export interface PlanNormalisation {
   reason: string;
 }
 
+/** What decided a channel's normalisation (multi-channel plans). */
+export const CHANNEL_DECISIONS = ["channel_names", "intensities"] as const;
+
+/**
+ * One input channel of a multi-channel plan (nnU-Net's CASE_0000 … CASE_000N: CT + PET,
+ * multi-sequence MRI), normalised by its own scheme: a channel named in dataset.json's
+ * `channel_names` as nnU-Net does it (CT → the CT scheme, any other name → z-score per case);
+ * an unnamed one (`channel_N`) from its own intensities, as a one-channel dataset.
+ */
+export interface PlanChannel {
+  /** The channel's name in dataset.json (`channel_N` when the raw dataset named none). */
+  name: string;
+  decidedBy: (typeof CHANNEL_DECISIONS)[number];
+  modality: ModalityVerdict;
+  normalisation: PlanNormalisation;
+}
+
 /** One resolution level of the planned network (level 0 = full resolution). */
 export interface LevelPlan {
   /** Pooling stride into this level (z, y, x); [1, 1, 1] at level 0. */
@@ -116,7 +133,14 @@ export interface Plan {
   targetSpacingMm: Shape3;
   /** The median case shape after resampling to the target spacing, D, H, W. */
   medianShape: Shape3;
+  /** Channel 0's on a multi-channel plan (as `modality`); see {@link Plan.channels}. */
   normalisation: PlanNormalisation;
+  /**
+   * Each input channel's normalisation, when there are C > 1 (length C = `unet3d.inChannels`;
+   * `[0]` repeats `modality` and `normalisation`). Absent: one channel (plans written before
+   * channels were planned read as one-channel plans).
+   */
+  channels?: PlanChannel[];
   topology: TopologyPlan;
   unet3d: UNet3DPlan;
   /** The trainer's batch size (for `unet3d`). */

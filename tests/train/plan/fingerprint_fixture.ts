@@ -73,3 +73,75 @@ export function fingerprint(cases: CaseFingerprint[], o: Partial<Fingerprint> = 
     ...o,
   };
 }
+
+/** Whole-image intensities of an MR-like channel: float, no air, nothing near −1000. */
+export const MR_IMAGE: IntensityProfile = {
+  min: 0,
+  max: 1200,
+  mean: 300,
+  std: 200,
+  airFraction: 0,
+  integerValued: false,
+  p0_5: 2,
+  p50: 250,
+  p99_5: 1000,
+  samples: 1000,
+};
+
+/** Foreground intensities of the MR-like channel. */
+export const MR_FG: ForegroundStats = {
+  samples: 1000,
+  mean: 600,
+  std: 90,
+  min: 350,
+  max: 900,
+  p0_5: 380,
+  p5: 450,
+  p50: 600,
+  p95: 750,
+  p99_5: 870,
+};
+
+/**
+ * A labelled case of two channels: channel 0 `c0` (default CT in HU), channel 1 `c1` (default
+ * MR-like); `o` overrides any field.
+ */
+export function twoChannelCase(
+  id: string,
+  c0: [IntensityProfile, ForegroundStats] = [HU_IMAGE, FG],
+  c1: [IntensityProfile, ForegroundStats] = [MR_IMAGE, MR_FG],
+  o: Partial<CaseFingerprint> = {},
+): CaseFingerprint {
+  return fpCase(id, {
+    image: c0[0],
+    foreground: c0[1],
+    imageChannels: [c0[0], c1[0]],
+    foregroundChannels: [c0[1], c1[1]],
+    ...o,
+  });
+}
+
+/** The pooled foreground statistics of a {@link ForegroundStats} (as dataset.json has them). */
+export function pooled(f: ForegroundStats) {
+  return { mean: f.mean, std: f.std, p0_5: f.p0_5, p99_5: f.p99_5, min: f.min, max: f.max };
+}
+
+/**
+ * A dataset of two-channel cases named `names` (default: unnamed, as `convert --raw` names the
+ * channels of a raw dataset without `channel_names`); the pooled statistics are channel 0's
+ * and channel 1's foreground as given.
+ */
+export function twoChannelFingerprint(
+  cases: CaseFingerprint[],
+  names: [string, string] = ["channel_0", "channel_1"],
+  o: Partial<Fingerprint> = {},
+): Fingerprint {
+  const fg = (c: number) => cases.find((k) => k.foregroundChannels?.[c])!.foregroundChannels![c]!;
+  return fingerprint(cases, {
+    modality: names[0],
+    intensity: pooled(fg(0)),
+    channels: names,
+    intensityChannels: [pooled(fg(0)), pooled(fg(1))],
+    ...o,
+  });
+}

@@ -2,8 +2,10 @@ import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/s
 import { join } from "node:path";
 import type { Fingerprint } from "../../../src/data/fingerprint.ts";
 import { PLAN_FILE, readPlan, validatePlan, writePlan } from "../../../src/train/plan/plan_file.ts";
-import { plan } from "../../../src/train/plan/planner.ts";
+import { plan, planOverrides } from "../../../src/train/plan/planner.ts";
+import { planChannelNormalizations, planNormalization } from "../../../src/train/plan/run_plan.ts";
 import type { Plan } from "../../../src/train/plan/types.ts";
+import { twoChannelCase, twoChannelFingerprint } from "./fingerprint_fixture.ts";
 
 const IMAGE = {
   min: -1024,
@@ -111,5 +113,80 @@ Deno.test("writePlan refuses an invalid plan and leaves no file", async () => {
     await rejects(() => writePlan(dir, p), /batchSize must be an integer ≥ 1/);
     deepStrictEqual([...Deno.readDirSync(dir)], []);
     throws(() => validatePlan([], "x.json"), /x\.json: the plan must be an object/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Several channels, and plans written before channels were planned
+
+const TWO_CHANNELS = twoChannelFingerprint([
+  twoChannelCase("a"),
+  twoChannelCase("b"),
+  twoChannelCase("c", undefined, undefined, { split: "val" }),
+], ["CT", "T2"]);
+
+Deno.test("writePlan/readPlan: a two-channel plan keeps each channel's normalisation", async () => {
+  await withDir(async (dir) => {
+    const p = plan(TWO_CHANNELS, { timeBudgetSeconds: 600, msPerStep: () => 200 });
+    strictEqual(p.unet3d.inChannels, 2);
+    deepStrictEqual(p.channels!.map((c) => [c.name, c.decidedBy, c.normalisation.scheme]), [
+      ["CT", "channel_names", "ct-window"],
+      ["T2", "channel_names", "zscore-per-case"],
+    ]);
+    await writePlan(dir, p);
+    const back = await readPlan(dir);
+    deepStrictEqual(back, p);
+    deepStrictEqual(planChannelNormalizations(back), [
+      { kind: "ct-window", lo: p.normalisation.window![0], hi: p.normalisation.window![1] },
+      { kind: "zscore-case" },
+    ]);
+  });
+});
+
+Deno.test("readPlan: a one-channel plans.json written before channels were planned still reads", async () => {
+  // Written by the planner as it was before multi-channel planning (git b0cf768).
+  const old = await readPlan(
+    new URL("../../fixtures/plans_one_channel_v1.json", import.meta.url).pathname,
+  );
+  strictEqual(old.channels, undefined);
+  strictEqual(old.unet3d.inChannels, 1);
+  strictEqual(planChannelNormalizations(old), undefined);
+  deepStrictEqual(planNormalization(old), {
+    kind: "ct-window",
+    lo: old.normalisation.window![0],
+    hi: old.normalisation.window![1],
+  });
+  strictEqual(planOverrides(old)["model.inChannels"], "1");
+  strictEqual(planOverrides(old)["data.normalisation"], "ct-window");
+  // And a one-channel plan made today is the same shape: no channels field.
+  strictEqual("channels" in plan(fingerprint()), false);
+});
+
+Deno.test("readPlan: a bad channel entry's error names the field", async () => {
+  await withDir(async (dir) => {
+    const good = plan(TWO_CHANNELS);
+    const bad = async (edit: (p: Plan) => void, re: RegExp) => {
+      const p = structuredClone(good);
+      edit(p);
+      await Deno.writeTextFile(join(dir, PLAN_FILE), JSON.stringify(p));
+      await rejects(() => readPlan(dir), re);
+    };
+    await bad(
+      (p) => delete p.channels,
+      /channels must list the normalisation of each of the 2 input channels.*voxseg plan/,
+    );
+    await bad((p) => p.channels!.pop(), /channels must list one entry per input channel/);
+    await bad(
+      (p) => (p.channels![1].normalisation.scheme = "minmax" as never),
+      /channels\[1\]\.normalisation\.scheme must be one of/,
+    );
+    await bad(
+      (p) => (p.channels![0].decidedBy = "guess" as never),
+      /channels\[0\]\.decidedBy must be/,
+    );
+    await bad(
+      (p) => (p.channels![1].modality.isCT = "no" as never),
+      /channels\[1\]\.modality\.isCT must be true or false/,
+    );
   });
 });

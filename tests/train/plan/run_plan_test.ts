@@ -9,10 +9,13 @@ import type { CaseEntry } from "../../../src/data/dataset.ts";
 import {
   budgetCandidates,
   candidateFlops,
+  describeCandidate,
   plan,
   planOverrides,
+  type StepCandidate,
 } from "../../../src/train/plan/planner.ts";
 import {
+  MEASURED_MIN_STEPS,
   planNormalization,
   preprocessingReason,
   sizeToBudget,
@@ -20,6 +23,7 @@ import {
 } from "../../../src/train/plan/run_plan.ts";
 import { resolveConfig, type TrainConfig } from "../../../src/train/config.ts";
 import type { Fingerprint } from "../../../src/data/fingerprint.ts";
+import type { Shape3 } from "../../../src/data/volume.ts";
 import { fingerprint, fpCase } from "./fingerprint_fixture.ts";
 
 const FP = fingerprint([
@@ -198,4 +202,139 @@ Deno.test("a plan for the plain network gives the trainer nnU-Net's topology", (
   strictEqual(config.model.norm, "instance");
   strictEqual(config.model.activation, "leaky_relu");
   strictEqual(config.model.deepSupervision, true);
+});
+
+// ---------------------------------------------------------------------------------------------
+// A time budget for the plain network (nnU-Net's PlainConvUNet of the planned topology)
+
+/** Anisotropic cases (5 × 0.7 × 0.7 mm): the planned topology has 1×3×3 stages. */
+const ANISO = {
+  ...FP,
+  cases: FP.cases.map((c) => ({ ...c, shape: [40, 256, 256], spacingMm: [5, 0.7, 0.7] })),
+} as Fingerprint;
+
+type PlainModel = { strides: Shape3[]; kernels: Shape3[] };
+
+/** The candidate a timed config runs (its plain stages included). */
+function plainCandidate(config: TrainConfig): StepCandidate {
+  const model = config.model as unknown as TrainConfig["model"] & PlainModel;
+  strictEqual(config.model.arch, "plain", "a plain plan times plain networks");
+  return {
+    baseChannels: model.baseChannels,
+    depth: model.depth,
+    patchSize: config.data.patchSize,
+    batchSize: config.data.batchSize,
+    strides: model.strides,
+    kernels: model.kernels,
+  };
+}
+
+Deno.test("budgetCandidates: a plain plan's candidates are re-planned plain topologies, largest first", () => {
+  const p = plan(ANISO, { ...BIG, network: "plain" });
+  const candidates = budgetCandidates(p);
+  ok(candidates.length > 3, `${candidates.length} candidates`);
+  const first = candidates[0];
+  deepStrictEqual(first.strides, p.topology.levels.map((l) => l.stride));
+  deepStrictEqual(first.kernels, p.topology.levels.map((l) => l.kernel));
+  deepStrictEqual(first.patchSize, p.topology.patchSize);
+  strictEqual(first.baseChannels, p.topology.levels[0].channels);
+  strictEqual(first.batchSize, p.topology.batchSize);
+  const flops = candidates.map((c) => candidateFlops(p, c));
+  ok(flops.every((f, i) => i === 0 || f <= flops[i - 1]), "costliest first");
+  for (const c of candidates) {
+    ok(c.strides && c.kernels, describeCandidate(c));
+    strictEqual(c.depth, c.strides!.length);
+    ok(c.depth <= p.topology.levels.length, "never more stages than planned");
+    // Anisotropic: stage 0 convolves 1×3×3 and z is not pooled at first, as planned.
+    deepStrictEqual(c.kernels![0], [1, 3, 3]);
+    strictEqual(c.strides![1][0], 1);
+    const div = [0, 1, 2].map((a) => c.strides!.reduce((m, s) => m * s[a], 1));
+    ok(c.patchSize.every((e, a) => e % div[a] === 0), `${c.patchSize} by ${div}`);
+    ok(describeCandidate(c).startsWith(`plain, ${c.depth} stages`), describeCandidate(c));
+  }
+  ok(candidates.some((c) => c.baseChannels < first.baseChannels));
+  ok(candidates.some((c) => c.depth < first.depth), "fewer stages for smaller patches");
+  // A fixed base stays fixed.
+  ok(budgetCandidates(p, { baseChannels: 32 }).every((c) => c.baseChannels === 32));
+});
+
+Deno.test("sizeToBudget: a slow adapter gets a smaller plain network that fits the budget", async () => {
+  const p = plan(ANISO, { ...BIG, network: "plain" });
+  const candidates = budgetCandidates(p);
+  const msFor = (c: StepCandidate) => (candidateFlops(p, c) / 1e9) * 2;
+  // The planned network reaches only ~100 steps in this budget: far fewer than 750.
+  const budget = (msFor(candidates[0]) * 100) / 1000;
+  const timed: StepCandidate[] = [];
+  const lines: string[] = [];
+  const sized = await sizeToBudget(p, {
+    timeBudgetSeconds: budget,
+    startedAt: performance.now(),
+    measure: (config) => {
+      const c = plainCandidate(config);
+      timed.push(c);
+      return Promise.resolve({ msPerStep: msFor(c), firstStepMs: 0, spentMs: 0 });
+    },
+    log: (line) => lines.push(line),
+  });
+  // The cheapest timed first, then the one chosen on the FLOP estimate.
+  strictEqual(timed.length, 2);
+  deepStrictEqual(timed[0], candidates.at(-1));
+  strictEqual(sized.network, "plain");
+  const t = sized.topology;
+  ok(
+    t.levels[0].channels < p.topology.levels[0].channels ||
+      t.patchSize.some((e, i) => e < p.topology.patchSize[i]),
+    "a smaller plain network",
+  );
+  deepStrictEqual(timed[1].patchSize, t.patchSize);
+  deepStrictEqual(timed[1].strides, t.levels.map((l) => l.stride));
+  strictEqual(timed[1].baseChannels, t.levels[0].channels);
+  ok(t.patchSize.every((e, i) => e % t.divisibleBy[i] === 0));
+  ok(t.memory.fits);
+  // It fits: steps × step + validations ≤ the budget, with enough steps.
+  const b = sized.budget!;
+  strictEqual(b.timing, "measured");
+  strictEqual(b.msPerStep, msFor(timed[1]));
+  ok(b.steps >= MEASURED_MIN_STEPS, `steps ${b.steps}`);
+  strictEqual(sized.epochs! * sized.itersPerEpoch!, b.steps);
+  ok((b.steps * b.msPerStep) / 1000 <= budget && b.estimatedSeconds <= budget + 1e-9);
+  ok(b.reason.includes("plain,") && b.reason.includes("< 750"), b.reason);
+  ok(sized.reasons.topology.includes("made smaller"), sized.reasons.topology);
+  ok(lines.every((l) => l.startsWith("timed plain,")), lines.join("\n"));
+  // The trainer gets exactly the chosen plain network.
+  const config = resolveConfig(undefined, planOverrides(sized));
+  deepStrictEqual(plainCandidate(config), { ...timed[1] });
+  strictEqual(config.epochs, sized.epochs);
+});
+
+Deno.test("sizeToBudget: a fast adapter keeps the planned plain network", async () => {
+  const p = plan(ANISO, { ...BIG, network: "plain" });
+  const sized = await sizeToBudget(p, {
+    timeBudgetSeconds: 900,
+    startedAt: performance.now(),
+    measure: (config) =>
+      Promise.resolve({
+        msPerStep: (candidateFlops(p, plainCandidate(config)) / 1e9) * 0.01,
+        firstStepMs: 0,
+        spentMs: 0,
+      }),
+  });
+  deepStrictEqual(sized.topology.levels, p.topology.levels);
+  deepStrictEqual(sized.topology.patchSize, p.topology.patchSize);
+  ok(!sized.reasons.topology.includes("made smaller"));
+  ok(sized.budget!.steps >= MEASURED_MIN_STEPS && sized.budget!.estimatedSeconds <= 900);
+});
+
+Deno.test("plan with a time budget and the plain network: estimated from FLOPs, sized to fit", () => {
+  const full = plan(ANISO, { ...BIG, network: "plain" });
+  const msPerStep = (c: StepCandidate) => (candidateFlops(full, c) / 1e9) * 2;
+  const budget = (msPerStep(budgetCandidates(full)[0]) * 100) / 1000;
+  const p = plan(ANISO, { ...BIG, network: "plain", timeBudgetSeconds: budget, msPerStep });
+  ok(
+    p.topology.patchSize.some((e, i) => e < full.topology.patchSize[i]) ||
+      p.topology.levels[0].channels < full.topology.levels[0].channels,
+  );
+  ok(p.epochs! * p.itersPerEpoch! >= 250);
+  ok(p.budget!.estimatedSeconds <= budget + 1e-9);
+  strictEqual(planOverrides(p)["model.arch"], "plain");
 });
