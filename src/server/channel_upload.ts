@@ -27,11 +27,11 @@ import {
 } from "../data/nifti.ts";
 import { checkChannelGrids } from "../data/channels.ts";
 import { BodyTooLargeError, parseMediaType, parseMultipart } from "../data/dicom/multipart.ts";
-import type { AdmissionContext, Reservation } from "./admission.ts";
+import type { Reservation } from "./admission.ts";
 import { ApiError } from "./errors.ts";
 import { channelCountError } from "./inference.ts";
 import { formatBytes } from "./middleware/body_limit/body_limit.ts";
-import { readWholeBody } from "./request_body.ts";
+import { readUploadBody } from "./request_body.ts";
 
 /** The content type of channels one per part. */
 export const CHANNELS_MULTIPART_TYPE = "multipart/form-data";
@@ -91,15 +91,10 @@ export async function readChannelUpload(
   options: ChannelUploadOptions,
 ): Promise<NiftiStreamResult[]> {
   const { share } = options;
-  const admission = (what: string): AdmissionContext => ({
-    what,
-    retryAfterSeconds: options.retryAfterSeconds(),
+  const { body, admission } = await readUploadBody(request, options, {
+    code: "invalid_multipart",
+    message: `the body is empty; ${CHANNELS_HOW}`,
   });
-  const body = await readWholeBody(request, options.declared, share, admission("the upload"));
-  if (body.length === 0) {
-    throw new ApiError(400, "invalid_multipart", `the body is empty; ${CHANNELS_HOW}`);
-  }
-  share.resize(body.length, admission("the upload"));
   let parts;
   try {
     parts = parseMultipart(body, upload.boundary, {

@@ -30,7 +30,7 @@ import type { DicomSeries } from "../data/dicom/types.ts";
 import type { AdmissionContext, Reservation } from "./admission.ts";
 import { ApiError } from "./errors.ts";
 import { formatBytes } from "./middleware/body_limit/body_limit.ts";
-import { readWholeBody } from "./request_body.ts";
+import { readUploadBody } from "./request_body.ts";
 
 /** Content types of a zipped DICOM series. */
 export const DICOM_ZIP_TYPES = ["application/zip", "application/x-zip-compressed"] as const;
@@ -95,19 +95,10 @@ export async function readDicomUpload(
   options: DicomUploadOptions,
 ): Promise<DicomSeries> {
   const { share } = options;
-  const admission = (what: string): AdmissionContext => ({
-    what,
-    retryAfterSeconds: options.retryAfterSeconds(),
+  const { body, admission } = await readUploadBody(request, options, {
+    code: "invalid_dicom",
+    message: "the body is empty; send a zip of the series' DICOM files, or multipart/related DICOM",
   });
-  const body = await readWholeBody(request, options.declared, share, admission("the upload"));
-  if (body.length === 0) {
-    throw new ApiError(
-      400,
-      "invalid_dicom",
-      "the body is empty; send a zip of the series' DICOM files, or multipart/related DICOM",
-    );
-  }
-  share.resize(body.length, admission("the upload"));
   const files = upload.kind === "zip"
     ? unzipUpload(body, options, admission)
     : multipartFiles(body, upload.boundary, options.maxBodyBytes);

@@ -97,3 +97,23 @@ async function readChunks(
   if (2 * total > share.bytes) share.resize(2 * total, admission);
   return concatBytes(chunks, total);
 }
+
+/**
+ * An upload read whole under the request's share of the memory budget (`share` grows to the
+ * body's size): the bytes, and how to name the budget's further reservations for it. An empty
+ * body is a 400 with `empty`'s code and message.
+ */
+export async function readUploadBody(
+  request: Request,
+  o: { declared?: number; share: Reservation; retryAfterSeconds: () => number },
+  empty: { code: string; message: string },
+): Promise<{ body: Uint8Array; admission: (what: string) => AdmissionContext }> {
+  const admission = (what: string): AdmissionContext => ({
+    what,
+    retryAfterSeconds: o.retryAfterSeconds(),
+  });
+  const body = await readWholeBody(request, o.declared, o.share, admission("the upload"));
+  if (body.length === 0) throw new ApiError(400, empty.code, empty.message);
+  o.share.resize(body.length, admission("the upload"));
+  return { body, admission };
+}

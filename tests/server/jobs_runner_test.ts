@@ -37,6 +37,8 @@ const models = {
       ? Promise.resolve({ name, path: join(base, "m.safetensors"), source: "dir" })
       : Promise.reject(new ApiError(404, "model_not_found", `no model named "${name}"`)),
   has: () => Promise.resolve(false),
+  // One input channel: what a prediction job's input is checked against at submit.
+  summary: () => Promise.resolve({ meta: { model: { inChannels: 1 } } }),
   load: () => Promise.reject(loadError),
 } as unknown as ModelRegistry;
 

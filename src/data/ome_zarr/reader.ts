@@ -453,6 +453,34 @@ function checkBox(start: Shape3, size: Shape3): void {
   }
 }
 
+/**
+ * Calls `row(src, dst, n)` for every row of the part of a chunk (grid position `coords`, chunk
+ * shape `chunks`) inside [lo, hi): `n` voxels from index `src` of the chunk go to index `dst` of
+ * the region buffer (origin `start`, shape `size`).
+ */
+function chunkRows(
+  coords: Shape3,
+  chunks: Shape3,
+  lo: number[],
+  hi: number[],
+  start: Shape3,
+  size: Shape3,
+  row: (src: number, dst: number, n: number) => void,
+): void {
+  const [cd, ch, cw] = chunks;
+  const origin = coords.map((c, i) => c * chunks[i]);
+  const z0 = Math.max(lo[0], origin[0]), z1 = Math.min(hi[0], origin[0] + cd);
+  const y0 = Math.max(lo[1], origin[1]), y1 = Math.min(hi[1], origin[1] + ch);
+  const x0 = Math.max(lo[2], origin[2]), x1 = Math.min(hi[2], origin[2] + cw);
+  for (let z = z0; z < z1; z++) {
+    for (let y = y0; y < y1; y++) {
+      const src = ((z - origin[0]) * ch + (y - origin[1])) * cw + (x0 - origin[2]);
+      const dst = ((z - start[0]) * size[1] + (y - start[1])) * size[2] + (x0 - start[2]);
+      row(src, dst, x1 - x0);
+    }
+  }
+}
+
 /** Copies the part of a chunk inside [lo, hi) into the region buffer `out` (origin `start`). */
 function copyChunk(
   chunk: VoxelArray,
@@ -464,19 +492,10 @@ function copyChunk(
   size: Shape3,
   out: Float32Array | Uint8Array,
 ): void {
-  const [cd, ch, cw] = chunks;
-  const origin = coords.map((c, i) => c * chunks[i]);
-  const z0 = Math.max(lo[0], origin[0]), z1 = Math.min(hi[0], origin[0] + cd);
-  const y0 = Math.max(lo[1], origin[1]), y1 = Math.min(hi[1], origin[1] + ch);
-  const x0 = Math.max(lo[2], origin[2]), x1 = Math.min(hi[2], origin[2] + cw);
-  for (let z = z0; z < z1; z++) {
-    for (let y = y0; y < y1; y++) {
-      const src = ((z - origin[0]) * ch + (y - origin[1])) * cw + (x0 - origin[2]);
-      const dst = ((z - start[0]) * size[1] + (y - start[1])) * size[2] + (x0 - start[2]);
-      // TypedArray.set converts element types (int16 → float32) as it copies.
-      out.set(chunk.subarray(src, src + (x1 - x0)), dst);
-    }
-  }
+  // TypedArray.set converts element types (int16 → float32) as it copies.
+  chunkRows(coords, chunks, lo, hi, start, size, (src, dst, n) => {
+    out.set(chunk.subarray(src, src + n), dst);
+  });
 }
 
 /**
@@ -494,19 +513,9 @@ function copyChunkMapped(
   size: Shape3,
   out: Float32Array,
 ): void {
-  const [cd, ch, cw] = chunks;
-  const origin = coords.map((c, i) => c * chunks[i]);
-  const z0 = Math.max(lo[0], origin[0]), z1 = Math.min(hi[0], origin[0] + cd);
-  const y0 = Math.max(lo[1], origin[1]), y1 = Math.min(hi[1], origin[1] + ch);
-  const x0 = Math.max(lo[2], origin[2]), x1 = Math.min(hi[2], origin[2] + cw);
-  const row = x1 - x0;
-  for (let z = z0; z < z1; z++) {
-    for (let y = y0; y < y1; y++) {
-      const src = ((z - origin[0]) * ch + (y - origin[1])) * cw + (x0 - origin[2]);
-      const dst = ((z - start[0]) * size[1] + (y - start[1])) * size[2] + (x0 - start[2]);
-      for (let x = 0; x < row; x++) out[dst + x] = table[chunk[src + x] + 32768];
-    }
-  }
+  chunkRows(coords, chunks, lo, hi, start, size, (src, dst, n) => {
+    for (let x = 0; x < n; x++) out[dst + x] = table[chunk[src + x] + 32768];
+  });
 }
 
 /**
