@@ -237,26 +237,21 @@ export function modelRoutes(ctx: ServerContext): RouteSpec[] {
         try {
           reading++;
           let input: PredictInput;
+          // What both kinds of upload are read under: the body's size and the memory budget.
+          const limits = {
+            declared,
+            maxBodyBytes: ctx.maxBodyBytes,
+            maxExpandedBytes: GUNZIP_FACTOR * ctx.maxBodyBytes,
+            share,
+            retryAfterSeconds: () => ctx.scheduler.retryAfterSeconds(),
+          };
           try {
             input = upload
-              ? dicomInput(
-                await readDicomUpload(c.req.raw, upload, {
-                  declared,
-                  maxBodyBytes: ctx.maxBodyBytes,
-                  maxExpandedBytes: GUNZIP_FACTOR * ctx.maxBodyBytes,
-                  share,
-                  retryAfterSeconds: () => ctx.scheduler.retryAfterSeconds(),
-                  seriesUid,
-                }),
-              )
+              ? dicomInput(await readDicomUpload(c.req.raw, upload, { ...limits, seriesUid }))
               : channelUpload
               ? channelsInput(
                 await readChannelUpload(c.req.raw, channelUpload, {
-                  declared,
-                  maxBodyBytes: ctx.maxBodyBytes,
-                  maxExpandedBytes: GUNZIP_FACTOR * ctx.maxBodyBytes,
-                  share,
-                  retryAfterSeconds: () => ctx.scheduler.retryAfterSeconds(),
+                  ...limits,
                   model: name,
                   channels,
                 }),
