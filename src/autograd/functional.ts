@@ -6,7 +6,12 @@
 import type { Tensor } from "../gpu/mod.ts";
 import type { FusedActivation } from "../ops/elementwise.ts";
 import type { Zyx } from "../ops/conv3d_general.ts";
-import type { CrossEntropyOptions, DiceOptions, TverskyOptions } from "../ops/losses.ts";
+import type {
+  CrossEntropyOptions,
+  DiceOptions,
+  SegmentationLossOptions,
+  TverskyOptions,
+} from "../ops/losses.ts";
 import { apply } from "./tape.ts";
 
 export type { CrossEntropyOptions, DiceOptions, TverskyOptions, Zyx };
@@ -175,3 +180,18 @@ export const crossEntropy = (
   labels: Tensor,
   opts: CrossEntropyOptions = {},
 ): Tensor => apply("crossEntropy", [logits, labels], opts);
+
+/**
+ * The trainer's loss → [1] from `logits` [N,C,D,H,W] and u32 `labels` [N,D,H,W]:
+ * `tverskyWeight`·{@link tversky} + `diceWeight`·{@link dice} of softmax(logits) (options
+ * `region`) + `ceWeight`·{@link crossEntropy} (with `region.classWeights`), terms of weight 0
+ * skipped. The same value as composing those, with the gradient w.r.t. the logits in one pass.
+ *
+ * @example
+ * const loss = segmentationLoss(logits, labels, { tverskyWeight: 1, diceWeight: 0, ceWeight: 1 });
+ */
+export const segmentationLoss = (
+  logits: Tensor,
+  labels: Tensor,
+  opts: SegmentationLossOptions,
+): Tensor => apply("segmentationLoss", [logits, labels], opts);

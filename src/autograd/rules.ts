@@ -228,6 +228,21 @@ export const rules = {
       null,
     ],
   }),
+  // The trainer's weighted Tversky + Dice + cross-entropy on logits, its backward in one pass.
+  segmentationLoss: rule<
+    Loss,
+    ops.SegmentationLossOptions,
+    ops.SegmentationLossSaved & { x: Tensor; labels: Tensor }
+  >({
+    forward: ([x, labels], o) => {
+      const { loss, ...saved } = ops.segmentationLossForward(x, labels, o);
+      return { out: loss, saved: { ...saved, x, labels } };
+    },
+    backward: (gy, { x, labels, ...saved }, o, needs) => [
+      needs[0] ? ops.segmentationLossBackward(gy, x, labels, saved, o) : null,
+      null,
+    ],
+  }),
 };
 
 export type RuleName = keyof typeof rules;

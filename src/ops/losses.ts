@@ -3,6 +3,9 @@
  * case) on probabilities, and categorical cross-entropy on logits. Each forward returns the
  * loss as a [1] tensor plus what its backward needs; gradients flow to probs/logits only.
  *
+ * The trainer's weighted sum of them ({@link segmentationLossForward}) has its gradient w.r.t.
+ * the logits in one pass ({@link segmentationLossBackward}).
+ *
  * Both losses reduce per-voxel terms in two steps: a kernel that computes the terms and sums
  * them per workgroup tile, then `reduceRows` (deterministic tree passes) to totals, then a
  * one-invocation kernel that forms the loss. Nothing is read back to the host.
@@ -22,9 +25,14 @@ import ceFinalizeWgsl from "../../shaders/losses_cross_entropy_finalize.wgsl" wi
 import ceBackwardWgsl from "../../shaders/losses_cross_entropy_backward.wgsl" with {
   type: "text",
 };
+import segmentationBackwardWgsl from "../../shaders/losses_segmentation_backward.wgsl" with {
+  type: "text",
+};
 import logSoftmaxWgsl from "../../shaders/lib/log_softmax.wgsl" with { type: "text" };
 import { defineKernel, fromArray, grid1d, keep, recorder, Tensor } from "../gpu/mod.ts";
+import { axpby, scale } from "./elementwise.ts";
 import { reduceRows } from "./reduce.ts";
+import { softmaxChannels } from "./softmax.ts";
 import { assertRank } from "./shape.ts";
 
 /** Voxels each thread of the stats kernels adds serially before the workgroup tree. */
@@ -134,6 +142,31 @@ export const crossEntropyBackwardKernel = defineKernel({
     { name: "labels", access: "read", type: "u32" },
     { name: "weights", access: "read" },
     { name: "stats", access: "read" },
+    { name: "gx", access: "read_write" },
+  ],
+  workgroupSize: 256,
+});
+
+export const segmentationBackwardKernel = defineKernel({
+  name: "segmentationLossBackward",
+  body: segmentationBackwardWgsl,
+  fragments: [logSoftmaxWgsl],
+  uniforms: {
+    voxels: "u32",
+    classes: "u32",
+    total: "u32",
+    tverskyWeight: "f32",
+    diceWeight: "f32",
+    ceWeight: "f32",
+  },
+  bindings: [
+    { name: "gy", access: "read" },
+    { name: "x", access: "read" },
+    { name: "labels", access: "read", type: "u32" },
+    { name: "coefT", access: "read" },
+    { name: "coefD", access: "read" },
+    { name: "ceWeights", access: "read" },
+    { name: "ceStats", access: "read" },
     { name: "gx", access: "read_write" },
   ],
   workgroupSize: 256,
@@ -342,6 +375,134 @@ export function crossEntropyBackward(
     { voxels: g.voxels, classes: g.classes, total },
     [gy.buffer, logits.buffer, labels.buffer, weights.buffer, stats.buffer, gx.buffer],
     crossEntropyBackwardKernel.grid(total),
+  );
+  return gx;
+}
+
+/**
+ * The trainer's loss from logits: `tverskyWeight`·Tversky + `diceWeight`·Dice on
+ * softmax(logits) plus `ceWeight`·cross-entropy on the logits; a term of weight 0 is skipped.
+ * `region` holds the options of the Tversky and Dice terms (Dice takes α = β = ½), and its class
+ * weights are also cross-entropy's.
+ */
+export interface SegmentationLossOptions {
+  tverskyWeight: number;
+  diceWeight: number;
+  ceWeight: number;
+  region?: TverskyOptions;
+}
+
+/** What {@link segmentationLossBackward} needs from the forward; null for a skipped term. */
+export interface SegmentationLossSaved {
+  coefT: Tensor | null;
+  coefD: Tensor | null;
+  ceStats: Tensor | null;
+}
+
+function segmentationWeights(o: SegmentationLossOptions): [number, number, number] {
+  const w: [number, number, number] = [o.tverskyWeight, o.diceWeight, o.ceWeight];
+  if (w.some((v) => !Number.isFinite(v) || v < 0)) {
+    throw new Error(`segmentationLoss: loss weights must be finite and ≥ 0, got [${w}]`);
+  }
+  if (w.every((v) => v === 0)) {
+    throw new Error("loss: every loss weight is 0; set loss.tverskyWeight, diceWeight or ceWeight");
+  }
+  return w;
+}
+
+/**
+ * Forward of the trainer's loss ({@link SegmentationLossOptions}) → [1], and what its
+ * one-pass backward needs. The probabilities are computed once for both region terms and freed.
+ */
+export function segmentationLossForward(
+  logits: Tensor,
+  labels: Tensor,
+  o: SegmentationLossOptions,
+): { loss: Tensor } & SegmentationLossSaved {
+  checkInputs("segmentationLoss", "logits", logits, labels);
+  const [wT, wD, wCE] = segmentationWeights(o);
+  const region = o.region ?? {};
+  const terms: [number, Tensor][] = [];
+  const saved: SegmentationLossSaved = { coefT: null, coefD: null, ceStats: null };
+  if (wT > 0 || wD > 0) {
+    const probs = softmaxChannels(logits);
+    if (wT > 0) {
+      const { loss, coef } = tverskyForward(probs, labels, region);
+      terms.push([wT, loss]);
+      saved.coefT = coef;
+    }
+    if (wD > 0) {
+      const { loss, coef } = tverskyForward(probs, labels, { ...region, alpha: 0.5, beta: 0.5 });
+      terms.push([wD, loss]);
+      saved.coefD = coef;
+    }
+    probs.dispose();
+  }
+  if (wCE > 0) {
+    const { loss, stats } = crossEntropyForward(logits, labels, {
+      classWeights: region.classWeights,
+    });
+    terms.push([wCE, loss]);
+    saved.ceStats = stats;
+  }
+  let [w0, total] = terms[0];
+  if (terms.length === 1) {
+    if (w0 === 1) return { loss: total, ...saved };
+    const scaled = scale(total, w0);
+    total.dispose();
+    return { loss: scaled, ...saved };
+  }
+  for (let i = 1; i < terms.length; i++) {
+    const next = axpby(w0, total, terms[i][0], terms[i][1]);
+    total.dispose();
+    terms[i][1].dispose();
+    total = next;
+    w0 = 1;
+  }
+  return { loss: total, ...saved };
+}
+
+/**
+ * Gradient of {@link segmentationLossForward} w.r.t. the logits, given upstream `gy` [1]: one
+ * kernel for what would otherwise be the region terms' backward, the softmax's, cross-entropy's
+ * and the additions between them (losses_segmentation_backward.wgsl).
+ */
+export function segmentationLossBackward(
+  gy: Tensor,
+  logits: Tensor,
+  labels: Tensor,
+  saved: SegmentationLossSaved,
+  o: SegmentationLossOptions,
+): Tensor {
+  const g = checkInputs("segmentationLoss", "logits", logits, labels);
+  const [wT, wD, wCE] = segmentationWeights(o);
+  const ceWeights = wCE > 0
+    ? constantTensor(classWeightsOf("crossEntropy", o.region?.classWeights, g.classes))
+    : logits;
+  const total = g.samples * g.voxels;
+  const gx = new Tensor(logits.shape);
+  // A skipped term's kernel weight is 0 and its buffers are stand-ins it never reads.
+  recorder().dispatch(
+    segmentationBackwardKernel,
+    {
+      voxels: g.voxels,
+      classes: g.classes,
+      total,
+      tverskyWeight: saved.coefT ? wT : 0,
+      diceWeight: saved.coefD ? wD : 0,
+      ceWeight: saved.ceStats ? wCE : 0,
+    },
+    [
+      gy.buffer,
+      logits.buffer,
+      labels.buffer,
+      (saved.coefT ?? logits).buffer,
+      (saved.coefD ?? logits).buffer,
+      ceWeights.buffer,
+      (saved.ceStats ?? logits).buffer,
+      gx.buffer,
+    ],
+    segmentationBackwardKernel.grid(total),
   );
   return gx;
 }

@@ -742,38 +742,25 @@ export function trainStep(
   }
 }
 
-/** The configured weighted sum of Tversky, Dice and cross-entropy for logits and labels. */
+/**
+ * The configured weighted sum of Tversky, Dice and cross-entropy for logits and labels (one
+ * autograd op: its gradient w.r.t. the logits is one pass).
+ */
 export function lossFor(logits: Tensor, labels: Tensor, config: TrainConfig): Tensor {
   const l = config.loss;
-  const region = {
-    smooth: l.smooth,
-    classWeights: l.classWeights,
-    includeBackground: l.includeBackground,
-    batch: l.batchDice,
-  };
-  const terms: [number, Tensor][] = [];
-  const needsProbs = l.tverskyWeight > 0 || l.diceWeight > 0;
-  const probs = needsProbs ? F.softmaxChannels(logits) : undefined;
-  if (l.tverskyWeight > 0) {
-    terms.push([
-      l.tverskyWeight,
-      F.tversky(probs!, labels, { ...region, alpha: l.alpha, beta: l.beta }),
-    ]);
-  }
-  if (l.diceWeight > 0) terms.push([l.diceWeight, F.dice(probs!, labels, region)]);
-  if (l.ceWeight > 0) {
-    terms.push([l.ceWeight, F.crossEntropy(logits, labels, { classWeights: l.classWeights })]);
-  }
-  if (terms.length === 0) {
-    throw new Error("loss: every loss weight is 0; set loss.tverskyWeight, diceWeight or ceWeight");
-  }
-  let [w0, total] = terms[0];
-  if (terms.length === 1) return w0 === 1 ? total : F.scale(total, w0);
-  for (let i = 1; i < terms.length; i++) {
-    total = F.axpby(w0, total, terms[i][0], terms[i][1]);
-    w0 = 1;
-  }
-  return total;
+  return F.segmentationLoss(logits, labels, {
+    tverskyWeight: l.tverskyWeight,
+    diceWeight: l.diceWeight,
+    ceWeight: l.ceWeight,
+    region: {
+      alpha: l.alpha,
+      beta: l.beta,
+      smooth: l.smooth,
+      classWeights: l.classWeights,
+      includeBackground: l.includeBackground,
+      batch: l.batchDice,
+    },
+  });
 }
 
 function checkpointMeta(

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import * as F from "../../src/autograd/functional.ts";
 import { fromArray, initGpu, readTensors, scope, type Tensor } from "../../src/gpu/mod.ts";
-import type { TverskyOptions } from "../../src/ops/losses.ts";
+import type { SegmentationLossOptions, TverskyOptions } from "../../src/ops/losses.ts";
+import { Tape } from "../../src/autograd/mod.ts";
 import { type InputSpec, opTest } from "./check_op.ts";
 
 // ---- float64 references ------------------------------------------------------------------
@@ -282,6 +283,137 @@ Deno.test({
         /logits \[N,C,D,H,W\] must have 5 dimensions, got \[2, 5, 7, 9\]/,
       );
       return [];
+    });
+  },
+});
+
+// ---- the trainer's loss as one op (segmentationLoss): one-pass gradient w.r.t. logits -------
+
+const segmentationCases: [string, number[], SegmentationLossOptions][] = [
+  ["tversky + CE, defaults", shape, { tverskyWeight: 1, diceWeight: 0, ceWeight: 1 }],
+  ["0.7·tversky + 0.4·dice + 1.3·CE, no background, weights, batch", [2, 4, 3, 5, 7], {
+    tverskyWeight: 0.7,
+    diceWeight: 0.4,
+    ceWeight: 1.3,
+    region: {
+      alpha: 0.2,
+      beta: 0.8,
+      includeBackground: false,
+      classWeights: [0.5, 1, 2, 0.7],
+      batch: true,
+      smooth: 0.1,
+    },
+  }],
+  ["dice only", [1, 2, 4, 3, 5], { tverskyWeight: 0, diceWeight: 1, ceWeight: 0 }],
+  ["2·CE only, class weights", [2, 3, 3, 3, 3], {
+    tverskyWeight: 0,
+    diceWeight: 0,
+    ceWeight: 2,
+    region: { classWeights: [1, 3, 0.5] },
+  }],
+  ["tversky + dice + CE, 17 classes (more than a thread holds)", [2, 17, 2, 3, 3], {
+    tverskyWeight: 1,
+    diceWeight: 0.5,
+    ceWeight: 1,
+  }],
+  ["1.5·tversky only, one sample, 5 classes", [1, 5, 3, 4, 5], {
+    tverskyWeight: 1.5,
+    diceWeight: 0,
+    ceWeight: 0,
+  }],
+];
+for (const [label, s, opts] of segmentationCases) {
+  opTest({
+    name: `segmentationLoss ${label} logits [${s}]`,
+    inputs: [{ shape: s, init: (r) => 2 * r.normal() }, labelSpec(s)],
+    run: ([x, l]) => F.segmentationLoss(x, l, opts),
+    reference: ([x, l]) => {
+      const region = opts.region ?? {};
+      const p = softmaxRef(x, s);
+      return Float64Array.of(
+        opts.tverskyWeight * tverskyRef(p, l, s, region) +
+          opts.diceWeight * tverskyRef(p, l, s, { ...region, alpha: 0.5, beta: 0.5 }) +
+          opts.ceWeight * crossEntropyRef(x, l, s, region.classWeights as number[] | undefined),
+      );
+    },
+  });
+}
+
+Deno.test({
+  name: "segmentationLoss: its logits gradient equals the composed losses' (tversky + dice + CE)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await initGpu();
+    const s = [2, 3, 6, 5, 7];
+    const v = s[2] * s[3] * s[4];
+    const x = Float32Array.from(
+      { length: s.reduce((a, b) => a * b, 1) },
+      (_, i) => Math.sin(i * 1.7) * 3,
+    );
+    const l = Uint32Array.from({ length: s[0] * v }, (_, i) => (i * 7 + (i >> 3)) % 3);
+    const region = { alpha: 0.3, beta: 0.7, includeBackground: false, classWeights: [1, 2, 3] };
+    const grads = async (fused: boolean) => {
+      const result = scope(() => {
+        const xt = fromArray(s, x);
+        const lt = fromArray([s[0], ...s.slice(2)], l, "u32");
+        const tape = new Tape().watch(xt);
+        const loss = tape.record(() =>
+          fused
+            ? F.segmentationLoss(xt, lt, {
+              tverskyWeight: 0.6,
+              diceWeight: 0.3,
+              ceWeight: 1.1,
+              region,
+            })
+            : F.axpby(
+              1,
+              F.axpby(
+                0.6,
+                F.tversky(F.softmaxChannels(xt), lt, region),
+                0.3,
+                F.dice(F.softmaxChannels(xt), lt, region),
+              ),
+              1.1,
+              F.crossEntropy(xt, lt, { classWeights: region.classWeights }),
+            )
+        );
+        const g = tape.backward(loss).get(xt)!;
+        tape.dispose();
+        return [loss, g];
+      });
+      const host = await readTensors(result);
+      for (const t of result) t.dispose();
+      return host;
+    };
+    const [[lf, gf], [lc, gc]] = [await grads(true), await grads(false)];
+    assert.ok(Math.abs(lf[0] - lc[0]) <= 1e-6 * Math.abs(lc[0]), `loss ${lf[0]} vs ${lc[0]}`);
+    let maxDiff = 0, maxRef = 0;
+    for (let i = 0; i < gc.length; i++) {
+      maxDiff = Math.max(maxDiff, Math.abs(gf[i] - gc[i]));
+      maxRef = Math.max(maxRef, Math.abs(gc[i]));
+    }
+    assert.ok(maxDiff <= 1e-5 * maxRef, `gradient differs by ${maxDiff} (max ${maxRef})`);
+  },
+});
+
+Deno.test({
+  name: "segmentationLoss: every weight 0 or a negative weight is refused by name",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await initGpu();
+    scope(() => {
+      const x = fromArray([1, 2, 2, 2, 2], new Float32Array(16));
+      const l = fromArray([1, 2, 2, 2], new Uint32Array(8), "u32");
+      assert.throws(
+        () => F.segmentationLoss(x, l, { tverskyWeight: 0, diceWeight: 0, ceWeight: 0 }),
+        /every loss weight is 0/,
+      );
+      assert.throws(
+        () => F.segmentationLoss(x, l, { tverskyWeight: -1, diceWeight: 0, ceWeight: 1 }),
+        /loss weights must be finite and ≥ 0/,
+      );
     });
   },
 });

@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { decodeNifti, writeNifti } from "../../src/data/nifti.ts";
 import type { Volume } from "../../src/data/volume.ts";
-import type { Job } from "../../src/server/jobs/job.ts";
+import type { Job, JobPlan } from "../../src/server/jobs/job.ts";
 import { classRgb } from "../../src/server/dashboard/palette.ts";
 import {
   ctVolume,
@@ -262,6 +262,139 @@ Deno.test({
       assert.deepEqual(problems, []);
     } finally {
       if (SHOTS) await page?.screenshot({ path: join(SHOTS, "page.png"), fullPage: true });
+      await browser?.close();
+      await http.shutdown();
+      await server.shutdown();
+    }
+  },
+});
+
+Deno.test({
+  name: "dashboard in chromium: a planned training job's plan, live and as text; none for others",
+  ignore: !haveChromium,
+  ...testOpts,
+  fn: async () => {
+    // Job records written straight into the store (nothing runs: no GPU work).
+    const server = await newServer();
+    const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, server.app.fetch);
+    const base = `http://127.0.0.1:${http.addr.port}`;
+    const { store } = server.context;
+    const record = (id: string, fields: Partial<Job>): Job => ({
+      id,
+      kind: "train",
+      name: id,
+      state: "running",
+      createdAt: new Date().toISOString(),
+      request: { dataset: "synth" },
+      attempts: 1,
+      ...fields,
+    });
+    const plan: JobPlan = {
+      source: "request",
+      path: "<img src=x onerror=alert(1)>/plans.json",
+      network: "plain",
+      targetSpacingMm: [3, 2, 2],
+      normalisation: { scheme: "ct-window", window: [-160, 240] },
+      patchSize: [48, 112, 112],
+      batchSize: 2,
+      baseChannels: 32,
+      depth: 5,
+      epochs: 4,
+      itersPerEpoch: 25,
+      budget: {
+        budgetSeconds: 900,
+        msPerStep: 5000,
+        steps: 100,
+        estimatedSeconds: 610,
+        reason: "880 s left: plain, 5 stages, base 32 → 4 epochs × 25 steps ≈ 610 s",
+      },
+      reasons: {
+        normalisation: "channel 0 (CT): CT: clip HU to -160..240 and scale to 0..1; " +
+          "channel 1 (<b>PET</b>): each case z-scored with its own mean and std",
+        channels: "2 input channels, each normalised by its own scheme",
+        topology: "5 levels for patch 48×112×112; pools per axis (z,y,x) 4,4,4",
+      },
+      notes: [],
+      fold: 1,
+    };
+    await store.create(record("jplanning", {}));
+    await store.create(record("jplanned", { state: "succeeded", plan }));
+    await store.create(
+      record("jnone", { state: "failed", plan: { source: "none", reason: "plan none" } }),
+    );
+    await store.create(record("jpredict", {
+      kind: "predict",
+      state: "failed",
+      request: { model: "tiny", input: "nowhere.nii.gz", output: "x.nii.gz" },
+    }));
+    let browser: Browser | undefined;
+    try {
+      browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        headless: true,
+        args: ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-sandbox"],
+      });
+      const page = await browser.newPage();
+      page.setDefaultTimeout(60_000);
+      const problems: string[] = [];
+      page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+      page.on("dialog", (d) => {
+        problems.push(`dialog: ${d.message()}`);
+        d.dismiss();
+      });
+      await page.goto(`${base}/`);
+      await page.waitForSelector('#jobs button[data-job="jplanned"]');
+      const rows = () =>
+        page.evaluate(() =>
+          Array.from(
+            document.querySelectorAll("#job-plan dt"),
+            (
+              dt,
+            ): [string, string] => [dt.textContent ?? "", dt.nextElementSibling?.textContent ?? ""],
+          )
+        );
+      const planShown = () => page.locator("#job-plan").isVisible();
+
+      // A job whose planning ends while it is followed: the plan appears with the "planned" log.
+      await page.click('#jobs button[data-job="jplanning"]');
+      await page.waitForFunction(() => document.getElementById("job-summary")?.textContent);
+      assert.equal(await planShown(), false);
+      store.append("jplanning", "log", { message: "planned", plan });
+      await page.waitForSelector("#job-plan:not([hidden])");
+      assert.equal(await page.textContent("#job-log"), "planned");
+
+      // A finished planned job: its rows, user-supplied text as text (no element made of it).
+      await page.click('#jobs button[data-job="jplanned"]');
+      await page.waitForFunction(() =>
+        document.getElementById("job-title")?.textContent?.includes("jplanned")
+      );
+      const shown = new Map(await rows());
+      assert.equal(
+        shown.get("plan"),
+        "<img src=x onerror=alert(1)>/plans.jsonnamed by the request",
+      );
+      assert.equal(shown.get("network")?.startsWith("plain"), true);
+      assert.equal(shown.get("patch (z, y, x)"), "48×112×112");
+      assert.match(shown.get("channel 1 normalisation") ?? "", /^<b>PET<\/b>each case z-scored/);
+      assert.match(shown.get("schedule") ?? "", /^4 epochs × 25 steps per epoch = 100 steps/);
+      assert.match(shown.get("time budget") ?? "", /^15 min: 100 steps at 5000 ms\/step/);
+      assert.equal(shown.get("cross-validation fold"), "1");
+      assert.equal(await page.locator("#job-plan img, #job-plan b").count(), 0);
+      assert.equal(await page.locator("#job-plan dd .why").first().isVisible(), true);
+      if (SHOTS) await shot(page, "#job-section", "job_plan");
+
+      // A job trained without a plan, and a prediction: no plan shown.
+      for (const id of ["jnone", "jpredict"]) {
+        await page.click(`#jobs button[data-job="${id}"]`);
+        await page.waitForFunction(
+          (id) => document.getElementById("job-title")?.textContent?.includes(id),
+          id,
+        );
+        assert.equal(await planShown(), false, id);
+        assert.deepEqual(await rows(), [], id);
+      }
+      assert.deepEqual(problems, []);
+    } finally {
       await browser?.close();
       await http.shutdown();
       await server.shutdown();

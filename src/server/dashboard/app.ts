@@ -1,13 +1,13 @@
 /// <reference lib="dom" />
 /**
  * The dashboard page (served at `/`, bundled into dist/app.js by build.ts): the models and
- * jobs (polled), a selected job's events followed live (training curves; a prediction job's
- * label map shown over its CT when it finishes), and a form that segments a NIfTI file (or a
- * zip of a DICOM series) the user picks and shows the result over it. Everything from the
- * server goes into the page as text, never as HTML.
+ * jobs (polled), a selected job's events followed live (training curves; a planned training
+ * job's plan; a prediction job's label map shown over its CT when it finishes), and a form that
+ * segments a NIfTI file (or a zip of a DICOM series) the user picks and shows the result over
+ * it. Everything from the server goes into the page as text, never as HTML.
  */
 
-import type { Job, JobState, PredictJobRequest } from "../jobs/job.ts";
+import type { Job, JobPlan, JobState, PredictJobRequest } from "../jobs/job.ts";
 import type { ModelSummary } from "../models.ts";
 import {
   ApiCallError,
@@ -26,6 +26,7 @@ import {
 import { TrainingCharts } from "./charts.ts";
 import { byId, h } from "./dom.ts";
 import { followEvents, type StreamEvent } from "./event_stream.ts";
+import { planRows } from "./plan_rows.ts";
 import { SliceViewer } from "./slice_viewer.ts";
 
 const POLL_MS = 4000;
@@ -179,6 +180,19 @@ function parseData(e: StreamEvent): Record<string, unknown> {
 const num = (v: unknown, digits: number) =>
   typeof v === "number" && Number.isFinite(v) ? v.toFixed(digits) : "–";
 
+/** A planned training job's plan as a list of choices and reasons; hidden for any other job. */
+function showPlan(job: Pick<Job, "kind" | "plan">): void {
+  const rows = planRows(job);
+  const box = byId("job-plan");
+  box.hidden = rows.length === 0;
+  box.querySelector("dl")!.replaceChildren(
+    ...rows.flatMap((r) => [
+      h("dt", {}, r.label),
+      h("dd", {}, r.value, r.why ? h("span", { class: "why" }, r.why) : null),
+    ]),
+  );
+}
+
 async function selectJob(id: string): Promise<void> {
   following?.abort();
   const controller = new AbortController();
@@ -195,18 +209,21 @@ async function selectJob(id: string): Promise<void> {
   section.hidden = false;
   summary.textContent = "";
   log.textContent = "";
+  showPlan({ kind: "train" }); // none until the job is read
   let job: Job;
   try {
     job = await getJob(id);
   } catch (e) {
-    summary.textContent = describe(e);
+    if (!controller.signal.aborted) summary.textContent = describe(e);
     return;
   }
+  if (controller.signal.aborted) return; // another job was picked meanwhile
   byId("job-title").textContent = `${
     job.kind === "train" ? "Training" : "Prediction"
   } job ${job.id} (${job.name})`;
   summary.dataset.state = job.state;
   summary.textContent = job.state;
+  showPlan(job);
   await followEvents(`/v1/jobs/${encodeURIComponent(id)}/events`, {
     headers: authHeaders(), // the token as of now: a stream keeps it
     signal: controller.signal,
@@ -233,6 +250,10 @@ async function selectJob(id: string): Promise<void> {
         if (FINAL_STATES.includes(state as JobState)) refresh();
       } else if (e.event === "log" && typeof data.message === "string") {
         log.textContent = data.message;
+        // Planning done while the job is followed: its plan, as GET /v1/jobs/{id} now has it.
+        if (typeof data.plan === "object" && data.plan !== null && !controller.signal.aborted) {
+          showPlan({ kind: job.kind, plan: data.plan as JobPlan });
+        }
       } else if (e.event === "checkpoint" && typeof data.path === "string") {
         log.textContent = `checkpoint ${data.path}`;
       }
