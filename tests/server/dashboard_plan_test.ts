@@ -56,6 +56,10 @@ const TWO_CHANNEL: JobPlan = {
   network: "plain",
   targetSpacingMm: [3, 2, 2],
   normalisation: { scheme: "ct-window", window: [-160, 240] },
+  channels: [
+    { name: "CT", scheme: "ct-window", window: [-160, 240] },
+    { name: "PET (SUV)", scheme: "zscore-per-case" },
+  ],
   patchSize: [48, 112, 112],
   batchSize: 2,
   baseChannels: 32,
@@ -169,17 +173,27 @@ Deno.test("planRows: a two-channel plain plan shows each channel's normalisation
     value: "2",
     why: TWO_CHANNEL.reasons!.channels,
   });
-  // Channel 0's scheme is the one the job carries; each channel's reason, its name kept whole.
+  // Each channel's scheme from the job's channels, its reason from the planner's text.
   assert.deepEqual(row.get("channel 0 normalisation"), {
     label: "channel 0 normalisation",
     value: "CT: ct-window -160..240 HU",
     why: "CT: clip HU to -160..240 (foreground 0.5/99.5 percentiles) and scale to 0..1",
   });
+  const petWhy = "each case z-scored with its own mean and std (not CT: nnU-Net's scheme for " +
+    "MRI and other images)";
   assert.deepEqual(row.get("channel 1 normalisation"), {
     label: "channel 1 normalisation",
+    value: "PET (SUV): zscore-per-case",
+    why: petWhy,
+  });
+  // A job recorded before `channels` existed: channel 0's scheme, the others' names.
+  const { channels: _, ...older } = TWO_CHANNEL;
+  const olderRows = byLabel(planRows({ kind: "train", plan: older }));
+  assert.equal(olderRows.get("channel 0 normalisation")!.value, "CT: ct-window -160..240 HU");
+  assert.deepEqual(olderRows.get("channel 1 normalisation"), {
+    label: "channel 1 normalisation",
     value: "PET (SUV)",
-    why: "each case z-scored with its own mean and std (not CT: nnU-Net's scheme for MRI and " +
-      "other images)",
+    why: petWhy,
   });
   assert.ok(!row.has("normalisation"));
   assert.deepEqual(row.get("schedule"), {

@@ -84,6 +84,7 @@ Deno.test(
       assert.equal(plan.network, "unet3d");
       assert.equal(plan.targetSpacingMm?.length, 3);
       assert.ok(plan.normalisation?.scheme);
+      assert.equal(plan.channels, undefined, "one channel: no per-channel list");
       assert.equal(plan.budget?.budgetSeconds, 600);
       assert.equal(plan.budget?.msPerStep, 20_000);
       assert.ok(plan.epochs! >= 1 && plan.itersPerEpoch! >= 1, JSON.stringify(plan));

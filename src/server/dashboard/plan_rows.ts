@@ -90,27 +90,32 @@ function sourceRow(p: JobPlan): PlanRow {
 }
 
 /**
- * The normalisation: one row, or with several input channels one per channel. The job carries
- * channel 0's scheme (`normalisation`) and each channel's reason, in channel order, in
- * `reasons.normalisation` ("channel 0 (CT): …; channel 1 (PET): …", as the planner writes it).
+ * The normalisation: one row, or with several input channels one per channel — each channel's
+ * name and scheme from `channels`, its reason from `reasons.normalisation` ("channel 0 (CT): …;
+ * channel 1 (PET): …", as the planner writes it). A job recorded before `channels` existed
+ * shows channel 0's scheme and the names the reasons give.
  */
 function normalisationRows(p: JobPlan): PlanRow[] {
   const r = p.reasons ?? {};
   const scheme = p.normalisation ? schemeText(p.normalisation) : undefined;
-  const channels = channelReasons(r.normalisation);
-  if (!channels) {
+  const reasons = channelReasons(r.normalisation);
+  const count = Math.max(p.channels?.length ?? 0, reasons?.length ?? 0);
+  if (count < 2) {
     if (!scheme && !r.normalisation) return [];
     return [{ label: "normalisation", value: scheme ?? "–", ...why(r.normalisation) }];
   }
   return [
-    ...(r.channels
-      ? [{ label: "input channels", value: String(channels.length), why: r.channels }]
-      : []),
-    ...channels.map((c, k): PlanRow => ({
-      label: `channel ${k} normalisation`,
-      value: k === 0 && scheme ? `${c.name}: ${scheme}` : c.name,
-      why: c.reason,
-    })),
+    ...(r.channels ? [{ label: "input channels", value: String(count), why: r.channels }] : []),
+    ...Array.from({ length: count }, (_, k): PlanRow => {
+      const c = p.channels?.[k];
+      const name = c?.name ?? reasons?.[k]?.name ?? `channel_${k}`;
+      const channelScheme = c ? schemeText(c) : k === 0 ? scheme : undefined;
+      return {
+        label: `channel ${k} normalisation`,
+        value: channelScheme ? `${name}: ${channelScheme}` : name,
+        ...why(reasons?.[k]?.reason),
+      };
+    }),
   ];
 }
 
@@ -129,7 +134,7 @@ function channelReasons(text: string | undefined): { name: string; reason: strin
   return out;
 }
 
-function schemeText(n: NonNullable<JobPlan["normalisation"]>): string {
+function schemeText(n: { scheme: string; window?: [number, number] }): string {
   return n.window ? `${n.scheme} ${num(n.window[0])}..${num(n.window[1])} HU` : n.scheme;
 }
 

@@ -83,6 +83,11 @@ export interface JobPlan {
   /** Target voxel spacing, z, y, x mm. */
   targetSpacingMm?: number[];
   normalisation?: { scheme: string; window?: [number, number] };
+  /**
+   * Each input channel's normalisation, in channel order, for plans of several channels (the
+   * name from dataset.json's `channel_names`, or `channel_N`).
+   */
+  channels?: { name: string; scheme: string; window?: [number, number] }[];
   /** Why the cases were resampled or mapped into the run folder; absent when they were not. */
   preprocessed?: string;
   /** The network and schedule the plan chose (the request's `config` may override them). */

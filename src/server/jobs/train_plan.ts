@@ -324,6 +324,15 @@ function jobPlan(
     network,
     targetSpacingMm: [...p.targetSpacingMm],
     normalisation: { scheme: n.scheme, ...(n.window ? { window: n.window } : {}) },
+    ...((p.channels?.length ?? 0) > 1
+      ? {
+        channels: p.channels!.map((c) => ({
+          name: c.name,
+          scheme: c.normalisation.scheme,
+          ...(c.normalisation.window ? { window: c.normalisation.window } : {}),
+        })),
+      }
+      : {}),
     ...(preprocessed ? { preprocessed } : {}),
     patchSize: [...(plain ? p.topology.patchSize : p.unet3d.patchSize)],
     batchSize: plain ? p.topology.batchSize : p.batchSize,

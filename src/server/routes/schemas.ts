@@ -156,6 +156,20 @@ export const schemas: Record<string, JsonSchema> = {
           window: { type: "array", items: { type: "number" }, minItems: 2, maxItems: 2 },
         },
       },
+      channels: {
+        type: "array",
+        description: "each input channel's normalisation, in channel order (plans of several " +
+          "channels only)",
+        items: {
+          type: "object",
+          required: ["name", "scheme"],
+          properties: {
+            name: { type: "string" },
+            scheme: { type: "string" },
+            window: { type: "array", items: { type: "number" }, minItems: 2, maxItems: 2 },
+          },
+        },
+      },
       preprocessed: {
         type: "string",
         description: "why the cases were resampled or mapped onto HU; absent when they were not",
