@@ -109,11 +109,14 @@ export const rules = {
       return { out: y, saved: { x, w, y } };
     },
     backward: (gy, { x, w, y }, { act }, needs) => {
-      const g = ops.activationBackwardFromOutput(gy, y, act);
+      // With a bias, its gradient comes out of the activation's backward pass.
+      const { g, bias } = needs[2]
+        ? ops.activationBackwardWithBias(gy, y, act)
+        : { g: ops.activationBackwardFromOutput(gy, y, act), bias: null };
       const grads: [Tensor | null, Tensor | null, Tensor | null] = [
         needs[0] ? ops.conv3dBackwardInput(g, w) : null,
         needs[1] ? ops.conv3dBackwardWeight(x, g, kernelSize(w)) : null,
-        needs[2] ? ops.biasGrad(g) : null,
+        bias,
       ];
       g.dispose();
       return grads;

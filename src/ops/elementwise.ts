@@ -5,7 +5,11 @@
  */
 
 import elementwiseWgsl from "../../shaders/elementwise.wgsl" with { type: "text" };
+import activationBiasGradWgsl from "../../shaders/activation_bias_grad.wgsl" with {
+  type: "text",
+};
 import { defineKernel, recorder, Tensor } from "../gpu/mod.ts";
+import { reduceRows } from "./reduce.ts";
 import { assertSameShape } from "./shape.ts";
 
 export const elementwiseKernel = defineKernel({
@@ -20,6 +24,22 @@ export const elementwiseKernel = defineKernel({
   ],
   workgroupSize: 256,
   constants: { OP: 0 },
+});
+
+export const activationBiasGradKernel = defineKernel({
+  name: "activationBiasGrad",
+  body: activationBiasGradWgsl,
+  uniforms: { n: "u32", c: "u32", v: "u32", slices: "u32", len: "u32", act: "u32", p: "f32" },
+  bindings: [
+    { name: "gy", access: "read" },
+    { name: "gyv", access: "read", type: "vec4<f32>" },
+    { name: "y", access: "read" },
+    { name: "yv", access: "read", type: "vec4<f32>" },
+    { name: "gv", access: "read_write", type: "vec4<f32>" },
+    { name: "part", access: "read_write" },
+  ],
+  workgroupSize: 64,
+  constants: { VEC: 0 },
 });
 
 const OP = {
@@ -118,4 +138,50 @@ export function activationBackwardFromOutput(
   if (code === 1) return run("reluBackwardFromOutput", gy, y);
   if (code === 2) return run("leakyReluBackwardFromOutput", gy, y, p);
   return run("eluBackwardFromOutput", gy, y, p);
+}
+
+/** Values of gy one thread of {@link activationBackwardWithBias} adds, about (short f32 sums). */
+const BIAS_RUN = 8192;
+
+/**
+ * {@link activationBackwardFromOutput} and the gradient of the bias added before the activation
+ * (the pre-activation gradient summed over N and space, shape [C]) in one pass over gy and y,
+ * for a convolution with a fused activation and a bias: the bias gradient's own pass over the
+ * result and its dispatch are saved.
+ *
+ * @example
+ * const { g, bias } = activationBackwardWithBias(gy, y, { kind: "relu" }); // g [N,C,…], bias [C]
+ */
+export function activationBackwardWithBias(
+  gy: Tensor,
+  y: Tensor,
+  act: FusedActivation,
+): { g: Tensor; bias: Tensor } {
+  assertSameShape("activationBackwardWithBias", gy.shape, y.shape);
+  if (gy.shape.length < 2) {
+    throw new Error(`activationBackwardWithBias: gy must be [N, C, …], got [${gy.shape}]`);
+  }
+  const [code, p] = activationCode(act);
+  const [n, c] = gy.shape;
+  const v = gy.shape.slice(2).reduce((a, b) => a * b, 1);
+  // Runs of about BIAS_RUN values per thread, and enough threads (as conv3d.ts's biasGrad).
+  const slices = Math.max(
+    1,
+    Math.min(Math.ceil(v / 4), Math.max(Math.ceil((n * v) / BIAS_RUN), Math.ceil(64 / c))),
+  );
+  // Whole vec4s per slice when V allows it.
+  const vec = v % 4 === 0 ? 1 : 0;
+  const len = vec ? Math.ceil(v / slices / 4) * 4 : Math.ceil(v / slices);
+  const g = new Tensor(gy.shape);
+  const part = new Tensor([c, slices]);
+  recorder().dispatch(
+    activationBiasGradKernel,
+    { n, c, v, slices, len, act: code, p },
+    [gy.buffer, gy.buffer, y.buffer, y.buffer, g.buffer, part.buffer],
+    activationBiasGradKernel.grid(c * slices),
+    { VEC: vec },
+  );
+  const bias = reduceRows(part, c);
+  part.dispose();
+  return { g, bias };
 }
