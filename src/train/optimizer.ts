@@ -5,7 +5,7 @@
  */
 
 import { keep, readTensors, type Tensor, upload, zeros } from "../gpu/mod.ts";
-import { adamStep, gradNormControl, sgdStep } from "../ops/optim.ts";
+import { adamStepMulti, gradNormControl, sgdStepMulti } from "../ops/optim.ts";
 import { OPTIMIZER_SLOTS, type OptimizerState } from "./checkpoint.ts";
 import type { HostTensor } from "../nn/safetensors.ts";
 import type { OptimizerConfig } from "./config.ts";
@@ -36,6 +36,10 @@ export class Optimizer {
    * Clips the global gradient norm (config.gradClip; 0 = off) and updates every parameter at
    * learning rate `lr`. Returns the control tensor [scale, finite, norm] for logging; the
    * caller owns it. Parameters without a gradient are left unchanged.
+   *
+   * The gradient norm and the step each cover many parameter tensors per dispatch
+   * (gradNormControl, adamStepMulti, sgdStepMulti: on a GPU as many as the device binds, on a
+   * software adapter as a cost model plans), with the bits of a per-tensor adamStep / sgdStep.
    */
   apply(grads: Map<Tensor, Tensor>, lr: number): Tensor {
     const c = this.config;
@@ -46,19 +50,20 @@ export class Optimizer {
     );
     this.step++;
     const step = this.step;
-    this.params.forEach((p, i) => {
-      const g = present[i];
-      if (!g) return;
-      if (c.kind === "sgd") {
-        sgdStep(p.tensor, g, this.slots.get("momentum_buffer")![i], {
-          lr,
-          momentum: c.momentum,
-          nesterov: c.nesterov,
-          weightDecay: c.weightDecay,
-          step,
-        }, control);
-      } else {
-        adamStep(p.tensor, g, this.slots.get("exp_avg")![i], this.slots.get("exp_avg_sq")![i], {
+    const stepped = this.params.flatMap((p, i) => present[i] ? [{ i, param: p.tensor }] : []);
+    if (c.kind === "sgd") {
+      const bufs = this.slots.get("momentum_buffer")!;
+      sgdStepMulti(
+        stepped.map(({ i, param }) => ({ param, grad: present[i]!, momentumBuf: bufs[i] })),
+        { lr, momentum: c.momentum, nesterov: c.nesterov, weightDecay: c.weightDecay, step },
+        control,
+      );
+    } else {
+      const m = this.slots.get("exp_avg")!;
+      const v = this.slots.get("exp_avg_sq")!;
+      adamStepMulti(
+        stepped.map(({ i, param }) => ({ param, grad: present[i]!, m: m[i], v: v[i] })),
+        {
           lr,
           beta1: c.beta1,
           beta2: c.beta2,
@@ -66,9 +71,10 @@ export class Optimizer {
           weightDecay: c.weightDecay,
           decoupled: c.kind === "adamw",
           step,
-        }, control);
-      }
-    });
+        },
+        control,
+      );
+    }
     return control;
   }
 
