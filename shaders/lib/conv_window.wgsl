@@ -1,7 +1,8 @@
 // The input window of the direct convolution (conv3d.wgsl) and of its weight gradient
 // (conv3d_wgrad.wgsl): the rows of one input plane that a register block of 4 rows × VX voxels
 // reads, each with its x halo. A kernel that uses it declares the uniforms ci, d, h, w, the
-// bindings `src` (the input) and `srcv` (the same buffer as vec4s), the input layout as
+// bindings `src` (the input), `srcv` (the same buffer as vec4s) and `xt` (its texel texture,
+// read when TEX = 1), the input layout as
 // `fn xRow(n, ci, z, y) -> u32` (index of voxel x = 0 of a row, in range) with `X_STEP` (the
 // step from one x to the next), and `fn loadRow(n, ci, z, y, x0)` (the row window, usually
 // `rowWindow`).
@@ -13,6 +14,14 @@ override VX: u32 = 8u;
 // 1: rows are read as aligned vec4s (W % 4 == 0); 0: as checked single floats.
 override VEC: u32 = 1u;
 override PAD: u32 = (K - 1u) / 2u;
+// 1: rows are read from the texture `xt`, the input buffer copied unchanged into rgba32float
+// texels by src/gpu/texture.ts (vec4 t of the buffer at texel (t % 4096, t / 4096)), instead
+// of from srcv and src; needs VEC = 1 and X_STEP = 1. On a CPU adapter a texel fetch is a
+// 16-byte load per lane, where a storage load is a loop over the SIMD lanes (see inputBinding
+// in src/ops/tuning.ts). 0: storage.
+override TEX: u32 = 0u;
+// log2 of the texels per texture row (TEXEL_ROW_SHIFT in src/gpu/texture.ts).
+const TEXEL_ROW_SHIFT: u32 = 12u;
 
 // 6 input rows of one plane; row r holds inputs x - P .. x + 5 - P in (p{r}.xyzw, q{r}.xy).
 struct WindowRows {
@@ -67,7 +76,12 @@ fn rowWindow(n: u32, ci: u32, z: i32, y: i32, x0: u32) -> array<vec4<f32>, 4> {
   let row = rowStart(n, ci, z, y);
   var a: vec4<f32>; // x0 .. x0 + 3
   var b: vec4<f32>; // x0 + 4 .. x0 + 7 (VX = 8)
-  if (VEC == 1u) {
+  // Texel of x0 (TEX = 1).
+  let t = (row + x0) / 4u;
+  if (TEX == 1u) {
+    a = select(vec4<f32>(), xTexel(t), ok && x0 < params.w);
+    if (VX == 8u) { b = select(vec4<f32>(), xTexel(t + 1u), ok && x0 + 4u < params.w); }
+  } else if (VEC == 1u) {
     // W % 4 == 0: a vec4 starting in the row lies wholly inside it.
     a = select(vec4<f32>(), srcv[(row + x0) / 4u], ok && x0 < params.w);
     if (VX == 8u) {
@@ -84,7 +98,22 @@ fn rowWindow(n: u32, ci: u32, z: i32, y: i32, x0: u32) -> array<vec4<f32>, 4> {
   if (K == 1u) {
     return array<vec4<f32>, 4>(a, vec4<f32>(), b, vec4<f32>());
   }
+  if (TEX == 1u) {
+    // Rows and x0 start at multiples of 4 (W % 4 == 0), so the halo values are the last value
+    // of the texel before x0 and the first of the texel after the block.
+    let lOk = ok && x0 > 0u;
+    let rOk = ok && x0 + VX < params.w;
+    let l = select(0.0, xTexel(select(t, t - 1u, lOk)).w, lOk);
+    let r = select(0.0, xTexel(select(t, t + VX / 4u, rOk)).x, rOk);
+    return withHalo(l, a, b, r);
+  }
   return withHalo(loadX(ok, row, i32(x0) - 1), a, b, loadX(ok, row, i32(x0 + VX)));
+}
+
+// Texel t of the input's texture (TEX = 1): x[4t .. 4t + 3] of the buffer.
+fn xTexel(t: u32) -> vec4<f32> {
+  let mask = (1u << TEXEL_ROW_SHIFT) - 1u;
+  return textureLoad(xt, vec2<u32>(t & mask, t >> TEXEL_ROW_SHIFT), 0);
 }
 
 // K = 3: the row window from its values x0 .. x0 + 7 (a, b; b unused for VX = 4) and the halo

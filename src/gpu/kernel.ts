@@ -2,13 +2,14 @@
  * Compute kernels as small program objects.
  *
  * A kernel declares its uniform struct, storage bindings and workgroup size once, in
- * TypeScript; the WGSL header (struct `Params`, `params`, one `var<storage>` per binding and
- * the `WG` override) is generated from that declaration and prepended to the body in
- * `shaders/*.wgsl`, so the layout is never written twice by hand. WGSL shared by several
- * kernels lives once in `shaders/lib/*.wgsl`; a spec lists the fragments it uses and they go
- * between the header and the body in that order. Tile and workgroup sizes are WGSL `override`
- * constants supplied at pipeline creation; the pipeline cache key is the kernel name plus every
- * constant (the workgroup size included), and the WGSL text is fixed per kernel.
+ * TypeScript; the WGSL header (struct `Params`, `params`, one `var<storage>` per binding, or a
+ * `var<uniform>` array or a `texture_2d<f32>` (see {@link Binding}), and the `WG` override) is
+ * generated from that declaration and prepended to the body in `shaders/*.wgsl`, so the layout
+ * is never written twice by hand. WGSL shared by several kernels lives once in
+ * `shaders/lib/*.wgsl`; a spec lists the fragments it uses and they go between the header and
+ * the body in that order. Tile and workgroup sizes are WGSL `override` constants supplied at
+ * pipeline creation; the pipeline cache key is the kernel name plus every constant (the
+ * workgroup size included), and the WGSL text is fixed per kernel.
  */
 
 import gridWgsl from "../../shaders/lib/grid.wgsl" with { type: "text" };
@@ -40,6 +41,14 @@ export interface Binding {
    * storage load is a loop over the lanes (see CONV_TILES in src/ops/tuning.ts).
    */
   uniformLength?: number;
+  /**
+   * Bound as a `texture_2d<f32>` of an unfilterable float format (rgba32float: one vec4 per
+   * texel), read with `textureLoad`, instead of a storage buffer; the recorder binds a
+   * GPUTextureView here (src/gpu/texture.ts keeps such textures). Read only; `type` does not
+   * apply. On a CPU adapter (llvmpipe/lavapipe) a texel fetch is a load per lane, where a storage
+   * load is a loop over the lanes (see inputBinding in src/ops/tuning.ts).
+   */
+  texture?: boolean;
 }
 
 /** Bytes of one element of a binding's array. */
@@ -103,7 +112,9 @@ export function wgslHeader(spec: KernelSpec): string {
     const type = b.type ?? "f32";
     const at = `@group(0) @binding(${i + 1})`;
     lines.push(
-      b.uniformLength
+      b.texture
+        ? `${at} var ${b.name}: texture_2d<f32>;`
+        : b.uniformLength
         ? `${at} var<uniform> ${b.name}: array<${type}, ${b.uniformLength}>;`
         : `${at} var<storage, ${b.access}> ${b.name}: array<${type}>;`,
     );
@@ -145,6 +156,12 @@ export function defineKernel<U extends string>(declared: KernelSpec<U>): Kernel<
     if (b.uniformLength && (b.access !== "read" || elementBytes(b.type) !== 16)) {
       throw new Error(
         `kernel ${spec.name}: uniform binding ${b.name} must be read-only vec4<f32> or vec4<u32>`,
+      );
+    }
+    if (b.texture && (b.access !== "read" || b.uniformLength || b.type)) {
+      throw new Error(
+        `kernel ${spec.name}: texture binding ${b.name} must be read-only, without type or ` +
+          "uniformLength",
       );
     }
   }
@@ -223,13 +240,25 @@ function explicitLayouts(
 ): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
   const entries: GPUBindGroupLayoutEntry[] = [
     { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: "uniform" } },
-    ...spec.bindings.map((b, i): GPUBindGroupLayoutEntry => ({
-      binding: i + 1,
-      visibility: GPUShaderStage.COMPUTE,
-      buffer: {
-        type: b.uniformLength ? "uniform" : b.access === "read" ? "read-only-storage" : "storage",
-      },
-    })),
+    ...spec.bindings.map((b, i): GPUBindGroupLayoutEntry =>
+      b.texture
+        ? {
+          binding: i + 1,
+          visibility: GPUShaderStage.COMPUTE,
+          texture: { sampleType: "unfilterable-float", viewDimension: "2d" },
+        }
+        : {
+          binding: i + 1,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: {
+            type: b.uniformLength
+              ? "uniform"
+              : b.access === "read"
+              ? "read-only-storage"
+              : "storage",
+          },
+        }
+    ),
   ];
   const group = device.createBindGroupLayout({ label: spec.name, entries });
   const pipeline = device.createPipelineLayout({ label: spec.name, bindGroupLayouts: [group] });

@@ -1,10 +1,12 @@
 /**
  * Command recording with batched submission.
  *
- * Ops append dispatches to one open compute pass; nothing reaches the GPU until a flush
- * (explicit, before an upload, or at readback). A whole training step therefore becomes one or
- * a few command buffers. Uniform values for every dispatch of a batch live in one arena buffer,
- * each dispatch in its own aligned slot; the arena is written once, just before submission.
+ * Ops append dispatches to one open compute pass, and copies (buffer to buffer, buffer to
+ * texture, clears) to the command encoder between passes, so commands run in the order they
+ * were recorded; nothing reaches the GPU until a flush (explicit, before an upload, or at
+ * readback). A whole training step therefore becomes one or a few command buffers. Uniform
+ * values for every dispatch of a batch live in one arena buffer, each dispatch in its own
+ * aligned slot; the arena is written once, just before submission.
  *
  * With the adapter's `timestamp-query`, {@link Recorder.startProfile} gives every dispatch its
  * own compute pass with begin/end timestamps, and {@link Recorder.stopProfile} sums the GPU
@@ -50,6 +52,8 @@ export class Recorder {
   dispatchCount = 0;
   submitCount = 0;
   #profile: Profile | undefined;
+  /** Resources to destroy after the next submission (see destroyAfterSubmit). */
+  #retired: { destroy(): void }[] = [];
 
   constructor(device: GPUDevice) {
     this.#device = device;
@@ -67,11 +71,14 @@ export class Recorder {
     return this.#encoder !== undefined;
   }
 
-  /** Records one dispatch of `kernel` over `groups` workgroups. */
+  /**
+   * Records one dispatch of `kernel` over `groups` workgroups: `buffers` in the order of the
+   * kernel's bindings, a GPUTextureView for each texture binding.
+   */
   dispatch<U extends string>(
     kernel: Kernel<U>,
     uniforms: Record<U, number>,
-    buffers: GPUBuffer[],
+    buffers: (GPUBuffer | GPUTextureView)[],
     groups: readonly [number, number, number],
     constants?: Record<string, number>,
   ): void {
@@ -99,13 +106,20 @@ export class Recorder {
         { binding: 0, resource: { buffer: this.#arenaBuffer, offset, size: kernel.uniformBytes } },
         // Pooled buffers may be a size class above the binding limit while the tensor in them
         // fits (tensors are checked against the limit when created); bind at most the limit.
-        ...buffers.map((buffer, i) => {
+        ...buffers.map((resource, i): GPUBindGroupEntry => {
           const b = kernel.spec.bindings[i];
+          if (!!b.texture !== resource instanceof GPUTextureView) {
+            throw new Error(
+              `kernel ${kernel.spec.name}: binding ${b.name} takes a ` +
+                (b.texture ? "texture view" : "buffer"),
+            );
+          }
+          if (resource instanceof GPUTextureView) return { binding: i + 1, resource };
           // A uniform binding covers exactly its declared array (the buffer may be larger).
           const size = b.uniformLength
             ? b.uniformLength * elementBytes(b.type)
-            : Math.min(buffer.size, this.#maxBinding);
-          return { binding: i + 1, resource: { buffer, size } };
+            : Math.min(resource.size, this.#maxBinding);
+          return { binding: i + 1, resource: { buffer: resource, size } };
         }),
       ],
     });
@@ -126,6 +140,49 @@ export class Recorder {
     this.#copyEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
   }
 
+  /**
+   * Records a copy of `texels` 16-byte texels from the start of `src` into `texture` (rgba32float
+   * or another 16-byte format), in order with the dispatches around it: texel t goes to
+   * (t % width, t / width). Whole rows in one copy, the rest of the last row in another, so
+   * `src` needs no padding past its texels. The texture's width × 16 bytes must be a multiple
+   * of 256.
+   */
+  copyToTexture(src: GPUBuffer, texture: GPUTexture, texels: number): void {
+    const width = texture.width;
+    const rows = Math.floor(texels / width);
+    const rest = texels - rows * width;
+    if (rows + (rest > 0 ? 1 : 0) > texture.height || src.size < texels * 16) {
+      throw new Error(
+        `copyToTexture: ${texels} texels do not fit a ${width}×${texture.height} texture ` +
+          `or come from a buffer of ${src.size} bytes`,
+      );
+    }
+    const encoder = this.#copyEncoder();
+    if (rows > 0) {
+      encoder.copyBufferToTexture(
+        { buffer: src, offset: 0, bytesPerRow: width * 16, rowsPerImage: rows },
+        { texture, origin: [0, 0, 0] },
+        [width, rows, 1],
+      );
+    }
+    if (rest > 0) {
+      encoder.copyBufferToTexture(
+        { buffer: src, offset: rows * width * 16 },
+        { texture, origin: [0, rows, 0] },
+        [rest, 1, 1],
+      );
+    }
+  }
+
+  /**
+   * Destroys `resource` once the commands recorded so far are submitted (at once if none are
+   * pending): for a texture or buffer that recorded commands still use.
+   */
+  destroyAfterSubmit(resource: { destroy(): void }): void {
+    if (this.#encoder) this.#retired.push(resource);
+    else resource.destroy();
+  }
+
   /** Submits everything recorded so far. */
   flush(): void {
     if (!this.#encoder) return;
@@ -137,6 +194,7 @@ export class Recorder {
     }
     this.#device.queue.submit([this.#encoder.finish()]);
     resolved?.destroy();
+    for (const r of this.#retired.splice(0)) r.destroy();
     this.#encoder = undefined;
     this.#offset = 0;
     this.submitCount++;

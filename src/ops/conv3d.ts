@@ -24,10 +24,12 @@ import { defineKernel, type KernelSpec, recorder, Tensor } from "../gpu/mod.ts";
 import { activationCode, type FusedActivation } from "./elementwise.ts";
 import { assertRank } from "./shape.ts";
 import { packHalf, type Precision, precision } from "./precision.ts";
+import { emptyTexelView, texelsFit, texelTexture } from "../gpu/texture.ts";
 import {
   adapterKind,
   type ConvTiles,
   convTiles,
+  inputBinding,
   UNIFORM_WEIGHT_VEC4S,
   weightBinding,
   weightGradTiles,
@@ -95,9 +97,13 @@ const conv3dSpec = {
     { name: "pwh", access: "read", type: "vec4<u32>" },
     { name: "xh", access: "read", type: "vec4<u32>" },
     { name: "xhs", access: "read", type: "u32" },
+    // TEX = 1: src as a texel texture (src/gpu/texture.ts); other runs bind an unused one.
+    { name: "xt", access: "read", texture: true },
+    // WTEX = 1: pw as a texel texture.
+    { name: "wt", access: "read", texture: true },
   ],
   workgroupSize: 64,
-  constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, F16: 0 },
+  constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, F16: 0, TEX: 0, WTEX: 0 },
 } satisfies KernelSpec;
 
 export const conv3dKernel = defineKernel(conv3dSpec);
@@ -153,9 +159,12 @@ export const conv3dWeightGradKernel = defineKernel({
     { name: "gy", access: "read" },
     { name: "gyv", access: "read", type: "vec4<f32>" },
     { name: "part", access: "read_write" },
+    // TEX = 1: x and gy as texel textures (src/gpu/texture.ts); other runs bind unused ones.
+    { name: "xt", access: "read", texture: true },
+    { name: "gyt", access: "read", texture: true },
   ],
   workgroupSize: 64,
-  constants: { K: 3, MODE: 0, CG: 1, VZ: 2, VX: 8, VEC: 1 },
+  constants: { K: 3, MODE: 0, CG: 1, VZ: 2, VX: 8, VEC: 1, TEX: 0 },
 });
 
 export const sumSlotsKernel = defineKernel({
@@ -370,7 +379,10 @@ export function runConv(r: ConvRun): Tensor {
   // K = 1 steps through input channels 4 at a time.
   const ciPad = r.k === 1 ? Math.ceil(r.ci / 4) * 4 : r.ci;
   // F16 reads the binary16 copy (pwh) from storage, so pw stays there too.
-  const binding = half ? "storage" : weightBinding((tilesC * gw * ciPad * r.k ** 3) / 4);
+  const pwVec4s = (tilesC * gw * ciPad * r.k ** 3) / 4;
+  const binding = half
+    ? "storage"
+    : weightBinding(pwVec4s, { texture: r.k === 3 && texelsFit(pwVec4s) });
   const kernel = binding === "uniform" ? conv3dUniformKernel : conv3dKernel;
   const pw = packWeights(r, tilesC, gw, ciPad, binding === "uniform" ? UNIFORM_WEIGHT_VEC4S : 0);
   const pwh = half ? packHalf(pw) : null;
@@ -382,6 +394,13 @@ export function runConv(r: ConvRun): Tensor {
   const [act, actP] = activationCode(r.act);
   // Aligned vec4 rows (and, in MODE 2, up-sampled rows) need W % 4 == 0.
   const vec = w % 4 === 0 ? 1 : 0;
+  // The input as texels (see inputBinding): K = 3 rows of whole vec4s in MODE 0, f32.
+  const texels = r.src.size / 4;
+  const tex = r.k === 3 && r.mode === 0 && vec === 1 && !half &&
+      inputBinding(texelsFit(texels)) === "texture"
+    ? texelTexture(r.src.buffer, texels)
+    : null;
+  const wtex = binding === "texture" ? texelTexture(pw.buffer, pwVec4s) : null;
   const constants = {
     K: r.k,
     MODE: r.mode,
@@ -391,6 +410,8 @@ export function runConv(r: ConvRun): Tensor {
     VEC: vec,
     WG: t.wg,
     F16: +half,
+    TEX: tex ? 1 : 0,
+    WTEX: wtex ? 1 : 0,
   };
   recorder().dispatch(
     kernel,
@@ -412,10 +433,14 @@ export function runConv(r: ConvRun): Tensor {
       (pwh ?? r.src).buffer,
       (xh ?? r.src).buffer,
       (xh ?? r.src).buffer,
+      tex?.view ?? emptyTexelView(),
+      wtex?.view ?? emptyTexelView(),
     ],
     kernel.grid(groups, constants),
     constants,
   );
+  tex?.release();
+  wtex?.release();
   pw.dispose();
   pwh?.dispose();
   xh?.dispose();
@@ -481,7 +506,22 @@ export function runWeightGrad(r: WeightGradRun): Tensor {
   const part = new Tensor([slices, m]);
   const groups = tilesI * tilesO * slices;
   const vec = w % 4 === 0 ? 1 : 0;
-  const constants = { K: r.k, MODE: r.mode, CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg };
+  // x and gy as texels (see inputBinding): K = 3 rows of whole vec4s in MODE 0.
+  const [xTexels, gyTexels] = [r.x.size / 4, r.gy.size / 4];
+  const tex = r.k === 3 && r.mode === 0 && vec === 1 &&
+    inputBinding(texelsFit(xTexels) && texelsFit(gyTexels)) === "texture";
+  const xt = tex ? texelTexture(r.x.buffer, xTexels) : null;
+  const gyt = tex ? texelTexture(r.gy.buffer, gyTexels) : null;
+  const constants = {
+    K: r.k,
+    MODE: r.mode,
+    CG: t.cg,
+    VZ: t.vz,
+    VX: t.vx,
+    VEC: vec,
+    WG: t.wg,
+    TEX: tex ? 1 : 0,
+  };
   recorder().dispatch(
     conv3dWeightGradKernel,
     {
@@ -494,10 +534,20 @@ export function runWeightGrad(r: WeightGradRun): Tensor {
       gO: r.gO,
       gI: r.gI,
     },
-    [r.x.buffer, r.x.buffer, r.gy.buffer, r.gy.buffer, part.buffer],
+    [
+      r.x.buffer,
+      r.x.buffer,
+      r.gy.buffer,
+      r.gy.buffer,
+      part.buffer,
+      xt?.view ?? emptyTexelView(),
+      gyt?.view ?? emptyTexelView(),
+    ],
     conv3dWeightGradKernel.grid(groups, constants),
     constants,
   );
+  xt?.release();
+  gyt?.release();
   const out = sumSlots(part, slices, m, r.outShape);
   part.dispose();
   return out;

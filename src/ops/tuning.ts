@@ -202,44 +202,52 @@ export function validTiles(t: unknown, kernel: TunedKernel = "wgrad3"): t is Con
 
 /**
  * conv3d.wgsl register blocks by adapter kind and kernel size. Software (llvmpipe/lavapipe):
- * every load is a per-lane loop costing ten or more multiply-adds, so the block is as large
- * as spilling allows. Measured at C=K=32 on 32³ (GFLOP/s, CG×VZ×VX): K = 3, 2×4×8: 54;
- * 2×4×4 and 2×2×8: 48; 1×4×8: 46. K = 1 (the transposed convolution and 1×1×1 heads):
+ * a storage load is a per-lane loop costing ten or more multiply-adds, a texel fetch far less
+ * (see {@link inputBinding}), and each of a thread's sums is a whole SIMD register of 8
+ * threads' values, so past 16 of them every multiply-add also loads and stores a spilled sum.
+ * With the input and the weights read as texels (the software default), measured at C=K=32 on
+ * 32³ on an AMD EPYC Zen 3 (AVX2), GFLOP/s by CPU time, median (best) of 8 rounds side by side
+ * (`deno run -A bench/conv_blocks.ts --rounds 8 --variants
+ * "1,4,8,64,f32,texture,texture;…"`), CG×VZ×VX: 1×4×8: 32.0 (41.1); 1×2×8: 31.1 (39.3);
+ * 2×4×8: 30.6 (35.1); 2×4×4: 30.4 (41.8); 2×2×8: 27.0 (42.3); 4×2×8: 25.1 (34.6); at C=K=16
+ * with uniform weights 1×4×8: 28.6 (32.1), 2×2×8: 24.7 (33.2), 2×4×8: 20.9 (29.9), 4×2×8:
+ * 15.0 (21.9). Once loads are cheap the spills decide, so the built-in block is 1×4×8 (half the
+ * sums of 2×4×8). Before the texel path, with everything in storage, 2×4×8 was the fastest
+ * (54 GFLOP/s on an AVX-512 Xeon; on AVX2 17.4 median in the run above, and 1×4×8 0.87–0.90×
+ * of it): an adapter whose cache (`voxseg tune`) predates the texel path keeps its block. K = 1
+ * (the transposed convolution and 1×1×1 heads, always storage):
  * 8 channels × 2 plane slots (16 channels) × 32 voxels per thread; 4 slots ran no faster
  * (conv_transpose3d at C=K=32, 32³: 8.5–9.3 GFLOP/s forward against 10.6–11.5 with 2) and
  * cost 24 s of LLVM compilation per variant against 9 s. GPUs: 4 channels × 1×4×4 voxels
  * (64 accumulators) leave registers for occupancy, 128 threads per workgroup, and reuse
  * comes from the caches. No GPU was available to tune them; they are a conventional starting
- * point, and `voxseg tune` measures better ones per adapter (above; on a 2-vCPU Intel
- * Xeon with AVX-512 the software entry was still the fastest of its candidates, 43 GFLOP/s,
- * and lavapipe at 512-bit lanes slower, 39).
+ * point, and `voxseg tune` measures better ones per adapter (on a 2-vCPU Intel Xeon with
+ * AVX-512 the storage-era software entry 2×4×8 was the fastest of its candidates, 43 GFLOP/s,
+ * and lavapipe at 512-bit lanes slower, 39; the texel path is not measured there yet).
  *
- * The software adapter's cost model, and why AVX2 CPUs run these kernels 4–6× slower than
- * AVX-512 ones (Mesa 22.3 lavapipe, LLVM 15; measured with `perf record` on an AMD EPYC Zen 3,
- * AVX2 + FMA, 2 vCPUs). Lavapipe runs 8 invocations per 256-bit SIMD lane group and builds
- * every storage-buffer load as a loop over the 8 lanes that puts each lane's 32-bit words into
- * the result vectors at the loop counter's position — an `insertelement` at a variable index.
- * With AVX-512 (even at 256-bit lanes) LLVM does that in registers (a mask compare and a masked
- * move); without it, LLVM stores the vector to the stack, stores the word over it and loads the
- * vector back: a failed store-to-load forward for every lane of every load. In the 2×4×8
- * forward kernel 45 % of all CPU samples fall on the instruction right after such a reload, and
- * the time follows the loads per multiply-add, not register pressure (`deno run -A
- * bench/conv_blocks.ts`, CPU time, two runs): binary16 operands (F16 = 1: 135 loads of 324
- * words per input channel instead of 198 of 576) ran 1.38–1.52× faster (1.14× on an AVX-512
- * Xeon); 2×2×8 (half the accumulators, far less spilling with AVX2's 16 vector registers)
- * 0.80–1.03× as fast as 2×4×8, and 1×4×8 (fewer multiply-adds per loaded row) 0.87–0.90×;
- * 128-bit lanes (`LP_NATIVE_VECTOR_WIDTH=128`) no faster. So blocks with fewer accumulators do
- * not help on AVX2, and the built-in block stays the same on both CPU kinds. Weights read
- * through a uniform binding (lavapipe gathers uniform words with fixed lane indices, free of the
- * stall) ran 1.22–1.40× faster at C=K=16 (see {@link weightBinding}); with them, 16 channels per
- * thread (4×2×8: a third fewer input words per multiply-add, as many accumulators) another
- * 1.12×, but 0.83× with the weights in storage (twice the weight words), so it is a tuning
- * candidate, not the default. What else would help: fewer input loads per multiply-add, or a
- * Mesa that builds storage loads as masked gathers. Lavapipe also lowers WGSL `fma` to a
- * multiply and an add.
+ * The software adapter's cost model for storage loads, and why AVX2 CPUs run them 4–6× slower
+ * than AVX-512 ones (Mesa 22.3 lavapipe, LLVM 15; measured with `perf record` on an AMD EPYC
+ * Zen 3, AVX2 + FMA, 2 vCPUs). Lavapipe runs 8 invocations per 256-bit SIMD lane group and
+ * builds every storage-buffer load as a loop over the 8 lanes that puts each lane's 32-bit
+ * words into the result vectors at the loop counter's position — an `insertelement` at a
+ * variable index. With AVX-512 (even at 256-bit lanes) LLVM does that in registers (a mask
+ * compare and a masked move); without it, LLVM stores the vector to the stack, stores the word
+ * over it and loads the vector back: a failed store-to-load forward for every lane of every
+ * load. In the 2×4×8 forward kernel reading storage, 45 % of all CPU samples fall on the
+ * instruction right after such a reload, and the time follows the loads per multiply-add, not
+ * register pressure: binary16 operands (F16 = 1: 135 loads of 324 words per input channel
+ * instead of 198 of 576) ran 1.38–1.52× faster (1.14× on an AVX-512 Xeon); 2×2×8 0.80–1.03×
+ * as fast as 2×4×8, 1×4×8 0.87–0.90×; 128-bit lanes (`LP_NATIVE_VECTOR_WIDTH=128`) no faster.
+ * Weights read through a uniform binding (lavapipe gathers uniform words with fixed lane
+ * indices, free of the stall) ran 1.22–1.40× faster at C=K=16 (see {@link weightBinding}).
+ * Texel fetches avoid the stall for the input rows and the weights alike: llvmpipe builds an
+ * rgba32float fetch as one 16-byte load per lane and a transpose. With them (perf, 1×4×8) about
+ * 15 % of the samples are the fetches and the rest the multiply-adds and their spills, which
+ * the order of conv3d.wgsl's convOut keeps down. Lavapipe also lowers WGSL `fma` to a multiply
+ * and an add.
  */
 export const CONV_TILES: Record<"software" | "gpu", Record<1 | 3, ConvTiles>> = {
-  software: { 3: { cg: 2, vz: 4, vx: 8, wg: 64 }, 1: { cg: 2, vz: 2, vx: 8, wg: 64 } },
+  software: { 3: { cg: 1, vz: 4, vx: 8, wg: 64 }, 1: { cg: 2, vz: 2, vx: 8, wg: 64 } },
   gpu: { 3: { cg: 1, vz: 1, vx: 4, wg: 128 }, 1: { cg: 1, vz: 2, vx: 4, wg: 128 } },
 };
 
@@ -268,8 +276,11 @@ export function adapterKind(): "software" | "gpu" {
   return gpu().info.isFallbackAdapter ? "software" : "gpu";
 }
 
-/** How conv3d.wgsl reads its packed weights: a storage binding, or a uniform one. */
-export type WeightBinding = "storage" | "uniform";
+/**
+ * How conv3d.wgsl reads its packed weights: a storage binding, a uniform one, or a texel
+ * texture (src/gpu/texture.ts).
+ */
+export type WeightBinding = "storage" | "uniform" | "texture";
 
 /** vec4s of packed weights a uniform binding holds: 64 KiB, WebGPU's guaranteed binding size. */
 export const UNIFORM_WEIGHT_VEC4S = 4096;
@@ -277,20 +288,26 @@ export const UNIFORM_WEIGHT_VEC4S = 4096;
 let forcedBinding: WeightBinding | null = null;
 
 /**
- * Where conv3d.wgsl reads packed weights of `vec4s` vec4s from. On a CPU adapter, a uniform
- * binding when they fit in one: lavapipe builds a uniform load as a gather with fixed lane
- * positions, free of the per-lane store-to-load-forward stall of a storage load on CPUs without
- * AVX-512 (see CONV_TILES). Measured at C=K=16, 32³, forward, block 2×4×8 on an AMD EPYC Zen 3
- * (AVX2): 20–22.6 GFLOP/s against 16–17 with the weights in a storage binding
- * (`C=16 deno run -A bench/conv_blocks.ts`, run by run). Weights that do not fit (C=K=32 is
- * 108 KiB) stay in storage rather than split across dispatches: the layers that have them run on
- * coarse grids, where a dispatch per 64 KiB window would leave too few threads per dispatch.
- * GPUs keep storage: their lanes read different weights (the channel tile varies within a
- * workgroup), which a uniform read serialises.
+ * Where conv3d.wgsl reads packed weights of `vec4s` vec4s from; `o.texture` says whether this
+ * run can read them as texels (K = 3, f32, and they fit a texel texture). On a CPU adapter, a
+ * uniform binding when they fit in one, else texels: lavapipe builds a uniform load as a gather
+ * with fixed lane positions and a texel fetch as a load per lane, both free of the per-lane
+ * store-to-load-forward stall of a storage load on CPUs without AVX-512 (see CONV_TILES).
+ * Measured on an AMD EPYC Zen 3 (AVX2), forward, 32³, input as texels, GFLOP/s by CPU time,
+ * median (best) of 8 rounds side by side (bench/conv_blocks.ts): C=K=32 (108 KiB of weights),
+ * block 1×4×8: texels 32.0 (41.1), storage 19.8 (24.8); C=K=16, 1×4×8: uniform 28.6 (32.1),
+ * texels 24.9 (30.5). (Storage input, 2×4×8, C=K=16: uniform 20–22.6 against 16–17 storage.)
+ * So weights past 64 KiB are read as texels rather than split into a dispatch per 64 KiB window
+ * of uniforms: that would gain at most the difference above, on layers whose coarse grids leave
+ * few threads per dispatch. GPUs keep storage: their lanes read different weights (the channel
+ * tile varies within a workgroup), which a uniform read serialises.
  */
-export function weightBinding(vec4s: number): WeightBinding {
-  if (forcedBinding) return vec4s <= UNIFORM_WEIGHT_VEC4S ? forcedBinding : "storage";
-  return adapterKind() === "software" && vec4s <= UNIFORM_WEIGHT_VEC4S ? "uniform" : "storage";
+export function weightBinding(vec4s: number, o: { texture?: boolean } = {}): WeightBinding {
+  const fits = (b: WeightBinding) =>
+    b === "storage" || (b === "uniform" ? vec4s <= UNIFORM_WEIGHT_VEC4S : !!o.texture);
+  if (forcedBinding) return fits(forcedBinding) ? forcedBinding : "storage";
+  if (adapterKind() !== "software") return "storage";
+  return fits("uniform") ? "uniform" : fits("texture") ? "texture" : "storage";
 }
 
 /**
@@ -300,6 +317,41 @@ export function weightBinding(vec4s: number): WeightBinding {
 export function forceWeightBinding(binding: WeightBinding | null): WeightBinding | null {
   const before = forcedBinding;
   forcedBinding = binding;
+  return before;
+}
+
+/** How conv3d.wgsl and conv3d_wgrad.wgsl read their input rows: storage, or a texel texture. */
+export type InputBinding = "storage" | "texture";
+
+let forcedInput: InputBinding | null = null;
+
+/**
+ * Where the K = 3 convolution (conv3d.wgsl: forward and input gradient, MODE 0, rows of whole
+ * vec4s (W % 4 == 0), f32) and its weight gradient (conv3d_wgrad.wgsl: x and gy) read their
+ * input rows from; `fits` says whether the inputs fit texel textures (src/gpu/texture.ts). On a
+ * CPU adapter, texels: the input is copied unchanged into an rgba32float texture (a memcpy,
+ * 4 MiB at C=32, 32³) and read with `textureLoad`, which llvmpipe builds as a 16-byte load per
+ * lane and a transpose, where a storage load is a per-lane loop with a failed store-to-load
+ * forward per lane on AVX2 (see CONV_TILES). A probe with lane-varying reads ran storage f32
+ * at 0.19–0.20 G words/s, storage vec4 0.25–0.28, r32float texels 0.29–0.49, rgba32float texels
+ * 1.14–1.71. Measured on an AMD EPYC Zen 3 (AVX2), C=K=32, 32³, GFLOP/s by CPU time, median
+ * (best) of 8 rounds side by side (`deno run -A bench/conv_blocks.ts [--op wgrad] --variants
+ * …`): forward, 2×4×8, input and weights in storage 17.4 (18.4) against both as texels 30.6
+ * (35.1), and 32.0 (41.1) with the 1×4×8 block; the weight gradient, 2×2×8, 7.6 (8.2) against
+ * 25.4 (27.7). GPUs keep storage (no measurement; their loads are not per-lane loops).
+ */
+export function inputBinding(fits: boolean): InputBinding {
+  if (!fits) return "storage";
+  return forcedInput ?? (adapterKind() === "software" ? "texture" : "storage");
+}
+
+/**
+ * Makes {@link inputBinding} choose `binding` wherever the input fits (tests cover both paths
+ * this way); null restores the adapter's choice. Returns what was forced before.
+ */
+export function forceInputBinding(binding: InputBinding | null): InputBinding | null {
+  const before = forcedInput;
+  forcedInput = binding;
   return before;
 }
 

@@ -70,8 +70,8 @@ conv3dCase({
   inputGrad: false,
   path: "first layer, no input gradient",
 });
-// Several blocks in every dimension (software adapter's register blocks): 3 channel tiles of
-// 8, 3×3×3 voxel blocks of 4×4×8 with partial ones at every far edge, 2 batch items; the
+// Several blocks in every dimension (software adapter's register blocks): 5 channel tiles of
+// 4, 3×3×3 voxel blocks of 4×4×8 with partial ones at every far edge, 2 batch items; the
 // weight gradient sums several slices of voxel blocks.
 conv3dCase({
   x: [2, 9, 9, 17, 17],
@@ -131,15 +131,25 @@ conv3dCase({
   path: "block 4×2×8, Co 12, weights in a storage binding",
 });
 
-// Many channels on a small grid: 5 output-channel tiles of 8 in the forward pass (the last
-// half empty), 5 × 17 channel tiles in the weight gradient, 3 tiles in the input gradient;
-// the packed weights (18 360 and 23 328 floats) too large for a uniform binding.
+// Many channels on a small grid: 9 output-channel tiles of 4 in the forward pass, 5 × 17
+// channel tiles in the weight gradient, 5 tiles in the input gradient; the packed weights
+// (16 524 and 19 440 floats) too large for a uniform binding.
 conv3dCase({
   x: [1, 17, 4, 5, 6],
   co: 36,
   k: 3,
   bias: true,
-  path: "channel tiles: forward 5, weight gradient 5×17",
+  path: "channel tiles: forward 9, weight gradient 5×17",
+});
+// Two channel groups per thread (block 2×4×8): 3 channel tiles of 8, the last half empty.
+conv3dCase({
+  x: [2, 9, 9, 17, 16],
+  co: 20,
+  k: 3,
+  bias: true,
+  fdSamples: 8,
+  conv3: { cg: 2, vz: 4, vx: 8, wg: 64 },
+  path: "block 2×4×8: 8 channels per thread",
 });
 
 // Row loads: aligned vec4s when W % 4 == 0, checked scalars otherwise; 8 voxels per thread

@@ -6,8 +6,10 @@
 
 import {
   type ConvTiles,
+  forceInputBinding,
   forceTiles,
   forceWeightBinding,
+  type InputBinding,
   type TunedKernel,
   type WeightBinding,
 } from "../../src/ops/tuning.ts";
@@ -38,5 +40,21 @@ export async function withWeightBinding<T>(
     return await fn();
   } finally {
     forceWeightBinding(before);
+  }
+}
+
+/**
+ * Runs `fn` with the K = 3 convolution and weight gradient reading their inputs through
+ * `binding` wherever they can (tuning.ts `inputBinding`), then restores what was forced before.
+ */
+export async function withInputBinding<T>(
+  binding: InputBinding,
+  fn: () => T | Promise<T>,
+): Promise<T> {
+  const before = forceInputBinding(binding);
+  try {
+    return await fn();
+  } finally {
+    forceInputBinding(before);
   }
 }

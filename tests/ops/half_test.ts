@@ -83,8 +83,13 @@ Deno.test("f16 conv3d: odd D, H and channels, W 16, bias, within the binary16 bo
 Deno.test("f16 conv3d: partial x tile (W 24), fused ReLU, no bias", () =>
   checkHalfConv([1, 3, 6, 9, 24], 8, { bias: false, relu: true, seed: 8 }));
 
-Deno.test("f16 conv3d: 32 channels, several channel tiles", () =>
-  checkHalfConv([1, 32, 4, 4, 8], 20, { relu: true, seed: 9 }));
+// Two channel groups per thread (CG 2; the built-in software block has one).
+Deno.test("f16 conv3d: 32 channels, several channel tiles of block 2×4×8", () =>
+  checkHalfConv([1, 32, 4, 4, 8], 20, {
+    relu: true,
+    seed: 9,
+    tiles: { cg: 2, vz: 4, vx: 8, wg: 64 },
+  }));
 
 Deno.test("f16 conv3d: runs the kernel cannot take in binary16 stay exact f32", async () => {
   await initGpu();

@@ -49,7 +49,7 @@ async function withCacheDir(fn: (dir: string) => Promise<void> | void): Promise<
 }
 
 // A block other than either built-in one; its pipeline is compiled once for this file.
-const OTHER: ConvTiles = { cg: 1, vz: 4, vx: 8, wg: 64 };
+const OTHER: ConvTiles = { cg: 1, vz: 2, vx: 8, wg: 64 };
 
 function entry(conv3: ConvTiles, wgrad3: ConvTiles): TunedTiles {
   return {
@@ -221,7 +221,7 @@ Deno.test("voxseg info names the blocks in use; tune --forget removes them", opt
     assert.match(r.stdout, /conv blocks\s+built-in \(voxseg tune measures/);
     await saveTunedTiles(entry(OTHER, builtinTiles("wgrad3")));
     r = await runCliCaptured(["info"]);
-    assert.match(r.stdout, /conv blocks\s+tuned 2026-12-03: conv CG 1 VZ 4 VX 8 WG 64, wgrad CG 2/);
+    assert.match(r.stdout, /conv blocks\s+tuned 2026-12-03: conv CG 1 VZ 2 VX 8 WG 64, wgrad CG 2/);
     const json = JSON.parse((await runCliCaptured(["info", "--json"])).stdout);
     deepStrictEqual(json.tunedTiles.conv3, OTHER);
     r = await runCliCaptured(["tune", "--forget"]);
