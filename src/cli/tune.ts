@@ -41,11 +41,11 @@ const block = (cg: number, vz: number, vx: number, wg: number): ConvTiles => ({ 
 /** Candidate blocks per adapter kind and kernel; the built-in block is always added. */
 export function candidates(kind: "software" | "gpu", kernel: TunedKernel, quick: boolean) {
   if (kind === "software") {
-    // Large blocks (lavapipe's loads are per-lane loops, dearer still without AVX-512: see
-    // CONV_TILES in ops/tuning.ts); workgroup size moves little. Smaller blocks for CPUs with 16
-    // vector registers (AVX2) were measured and do not help there: the cost follows the words
-    // loaded per multiply-add, not register pressure. 16 channels × 2 planes (4×2×8) loads a
-    // third fewer input words per multiply-add than 2×4×8 with as many accumulators.
+    // Blocks around the built-in 1×4×8 (see CONV_TILES in ops/tuning.ts): with the input and
+    // the weights read as texels (gathers) rather than storage loads (per-lane loops, dearer
+    // still without AVX-512), the cost follows the accumulators spilled to the stack as much as
+    // the words loaded, so smaller blocks than the storage path's 2×4×8 won on AVX2; which one
+    // wins on another CPU is what this measures. Workgroup size moves little.
     const all = kernel === "conv3"
       ? [
         block(2, 4, 8, 64),
