@@ -22,7 +22,7 @@ import packWgsl from "../../shaders/conv3d_pack.wgsl" with { type: "text" };
 import convWindowWgsl from "../../shaders/lib/conv_window.wgsl" with { type: "text" };
 import { defineKernel, type KernelSpec, recorder, Tensor } from "../gpu/mod.ts";
 import { activationCode, type FusedActivation } from "./elementwise.ts";
-import { assertRank } from "./shape.ts";
+import { assertRank, channelRuns } from "./shape.ts";
 import { packHalf, type Precision, precision } from "./precision.ts";
 import { emptyTexelView, texelsFit, texelTexture } from "../gpu/texture.ts";
 import {
@@ -288,14 +288,7 @@ export function biasGrad(gy: Tensor): Tensor {
   if (gy.shape.length < 2) throw new Error(`biasGrad: gy must be [N, C, …], got [${gy.shape}]`);
   const [n, c] = gy.shape;
   const v = gy.shape.slice(2).reduce((a, b) => a * b, 1);
-  // Runs of about BIAS_RUN values per thread (short f32 sums), and enough threads.
-  const slices = Math.max(
-    1,
-    Math.min(Math.ceil(v / 4), Math.max(Math.ceil((n * v) / BIAS_RUN), Math.ceil(64 / c))),
-  );
-  // Whole vec4s per slice when V allows it.
-  const vec = v % 4 === 0 ? 1 : 0;
-  const len = vec ? Math.ceil(v / slices / 4) * 4 : Math.ceil(v / slices);
+  const { slices, len, vec } = channelRuns(n, c, v);
   const part = new Tensor([slices, c]);
   recorder().dispatch(
     channelSumsKernel,
@@ -308,9 +301,6 @@ export function biasGrad(gy: Tensor): Tensor {
   part.dispose();
   return out;
 }
-
-/** Values of gy one thread of the bias gradient adds, about. */
-const BIAS_RUN = 8192;
 
 /** Shape checks shared by conv3d; returns the kernel size. */
 function checkConv3d(op: string, x: Tensor, w: Tensor, b: Tensor | null): 1 | 3 {

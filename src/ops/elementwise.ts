@@ -10,7 +10,7 @@ import activationBiasGradWgsl from "../../shaders/activation_bias_grad.wgsl" wit
 };
 import { defineKernel, recorder, Tensor } from "../gpu/mod.ts";
 import { reduceRows } from "./reduce.ts";
-import { assertSameShape } from "./shape.ts";
+import { assertSameShape, channelRuns } from "./shape.ts";
 
 export const elementwiseKernel = defineKernel({
   name: "elementwise",
@@ -140,9 +140,6 @@ export function activationBackwardFromOutput(
   return run("eluBackwardFromOutput", gy, y, p);
 }
 
-/** Values of gy one thread of {@link activationBackwardWithBias} adds, about (short f32 sums). */
-const BIAS_RUN = 8192;
-
 /**
  * {@link activationBackwardFromOutput} and the gradient of the bias added before the activation
  * (the pre-activation gradient summed over N and space, shape [C]) in one pass over gy and y,
@@ -164,14 +161,7 @@ export function activationBackwardWithBias(
   const [code, p] = activationCode(act);
   const [n, c] = gy.shape;
   const v = gy.shape.slice(2).reduce((a, b) => a * b, 1);
-  // Runs of about BIAS_RUN values per thread, and enough threads (as conv3d.ts's biasGrad).
-  const slices = Math.max(
-    1,
-    Math.min(Math.ceil(v / 4), Math.max(Math.ceil((n * v) / BIAS_RUN), Math.ceil(64 / c))),
-  );
-  // Whole vec4s per slice when V allows it.
-  const vec = v % 4 === 0 ? 1 : 0;
-  const len = vec ? Math.ceil(v / slices / 4) * 4 : Math.ceil(v / slices);
+  const { slices, len, vec } = channelRuns(n, c, v);
   const g = new Tensor(gy.shape);
   const part = new Tensor([c, slices]);
   recorder().dispatch(
