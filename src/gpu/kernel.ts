@@ -14,6 +14,7 @@
 
 import gridWgsl from "../../shaders/lib/grid.wgsl" with { type: "text" };
 import { gpu } from "./device.ts";
+import { returnFreedHeap } from "./host_heap.ts";
 
 export type Scalar = "u32" | "i32" | "f32";
 export type StorageType =
@@ -210,6 +211,8 @@ export function defineKernel<U extends string>(declared: KernelSpec<U>): Kernel<
           layout: getLayouts().pipeline,
           compute: { module, entryPoint: "main", constants: merged },
         });
+        // The compile's scratch memory (hundreds of MB on a software adapter) goes back.
+        returnFreedHeap();
         pipelines.set(key, p);
       }
       return p;
