@@ -1,7 +1,7 @@
 /** `voxseg info`: what WebGPU adapter voxseg runs on. */
 
 import { initGpu } from "../gpu/mod.ts";
-import { tileCachePath, tunedTiles } from "../ops/tuning.ts";
+import { describeTiles, tileCachePath, tunedTiles } from "../ops/tuning.ts";
 import { parseFlags } from "./args.ts";
 
 const HELP = `voxseg info [--json]
@@ -18,8 +18,7 @@ export async function main(argv: string[]): Promise<number> {
     console.log(JSON.stringify({ ...info, tunedTiles: tuned }));
     return 0;
   }
-  const block = (t: { cg: number; vz: number; vx: number; wg: number }) =>
-    `CG ${t.cg} VZ ${t.vz} VX ${t.vx} WG ${t.wg}`;
+  const block = describeTiles;
   const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
   const rows: [string, string][] = [
     ["adapter", info.description],

@@ -12,6 +12,7 @@ import {
   adapterKind,
   builtinTiles,
   type ConvTiles,
+  describeTiles,
   forceTiles,
   forgetTunedTiles,
   saveTunedTiles,
@@ -46,8 +47,11 @@ export function candidates(kind: "software" | "gpu", kernel: TunedKernel, quick:
     // still without AVX-512), the cost follows the accumulators spilled to the stack as much as
     // the words loaded, so smaller blocks than the storage path's 2×4×8 won on AVX2; which one
     // wins on another CPU is what this measures. Workgroup size moves little.
+    // The input from storage buffers rather than texels too: the storage path's best blocks,
+    // for CPUs whose storage loads do not stall (AVX-512; see inputBinding in ops/tuning.ts).
     const all = kernel === "conv3"
       ? [
+        { ...block(2, 4, 8, 64), input: "storage" as const },
         block(2, 4, 8, 64),
         block(4, 2, 8, 64),
         block(2, 2, 8, 64),
@@ -56,7 +60,12 @@ export function candidates(kind: "software" | "gpu", kernel: TunedKernel, quick:
         block(2, 4, 4, 64),
         block(2, 4, 8, 128),
       ]
-      : [block(2, 2, 8, 64), block(2, 1, 8, 64), block(2, 4, 8, 64), block(1, 2, 8, 64)];
+      : [
+        { ...block(2, 2, 8, 64), input: "storage" as const },
+        block(2, 1, 8, 64),
+        block(2, 4, 8, 64),
+        block(1, 2, 8, 64),
+      ];
     return quick ? all.slice(0, 2) : all;
   }
   const out: ConvTiles[] = [];
@@ -140,7 +149,8 @@ export async function tune(opts: TuneOptions = {}): Promise<TunedTiles & { path:
 }
 
 function sameTiles(a: ConvTiles, b: ConvTiles): boolean {
-  return a.cg === b.cg && a.vz === b.vz && a.vx === b.vx && a.wg === b.wg;
+  return a.cg === b.cg && a.vz === b.vz && a.vx === b.vx && a.wg === b.wg &&
+    a.input === b.input;
 }
 
 /** One call of a tuned kernel on input x [N, C, D, H, W] with `co` output channels. */
@@ -190,7 +200,7 @@ function relativeDifference(a: Float32Array, b: Float32Array): number {
   return diff / Math.max(scale, 1e-30);
 }
 
-const label = (t: ConvTiles) => `CG ${t.cg} VZ ${t.vz} VX ${t.vx} WG ${t.wg}`;
+const label = describeTiles;
 
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {

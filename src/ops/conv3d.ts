@@ -387,7 +387,7 @@ export function runConv(r: ConvRun): Tensor {
   // The input as texels (see inputBinding): K = 3 rows of whole vec4s in MODE 0, f32.
   const texels = r.src.size / 4;
   const tex = r.k === 3 && r.mode === 0 && vec === 1 && !half &&
-      inputBinding(texelsFit(texels)) === "texture"
+      inputBinding(texelsFit(texels), "conv3") === "texture"
     ? texelTexture(r.src.buffer, texels)
     : null;
   const wtex = binding === "texture" ? texelTexture(pw.buffer, pwVec4s) : null;
@@ -499,7 +499,7 @@ export function runWeightGrad(r: WeightGradRun): Tensor {
   // x and gy as texels (see inputBinding): K = 3 rows of whole vec4s in MODE 0.
   const [xTexels, gyTexels] = [r.x.size / 4, r.gy.size / 4];
   const tex = r.k === 3 && r.mode === 0 && vec === 1 &&
-    inputBinding(texelsFit(xTexels) && texelsFit(gyTexels)) === "texture";
+    inputBinding(texelsFit(xTexels) && texelsFit(gyTexels), "wgrad3") === "texture";
   const xt = tex ? texelTexture(r.x.buffer, xTexels) : null;
   const gyt = tex ? texelTexture(r.gy.buffer, gyTexels) : null;
   const constants = {

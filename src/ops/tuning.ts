@@ -24,6 +24,16 @@ export interface ConvTiles {
   /** Voxels along x (4 or 8); rows are always 4. */
   vx: number;
   wg: number;
+  /**
+   * Where the K = 3 kernel reads its input rows (see {@link inputBinding}); only in a tuned
+   * entry, which measured it. Absent: the adapter kind's default.
+   */
+  input?: InputBinding;
+}
+
+/** A block as `voxseg tune` and `voxseg info` print it. */
+export function describeTiles(t: ConvTiles): string {
+  return `CG ${t.cg} VZ ${t.vz} VX ${t.vx} WG ${t.wg}${t.input ? `, input ${t.input}` : ""}`;
 }
 
 /** The measured blocks of one adapter, with what was measured. */
@@ -195,9 +205,10 @@ function ignore(path: string, why: string): null {
  */
 export function validTiles(t: unknown, kernel: TunedKernel = "wgrad3"): t is ConvTiles {
   if (!t || typeof t !== "object") return false;
-  const { cg, vz, vx, wg } = t as ConvTiles;
+  const { cg, vz, vx, wg, input } = t as ConvTiles;
   return (cg === 1 || cg === 2 || (cg === 4 && kernel === "conv3")) &&
-    [1, 2, 3, 4].includes(vz) && (vx === 4 || vx === 8) && [32, 64, 128, 256].includes(wg);
+    [1, 2, 3, 4].includes(vz) && (vx === 4 || vx === 8) && [32, 64, 128, 256].includes(wg) &&
+    (input === undefined || input === "storage" || input === "texture");
 }
 
 /**
@@ -339,10 +350,15 @@ let forcedInput: InputBinding | null = null;
  * …`): forward, 2×4×8, input and weights in storage 17.4 (18.4) against both as texels 30.6
  * (35.1), and 32.0 (41.1) with the 1×4×8 block; the weight gradient, 2×2×8, 7.6 (8.2) against
  * 25.4 (27.7). GPUs keep storage (no measurement; their loads are not per-lane loops).
+ * By wall clock on a quiet machine of that kind the forward runs 20–25 GFLOP/s as texels
+ * against 10–11.5 from storage. On AVX-512 CPUs, whose storage loads do not stall, the texel
+ * path is not measured yet: `voxseg tune` times both there and caches the faster for `kernel`
+ * (a tuned block's `input`), which then applies unless a binding is forced.
  */
-export function inputBinding(fits: boolean): InputBinding {
+export function inputBinding(fits: boolean, kernel: TunedKernel = "conv3"): InputBinding {
   if (!fits) return "storage";
-  return forcedInput ?? (adapterKind() === "software" ? "texture" : "storage");
+  return forcedInput ?? tileOverride(kernel)?.input ??
+    (adapterKind() === "software" ? "texture" : "storage");
 }
 
 /**

@@ -14,7 +14,9 @@ import {
   CONV_TILES,
   type ConvTiles,
   convTiles,
+  forceInputBinding,
   forgetTunedTiles,
+  inputBinding,
   reloadTunedTiles,
   saveTunedTiles,
   tileCachePath,
@@ -132,6 +134,43 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "a tuned input binding applies unless one is forced, and the convolution still matches",
+  opts,
+  async () => {
+    await initGpu();
+    await withCacheDir(async () => {
+      const usual = adapterKind() === "software" ? "texture" : "storage";
+      const other = usual === "texture" ? "storage" : "texture";
+      const conv3 = { ...builtinTiles("conv3"), input: other } as const;
+      await saveTunedTiles(entry(conv3, builtinTiles("wgrad3")));
+      deepStrictEqual(convTiles(3, 32, 32), conv3);
+      equal(inputBinding(true, "conv3"), other);
+      equal(inputBinding(true, "wgrad3"), usual, "the weight gradient keeps its own choice");
+      equal(inputBinding(false, "conv3"), "storage", "a tensor too large for a texture");
+      const before = forceInputBinding(usual);
+      try {
+        equal(inputBinding(true, "conv3"), usual, "a forced binding wins over the cache");
+      } finally {
+        forceInputBinding(before);
+      }
+
+      const rng = new Random(11);
+      const xShape = [2, 3, 5, 6, 12], co = 6;
+      const xs = Float32Array.from({ length: 2 * 3 * 5 * 6 * 12 }, () => rng.normal());
+      const ws = Float32Array.from({ length: co * 3 * 27 }, () => rng.normal());
+      const x = fromArray(xShape, xs), w = fromArray([co, 3, 3, 3, 3], ws);
+      const [y] = await readTensors([ops.conv3d(x, w, null)]);
+      x.dispose();
+      w.dispose();
+      const want = conv3dRef(xShape, co, 3, false)([Float64Array.from(xs), Float64Array.from(ws)]);
+      let worst = 0;
+      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(y[i] - want[i]));
+      ok(worst < 1e-4, `conv3d reading its input from ${other} differs by ${worst}`);
+    });
+  },
+);
+
 Deno.test("entries are per adapter: another adapter's entry is not used", opts, async () => {
   await initGpu();
   await withCacheDir(async () => {
@@ -183,6 +222,8 @@ Deno.test(
       ok(messages[0].includes(tileCachePath()), `the message names the file: ${messages[0]}`);
       ok(!validTiles({ cg: 2, vz: 4, vx: 6, wg: 64 }));
       ok(validTiles({ cg: 2, vz: 4, vx: 8, wg: 64 }));
+      ok(validTiles({ cg: 2, vz: 4, vx: 8, wg: 64, input: "storage" }));
+      ok(!validTiles({ cg: 2, vz: 4, vx: 8, wg: 64, input: "buffer" }));
     });
   },
 );
