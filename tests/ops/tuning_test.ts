@@ -50,6 +50,25 @@ async function withCacheDir(fn: (dir: string) => Promise<void> | void): Promise<
   }
 }
 
+/**
+ * Largest |difference| of conv3d (with whatever block and bindings apply now) from the float64
+ * reference on an odd shape.
+ */
+async function conv3dError(seed: number): Promise<number> {
+  const rng = new Random(seed);
+  const xShape = [2, 3, 5, 6, 12], co = 6;
+  const xs = Float32Array.from({ length: 2 * 3 * 5 * 6 * 12 }, () => rng.normal());
+  const ws = Float32Array.from({ length: co * 3 * 27 }, () => rng.normal());
+  const x = fromArray(xShape, xs), w = fromArray([co, 3, 3, 3, 3], ws);
+  const [y] = await readTensors([ops.conv3d(x, w, null)]);
+  x.dispose();
+  w.dispose();
+  const want = conv3dRef(xShape, co, 3, false)([Float64Array.from(xs), Float64Array.from(ws)]);
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(y[i] - want[i]));
+  return worst;
+}
+
 // A block other than either built-in one; its pipeline is compiled once for this file.
 const OTHER: ConvTiles = { cg: 1, vz: 2, vx: 8, wg: 64 };
 
@@ -83,17 +102,7 @@ Deno.test(
       // The per-shape shrinking still applies on top (4 voxels along x for W ≤ 4).
       equal(convTiles(3, 32, 4).vx, 4);
 
-      const rng = new Random(5);
-      const xShape = [2, 3, 5, 6, 12], co = 6;
-      const xs = Float32Array.from({ length: 2 * 3 * 5 * 6 * 12 }, () => rng.normal());
-      const ws = Float32Array.from({ length: co * 3 * 27 }, () => rng.normal());
-      const x = fromArray(xShape, xs), w = fromArray([co, 3, 3, 3, 3], ws);
-      const [y] = await readTensors([ops.conv3d(x, w, null)]);
-      x.dispose();
-      w.dispose();
-      const want = conv3dRef(xShape, co, 3, false)([Float64Array.from(xs), Float64Array.from(ws)]);
-      let worst = 0;
-      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(y[i] - want[i]));
+      const worst = await conv3dError(5);
       ok(worst < 1e-4, `conv3d with the cached block differs by ${worst}`);
 
       ok(await forgetTunedTiles());
@@ -155,17 +164,7 @@ Deno.test(
         forceInputBinding(before);
       }
 
-      const rng = new Random(11);
-      const xShape = [2, 3, 5, 6, 12], co = 6;
-      const xs = Float32Array.from({ length: 2 * 3 * 5 * 6 * 12 }, () => rng.normal());
-      const ws = Float32Array.from({ length: co * 3 * 27 }, () => rng.normal());
-      const x = fromArray(xShape, xs), w = fromArray([co, 3, 3, 3, 3], ws);
-      const [y] = await readTensors([ops.conv3d(x, w, null)]);
-      x.dispose();
-      w.dispose();
-      const want = conv3dRef(xShape, co, 3, false)([Float64Array.from(xs), Float64Array.from(ws)]);
-      let worst = 0;
-      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(y[i] - want[i]));
+      const worst = await conv3dError(11);
       ok(worst < 1e-4, `conv3d reading its input from ${other} differs by ${worst}`);
     });
   },
