@@ -1,8 +1,9 @@
 /**
  * How long the loader's workers spend decoding one chunk: a 64³ int16 chunk of a CT-like
  * phantom (air, body, lungs, noise), compressed with zstd at voxseg's level (3) by numcodecs
- * (as voxseg writes it), decoded by numcodecs' WebAssembly zstd and by Deno's native one told
- * the decoded size (as src/data/ome_zarr/codecs.ts reads it). Prints one JSON line per decoder:
+ * (as voxseg writes it), decoded by numcodecs' WebAssembly zstd, by Deno's native one told the
+ * decoded size, and by the system's libzstd into a buffer of that size (as
+ * src/data/ome_zarr/codecs.ts reads it where libzstd loads; the others are its fallbacks). Prints one JSON line per decoder:
  * wall and process-CPU milliseconds per decode (CPU time holds on a shared machine), and the
  * bytes.
  *
@@ -16,6 +17,7 @@ import zlib from "node:zlib";
 import Zstd from "numcodecs/zstd";
 import { Random } from "../src/base/random.ts";
 import { processCpuMs } from "../src/cli/bench/ops.ts";
+import { systemZstd } from "../src/data/ome_zarr/libzstd.ts";
 
 const side = 64, n = side ** 3;
 const rng = new Random(0);
@@ -35,6 +37,9 @@ const decoders: [string, () => unknown][] = [
   ["numcodecs (WebAssembly)", () => zstd.decode(encoded)],
   ["Deno native", () => zlib.zstdDecompressSync(encoded, { chunkSize: n * 2 })],
 ];
+const libzstd = systemZstd();
+if (libzstd) decoders.push(["system libzstd (FFI)", () => libzstd(encoded, new Uint8Array(n * 2))]);
+else console.error("the system's libzstd is not loadable here: its row is left out");
 for (const [decoder, decode] of decoders) {
   for (let i = 0; i < 10; i++) await decode(); // warm-up: WASM compilation
   const reps = 200;

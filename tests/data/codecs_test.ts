@@ -1,9 +1,10 @@
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
-import { gzipSync, zstdCompressSync } from "node:zlib";
+import { gzipSync, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import * as zarr from "zarrita";
 import Zstd from "numcodecs/zstd";
 import { Random } from "../../src/base/random.ts";
 import { useNativeCodecs, zstdContentSize } from "../../src/data/ome_zarr/codecs.ts";
+import { systemZstd } from "../../src/data/ome_zarr/libzstd.ts";
 
 const native = useNativeCodecs();
 
@@ -81,4 +82,26 @@ Deno.test("zstdContentSize: frames, skippable frames, declared sizes", async () 
       /truncated/,
     );
   }
+});
+
+Deno.test("system libzstd: the codec's decoder where it loads, the same bytes as Deno's", async () => {
+  const libzstd = systemZstd();
+  // Debian ships libzstd.so.1 with apt itself: on Linux here it must load.
+  if (Deno.build.os === "linux") ok(libzstd, "libzstd.so.1 loads through FFI");
+  if (!libzstd) return;
+  const numcodecs = Zstd.fromConfig({ id: "zstd", level: 3 });
+  const raw = ctBytes(32 * 24 * 40, 5);
+  const encoded = new Uint8Array(await numcodecs.encode(raw));
+  const out = new Uint8Array(raw.length);
+  strictEqual(libzstd(encoded, out), raw.length);
+  deepStrictEqual(out, raw);
+  deepStrictEqual(out, new Uint8Array(zstdDecompressSync(encoded)));
+  // Two frames with a skippable one between them decode as one buffer.
+  const skippable = new Uint8Array([0x50, 0x2a, 0x4d, 0x18, 2, 0, 0, 0, 7, 7]);
+  const twice = new Uint8Array(2 * raw.length);
+  strictEqual(libzstd(new Uint8Array([...encoded, ...skippable, ...encoded]), twice), twice.length);
+  deepStrictEqual(twice, new Uint8Array([...raw, ...raw]));
+  // Too small a buffer, or bytes that are not zstd, fail with zstd's reason.
+  throws(() => libzstd(encoded, new Uint8Array(100)), /corrupt zstd data: .*buffer/i);
+  throws(() => libzstd(raw, out), /corrupt zstd data: /);
 });

@@ -1,18 +1,21 @@
 /**
  * Native chunk decompression for zarrita. zarrita decodes zstd with numcodecs' WebAssembly
  * build and gzip through a DecompressionStream; both are slow next to the zstd and zlib that
- * Deno ships natively (`node:zlib`). Decoding is most of what the training loader's workers do
- * (a 64³ patch touches up to 8 image and 8 label chunks, and a cache a fraction of the dataset
- * misses most of them): a 64³ int16 CT chunk takes ~3.6 ms of CPU through numcodecs and ~1.4 ms
- * natively on a Zen 3 core (bench/zstd_decode.ts). {@link useNativeCodecs} swaps the decoders
- * in zarrita's codec registry; the bytes are the same (zstd and gzip are lossless formats with
- * one decoding), encoding is left to numcodecs as before, and a runtime without the native
- * functions keeps zarrita's own.
+ * Deno ships natively (`node:zlib`), and Deno's zstd is itself slower than the system's
+ * libzstd (./libzstd.ts). Decoding is most of what the training loader's workers do (a 64³
+ * patch touches up to 8 image and 8 label chunks, and a cache a fraction of the dataset misses
+ * most of them): a 64³ int16 CT chunk takes ~2.8–4.4 ms of CPU through numcodecs, ~1.3–2.0 ms
+ * through `node:zlib` and ~1.0–1.6 ms through libzstd on a Zen 3 core (bench/zstd_decode.ts;
+ * the ranges are two runs on a machine whose speed drifts). {@link useNativeCodecs} swaps the
+ * decoders in zarrita's codec registry; the bytes are the same (zstd and gzip are lossless
+ * formats with one decoding), encoding is left to numcodecs as before, and a runtime without
+ * the native functions keeps zarrita's own.
  */
 
 import * as zarr from "zarrita";
 import * as zlib from "node:zlib";
 import Zstd from "numcodecs/zstd";
+import { systemZstd } from "./libzstd.ts";
 
 type CodecEntry = Awaited<ReturnType<NonNullable<ReturnType<typeof zarr.registry.get>>>>;
 
@@ -64,7 +67,10 @@ function chunkSize(expected: number | undefined): { chunkSize: number } | undefi
   return expected && expected < 2 ** 30 ? { chunkSize: Math.max(64, expected + 1) } : undefined;
 }
 
-/** zstd: decoded by Deno's native zstd, encoded by numcodecs (as zarrita would). */
+/**
+ * zstd: decoded by the system's libzstd where it can be loaded (./libzstd.ts), else by Deno's
+ * native zstd; encoded by numcodecs (as zarrita would).
+ */
 class NativeZstd {
   readonly kind = "bytes_to_bytes";
   #encoder: ReturnType<typeof Zstd.fromConfig>;
@@ -90,6 +96,19 @@ class NativeZstd {
     // Deno's decoder ends quietly where truncated input ends; numcodecs rejects such input, so
     // check the frames are whole first, and the output is the size their headers declare.
     const declared = zstdContentSize(data);
+    const libzstd = declared ? systemZstd() : null;
+    if (libzstd) {
+      // Straight into the chunk's own buffer (./libzstd.ts); it fails on data that overruns it.
+      const out = new Uint8Array(declared!);
+      const written = libzstd(data, out);
+      if (written !== declared) {
+        throw new Error(
+          `corrupt zstd data: the frame header declares ${declared} bytes but it decodes to ` +
+            `${written}`,
+        );
+      }
+      return out;
+    }
     const out = zlib.zstdDecompressSync(data, this.#options);
     if (declared !== undefined && out.byteLength !== declared) {
       throw new Error(
