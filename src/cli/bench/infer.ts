@@ -4,7 +4,7 @@
  * - `infer`: the reference U-Net (base 16, depth 4, 3 classes, random weights, patch 64³)
  *   segments a 128×256×256 volume (`--quick`: 64×128×128) by sliding window, overlap 0.5,
  *   batches of 2 — voxels per second end to end (sliding window, blending, arg-max) and the
- *   process's peak resident memory; then, in the same run, the identical network and sliding
+ *   peak resident memory of the timed prediction, in a fresh process as the peer's; then, in the same run, the identical network and sliding
  *   window in PyTorch (bench/peer/sliding_window_torch.py, 2 threads), with the share of
  *   voxels whose labels agree; and the same prediction with binary16 convolution operands
  *   (`precision: "f16"`): its time and its label agreement with f32.
@@ -18,12 +18,17 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { initGpu } from "../../gpu/mod.ts";
+import { bufferPool, initGpu } from "../../gpu/mod.ts";
 import { writeCase } from "../../data/ome_zarr/writer.ts";
 import { Random } from "../../base/random.ts";
 import type { Shape3, Volume } from "../../data/volume.ts";
 import { segmentationMetrics } from "../../infer/metrics.ts";
-import { DEFAULT_MEMORY_BUDGET, type LoadedModel, predictVolume } from "../../infer/predict.ts";
+import {
+  DEFAULT_MEMORY_BUDGET,
+  type LoadedModel,
+  loadModel,
+  predictVolume,
+} from "../../infer/predict.ts";
 import { UNet3D } from "../../nn/unet3d.ts";
 import type { CheckpointMeta } from "../../nn/checkpoint.ts";
 import { saveCheckpoint } from "../../nn/checkpoint.ts";
@@ -176,9 +181,97 @@ export function oneBatchShape(patch: Shape3, overlap: number, batch: number): Sh
   return [patch[0], patch[1], patch[2] + (batch - 1) * step];
 }
 
+const PATCH: Shape3 = [64, 64, 64];
+const OVERLAP = 0.5;
+const BATCH = 2;
+
+/** voxseg's f32 side of the throughput row (see {@link voxsegInferSide}). */
+export interface InferSide {
+  seconds: number;
+  windows: number;
+  rss_before_mb: number | null;
+  rss_peak_mb: number | null;
+  /** Where it ran: "fresh child process" (as the PyTorch peer) or "bench process". */
+  process: string;
+}
+
+/**
+ * voxseg's f32 prediction of the `shape` phantom with the checkpoint at `model`, in this
+ * process: a warm-up as the peer's (one whole prediction of a volume that is exactly one batch
+ * of 2 windows; it compiles the pipelines and fills the buffer pool), then the timed
+ * prediction with its peak resident memory taken as the peer takes its own (reset right
+ * before, read right after). Writes the labels to `labelsOut`.
+ */
+export async function voxsegInferSide(
+  model: string,
+  shape: Shape3,
+  labelsOut: string,
+  where = "bench process",
+): Promise<InferSide> {
+  await initGpu();
+  // Idle buffers of earlier work would stay resident and count in this peak.
+  bufferPool().trim();
+  const loaded = await loadModel(model);
+  try {
+    const { image } = phantomCt(shape, [1, 1, 1]);
+    const patch = loaded.meta.patchSize as Shape3;
+    const warm = phantomCt(oneBatchShape(patch, OVERLAP, BATCH), [1, 1, 1]).image;
+    await predictVolume(loaded, warm, { overlap: OVERLAP, batchSize: BATCH });
+    const rssBefore = procStatusMb("VmRSS");
+    const peakReset = resetPeakRss();
+    const { labels, summary } = await predictVolume(loaded, image, {
+      overlap: OVERLAP,
+      batchSize: BATCH,
+    });
+    const rssPeak = peakReset ? procStatusMb("VmHWM") : undefined;
+    const data = labels.data;
+    await Deno.writeFile(labelsOut, data instanceof Uint8Array ? data : Uint8Array.from(data));
+    return {
+      seconds: summary.seconds,
+      windows: summary.windows ?? 0,
+      rss_before_mb: rssBefore ?? null,
+      rss_peak_mb: rssPeak ?? null,
+      process: where,
+    };
+  } finally {
+    loaded.dispose();
+  }
+}
+
+/** This module, run as a script: voxseg's side of the throughput row. */
+const SIDE_SCRIPT = new URL(import.meta.url);
+
+/**
+ * {@link voxsegInferSide} in a fresh `deno` process, so that its peak memory is taken as the
+ * PyTorch peer's is (a new process holding one network, its pipelines and its buffers), as
+ * `bench train` does. In a compiled binary (no source tree to run) it runs here instead, after
+ * freeing the idle buffers; there the PyTorch peer, a script of the source tree, is skipped.
+ */
+export async function voxsegInferSideInChild(
+  model: string,
+  shape: Shape3,
+  labelsOut: string,
+): Promise<InferSide> {
+  if (Deno.build.standalone || SIDE_SCRIPT.protocol !== "file:") {
+    return await voxsegInferSide(model, shape, labelsOut);
+  }
+  const args = [
+    ...["run", "-A", "--config", fileURLToPath(new URL("../../../deno.json", import.meta.url))],
+    fileURLToPath(SIDE_SCRIPT),
+    ...[model, shape.join(","), labelsOut],
+  ];
+  const out = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" })
+    .output();
+  if (!out.success) {
+    const stderr = new TextDecoder().decode(out.stderr).trim();
+    throw new Error(`voxseg's side of the inference row exited ${out.code}: ${stderr}`);
+  }
+  return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+}
+
 /** voxseg vs PyTorch on the reference network; see the module comment. */
 async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> {
-  const patch: Shape3 = [64, 64, 64];
+  const patch = PATCH;
   const net = new UNet3D(
     { inChannels: 1, classes: 3, baseChannels: 16, depth: 4, norm: "none" },
     0,
@@ -191,32 +284,26 @@ async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> 
   const { image } = phantomCt(shape, [1, 1, 1]);
   const dir = await Deno.makeTempDir({ prefix: "voxseg_bench_infer_" });
   try {
-    // Warm-up, as the peer's (sliding_window_torch.py): one whole prediction of a volume that
-    // is exactly one batch of 2 windows; it compiles the pipelines and fills the buffer pool.
-    const warm = phantomCt(oneBatchShape(patch, 0.5, 2), [1, 1, 1]).image;
-    await predictVolume(loaded, warm, { overlap: 0.5, batchSize: 2 });
-    const rssBefore = procStatusMb("VmRSS");
-    const peakReset = resetPeakRss();
-    const { labels, summary } = await predictVolume(loaded, image, { overlap: 0.5, batchSize: 2 });
-    const rssPeak = peakReset ? procStatusMb("VmHWM") : undefined;
+    const weights = await readWeights(net);
+    const model = join(dir, "reference.safetensors");
+    await saveCheckpoint(model, { weights, meta: loaded.meta });
+    // voxseg's timed f32 prediction, in a process of its own as the peer's.
+    const side = await voxsegInferSideInChild(model, shape, join(dir, "voxseg_labels.u8"));
+    const labels = await Deno.readFile(join(dir, "voxseg_labels.u8"));
     const voxels = shape[0] * shape[1] * shape[2];
 
-    // The same prediction with binary16 convolution operands, right after (own warm-up).
-    await predictVolume(loaded, warm, { overlap: 0.5, batchSize: 2, precision: "f16" });
-    const half = await predictVolume(loaded, image, {
-      overlap: 0.5,
-      batchSize: 2,
-      precision: "f16",
-    });
+    // The same prediction with binary16 convolution operands, here (own warm-up); its time is
+    // compared with the f32 child's, each after a warm-up.
+    const warm = phantomCt(oneBatchShape(patch, OVERLAP, BATCH), [1, 1, 1]).image;
+    const options = { overlap: OVERLAP, batchSize: BATCH, precision: "f16" as const };
+    await predictVolume(loaded, warm, options);
+    const half = await predictVolume(loaded, image, options);
     let halfSame = 0;
-    for (let i = 0; i < voxels; i++) if (half.labels.data[i] === labels.data[i]) halfSame++;
+    for (let i = 0; i < voxels; i++) if (half.labels.data[i] === labels[i]) halfSame++;
 
     // The peer gets the same weights and the volume in HU: the CT window (HU → [0, 1]) is
     // inside both timers, as predictVolume applies it inside voxseg's; both warm up alike.
-    await Deno.writeFile(
-      join(dir, "weights.safetensors"),
-      encodeSafetensors(await readWeights(net)),
-    );
+    await Deno.writeFile(join(dir, "weights.safetensors"), encodeSafetensors(weights));
     await Deno.writeFile(
       join(dir, "volume.safetensors"),
       encodeSafetensors({ image: { shape: [...shape], data: Float32Array.from(image.data) } }),
@@ -226,31 +313,32 @@ async function throughput(shape: Shape3, adapter: string): Promise<BenchResult> 
     let agreement = null;
     if (peer.ok) {
       let same = 0;
-      for (let i = 0; i < voxels; i++) if (peer.labels[i] === labels.data[i]) same++;
+      for (let i = 0; i < voxels; i++) if (peer.labels[i] === labels[i]) same++;
       agree = same / voxels;
       // At least 99.9 % of the labels equal (agreement.ts LABELS_TOLERANCE).
-      agreement = labelsAgreement(labels.data, peer.labels);
+      agreement = labelsAgreement(labels, peer.labels);
     }
     return {
       name: `infer unet3d base16 depth4 patch 64³ overlap 0.5 ${shape.join("×")}`,
-      seconds: summary.seconds,
-      voxels_per_s: voxels / summary.seconds,
-      windows: summary.windows ?? 0,
-      rss_before_mb: rssBefore ?? null,
-      rss_peak_mb: rssPeak ?? null,
+      seconds: side.seconds,
+      voxels_per_s: voxels / side.seconds,
+      windows: side.windows,
+      rss_before_mb: side.rss_before_mb,
+      rss_peak_mb: side.rss_peak_mb,
+      voxseg_process: side.process,
       torch_seconds: peer.ok ? peer.seconds : null,
       torch_voxels_per_s: peer.ok ? voxels / peer.seconds : null,
       torch_rss_peak_mb: peer.ok ? peer.rssPeakMb : null,
       // > 1: voxseg is faster; null when the labels disagree beyond the tolerance.
       speedup_vs_torch: peer.ok && agreement
-        ? agreedRatio(peer.seconds, summary.seconds, agreement)
+        ? agreedRatio(peer.seconds, side.seconds, agreement)
         : null,
       label_agreement_vs_torch: agree,
       agree: agreement?.agree ?? null,
       agreement: agreement?.agreement ?? null,
       f16_seconds: half.summary.seconds,
       // > 1: binary16 operands are faster than f32.
-      f16_speedup: summary.seconds / half.summary.seconds,
+      f16_speedup: side.seconds / half.summary.seconds,
       f16_label_agreement: halfSame / voxels,
       adapter,
       peer: peer.ok ? `pytorch ${peer.torch}, ${peer.threads} threads` : "skipped",
@@ -347,3 +435,11 @@ export const suite: BenchSuite = {
     for (const depth of quick ? [64, 128] : [150, 600]) yield await memoryCheck(depth);
   },
 };
+
+if (import.meta.main) {
+  const [model, shape, labelsOut] = Deno.args;
+  const dims = shape.split(",").map(Number) as Shape3;
+  console.log(
+    JSON.stringify(await voxsegInferSide(model, dims, labelsOut, "fresh child process")),
+  );
+}

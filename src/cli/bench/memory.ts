@@ -3,9 +3,9 @@
  * peak is reset (`/proc/self/clear_refs` ← 5) right before the measured work and read
  * (`VmHWM`) right after it, so neither side's figure includes its start-up, its warm-up or its
  * inputs' loading. The Python peers do the same (bench/peer/*.py). What the figure includes
- * besides the measured work is what the process holds: `bench train` therefore runs each side
- * of a row in a fresh process of its own (train.ts), as the peer always is; `bench infer`
- * measures voxseg's side in the bench process, where it is the first thing run after start-up.
+ * besides the measured work is what the process holds: `bench train` and `bench infer`
+ * therefore run voxseg's side of a row in a fresh process of its own (train.ts, infer.ts), as
+ * the peer always is.
  */
 
 const MB = 1e6;
