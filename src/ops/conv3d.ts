@@ -2,11 +2,13 @@
  * 3D convolution, stride 1, kernel 3 (padding 1) or 1 (padding 0), forward and backward.
  *
  * Layouts follow PyTorch: x [N, Ci, D, H, W], w [Co, Ci, k, k, k], bias [Co].
- * Five kernels serve this file and `conv_transpose3d.ts`:
+ * Six kernels serve this file and `conv_transpose3d.ts`:
  * - `conv3d_pack.wgsl`: weights read through strides (so also channel-swapped and
  *   tap-flipped for the input gradient) packed into per-tile vec4 order;
- * - `conv3d.wgsl`: the direct convolution, a register block per thread (forward, and the
+ * - `conv3d.wgsl`: the 3×3×3 convolution, a register block per thread (forward, and the
  *   input gradient as the convolution of gy with the packed flipped weights);
+ * - `conv3d_point.wgsl`: the 1×1×1 convolution, likewise, and through its modes the
+ *   transposed convolution and its input gradient;
  * - `conv3d_wgrad.wgsl`: weight-gradient partial sums, one slot per voxel slice;
  * - `conv3d_reduce.wgsl`: adds partial-sum slots;
  * - `conv3d_bias.wgsl`: per-channel partial sums of gy (the bias gradient).
@@ -15,6 +17,8 @@
  */
 
 import conv3dWgsl from "../../shaders/conv3d.wgsl" with { type: "text" };
+import pointWgsl from "../../shaders/conv3d_point.wgsl" with { type: "text" };
+import convStoreWgsl from "../../shaders/lib/conv_store.wgsl" with { type: "text" };
 import wgradWgsl from "../../shaders/conv3d_wgrad.wgsl" with { type: "text" };
 import reduceWgsl from "../../shaders/conv3d_reduce.wgsl" with { type: "text" };
 import biasWgsl from "../../shaders/conv3d_bias.wgsl" with { type: "text" };
@@ -77,7 +81,7 @@ function blockGrid(
 const conv3dSpec = {
   name: "conv3d",
   body: conv3dWgsl,
-  fragments: [convWindowWgsl],
+  fragments: [convWindowWgsl, convStoreWgsl],
   uniforms: {
     ...BLOCK_GRID,
     tilesC: "u32",
@@ -103,7 +107,7 @@ const conv3dSpec = {
     { name: "wt", access: "read", texture: true },
   ],
   workgroupSize: 64,
-  constants: { K: 3, MODE: 0, CG: 2, VZ: 4, VX: 8, VEC: 1, F16: 0, TEX: 0, WTEX: 0 },
+  constants: { K: 3, CG: 2, VZ: 4, VX: 8, VEC: 1, F16: 0, TEX: 0, WTEX: 0 },
 } satisfies KernelSpec;
 
 export const conv3dKernel = defineKernel(conv3dSpec);
@@ -116,6 +120,40 @@ export const conv3dUniformKernel = defineKernel({
   ...conv3dSpec,
   name: "conv3d_uniform",
   bindings: conv3dSpec.bindings.map((b) =>
+    b.name === "pw" ? { ...b, uniformLength: UNIFORM_WEIGHT_VEC4S } : b
+  ),
+});
+
+/**
+ * The 1×1×1 convolution (K = 1: heads, and the transposed convolution's modes), a module of
+ * its own so that its pipelines compile in a fraction of the 3×3×3 kernel's time.
+ */
+const pointSpec = {
+  name: "conv3d_point",
+  body: pointWgsl,
+  fragments: [convStoreWgsl],
+  uniforms: conv3dSpec.uniforms,
+  bindings: [
+    { name: "src", access: "read" },
+    // The same buffer as src, read as aligned vec4s when W % 4 == 0.
+    { name: "srcv", access: "read", type: "vec4<f32>" },
+    { name: "pw", access: "read", type: "vec4<f32>" },
+    { name: "bias", access: "read" },
+    { name: "dst", access: "read_write", type: "vec4<f32>" },
+    // TEX = 1: src as a texel texture (src/gpu/texture.ts); other runs bind an unused one.
+    { name: "xt", access: "read", texture: true },
+  ],
+  workgroupSize: 64,
+  constants: { MODE: 0, CG: 2, VZ: 2, VX: 8, VEC: 1, TEX: 0 },
+} satisfies KernelSpec;
+
+export const conv3dPointKernel = defineKernel(pointSpec);
+
+/** {@link conv3dPointKernel} reading the packed weights through a uniform binding. */
+export const conv3dPointUniformKernel = defineKernel({
+  ...pointSpec,
+  name: "conv3d_point_uniform",
+  bindings: pointSpec.bindings.map((b) =>
     b.name === "pw" ? { ...b, uniformLength: UNIFORM_WEIGHT_VEC4S } : b
   ),
 });
@@ -360,10 +398,12 @@ export function halfEligible(r: Pick<ConvRun, "k" | "mode" | "grid">): boolean {
 
 /** Records the convolution kernel; shared with the transposed convolution. */
 export function runConv(r: ConvRun): Tensor {
+  if (r.mode !== 0 && r.k !== 1) throw new Error("runConv: MODE 1 and 2 need K = 1");
+  if (r.act && r.mode !== 0) throw new Error("runConv: a fused activation needs MODE 0");
   const [d, , w] = r.grid;
   const half = r.precision === "f16" && halfEligible(r);
   const t = convTiles(r.k, r.co, w, { half });
-  // Channels per tile; K = 1 spends the plane slots on channels (see conv3d.wgsl).
+  // Channels per tile; K = 1 spends the plane slots on channels (see conv3d_point.wgsl).
   const gw = 4 * t.cg * (r.k === 1 ? t.vz : 1);
   const tilesC = Math.ceil(r.co / gw);
   // K = 1 steps through input channels 4 at a time.
@@ -373,17 +413,53 @@ export function runConv(r: ConvRun): Tensor {
   const binding = half
     ? "storage"
     : weightBinding(pwVec4s, { texture: r.k === 3 && texelsFit(pwVec4s) });
-  const kernel = binding === "uniform" ? conv3dUniformKernel : conv3dKernel;
   const pw = packWeights(r, tilesC, gw, ciPad, binding === "uniform" ? UNIFORM_WEIGHT_VEC4S : 0);
-  const pwh = half ? packHalf(pw) : null;
-  const xh = half ? packHalf(r.src) : null;
-  const b = blockGrid(r, t.vx, r.k === 1 ? d : Math.ceil(d / t.vz));
-  const groups = r.n * tilesC * b.tilesZ * b.tilesY * b.tilesX;
-  const y = new Tensor(r.outShape);
-  if (r.act && r.mode !== 0) throw new Error("runConv: a fused activation needs MODE 0");
   const [act, actP] = activationCode(r.act);
   // Aligned vec4 rows (and, in MODE 2, up-sampled rows) need W % 4 == 0.
   const vec = w % 4 === 0 ? 1 : 0;
+  const y = new Tensor(r.outShape);
+  const uniforms = { tilesC, ciPad, hasBias: r.bias ? 1 : 0, act, actP };
+  if (r.k === 1) {
+    // One row of VX voxels per thread (conv3d_point.wgsl).
+    const kernel = binding === "uniform" ? conv3dPointUniformKernel : conv3dPointKernel;
+    const b = { ...blockGrid(r, t.vx, d), tilesY: r.grid[1] };
+    const groups = r.n * tilesC * b.tilesZ * b.tilesY * b.tilesX;
+    const texels = r.src.size / 4;
+    const tex = vec === 1 && inputBinding(texelsFit(texels)) === "texture"
+      ? texelTexture(r.src.buffer, texels)
+      : null;
+    const constants = {
+      MODE: r.mode,
+      CG: t.cg,
+      VZ: t.vz,
+      VX: t.vx,
+      VEC: vec,
+      WG: t.wg,
+      TEX: tex ? 1 : 0,
+    };
+    recorder().dispatch(
+      kernel,
+      { ...b, groups, ...uniforms },
+      [
+        r.src.buffer,
+        r.src.buffer,
+        pw.buffer,
+        (r.bias ?? r.src).buffer,
+        y.buffer,
+        tex?.view ?? emptyTexelView(),
+      ],
+      kernel.grid(groups, constants),
+      constants,
+    );
+    tex?.release();
+    pw.dispose();
+    return y;
+  }
+  const kernel = binding === "uniform" ? conv3dUniformKernel : conv3dKernel;
+  const pwh = half ? packHalf(pw) : null;
+  const xh = half ? packHalf(r.src) : null;
+  const b = blockGrid(r, t.vx, Math.ceil(d / t.vz));
+  const groups = r.n * tilesC * b.tilesZ * b.tilesY * b.tilesX;
   // The input as texels (see inputBinding): K = 3 rows of whole vec4s in MODE 0, f32.
   const texels = r.src.size / 4;
   const tex = r.k === 3 && r.mode === 0 && vec === 1 && !half &&
@@ -392,8 +468,7 @@ export function runConv(r: ConvRun): Tensor {
     : null;
   const wtex = binding === "texture" ? texelTexture(pw.buffer, pwVec4s) : null;
   const constants = {
-    K: r.k,
-    MODE: r.mode,
+    K: 3,
     CG: t.cg,
     VZ: t.vz,
     VX: t.vx,
@@ -405,15 +480,7 @@ export function runConv(r: ConvRun): Tensor {
   };
   recorder().dispatch(
     kernel,
-    {
-      ...b,
-      groups,
-      tilesC,
-      ciPad,
-      hasBias: r.bias ? 1 : 0,
-      act,
-      actP,
-    },
+    { ...b, groups, ...uniforms },
     [
       r.src.buffer,
       r.src.buffer,

@@ -19,9 +19,9 @@ import { writeFileAtomic } from "../base/atomic.ts";
 export interface ConvTiles {
   /** Groups of 4 output channels (1 or 2). */
   cg: number;
-  /** Output planes (1–4); for K = 1 in conv3d.wgsl, channel-group slots of one plane. */
+  /** Output planes (1–4); for K = 1 (conv3d_point.wgsl), more channel slots. */
   vz: number;
-  /** Voxels along x (4 or 8); rows are always 4. */
+  /** Voxels along x (4 or 8); rows are always 4 (K = 1: one). */
   vx: number;
   wg: number;
   /**
@@ -226,10 +226,8 @@ export function validTiles(t: unknown, kernel: TunedKernel = "wgrad3"): t is Con
  * sums of 2×4×8). Before the texel path, with everything in storage, 2×4×8 was the fastest
  * (54 GFLOP/s on an AVX-512 Xeon; on AVX2 17.4 median in the run above, and 1×4×8 0.87–0.90×
  * of it): an adapter whose cache (`voxseg tune`) predates the texel path keeps its block. K = 1
- * (the transposed convolution and 1×1×1 heads, always storage):
- * 8 channels × 2 plane slots (16 channels) × 32 voxels per thread; 4 slots ran no faster
- * (conv_transpose3d at C=K=32, 32³: 8.5–9.3 GFLOP/s forward against 10.6–11.5 with 2) and
- * cost 24 s of LLVM compilation per variant against 9 s. GPUs: 4 channels × 1×4×4 voxels
+ * (conv3d_point.wgsl: the transposed convolution and 1×1×1 heads, always storage): CG·VZ = 4
+ * slots of 4 channels × 8 voxels of one row per thread. GPUs: 4 channels × 1×4×4 voxels
  * (64 accumulators) leave registers for occupancy, 128 threads per workgroup, and reuse
  * comes from the caches. No GPU was available to tune them; they are a conventional starting
  * point, and `voxseg tune` measures better ones per adapter (on a 2-vCPU Intel Xeon with

@@ -1,7 +1,11 @@
-import { throws } from "node:assert";
+import { deepStrictEqual, ok, throws } from "node:assert";
 import { convTranspose3d } from "../../src/autograd/mod.ts";
-import { initGpu, scope, Tensor } from "../../src/gpu/mod.ts";
+import { fromArray, initGpu, readTensors, scope, Tensor } from "../../src/gpu/mod.ts";
+import * as ops from "../../src/ops/conv_transpose3d.ts";
+import * as conv3dOps from "../../src/ops/conv3d.ts";
+import { Random } from "../../src/base/random.ts";
 import { opTest } from "./check_op.ts";
+import { withInputBinding } from "./forced_tiles.ts";
 
 /** Float64 ConvTranspose3d, kernel 2 stride 2: y[n,o,2z+a,2y+b,2x+c] += x[n,i,z,y,x]·w[i,o,a,b,c]. */
 function convTransposeRef(xShape: number[], co: number, withBias: boolean) {
@@ -74,3 +78,51 @@ Deno.test("convTranspose3d rejects bad shapes with messages that print them", as
     );
   });
 });
+
+Deno.test(
+  "conv3d_point.wgsl reads the same sums from texels as from storage: the transposed " +
+    "convolution, its input gradient and a 1×1×1 convolution, with bias and ELU",
+  { sanitizeResources: false, sanitizeOps: false },
+  async () => {
+    await initGpu();
+    const rng = new Random(5);
+    // W 12 (the second block half of 8 outside), Ci 6 (a padded step of 4), Co 5; and W 16.
+    const cases = [[2, 6, 3, 5, 12], [1, 9, 2, 3, 16]].map((s) => ({
+      s,
+      co: 5,
+      x: values(s, rng),
+      wt: values([s[1], 5, 2, 2, 2], rng),
+      w1: values([5, s[1], 1, 1, 1], rng),
+      b: values([5], rng),
+      gy: values([s[0], 5, 2 * s[2], 2 * s[3], 2 * s[4]], rng),
+    }));
+    const run = async (binding: "storage" | "texture") => {
+      const dev = cases.map((c) => ({
+        x: fromArray(c.s, c.x),
+        wt: fromArray([c.s[1], 5, 2, 2, 2], c.wt),
+        w1: fromArray([5, c.s[1], 1, 1, 1], c.w1),
+        b: fromArray([5], c.b),
+        gy: fromArray([c.s[0], 5, 2 * c.s[2], 2 * c.s[3], 2 * c.s[4]], c.gy),
+      }));
+      const out = await withInputBinding(binding, () =>
+        scope(() =>
+          dev.flatMap((d) => [
+            ops.convTranspose3d(d.x, d.wt, d.b),
+            ops.convTranspose3dBackwardInput(d.gy, d.wt),
+            conv3dOps.conv3d(d.x, d.w1, d.b, { kind: "elu", param: 1 }),
+          ])
+        ));
+      const read = await readTensors(out);
+      for (const t of [...out, ...dev.flatMap((d) => Object.values(d))]) t.dispose();
+      return read;
+    };
+    const storage = await run("storage");
+    ok(storage.every((a) => a.some((v) => v !== 0)));
+    deepStrictEqual(await run("texture"), storage);
+  },
+);
+
+/** Random values of a shape, as f32. */
+function values(shape: number[], rng: Random): Float32Array {
+  return Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal());
+}
