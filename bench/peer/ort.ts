@@ -25,7 +25,7 @@ import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { softmaxChannels } from "../../src/autograd/functional.ts";
 import type { BenchResult } from "../../src/cli/bench/suite.ts";
-import { phantomCt } from "../../src/cli/bench/infer.ts";
+import { checkpointMeta, phantomCt } from "../../src/cli/bench/infer.ts";
 import { referenceConfig } from "../../src/cli/bench/train.ts";
 import { agreedRatio, labelsAgreement } from "../../src/cli/bench/agreement.ts";
 import { checkpointToOnnx } from "../../src/cli/export_onnx.ts";
@@ -183,14 +183,7 @@ export async function* ortPeer(options: { quick: boolean }): AsyncIterable<Bench
   const patch = config.data.patchSize as Shape3;
   const g = await initGpu();
   const net = new UNet3D(config.model, 0);
-  const meta: CheckpointMeta = {
-    model: net.config,
-    classNames: ["background", "lung", "infection"],
-    normalisation: { kind: "ct-window", lo: -1000, hi: 400 },
-    patchSize: patch,
-    spacingMm: [1, 1, 1],
-    training: { epoch: 0, step: 0, monitor: "dice", bestMetric: null, metrics: {} },
-  };
+  const meta = checkpointMeta(net, patch, [1, 1, 1]);
   const loaded: LoadedModel = { model: net, meta, dispose: () => net.dispose() };
   const dir = await Deno.makeTempDir({ prefix: "voxseg_bench_ort_" });
   let session: ort.InferenceSession | undefined;

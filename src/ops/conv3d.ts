@@ -28,7 +28,7 @@ import { defineKernel, type KernelSpec, recorder, Tensor } from "../gpu/mod.ts";
 import { activationCode, type FusedActivation } from "./elementwise.ts";
 import { assertRank, channelRuns } from "./shape.ts";
 import { packHalf, type Precision, precision } from "./precision.ts";
-import { emptyTexelView, texelsFit, texelTexture } from "../gpu/texture.ts";
+import { emptyTexelView, texelsFit, type TexelTexture, texelTexture } from "../gpu/texture.ts";
 import {
   adapterKind,
   type ConvTiles,
@@ -78,6 +78,30 @@ function blockGrid(
   };
 }
 
+/** The bindings both convolution kernels start with: input, packed weights, bias, output. */
+const CONV_BINDINGS = [
+  { name: "src", access: "read" },
+  // The same buffer as src, read as aligned vec4s when W % 4 == 0.
+  { name: "srcv", access: "read", type: "vec4<f32>" },
+  { name: "pw", access: "read", type: "vec4<f32>" },
+  { name: "bias", access: "read" },
+  { name: "dst", access: "read_write", type: "vec4<f32>" },
+] as const;
+
+/**
+ * A convolution kernel reading its packed weights through a uniform binding of
+ * {@link UNIFORM_WEIGHT_VEC4S} vec4s (see {@link weightBinding}).
+ */
+function withUniformWeights<S extends KernelSpec>(spec: S, name: string) {
+  return defineKernel({
+    ...spec,
+    name,
+    bindings: spec.bindings.map((b) =>
+      b.name === "pw" ? { ...b, uniformLength: UNIFORM_WEIGHT_VEC4S } : b
+    ),
+  });
+}
+
 const conv3dSpec = {
   name: "conv3d",
   body: conv3dWgsl,
@@ -91,12 +115,7 @@ const conv3dSpec = {
     actP: "f32",
   },
   bindings: [
-    { name: "src", access: "read" },
-    // The same buffer as src, read as aligned vec4s when W % 4 == 0.
-    { name: "srcv", access: "read", type: "vec4<f32>" },
-    { name: "pw", access: "read", type: "vec4<f32>" },
-    { name: "bias", access: "read" },
-    { name: "dst", access: "read_write", type: "vec4<f32>" },
+    ...CONV_BINDINGS,
     // F16 = 1: the packed weights and the input as binary16 pairs (other runs bind src here).
     { name: "pwh", access: "read", type: "vec4<u32>" },
     { name: "xh", access: "read", type: "vec4<u32>" },
@@ -112,17 +131,8 @@ const conv3dSpec = {
 
 export const conv3dKernel = defineKernel(conv3dSpec);
 
-/**
- * The same kernel reading the packed weights through a uniform binding of
- * {@link UNIFORM_WEIGHT_VEC4S} vec4s (see {@link weightBinding}).
- */
-export const conv3dUniformKernel = defineKernel({
-  ...conv3dSpec,
-  name: "conv3d_uniform",
-  bindings: conv3dSpec.bindings.map((b) =>
-    b.name === "pw" ? { ...b, uniformLength: UNIFORM_WEIGHT_VEC4S } : b
-  ),
-});
+/** The same kernel reading the packed weights through a uniform binding. */
+export const conv3dUniformKernel = withUniformWeights(conv3dSpec, "conv3d_uniform");
 
 /**
  * The 1×1×1 convolution (K = 1: heads, and the transposed convolution's modes), a module of
@@ -134,12 +144,7 @@ const pointSpec = {
   fragments: [convStoreWgsl],
   uniforms: conv3dSpec.uniforms,
   bindings: [
-    { name: "src", access: "read" },
-    // The same buffer as src, read as aligned vec4s when W % 4 == 0.
-    { name: "srcv", access: "read", type: "vec4<f32>" },
-    { name: "pw", access: "read", type: "vec4<f32>" },
-    { name: "bias", access: "read" },
-    { name: "dst", access: "read_write", type: "vec4<f32>" },
+    ...CONV_BINDINGS,
     // TEX = 1: src as a texel texture (src/gpu/texture.ts); other runs bind an unused one.
     { name: "xt", access: "read", texture: true },
   ],
@@ -150,13 +155,7 @@ const pointSpec = {
 export const conv3dPointKernel = defineKernel(pointSpec);
 
 /** {@link conv3dPointKernel} reading the packed weights through a uniform binding. */
-export const conv3dPointUniformKernel = defineKernel({
-  ...pointSpec,
-  name: "conv3d_point_uniform",
-  bindings: pointSpec.bindings.map((b) =>
-    b.name === "pw" ? { ...b, uniformLength: UNIFORM_WEIGHT_VEC4S } : b
-  ),
-});
+export const conv3dPointUniformKernel = withUniformWeights(pointSpec, "conv3d_point_uniform");
 
 export const packWeightsKernel = defineKernel({
   name: "conv3d_pack",
@@ -419,35 +418,20 @@ export function runConv(r: ConvRun): Tensor {
   const vec = w % 4 === 0 ? 1 : 0;
   const y = new Tensor(r.outShape);
   const uniforms = { tilesC, ciPad, hasBias: r.bias ? 1 : 0, act, actP };
+  const block = { CG: t.cg, VZ: t.vz, VX: t.vx, VEC: vec, WG: t.wg };
+  // What CONV_BINDINGS name: input (twice), packed weights, bias (or any buffer), output.
+  const buffers = [r.src.buffer, r.src.buffer, pw.buffer, (r.bias ?? r.src).buffer, y.buffer];
   if (r.k === 1) {
     // One row of VX voxels per thread (conv3d_point.wgsl).
     const kernel = binding === "uniform" ? conv3dPointUniformKernel : conv3dPointKernel;
     const b = { ...blockGrid(r, t.vx, d), tilesY: r.grid[1] };
     const groups = r.n * tilesC * b.tilesZ * b.tilesY * b.tilesX;
-    const texels = r.src.size / 4;
-    const tex = vec === 1 && inputBinding(texelsFit(texels)) === "texture"
-      ? texelTexture(r.src.buffer, texels)
-      : null;
-    const constants = {
-      MODE: r.mode,
-      CG: t.cg,
-      VZ: t.vz,
-      VX: t.vx,
-      VEC: vec,
-      WG: t.wg,
-      TEX: tex ? 1 : 0,
-    };
+    const tex = texelInput(r.src, vec === 1);
+    const constants = { ...block, MODE: r.mode, TEX: tex ? 1 : 0 };
     recorder().dispatch(
       kernel,
       { ...b, groups, ...uniforms },
-      [
-        r.src.buffer,
-        r.src.buffer,
-        pw.buffer,
-        (r.bias ?? r.src).buffer,
-        y.buffer,
-        tex?.view ?? emptyTexelView(),
-      ],
+      [...buffers, tex?.view ?? emptyTexelView()],
       kernel.grid(groups, constants),
       constants,
     );
@@ -460,33 +444,14 @@ export function runConv(r: ConvRun): Tensor {
   const xh = half ? packHalf(r.src) : null;
   const b = blockGrid(r, t.vx, Math.ceil(d / t.vz));
   const groups = r.n * tilesC * b.tilesZ * b.tilesY * b.tilesX;
-  // The input as texels (see inputBinding): K = 3 rows of whole vec4s in MODE 0, f32.
-  const texels = r.src.size / 4;
-  const tex = r.k === 3 && r.mode === 0 && vec === 1 && !half &&
-      inputBinding(texelsFit(texels), "conv3") === "texture"
-    ? texelTexture(r.src.buffer, texels)
-    : null;
+  const tex = texelInput(r.src, vec === 1 && !half);
   const wtex = binding === "texture" ? texelTexture(pw.buffer, pwVec4s) : null;
-  const constants = {
-    K: 3,
-    CG: t.cg,
-    VZ: t.vz,
-    VX: t.vx,
-    VEC: vec,
-    WG: t.wg,
-    F16: +half,
-    TEX: tex ? 1 : 0,
-    WTEX: wtex ? 1 : 0,
-  };
+  const constants = { ...block, K: 3, F16: +half, TEX: tex ? 1 : 0, WTEX: wtex ? 1 : 0 };
   recorder().dispatch(
     kernel,
     { ...b, groups, ...uniforms },
     [
-      r.src.buffer,
-      r.src.buffer,
-      pw.buffer,
-      (r.bias ?? r.src).buffer,
-      y.buffer,
+      ...buffers,
       (pwh ?? r.src).buffer,
       (xh ?? r.src).buffer,
       (xh ?? r.src).buffer,
@@ -502,6 +467,17 @@ export function runConv(r: ConvRun): Tensor {
   pwh?.dispose();
   xh?.dispose();
   return y;
+}
+
+/**
+ * The input of a convolution as texels where inputBinding (tuning.ts) says so and `eligible`
+ * (rows of whole vec4s, f32) allows; the caller releases it after recording its dispatch.
+ */
+function texelInput(src: Tensor, eligible: boolean): TexelTexture | null {
+  const texels = src.size / 4;
+  return eligible && inputBinding(texelsFit(texels), "conv3") === "texture"
+    ? texelTexture(src.buffer, texels)
+    : null;
 }
 
 /**

@@ -8,7 +8,7 @@
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { join } from "node:path";
 import { initGpu } from "../../src/gpu/mod.ts";
-import { phantomCt, voxsegInferSideInChild } from "../../src/cli/bench/infer.ts";
+import { checkpointMeta, phantomCt, voxsegInferSideInChild } from "../../src/cli/bench/infer.ts";
 import { loadModel, predictVolume } from "../../src/infer/predict.ts";
 import { UNet3D } from "../../src/nn/unet3d.ts";
 import { saveCheckpoint } from "../../src/nn/checkpoint.ts";
@@ -24,14 +24,7 @@ Deno.test("bench infer: voxseg's timed prediction runs in a child and gives this
     const model = join(dir, "tiny.safetensors");
     await saveCheckpoint(model, {
       weights: await readWeights(net),
-      meta: {
-        model: net.config,
-        classNames: ["background", "lung", "infection"],
-        normalisation: { kind: "ct-window", lo: -1000, hi: 400 },
-        patchSize: patch,
-        spacingMm: [1, 1, 1],
-        training: { epoch: 0, step: 0, monitor: "dice", bestMetric: null, metrics: {} },
-      },
+      meta: checkpointMeta(net, patch, [1, 1, 1]),
     });
     net.dispose();
     const shape: Shape3 = [16, 24, 40];

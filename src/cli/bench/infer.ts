@@ -42,7 +42,12 @@ import { agreedRatio, labelsAgreement } from "./agreement.ts";
 const PEER_SCRIPT = new URL("../../../bench/peer/sliding_window_torch.py", import.meta.url);
 const MB = 1e6;
 
-function checkpointMeta(net: UNet3D, patchSize: Shape3, spacingMm: Shape3): CheckpointMeta {
+/** The checkpoint metadata of a benchmark network: CT window, three classes, untrained. */
+export function checkpointMeta(
+  net: UNet3D,
+  patchSize: Shape3,
+  spacingMm: Shape3,
+): CheckpointMeta {
   return {
     model: net.config,
     classNames: ["background", "lung", "infection"],
