@@ -3,9 +3,9 @@
  * phantom (air, body, lungs, noise), compressed with zstd at voxseg's level (3) by numcodecs
  * (as voxseg writes it), decoded by numcodecs' WebAssembly zstd, by Deno's native one told the
  * decoded size, and by the system's libzstd into a buffer of that size (as
- * src/data/ome_zarr/codecs.ts reads it where libzstd loads; the others are its fallbacks). Prints one JSON line per decoder:
- * wall and process-CPU milliseconds per decode (CPU time holds on a shared machine), and the
- * bytes.
+ * src/data/ome_zarr/codecs.ts reads it where libzstd loads; the others are its fallbacks).
+ * Prints one JSON line per decoder: wall and process-CPU milliseconds per decode (CPU time
+ * holds on a shared machine), and the bytes.
  *
  *   deno run -A bench/zstd_decode.ts
  *

@@ -4,10 +4,11 @@
  * - `infer`: the reference U-Net (base 16, depth 4, 3 classes, random weights, patch 64³)
  *   segments a 128×256×256 volume (`--quick`: 64×128×128) by sliding window, overlap 0.5,
  *   batches of 2 — voxels per second end to end (sliding window, blending, arg-max) and the
- *   peak resident memory of the timed prediction, in a fresh process as the peer's; then, in the same run, the identical network and sliding
- *   window in PyTorch (bench/peer/sliding_window_torch.py, 2 threads), with the share of
- *   voxels whose labels agree; and the same prediction with binary16 convolution operands
- *   (`precision: "f16"`): its time and its label agreement with f32.
+ *   peak resident memory of the timed prediction, run in a fresh process as the peer is; then,
+ *   in the same run, the identical network and sliding window in PyTorch
+ *   (bench/peer/sliding_window_torch.py, 2 threads), with the share of voxels whose labels
+ *   agree; and the same prediction with binary16 convolution operands (`precision: "f16"`):
+ *   its time and its label agreement with f32.
  * - `hd95`: HD95 and the other metrics between two lung-like masks of 128×256×256.
  * - `memory`: `voxseg infer` in a fresh process on OME-Zarr cases of 150×512×512 and
  *   600×512×512 int16 (`--quick`: 64 and 128 slices) with a tiny U-Net and the default memory
