@@ -18,7 +18,6 @@ export async function main(argv: string[]): Promise<number> {
     console.log(JSON.stringify({ ...info, tunedTiles: tuned }));
     return 0;
   }
-  const block = describeTiles;
   const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
   const rows: [string, string][] = [
     ["adapter", info.description],
@@ -34,8 +33,8 @@ export async function main(argv: string[]): Promise<number> {
     [
       "conv blocks",
       tuned
-        ? `tuned ${tuned.date.slice(0, 10)}: conv ${block(tuned.conv3)}, wgrad ${
-          block(tuned.wgrad3)
+        ? `tuned ${tuned.date.slice(0, 10)}: conv ${describeTiles(tuned.conv3)}, wgrad ${
+          describeTiles(tuned.wgrad3)
         } (${tileCachePath()})`
         : "built-in (voxseg tune measures this adapter's)",
     ],

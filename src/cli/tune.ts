@@ -200,8 +200,6 @@ function relativeDifference(a: Float32Array, b: Float32Array): number {
   return diff / Math.max(scale, 1e-30);
 }
 
-const label = describeTiles;
-
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
     quick: { type: "boolean" },
@@ -223,14 +221,14 @@ export async function main(argv: string[]): Promise<number> {
     quick: Boolean(values.quick),
     onMeasurement: (m) => {
       if (values.json) {
-        console.log(JSON.stringify({ name: `${m.kernel} ${label(m.tiles)}`, ...m }));
+        console.log(JSON.stringify({ name: `${m.kernel} ${describeTiles(m.tiles)}`, ...m }));
         return;
       }
       const what = m.gflops === null
         ? `REJECTED: output differs by ${m.error.toExponential(1)} from the built-in block's`
         : `${m.gflops.toFixed(1)} GFLOP/s`;
       console.log(
-        `  ${m.kernel.padEnd(7)} ${label(m.tiles).padEnd(24)} ${what}${
+        `  ${m.kernel.padEnd(7)} ${describeTiles(m.tiles).padEnd(24)} ${what}${
           m.builtin ? "  (built-in)" : ""
         }`,
       );
@@ -242,7 +240,7 @@ export async function main(argv: string[]): Promise<number> {
     for (const k of ["conv3", "wgrad3"] as const) {
       const m = result.measured[k];
       console.log(
-        `${k}: ${label(result[k])}, ${m.tuned.toFixed(1)} GFLOP/s ` +
+        `${k}: ${describeTiles(result[k])}, ${m.tuned.toFixed(1)} GFLOP/s ` +
           `(built-in ${m.builtin.toFixed(1)}, ×${(m.tuned / m.builtin).toFixed(2)})`,
       );
     }

@@ -470,8 +470,9 @@ export function runConv(r: ConvRun): Tensor {
 }
 
 /**
- * The input of a convolution as texels where inputBinding (tuning.ts) says so and `eligible`
- * (rows of whole vec4s, f32) allows; the caller releases it after recording its dispatch.
+ * The input of a convolution as texels where inputBinding (tuning.ts) says so for conv3 (the
+ * 1×1×1 kernel follows the 3×3×3 one's choice) and `eligible` (rows of whole vec4s, f32)
+ * allows; the caller releases it after recording its dispatch.
  */
 function texelInput(src: Tensor, eligible: boolean): TexelTexture | null {
   const texels = src.size / 4;

@@ -226,8 +226,9 @@ export function validTiles(t: unknown, kernel: TunedKernel = "wgrad3"): t is Con
  * sums of 2×4×8). Before the texel path, with everything in storage, 2×4×8 was the fastest
  * (54 GFLOP/s on an AVX-512 Xeon; on AVX2 17.4 median in the run above, and 1×4×8 0.87–0.90×
  * of it): an adapter whose cache (`voxseg tune`) predates the texel path keeps its block. K = 1
- * (conv3d_point.wgsl: the transposed convolution and 1×1×1 heads, always storage): CG·VZ = 4
- * slots of 4 channels × 8 voxels of one row per thread. GPUs: 4 channels × 1×4×4 voxels
+ * (conv3d_point.wgsl: the transposed convolution and 1×1×1 heads; input as texels where
+ * {@link inputBinding} says so): CG·VZ = 4 slots of 4 channels × 8 voxels of one row per
+ * thread. GPUs: 4 channels × 1×4×4 voxels
  * (64 accumulators) leave registers for occupancy, 128 threads per workgroup, and reuse
  * comes from the caches. No GPU was available to tune them; they are a conventional starting
  * point, and `voxseg tune` measures better ones per adapter (on a 2-vCPU Intel Xeon with
@@ -351,7 +352,8 @@ let forcedInput: InputBinding | null = null;
  * By wall clock on a quiet machine of that kind the forward runs 20–25 GFLOP/s as texels
  * against 10–11.5 from storage. On AVX-512 CPUs, whose storage loads do not stall, the texel
  * path is not measured yet: `voxseg tune` times both there and caches the faster for `kernel`
- * (a tuned block's `input`), which then applies unless a binding is forced.
+ * (a tuned block's `input`), which then applies unless a binding is forced. The 1×1×1 kernel
+ * (conv3d_point.wgsl), never tuned itself, follows the choice measured for conv3.
  */
 export function inputBinding(fits: boolean, kernel: TunedKernel = "conv3"): InputBinding {
   if (!fits) return "storage";
